@@ -1,0 +1,249 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Defaults applied by Validate when a key is unset.
+const (
+	DefaultDrainTimeout  = 30 * time.Second
+	DefaultReloadTimeout = 60 * time.Second
+	DefaultReady         = "notify"
+)
+
+// ErrInvalid is wrapped by every validation error, so callers can tell bad
+// input from a failure to read the file.
+var ErrInvalid = errors.New("config: invalid")
+
+// Config is baton's whole configuration.
+type Config struct {
+	Listen []Listener `toml:"listen"`
+	Worker Worker     `toml:"worker"`
+	Reload Reload     `toml:"reload"`
+
+	// Path is the file the config was read from; empty when it came from
+	// flags alone.
+	Path string `toml:"-"`
+
+	// origin maps a key ("worker.count", "listen[1].address") to where it
+	// was set ("baton.toml:12" or "flag --workers"), for error messages.
+	origin map[string]string
+}
+
+// Listener is one named socket the workers serve on.
+type Listener struct {
+	// Name is how workers and systemd refer to the socket
+	// (LISTEN_FDNAMES, FileDescriptorName=).
+	Name string `toml:"name"`
+	// Address is a URL: tcp://host:port, tcp4://, tcp6://, udp://, udp4://,
+	// udp6://, or unix:///path.
+	Address string `toml:"address"`
+
+	// Network and Addr are Address split for net.Listen-style use; set by
+	// Validate.
+	Network string `toml:"-"`
+	Addr    string `toml:"-"`
+}
+
+// Stream reports whether the listener is a stream (accepting) socket.
+func (l Listener) Stream() bool { return !strings.HasPrefix(l.Network, "udp") }
+
+// Worker says how to run the worker processes.
+type Worker struct {
+	// Command is the program and its arguments.
+	Command []string `toml:"command"`
+	// Count is the number of workers; 0 means one per CPU.
+	Count int `toml:"count"`
+	// Ready is "notify" (READY=1 on the notify socket) or "delay:DURATION"
+	// (ready after staying up that long).
+	Ready string `toml:"ready"`
+	// DrainTimeout is how long a worker told to stop may take before it is
+	// killed.
+	DrainTimeout Duration `toml:"drain_timeout"`
+	// Env is added to the workers' environment.
+	Env map[string]string `toml:"env"`
+
+	// ReadyDelay is the parsed delay of a "delay:" Ready; zero for notify.
+	ReadyDelay time.Duration `toml:"-"`
+}
+
+// Reload holds the readiness deadline of a generation of workers.
+type Reload struct {
+	// Timeout is how long a new generation (the first one included) has to
+	// become ready.
+	Timeout Duration `toml:"timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration: %q (use a number with a unit, e.g. \"30s\")", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Validate fills in defaults and checks every key, returning the first
+// problem as an error naming the key and where it was set.
+func (c *Config) Validate() error {
+	if len(c.Listen) == 0 {
+		return c.errorf("listen", "at least one listener is required (--listen NAME=URL or [[listen]])")
+	}
+	seen := map[string]bool{}
+	for i := range c.Listen {
+		l := &c.Listen[i]
+		key := fmt.Sprintf("listen[%d]", i)
+		if l.Name == "" {
+			return c.errorf(key+".name", "is required")
+		}
+		if strings.ContainsAny(l.Name, ":=\n\x00") || len(l.Name) > 255 {
+			return c.errorf(key+".name", "%q: must not contain ':', '=' or control characters and be at most 255 bytes", l.Name)
+		}
+		if seen[l.Name] {
+			return c.errorf(key+".name", "%q is used by two listeners", l.Name)
+		}
+		seen[l.Name] = true
+		network, addr, err := ParseAddress(l.Address)
+		if err != nil {
+			return c.errorf(key+".address", "%w", err)
+		}
+		l.Network, l.Addr = network, addr
+	}
+
+	w := &c.Worker
+	if len(w.Command) == 0 || w.Command[0] == "" {
+		return c.errorf("worker.command", "is required (the program to run, after -- on the command line)")
+	}
+	if w.Count < 0 {
+		return c.errorf("worker.count", "must be at least 1, got %d", w.Count)
+	}
+	if w.Count == 0 {
+		w.Count = runtime.NumCPU()
+	}
+	if w.Ready == "" {
+		w.Ready = DefaultReady
+	}
+	switch {
+	case w.Ready == "notify":
+		w.ReadyDelay = 0
+	case strings.HasPrefix(w.Ready, "delay:"):
+		d, err := time.ParseDuration(strings.TrimPrefix(w.Ready, "delay:"))
+		if err != nil || d <= 0 {
+			return c.errorf("worker.ready", "%q: want \"notify\" or \"delay:DURATION\" with a positive duration", w.Ready)
+		}
+		w.ReadyDelay = d
+	default:
+		return c.errorf("worker.ready", "%q: want \"notify\" or \"delay:DURATION\"", w.Ready)
+	}
+	if w.DrainTimeout < 0 {
+		return c.errorf("worker.drain_timeout", "must not be negative, got %s", w.DrainTimeout.Std())
+	}
+	if w.DrainTimeout == 0 {
+		w.DrainTimeout = Duration(DefaultDrainTimeout)
+	}
+	for k := range w.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return c.errorf("worker.env", "%q is not a valid variable name", k)
+		}
+	}
+
+	if c.Reload.Timeout < 0 {
+		return c.errorf("reload.timeout", "must not be negative, got %s", c.Reload.Timeout.Std())
+	}
+	if c.Reload.Timeout == 0 {
+		c.Reload.Timeout = Duration(DefaultReloadTimeout)
+	}
+	return nil
+}
+
+// ParseAddress splits a listener URL into a network and an address for it.
+func ParseAddress(s string) (network, addr string, err error) {
+	if s == "" {
+		return "", "", errors.New("is required (e.g. \"tcp://127.0.0.1:8080\" or \"unix:///run/app.sock\")")
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return "", "", fmt.Errorf("%q: want a URL such as tcp://127.0.0.1:8080 or unix:///run/app.sock", s)
+	}
+	switch u.Scheme {
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+		if u.Path != "" || u.RawQuery != "" || u.User != nil {
+			return "", "", fmt.Errorf("%q: a %s address is scheme://host:port and nothing more", s, u.Scheme)
+		}
+		host, port, err := net.SplitHostPort(u.Host)
+		if err != nil || port == "" {
+			return "", "", fmt.Errorf("%q: want %s://HOST:PORT", s, u.Scheme)
+		}
+		if _, err := net.LookupPort(u.Scheme, port); err != nil {
+			return "", "", fmt.Errorf("%q: bad port %q", s, port)
+		}
+		return u.Scheme, net.JoinHostPort(host, port), nil
+	case "unix":
+		if u.Host != "" || u.Path == "" {
+			return "", "", fmt.Errorf("%q: want unix:///absolute/path (three slashes)", s)
+		}
+		if len(u.Path) > 107 {
+			return "", "", fmt.Errorf("%q: a unix socket path is at most 107 bytes", s)
+		}
+		return "unix", u.Path, nil
+	}
+	return "", "", fmt.Errorf("%q: unknown scheme %q (want tcp, tcp4, tcp6, udp, udp4, udp6 or unix)", s, u.Scheme)
+}
+
+// errorf builds a validation error prefixed with the key and where it was
+// set.
+func (c *Config) errorf(key, format string, args ...any) error {
+	where := c.origin[key]
+	if where == "" {
+		// A key inside an array element or a table: fall back to its
+		// parent's position, which is still the right place to look.
+		for k := key; where == "" && k != ""; {
+			i := strings.LastIndexAny(k, ".[")
+			if i < 0 {
+				break
+			}
+			k = k[:i]
+			where = c.origin[k]
+		}
+	}
+	if where == "" && c.Path != "" {
+		where = c.Path
+	}
+	prefix := "config: " + key
+	if where != "" {
+		prefix = "config: " + where + ": " + key
+	}
+	return fmt.Errorf("%s: %w", prefix, wrapInvalid(fmt.Errorf(format, args...)))
+}
+
+// wrapInvalid keeps the message as it is while making errors.Is(err,
+// ErrInvalid) true.
+func wrapInvalid(err error) error { return invalidError{err} }
+
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string { return e.err.Error() }
+func (e invalidError) Unwrap() []error { return []error{e.err, ErrInvalid} }
+
+func (c *Config) setOrigin(key, where string) {
+	if c.origin == nil {
+		c.origin = map[string]string{}
+	}
+	c.origin[key] = where
+}

@@ -1,0 +1,119 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options is what the run command line says besides the configuration
+// itself.
+type Options struct {
+	// LogFormat is "text" or "json".
+	LogFormat string
+}
+
+// FromArgs parses `baton run` arguments: flags, then an optional "--" and
+// the worker command. With --config the file is loaded first and each flag
+// given overrides its key. The result is validated.
+func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
+	var opts Options
+	fs := flag.NewFlagSet("baton run", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	var (
+		path          = fs.String("config", "", "TOML configuration `file`")
+		listens       listFlag
+		workers       = fs.String("workers", "", "number of workers `N` (worker.count; default: one per CPU)")
+		ready         = fs.String("ready", "", "readiness: notify or delay:DURATION (worker.ready; default notify)")
+		drainTimeout  = fs.String("drain-timeout", "", "how long a stopping worker may drain (worker.drain_timeout; default 30s)")
+		reloadTimeout = fs.String("reload-timeout", "", "how long workers have to become ready (reload.timeout; default 60s)")
+	)
+	fs.Var(&listens, "listen", "listener `NAME=URL`, repeatable (e.g. http=tcp://127.0.0.1:8080); replaces the file's [[listen]]")
+	fs.StringVar(&opts.LogFormat, "log-format", "text", "baton's own log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(usage, "usage: baton run [--config FILE] [flags] [-- COMMAND [ARGS...]]\n\nRuns a pool of workers on the listeners, keeping them serving.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, opts, err
+		}
+		return nil, opts, fmt.Errorf("config: %w", wrapInvalid(err))
+	}
+	if opts.LogFormat != "text" && opts.LogFormat != "json" {
+		return nil, opts, fmt.Errorf("config: flag --log-format: %w", wrapInvalid(fmt.Errorf("%q: want text or json", opts.LogFormat)))
+	}
+
+	c := &Config{}
+	if *path != "" {
+		var err error
+		if c, err = Load(*path); err != nil {
+			return nil, opts, err
+		}
+	}
+	if rest := fs.Args(); len(rest) > 0 {
+		c.Worker.Command = rest
+		c.setOrigin("worker.command", "command line")
+	}
+	if len(listens) > 0 {
+		c.Listen = nil
+		for i, s := range listens {
+			name, addr, ok := strings.Cut(s, "=")
+			if !ok {
+				return nil, opts, fmt.Errorf("config: flag --listen: %w", wrapInvalid(fmt.Errorf("%q: want NAME=URL", s)))
+			}
+			c.Listen = append(c.Listen, Listener{Name: name, Address: addr})
+			c.setOrigin(fmt.Sprintf("listen[%d]", i), "flag --listen")
+		}
+	}
+	set := []struct {
+		flag, key string
+		value     string
+		apply     func(string) error
+	}{
+		{"workers", "worker.count", *workers, func(s string) error {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				return fmt.Errorf("%q: want a whole number of at least 1", s)
+			}
+			c.Worker.Count = n
+			return nil
+		}},
+		{"ready", "worker.ready", *ready, func(s string) error { c.Worker.Ready = s; return nil }},
+		{"drain-timeout", "worker.drain_timeout", *drainTimeout, durationInto(&c.Worker.DrainTimeout)},
+		{"reload-timeout", "reload.timeout", *reloadTimeout, durationInto(&c.Reload.Timeout)},
+	}
+	for _, s := range set {
+		if s.value == "" {
+			continue
+		}
+		if err := s.apply(s.value); err != nil {
+			return nil, opts, fmt.Errorf("config: flag --%s: %w", s.flag, wrapInvalid(err))
+		}
+		c.setOrigin(s.key, "flag --"+s.flag)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, opts, err
+	}
+	return c, opts, nil
+}
+
+func durationInto(d *Duration) func(string) error {
+	return func(s string) error {
+		v, err := time.ParseDuration(s)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%q: want a positive duration such as 30s", s)
+		}
+		*d = Duration(v)
+		return nil
+	}
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }

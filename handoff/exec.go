@@ -1,0 +1,196 @@
+package handoff
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ShimCommand is the subcommand of the baton binary that runs ExecWorker.
+const ShimCommand = "exec-worker"
+
+// File is a descriptor to pass to a worker under a name.
+type File struct {
+	Name string
+	Fd   int
+}
+
+// Spec describes one worker process to start.
+type Spec struct {
+	// Shim is the argv prefix that runs ExecWorker, e.g.
+	// ["/usr/bin/baton", "exec-worker", "--"]; Command follows it.
+	Shim    []string
+	Command []string
+	// Env is the complete environment, LISTEN_FDS and LISTEN_FDNAMES
+	// included (see Env); the shim adds LISTEN_PID.
+	Env []string
+	Dir string
+	// Listeners land at descriptors 3, 4, ... in this order.
+	Listeners []File
+	// Stdin, Stdout and Stderr are descriptors for 0, 1 and 2.
+	Stdin, Stdout, Stderr int
+}
+
+// Spawner starts worker processes from one OS thread that lives as long as
+// the Spawner. The kernel delivers a child's parent-death signal when the
+// thread that forked it exits, not the process, so forking from arbitrary
+// goroutines would let a worker be killed whenever the Go scheduler retires
+// a thread.
+type Spawner struct {
+	reqs chan spawnReq
+	done chan struct{}
+}
+
+type spawnReq struct {
+	spec  Spec
+	reply chan spawnResult
+}
+
+type spawnResult struct {
+	pid int
+	err error
+}
+
+// NewSpawner starts the forking thread. Close ends it.
+func NewSpawner() *Spawner {
+	s := &Spawner{reqs: make(chan spawnReq), done: make(chan struct{})}
+	go s.loop()
+	return s
+}
+
+// loop ends when Close closes reqs. It never unlocks the thread, so the Go
+// runtime terminates the thread when loop returns.
+func (s *Spawner) loop() {
+	runtime.LockOSThread()
+	defer close(s.done)
+	for r := range s.reqs {
+		pid, err := start(r.spec)
+		r.reply <- spawnResult{pid, err}
+	}
+}
+
+// Close ends the forking thread. Workers still running at that point get
+// SIGKILL from the kernel, so call it only once every worker has exited.
+func (s *Spawner) Close() {
+	close(s.reqs)
+	<-s.done
+}
+
+// Start forks and execs a worker in its own process group, with SIGKILL as
+// its parent-death signal, and returns its pid. Nothing waits for it: the
+// caller reaps it.
+func (s *Spawner) Start(spec Spec) (int, error) {
+	reply := make(chan spawnResult, 1)
+	s.reqs <- spawnReq{spec, reply}
+	r := <-reply
+	return r.pid, r.err
+}
+
+func start(spec Spec) (int, error) {
+	if len(spec.Command) == 0 {
+		return 0, errors.New("handoff: start worker: empty command")
+	}
+	argv := append(append([]string(nil), spec.Shim...), spec.Command...)
+	files := []uintptr{uintptr(spec.Stdin), uintptr(spec.Stdout), uintptr(spec.Stderr)}
+	for _, l := range spec.Listeners {
+		files = append(files, uintptr(l.Fd))
+	}
+	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
+		Dir:   spec.Dir,
+		Env:   spec.Env,
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("handoff: start worker %q: %w", spec.Command[0], os.NewSyscallError("fork/exec "+argv[0], err))
+	}
+	return pid, nil
+}
+
+// withoutVars lists the variables a worker must never inherit from baton:
+// systemd's own socket activation, notify socket and watchdog are baton's,
+// and JOURNAL_STREAM would claim the worker's output goes to the journal
+// when it goes through baton.
+var withoutVars = []string{
+	"LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID",
+	"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
+}
+
+// Env builds a worker's environment: base without the variables that belong
+// to baton, then extra ("KEY=VALUE", later wins), then LISTEN_FDS and
+// LISTEN_FDNAMES for listeners.
+func Env(base []string, extra []string, listeners []File) []string {
+	out := make([]string, 0, len(base)+len(extra)+2)
+	drop := func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		for _, v := range withoutVars {
+			if k == v {
+				return true
+			}
+		}
+		return false
+	}
+	for _, kv := range base {
+		if !drop(kv) {
+			out = append(out, kv)
+		}
+	}
+	out = append(out, extra...)
+	names := make([]string, len(listeners))
+	for i, l := range listeners {
+		names[i] = l.Name
+	}
+	return append(out,
+		"LISTEN_FDS="+strconv.Itoa(len(listeners)),
+		"LISTEN_FDNAMES="+strings.Join(names, ":"))
+}
+
+// ExecWorker is the shim: it sets LISTEN_PID to its own pid, which the real
+// command keeps across exec, and replaces itself with argv. It returns only
+// on failure.
+func ExecWorker(argv []string) error {
+	if len(argv) == 0 {
+		return errors.New("handoff: exec-worker: no command given")
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return fmt.Errorf("handoff: exec-worker: %w", err)
+	}
+	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
+	if err := syscall.Exec(path, argv, env); err != nil {
+		return fmt.Errorf("handoff: exec-worker: %w", os.NewSyscallError("exec "+path, err))
+	}
+	return nil
+}
+
+// DupFd returns a close-on-exec duplicate (at 3 or above) of c's descriptor.
+// It goes through SyscallConn, never Fd: Fd switches a non-blocking socket
+// to blocking mode, and that mode is shared by every process holding the
+// socket.
+func DupFd(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("handoff: dup: %w", err)
+	}
+	dup := -1
+	var dupErr error
+	if err := rc.Control(func(fd uintptr) {
+		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
+	}); err != nil {
+		return -1, fmt.Errorf("handoff: dup: %w", err)
+	}
+	if dupErr != nil {
+		return -1, fmt.Errorf("handoff: dup: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr))
+	}
+	return dup, nil
+}

@@ -1,0 +1,111 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/batonhq/baton/handoff"
+)
+
+// TestMain lets the test binary play the shim and the workers, the way
+// os/exec's tests re-execute themselves: the supervisor under test starts
+// "<test binary> exec-worker -- <test binary> worker MODE".
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case handoff.ShimCommand:
+			err := handoff.ExecWorker(os.Args[3:])
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(127)
+		case "worker":
+			os.Exit(testWorker(os.Args[2]))
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// testWorker is a worker: it serves "pid N listen_pid M names X" on its
+// first inherited socket. Modes:
+//
+//	serve   notify READY=1, drain on SIGTERM
+//	silent  serve but never notify
+//	exit1   exit 1 at once
+//	stubborn  notify READY=1 and ignore SIGTERM
+//	stopping  notify READY=1, then STOPPING=1 on the first request and exit after it
+func testWorker(mode string) int {
+	if mode == "exit1" {
+		fmt.Println("exit1 worker: failing on purpose")
+		return 1
+	}
+	f := os.NewFile(3, "listener")
+	ln, err := net.FileListener(f)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return 3
+	}
+	f.Close()
+	stop := make(chan os.Signal, 1)
+	if mode == "stubborn" {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(stop, syscall.SIGTERM)
+	}
+	leave := make(chan struct{}, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "pid %d listen_pid %s names %s fds %s slot %s\n", os.Getpid(),
+			os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("LISTEN_FDS"), os.Getenv("BATON_WORKER"))
+		if mode == "stopping" {
+			select {
+			case leave <- struct{}{}:
+			default:
+			}
+		}
+	})}
+	go srv.Serve(ln)
+	fmt.Printf("worker %d serving\n", os.Getpid())
+	if mode != "silent" {
+		daemon.SdNotify(false, "READY=1")
+	}
+	select {
+	case <-stop:
+	case <-leave:
+		daemon.SdNotify(false, "STOPPING=1")
+	}
+	srv.Shutdown(context.Background())
+	return 0
+}
+
+// get fetches one response on a new connection.
+func get(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	resp := b.String()
+	if i := strings.Index(resp, "\r\n\r\n"); i >= 0 {
+		return resp[i+4:]
+	}
+	t.Fatalf("bad response from %s: %q", addr, resp)
+	return ""
+}

@@ -1,0 +1,64 @@
+package supervisor
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// exitEvent reports a reaped child: a worker or an orphan that was
+// re-parented to baton as child subreaper (or PID 1).
+type exitEvent struct {
+	pid    int
+	status unix.WaitStatus
+}
+
+// reap is the only code that waits for children. wait4(-1) would steal the
+// status of any child someone else waits for, so nothing else may wait.
+// It ends when quit is closed.
+func reap(sigchld <-chan os.Signal, out chan<- event, quit <-chan struct{}) {
+	for {
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil || pid <= 0 {
+				break // ECHILD (no children) or none exited yet
+			}
+			select {
+			case out <- exitEvent{pid: pid, status: ws}:
+			case <-quit:
+				return
+			}
+		}
+		select {
+		case <-sigchld:
+		case <-quit:
+			return
+		}
+	}
+}
+
+// notifySIGCHLD must be set up before the first child is started, so no
+// exit can go unnoticed.
+func notifySIGCHLD() chan os.Signal {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGCHLD)
+	return c
+}
+
+// describeExit says how a process ended, for logs and errors.
+func describeExit(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return "exit status " + itoa(ws.ExitStatus())
+	case ws.Signaled():
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return "ended"
+}

@@ -1,0 +1,318 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/systemd"
+)
+
+// harness runs a supervisor with test workers on a socket the test passes
+// in as if systemd had.
+type harness struct {
+	t      *testing.T
+	addr   string
+	cancel context.CancelFunc
+	done   chan error
+	notes  chan string
+	sigs   chan os.Signal
+	out    *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+type tlogWriter struct{ t *testing.T }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func testConfig(mode string, count int, mutate func(*config.Config)) *config.Config {
+	self, _ := os.Executable()
+	c := &config.Config{
+		Listen: []config.Listener{{Name: "http", Address: "tcp://127.0.0.1:1"}},
+		Worker: config.Worker{Command: []string{self, "worker", mode}, Count: count},
+	}
+	c.Reload.Timeout = config.Duration(10 * time.Second)
+	c.Worker.DrainTimeout = config.Duration(5 * time.Second)
+	if mutate != nil {
+		mutate(c)
+	}
+	if err := c.Validate(); err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// startHarness passes a fresh 127.0.0.1:0 socket as the inherited "http"
+// and runs the supervisor in the background.
+func startHarness(t *testing.T, cfg *config.Config) *harness {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := handoff.DupFd(ln.(*net.TCPListener))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	unix.SetNonblock(fd, false)
+
+	self, _ := os.Executable()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, addr: addr, cancel: cancel, done: make(chan error, 1),
+		notes: make(chan string, 100), sigs: make(chan os.Signal, 2), out: &syncBuffer{}}
+	opts := Options{
+		Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Signals:    h.sigs,
+		Shim:       []string{self, handoff.ShimCommand, "--"},
+		Output:     io.MultiWriter(h.out, tlogWriter{t}),
+		Notify:     func(s string) error { h.notes <- s; return nil },
+		RuntimeDir: t.TempDir(),
+		Inherited:  []systemd.Socket{{Name: "http", Fd: fd}},
+	}
+	go func() { h.done <- Run(ctx, cfg, opts) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(20 * time.Second):
+			t.Error("supervisor did not stop")
+		}
+	})
+	return h
+}
+
+// waitNote waits for a message to systemd that starts with prefix.
+func (h *harness) waitNote(prefix string) string {
+	h.t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case n := <-h.notes:
+			if strings.HasPrefix(n, prefix) {
+				return n
+			}
+		case err := <-h.done:
+			h.t.Fatalf("supervisor ended while waiting for %q: %v", prefix, err)
+		case <-timeout:
+			h.t.Fatalf("no %q sent to systemd", prefix)
+		}
+	}
+}
+
+func (h *harness) wait() error {
+	h.t.Helper()
+	select {
+	case err := <-h.done:
+		h.done <- err
+		return err
+	case <-time.After(20 * time.Second):
+		h.t.Fatal("supervisor did not end")
+		return nil
+	}
+}
+
+// pidsOf collects the worker pids seen in answers until want distinct
+// ones were seen (bounded).
+func (h *harness) pids(want int) map[int]bool {
+	h.t.Helper()
+	seen := map[int]bool{}
+	for i := 0; i < 500 && len(seen) < want; i++ {
+		f := strings.Fields(get(h.t, h.addr))
+		pid, _ := strconv.Atoi(f[1])
+		seen[pid] = true
+	}
+	return seen
+}
+
+func alive(pid int) bool { return unix.Kill(pid, 0) == nil }
+
+func TestWorkersGetListenersAndStopCleanly(t *testing.T) {
+	h := startHarness(t, testConfig("serve", 2, nil))
+	if n := h.waitNote("READY=1"); !strings.Contains(n, "STATUS=2/2 workers ready") {
+		t.Errorf("ready message = %q, want it to carry the status line", n)
+	}
+	body := get(t, h.addr)
+	f := strings.Fields(body)
+	// "pid N listen_pid M names X fds Y slot Z"
+	if len(f) != 10 || f[1] != f[3] || f[5] != "http" || f[7] != "1" {
+		t.Fatalf("worker saw %q: want LISTEN_PID equal to its pid, LISTEN_FDNAMES=http, LISTEN_FDS=1", body)
+	}
+	pids := h.pids(2)
+	if len(pids) != 2 {
+		t.Fatalf("saw workers %v, want 2 distinct", pids)
+	}
+	h.cancel()
+	if err := h.wait(); err != nil {
+		t.Fatalf("Run = %v, want nil after a clean stop", err)
+	}
+	for pid := range pids {
+		if alive(pid) {
+			t.Errorf("worker %d still alive after Run returned", pid)
+		}
+	}
+	if !strings.Contains(h.out.String(), "serving") || !strings.Contains(h.out.String(), "[worker ") {
+		t.Errorf("worker output was not forwarded with a prefix:\n%s", h.out.String())
+	}
+}
+
+func TestNeverReadyFailsNamingTheWorker(t *testing.T) {
+	start := time.Now()
+	h := startHarness(t, testConfig("silent", 2, func(c *config.Config) {
+		c.Reload.Timeout = config.Duration(time.Second)
+	}))
+	err := h.wait()
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "did not become ready within 1s") ||
+		!strings.Contains(err.Error(), "worker 0 (pid ") {
+		t.Fatalf("Run = %v, want ErrNotReady naming worker 0 and the timeout", err)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("took %s to give up, want about the 1s timeout plus the drain", d)
+	}
+}
+
+func TestExitBeforeReadyFailsStart(t *testing.T) {
+	h := startHarness(t, testConfig("exit1", 2, nil))
+	err := h.wait()
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "exited before it was ready: exit status 1") {
+		t.Fatalf("Run = %v, want ErrNotReady with the exit status", err)
+	}
+}
+
+func TestDelayReadiness(t *testing.T) {
+	h := startHarness(t, testConfig("silent", 1, func(c *config.Config) { c.Worker.Ready = "delay:200ms" }))
+	h.waitNote("READY=1")
+}
+
+func TestKilledWorkerIsReplaced(t *testing.T) {
+	h := startHarness(t, testConfig("serve", 2, nil))
+	h.waitNote("READY=1")
+	old := h.pids(2)
+	var victim int
+	for pid := range old {
+		victim = pid
+		break
+	}
+	if err := unix.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.waitNote("STATUS=1/2 workers ready, generation 1, 1 restarts")
+	h.waitNote("STATUS=2/2 workers ready, generation 1, 1 restarts")
+	now := h.pids(2)
+	if now[victim] {
+		t.Fatalf("killed worker %d still answers", victim)
+	}
+	if len(now) != 2 {
+		t.Fatalf("after the replacement saw %v, want 2 workers", now)
+	}
+}
+
+func TestStoppingStartsReplacementFirst(t *testing.T) {
+	h := startHarness(t, testConfig("stopping", 1, nil))
+	h.waitNote("READY=1")
+	first := strings.Fields(get(t, h.addr))[1] // this request makes the worker leave
+	h.waitNote("STATUS=0/1 workers ready, generation 1, 1 restarts")
+	h.waitNote("STATUS=1/1 workers ready, generation 1, 1 restarts")
+	second := strings.Fields(get(t, h.addr))[1]
+	if first == second {
+		t.Fatalf("same worker %s answered after it said STOPPING=1", first)
+	}
+}
+
+func TestSecondSignalKills(t *testing.T) {
+	h := startHarness(t, testConfig("stubborn", 2, func(c *config.Config) {
+		c.Worker.DrainTimeout = config.Duration(time.Minute)
+	}))
+	h.waitNote("READY=1")
+	pids := h.pids(2)
+	h.sigs <- syscall.SIGTERM
+	h.waitNote("STOPPING=1")
+	for pid := range pids {
+		if !alive(pid) {
+			t.Fatalf("worker %d ignoring SIGTERM is gone after the first signal", pid)
+		}
+	}
+	start := time.Now()
+	h.sigs <- syscall.SIGTERM
+	if err := h.wait(); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("second signal took %s to end the run, want it at once", d)
+	}
+}
+
+func TestDrainTimeoutKillsStubbornWorkers(t *testing.T) {
+	h := startHarness(t, testConfig("stubborn", 2, func(c *config.Config) {
+		c.Worker.DrainTimeout = config.Duration(500 * time.Millisecond)
+	}))
+	h.waitNote("READY=1")
+	pids := h.pids(2)
+	start := time.Now()
+	h.cancel()
+	if err := h.wait(); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Errorf("stubborn workers were gone after %s, before the drain timeout", d)
+	}
+	for pid := range pids {
+		if alive(pid) {
+			t.Errorf("worker %d survived the drain timeout", pid)
+		}
+	}
+}
+
+func TestUnclaimedInheritedSocketIsAnError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fd, _ := handoff.DupFd(ln.(*net.TCPListener))
+	cfg := testConfig("serve", 1, func(c *config.Config) {
+		c.Listen[0].Address = "tcp://127.0.0.1:0"
+	})
+	err = Run(context.Background(), cfg, Options{
+		Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+		RuntimeDir: t.TempDir(),
+		Notify:     func(string) error { return nil },
+		Inherited:  []systemd.Socket{{Name: "admin", Fd: fd}},
+	})
+	if err == nil || !strings.Contains(err.Error(), `systemd passed socket "admin" that no listener claims`) {
+		t.Fatalf("Run = %v, want the unclaimed socket named", err)
+	}
+}
