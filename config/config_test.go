@@ -1,0 +1,158 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "baton.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const good = `
+[[listen]]
+name = "http"
+address = "tcp://127.0.0.1:8080"
+
+[[listen]]
+name = "sock"
+address = "unix:///run/app.sock"
+
+[worker]
+command = ["/usr/bin/app", "--flag"]
+count = 3
+ready = "delay:500ms"
+drain_timeout = "10s"
+env = { APP_ENV = "prod" }
+
+[reload]
+timeout = "5s"
+`
+
+func TestLoadGood(t *testing.T) {
+	c, _, err := FromArgs([]string{"--config", writeFile(t, good)}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Listen) != 2 || c.Listen[0].Network != "tcp" || c.Listen[0].Addr != "127.0.0.1:8080" ||
+		c.Listen[1].Network != "unix" || c.Listen[1].Addr != "/run/app.sock" {
+		t.Errorf("listeners = %+v", c.Listen)
+	}
+	w := c.Worker
+	if w.Count != 3 || w.ReadyDelay != 500*time.Millisecond || w.DrainTimeout.Std() != 10*time.Second ||
+		w.Env["APP_ENV"] != "prod" || w.Command[1] != "--flag" || c.Reload.Timeout.Std() != 5*time.Second {
+		t.Errorf("worker = %+v reload = %+v", w, c.Reload)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, _, err := FromArgs([]string{"--listen", "http=tcp://127.0.0.1:0", "--", "app"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Worker.Count != runtime.NumCPU() || c.Worker.Ready != "notify" ||
+		c.Worker.DrainTimeout.Std() != DefaultDrainTimeout || c.Reload.Timeout.Std() != DefaultReloadTimeout {
+		t.Errorf("defaults not applied: %+v %+v", c.Worker, c.Reload)
+	}
+}
+
+func TestFlagsOverrideFile(t *testing.T) {
+	c, _, err := FromArgs([]string{"--config", writeFile(t, good), "--workers", "7", "--ready", "notify",
+		"--drain-timeout", "1s", "--listen", "api=tcp6://[::1]:9000", "--", "other", "arg"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Worker.Count != 7 || c.Worker.Ready != "notify" || c.Worker.DrainTimeout.Std() != time.Second ||
+		len(c.Listen) != 1 || c.Listen[0].Name != "api" || c.Listen[0].Addr != "[::1]:9000" ||
+		strings.Join(c.Worker.Command, " ") != "other arg" {
+		t.Errorf("flags did not override: %+v %+v", c.Worker, c.Listen)
+	}
+}
+
+// Every bad input gives one line naming the key and where it was set.
+func TestErrorsNameKeyAndLine(t *testing.T) {
+	tests := []struct {
+		name string
+		file string   // "" = no file
+		args []string // after --config
+		want string
+	}{
+		{"unknown key", "[worker]\ncommand = [\"a\"]\ncuont = 3\n", nil, "baton.toml:3: worker.cuont: unknown key"},
+		{"unknown table", "[wrker]\n", nil, "baton.toml:1: wrker: unknown key"},
+		{"wrong type", "[worker]\ncount = \"four\"\n", nil, "baton.toml:2: worker.count:"},
+		{"bad duration", "[worker]\ndrain_timeout = \"10 seconds\"\n", nil, "baton.toml:2: worker.drain_timeout: "},
+		{"syntax", "[worker\n", nil, "baton.toml:1:"},
+		{"negative count", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\n\ncount = -1\n", nil,
+			"baton.toml:7: worker.count: must be at least 1, got -1"},
+		{"bad ready", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nready = \"soon\"\n", nil,
+			"baton.toml:6: worker.ready: \"soon\""},
+		{"bad scheme", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[[listen]]\nname=\"x\"\naddress = \"sctp://a:1\"\n[worker]\ncommand=[\"a\"]\n", nil,
+			"baton.toml:6: listen[1].address: \"sctp://a:1\": unknown scheme"},
+		{"duplicate name", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[[listen]]\nname = \"h\"\naddress=\"tcp://127.0.0.1:2\"\n[worker]\ncommand=[\"a\"]\n", nil,
+			"baton.toml:5: listen[1].name: \"h\" is used by two listeners"},
+		{"missing address", "[[listen]]\nname=\"h\"\n[worker]\ncommand=[\"a\"]\n", nil, "baton.toml:1: listen[0].address: is required"},
+		{"no command", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n", nil, "worker.command: is required"},
+		{"no listener", "", []string{"--", "app"}, "config: listen: at least one listener is required"},
+		{"flag workers", "", []string{"--listen", "h=tcp://127.0.0.1:1", "--workers", "0", "--", "a"}, "config: flag --workers: \"0\""},
+		{"flag listen", "", []string{"--listen", "tcp://127.0.0.1:1", "--", "a"}, "config: flag --listen: \"tcp://127.0.0.1:1\": want NAME=URL"},
+		{"flag listen url", "", []string{"--listen", "h=127.0.0.1:1", "--", "a"}, "config: flag --listen: listen[0].address:"},
+		{"flag drain", "", []string{"--listen", "h=tcp://127.0.0.1:1", "--drain-timeout", "x", "--", "a"}, "config: flag --drain-timeout: \"x\""},
+		{"unknown flag", "", []string{"--wrokers", "2"}, "flag provided but not defined: -wrokers"},
+		{"missing file", "", []string{"--config", "/nonexistent/baton.toml"}, "config: open /nonexistent/baton.toml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				args = append([]string{"--config", writeFile(t, tt.file)}, args...)
+			}
+			_, _, err := FromArgs(args, io.Discard)
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q does not contain %q", msg, tt.want)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+			if tt.name != "missing file" && !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %q is not ErrInvalid", msg)
+			}
+		})
+	}
+}
+
+func TestParseAddress(t *testing.T) {
+	tests := []struct{ in, network, addr string }{
+		{"tcp://127.0.0.1:80", "tcp", "127.0.0.1:80"},
+		{"tcp4://0.0.0.0:80", "tcp4", "0.0.0.0:80"},
+		{"tcp6://[::1]:80", "tcp6", "[::1]:80"},
+		{"tcp://:80", "tcp", ":80"},
+		{"udp://127.0.0.1:53", "udp", "127.0.0.1:53"},
+		{"unix:///run/a.sock", "unix", "/run/a.sock"},
+	}
+	for _, tt := range tests {
+		n, a, err := ParseAddress(tt.in)
+		if err != nil || n != tt.network || a != tt.addr {
+			t.Errorf("ParseAddress(%q) = %q, %q, %v; want %q, %q", tt.in, n, a, err, tt.network, tt.addr)
+		}
+	}
+	for _, bad := range []string{"", "127.0.0.1:80", "tcp://127.0.0.1", "tcp://h:99999", "unix://relative/path", "tcp://h:1/path", "http://h:1"} {
+		if _, _, err := ParseAddress(bad); err == nil {
+			t.Errorf("ParseAddress(%q) accepted", bad)
+		}
+	}
+}
