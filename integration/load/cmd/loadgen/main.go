@@ -1,0 +1,57 @@
+// Command loadgen runs package load against a loopback address and prints
+// one line of totals. It exits 1 if any request failed, 2 on bad usage.
+//
+//	loadgen -addr 127.0.0.1:8080 -c 32 -d 10s -mode keep-alive
+//
+// With -d 0 and -n 0 it runs until interrupted.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/batonhq/baton/integration/load"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var o load.Options
+	flag.StringVar(&o.Addr, "addr", "127.0.0.1:8080", "loopback `host:port` to load")
+	flag.StringVar(&o.Path, "path", load.DefaultPath, "request `path`")
+	flag.IntVar(&o.Concurrency, "c", load.DefaultConcurrency, "concurrent clients")
+	flag.DurationVar(&o.Duration, "d", 0, "stop after this `duration` (0: no limit)")
+	flag.Int64Var(&o.Requests, "n", 0, "stop after this many requests (0: no limit)")
+	flag.DurationVar(&o.Timeout, "timeout", load.DefaultTimeout, "per-request timeout")
+	mode := flag.String("mode", load.KeepAlive.String(), "keep-alive or per-request")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "loadgen: unexpected arguments %q\n", flag.Args())
+		return 2
+	}
+	var err error
+	if o.Mode, err = load.ParseMode(*mode); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r, err := load.Run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 2
+	}
+	fmt.Println(r)
+	for _, s := range r.Samples {
+		fmt.Fprintln(os.Stderr, "  ", s)
+	}
+	if r.Failed() > 0 {
+		return 1
+	}
+	return 0
+}
