@@ -1,0 +1,47 @@
+# baton's build. `make help` lists the targets.
+export PATH := $(PATH):/usr/local/go/bin
+GO       ?= go
+PORT     ?= 8080
+WORKERS  ?=
+TESTTIME ?= 14m
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: help deps build run test check fmt vet staticcheck bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## install missing prerequisites (apt-get; idempotent)
+	@contrib/dev/install-deps.sh
+
+build: ## build bin/baton and bin/hello
+	$(GO) build -o bin/baton ./cmd/baton
+	$(GO) build -o bin/hello ./examples/hello
+
+run: deps build ## start baton with the demo worker on 127.0.0.1:$(PORT)
+	@echo "baton: serving the demo worker on http://127.0.0.1:$(PORT)/ -- try, in another terminal:"
+	@echo "  curl -i http://127.0.0.1:$(PORT)/                  # 'hello from pid N': run it twice, see the pids change"
+	@echo "  kill -9 <a worker pid from the log>               # baton replaces it; no connection is refused"
+	@echo "  kill -TERM <a worker pid>                          # it drains while its replacement starts"
+	@echo "  Ctrl-C here                                        # baton drains every worker and exits 0"
+	@exec bin/baton run --listen http=tcp://127.0.0.1:$(PORT) $(if $(WORKERS),--workers $(WORKERS)) -- bin/hello
+
+test: deps ## run the whole suite with -race (unit, integration, real systemd)
+	$(GO) test -race -count=1 -timeout $(TESTTIME) ./...
+
+fmt: ## fail if gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt would change: $$out"; exit 1; }
+
+vet: ## go vet
+	$(GO) vet ./...
+
+staticcheck: ## staticcheck (fetched through the Go module proxy)
+	$(GO) run $(STATICCHECK) ./...
+
+check: fmt vet staticcheck test ## gofmt, vet, staticcheck and the tests with -race
+
+bench: deps ## run the benchmarks (see BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+clean: ## remove build output
+	rm -rf bin

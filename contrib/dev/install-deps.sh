@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building and testing baton needs on a Debian machine, only
+# when it is missing, so it is cheap to run before every build or test.
+set -euo pipefail
+
+need=()
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v systemd-socket-activate >/dev/null || need+=(systemd)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v node >/dev/null || need+=(nodejs)
+command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
+command -v make >/dev/null || need+=(make)
+
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "install-deps: missing ${need[*]}: run as root or install them with apt-get" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || {
+		apt-get update -q >/dev/null
+		apt-get install -y -q "${need[@]}" >/dev/null
+	}
+fi
+
+if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
+	echo "install-deps: Go is missing: install Go 1.26 or newer (see go.mod) into /usr/local/go" >&2
+	exit 1
+fi
