@@ -1,0 +1,183 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// getOnce does one request on a new connection and returns the body.
+func getOnce(addr, path string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, addr)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != 200 {
+		return string(b), fmt.Errorf("status %s", resp.Status)
+	}
+	return string(b), nil
+}
+
+// SIGTERM to baton: requests the workers already accepted complete, baton
+// exits 0 within drain_timeout, and nothing of its tree is left.
+func TestBatonSIGTERMCompletesAcceptedRequests(t *testing.T) {
+	b := startBaton(t, "--workers", "2", "--drain-timeout", "10s", "--", bin.hello)
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body, err := getOnce(b.addr, "/slow?ms=1500")
+			if err == nil && !strings.HasPrefix(body, "hello from pid") {
+				err = fmt.Errorf("body %q", body)
+			}
+			errs <- err
+		}()
+	}
+	// Every request has reached a handler once each shows in the log.
+	reSlow := regexp.MustCompile(`slow request started`)
+	deadline := time.Now().Add(20 * time.Second)
+	for b.out.count(reSlow) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d slow requests reached a worker", b.out.count(reSlow), n)
+		}
+		b.out.waitFrom(b.out.len(), regexp.MustCompile(`.`), 20*time.Second)
+	}
+	b.descendants()
+	start := time.Now()
+	syscall.Kill(b.cmd.Process.Pid, syscall.SIGTERM)
+	if code := b.waitExit(15 * time.Second); code != 0 {
+		t.Fatalf("baton exited %d after SIGTERM, want 0", code)
+	}
+	took := time.Since(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("an accepted request failed during the stop: %v", err)
+		}
+	}
+	if took > 10*time.Second {
+		t.Errorf("baton took %s to stop, more than drain_timeout", took)
+	}
+	t.Logf("baton stopped %s after SIGTERM with %d slow requests in flight", took.Round(time.Millisecond), n)
+}
+
+// SIGKILL of baton: the kernel kills every worker (parent-death signal).
+func TestBatonSIGKILLLeavesNoWorker(t *testing.T) {
+	b := startBaton(t, "--workers", "2", "--", bin.hello)
+	workers := b.descendants()
+	if len(workers) < 2 {
+		t.Fatalf("found %d processes under baton, want at least 2 workers", len(workers))
+	}
+	syscall.Kill(b.cmd.Process.Pid, syscall.SIGKILL)
+	b.waitExit(10 * time.Second)
+	// Cleanup's checkNoDescendants fails the test if any survived.
+}
+
+// A worker that never sends READY=1 makes baton exit non-zero within the
+// timeout, naming it.
+func TestNeverReadyExitsNamingWorker(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := start(t, nil, bin.baton, "run", "--listen", "http=tcp://"+addr, "--workers", "2",
+		"--ready", "notify", "--reload-timeout", "1s", "--", "sleep", "60")
+	start := time.Now()
+	if code := p.waitExit(15 * time.Second); code != 1 {
+		t.Fatalf("baton exited %d, want 1", code)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("baton took %s to give up on a 1s timeout", d)
+	}
+	if !regexp.MustCompile(`baton: supervisor: workers did not become ready: worker 0 \(pid \d+\) did not become ready within 1s`).MatchString(p.out.String()) {
+		t.Errorf("exit message does not name the worker:\n%s", p.out)
+	}
+}
+
+// Bad configuration or flags: one line naming the key, exit 2, nothing
+// started.
+func TestBadConfigExitsBeforeStarting(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "baton.toml")
+	os.WriteFile(cfg, []byte("[[listen]]\nname = \"http\"\naddress = \"tcp://127.0.0.1:1\"\n\n[worker]\ncommand = [\"sleep\", \"60\"]\ncount = \"two\"\n"), 0o600)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", cfg}, "baton: config: " + cfg + ":7: worker.count:"},
+		{[]string{"--listen", "http=tcp://127.0.0.1:1", "--workers", "-3", "--", "sleep", "60"}, `baton: config: flag --workers: "-3"`},
+		{[]string{"--listen", "http=tcp://127.0.0.1:1", "--ready", "later", "--", "sleep", "60"}, `baton: config: flag --ready: worker.ready: "later"`},
+		{[]string{"--listen", "http=ftp://127.0.0.1:1", "--", "sleep", "60"}, `baton: config: flag --listen: listen[0].address: "ftp://127.0.0.1:1": unknown scheme`},
+	}
+	for _, tt := range tests {
+		p := start(t, nil, append([]string{bin.baton, "run"}, tt.args...)...)
+		if code := p.waitExit(10 * time.Second); code != 2 {
+			t.Errorf("baton run %v exited %d, want 2", tt.args, code)
+		}
+		<-p.out.done
+		out := p.out.String()
+		if !strings.HasPrefix(out, tt.want) || strings.Count(out, "\n") != 0 {
+			t.Errorf("baton run %v printed %q, want one line starting %q", tt.args, out, tt.want)
+		}
+	}
+}
+
+// After 200 worker replacements baton holds exactly as many descriptors
+// as before.
+func TestNoFDGrowthOver200Replacements(t *testing.T) {
+	b := startBaton(t, "--workers", "2", "--", bin.hello)
+	before := openFDs(t, b.cmd.Process.Pid)
+	reExited := regexp.MustCompile(`msg="worker exited"`)
+	from := b.out.len()
+	for i := 0; i < 200; i++ {
+		slot := i % 2
+		victim := b.workerPIDs()[slot]
+		syscall.Kill(victim, syscall.SIGTERM)
+		_, from = b.out.waitFrom(from, regexp.MustCompile(fmt.Sprintf(`msg="worker ready" slot=%d `, slot)), 20*time.Second)
+	}
+	// Every old worker has exited (200 exits), so their pipes are closed.
+	deadline := time.Now().Add(30 * time.Second)
+	for b.out.count(reExited) < 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of 200 replaced workers exited", b.out.count(reExited))
+		}
+		b.out.waitFrom(b.out.len(), regexp.MustCompile(`.`), 30*time.Second)
+	}
+	if _, err := getOnce(b.addr, "/"); err != nil {
+		t.Fatalf("not serving after 200 replacements: %v", err)
+	}
+	// A worker's exit and the end of its output pipe reach baton
+	// separately: give the last forwarders a moment to see end of file.
+	after := openFDs(t, b.cmd.Process.Pid)
+	for settle := time.Now().Add(5 * time.Second); after != before && time.Now().Before(settle); {
+		time.Sleep(20 * time.Millisecond)
+		after = openFDs(t, b.cmd.Process.Pid)
+	}
+	t.Logf("baton fds: %d before, %d after 200 replacements", before, after)
+	if after != before {
+		t.Errorf("baton has %d open descriptors after 200 replacements, %d before", after, before)
+	}
+}

@@ -1,0 +1,377 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var raceEnabled bool
+
+// bin holds the paths of the binaries built for this test run.
+var bin struct {
+	dir, baton, hello string
+}
+
+// repoRoot is the module's root directory.
+var repoRoot string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	wd, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	repoRoot = filepath.Dir(wd)
+	bin.dir, err = os.MkdirTemp("", "baton-it-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(bin.dir)
+	bin.baton = filepath.Join(bin.dir, "baton")
+	bin.hello = filepath.Join(bin.dir, "hello")
+	for out, pkg := range map[string]string{bin.baton: "./cmd/baton", bin.hello: "./examples/hello"} {
+		args := []string{"build", "-o", out}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
+		cmd.Dir = repoRoot
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// logLines collects a process's output and lets tests wait for a line.
+type logLines struct {
+	t     *testing.T
+	name  string
+	mu    sync.Mutex
+	lines []string
+	added chan struct{} // closed and replaced on every new line
+	done  chan struct{} // closed at EOF
+}
+
+func newLogLines(t *testing.T, name string, r io.Reader) *logLines {
+	l := &logLines{t: t, name: name, added: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			l.mu.Lock()
+			l.lines = append(l.lines, sc.Text())
+			close(l.added)
+			l.added = make(chan struct{})
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// wait returns the first line (from the start, or after skipping `from`
+// lines) matching re, waiting up to d for it.
+func (l *logLines) waitFrom(from int, re *regexp.Regexp, d time.Duration) (string, int) {
+	l.t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		for i := from; i < len(l.lines); i++ {
+			if re.MatchString(l.lines[i]) {
+				line := l.lines[i]
+				l.mu.Unlock()
+				return line, i + 1
+			}
+		}
+		from = len(l.lines)
+		added := l.added
+		l.mu.Unlock()
+		select {
+		case <-added:
+		case <-l.done:
+			l.mu.Lock()
+			n := len(l.lines)
+			l.mu.Unlock()
+			if n == from {
+				l.t.Fatalf("%s ended without a line matching %q:\n%s", l.name, re, l.String())
+			}
+		case <-deadline.C:
+			l.t.Fatalf("no line matching %q from %s within %s:\n%s", re, l.name, d, l.String())
+		}
+	}
+}
+
+func (l *logLines) wait(re *regexp.Regexp, d time.Duration) string {
+	l.t.Helper()
+	line, _ := l.waitFrom(0, re, d)
+	return line
+}
+
+func (l *logLines) count(re *regexp.Regexp) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if re.MatchString(s) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logLines) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.lines)
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// proc is a process started by a test, in its own process group, ended
+// and checked in Cleanup.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	out    *logLines // stdout and stderr together
+	exited chan struct{}
+	err    error // from Wait, valid once exited is closed
+	seen   map[int]bool
+	seenMu sync.Mutex
+}
+
+// start runs argv with extra environment, its output collected.
+func start(t *testing.T, env []string, argv ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	p := &proc{t: t, cmd: cmd, exited: make(chan struct{}), seen: map[int]bool{}}
+	p.out = newLogLines(t, filepath.Base(argv[0]), pr)
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.stop()
+		<-p.out.done
+		pr.Close()
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", strings.Join(argv, " "), p.out)
+		}
+		p.checkNoDescendants()
+	})
+	return p
+}
+
+// stop ends the process and its group if it is still running.
+func (p *proc) stop() {
+	p.descendants() // remember the tree before it goes
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.t.Errorf("%s did not exit on SIGTERM; killing it", p.cmd.Path)
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+	}
+}
+
+// waitExit waits for the process to exit and returns its exit code.
+func (p *proc) waitExit(d time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(d):
+		p.t.Fatalf("%s still running after %s", p.cmd.Path, d)
+	}
+	if p.err == nil {
+		return 0
+	}
+	if ee, ok := p.err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	p.t.Fatalf("wait: %v", p.err)
+	return -1
+}
+
+// descendants returns the live processes below p, and remembers them so
+// Cleanup can check they are gone.
+func (p *proc) descendants() []int {
+	children := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp := ppid(pid); pp > 0 {
+			children[pp] = append(children[pp], pid)
+		}
+	}
+	var out []int
+	queue := []int{p.cmd.Process.Pid}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		for _, c := range children[pid] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	p.seenMu.Lock()
+	for _, pid := range out {
+		p.seen[pid] = true
+	}
+	p.seenMu.Unlock()
+	return out
+}
+
+// checkNoDescendants fails the test if a process once seen below p is
+// still alive (bounded wait: the kernel's parent-death signal is
+// asynchronous). Zombies count as gone only once reaped.
+func (p *proc) checkNoDescendants() {
+	p.seenMu.Lock()
+	defer p.seenMu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for pid := range p.seen {
+		for processExists(pid) {
+			if time.Now().After(deadline) {
+				p.t.Errorf("process %d (%s) started under %s is still there", pid, comm(pid), filepath.Base(p.cmd.Path))
+				syscall.Kill(pid, syscall.SIGKILL)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func processExists(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return err == nil
+}
+
+func comm(pid int) string {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	return strings.TrimSpace(string(b))
+}
+
+func ppid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+func openFDs(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+var (
+	reAllReady    = regexp.MustCompile(`msg="all workers ready"`)
+	reWorkerReady = regexp.MustCompile(`msg="worker ready" slot=(\d+) pid=(\d+)`)
+)
+
+// baton is a running baton with its listener address.
+type baton struct {
+	*proc
+	addr string
+}
+
+// startBaton runs `baton run --listen http=tcp://127.0.0.1:PORT args...`
+// and waits for all workers to be ready.
+func startBaton(t *testing.T, args ...string) *baton {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	argv := append([]string{bin.baton, "run", "--listen", "http=tcp://" + addr}, args...)
+	p := start(t, nil, argv...)
+	p.out.wait(reAllReady, 30*time.Second)
+	return &baton{proc: p, addr: addr}
+}
+
+// workerPIDs returns the pids of the workers currently ready, by slot,
+// from the log (the last "worker ready" line of each slot).
+func (b *baton) workerPIDs() map[int]int {
+	pids := map[int]int{}
+	b.out.mu.Lock()
+	defer b.out.mu.Unlock()
+	for _, l := range b.out.lines {
+		if m := reWorkerReady.FindStringSubmatch(l); m != nil {
+			slot, _ := strconv.Atoi(m[1])
+			pid, _ := strconv.Atoi(m[2])
+			pids[slot] = pid
+		}
+	}
+	return pids
+}
+
+func withTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

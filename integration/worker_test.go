@@ -1,0 +1,98 @@
+package integration
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/integration/load"
+)
+
+var modes = []load.Mode{load.KeepAlive, load.PerRequest}
+
+// startLoad starts load on addr and waits until it flows.
+func startLoad(t *testing.T, addr string, mode load.Mode, c int) *load.Generator {
+	t.Helper()
+	ctx := withTimeout(t, 2*time.Minute)
+	g, err := load.Start(ctx, load.Options{Addr: addr, Concurrency: c, Mode: mode, Duration: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Stop() })
+	if err := g.WaitOK(ctx, 200); err != nil {
+		t.Fatalf("load never flowed: %v (%s)", err, g.Snapshot())
+	}
+	return g
+}
+
+// waitServed waits until the load has seen n more OK responses than now,
+// so assertions cover a stretch of service after an event.
+func waitServed(t *testing.T, g *load.Generator, n int64) {
+	t.Helper()
+	if err := g.WaitOK(withTimeout(t, 30*time.Second), g.Snapshot().OK+n); err != nil {
+		t.Fatalf("load stalled: %v (%s)", err, g.Snapshot())
+	}
+}
+
+// A worker told to stop drains while its replacement starts: no request
+// fails, in either mode.
+func TestWorkerSIGTERMUnderLoad(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			b := startBaton(t, "--workers", "2", "--", bin.hello)
+			g := startLoad(t, b.addr, mode, 32)
+			from := b.out.len()
+			for round := 0; round < 3; round++ {
+				victim := b.workerPIDs()[round%2]
+				if err := syscall.Kill(victim, syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				// The replacement becomes ready, then the old worker exits.
+				_, from = b.out.waitFrom(from, regexp.MustCompile(fmt.Sprintf(`msg="worker ready" slot=%d `, round%2)), 20*time.Second)
+				_, from = b.out.waitFrom(from, regexp.MustCompile(`msg="worker exited" slot=\d+ pid=`+strconv.Itoa(victim)+` `), 40*time.Second)
+				waitServed(t, g, 500)
+			}
+			r := g.Stop()
+			t.Logf("%s", r)
+			if r.Failed() != 0 {
+				t.Errorf("%d requests failed across 3 worker drains: %s %v", r.Failed(), r, r.Samples)
+			}
+			// Keep-alive clients stay on the worker they reached first, so
+			// not every replacement gets one; at least one must have.
+			if len(r.PIDs) < 3 {
+				t.Errorf("answers came from %d worker pids, want replacements among them", len(r.PIDs))
+			}
+		})
+	}
+}
+
+// A worker killed outright loses its in-flight requests, but no connection
+// is ever refused: the socket belongs to baton, not to the worker.
+func TestWorkerSIGKILLNoRefused(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			b := startBaton(t, "--workers", "2", "--", bin.hello)
+			g := startLoad(t, b.addr, mode, 32)
+			from := b.out.len()
+			for round := 0; round < 3; round++ {
+				victim := b.workerPIDs()[round%2]
+				if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				_, from = b.out.waitFrom(from, regexp.MustCompile(fmt.Sprintf(`msg="worker ready" slot=%d `, round%2)), 20*time.Second)
+				waitServed(t, g, 500)
+			}
+			r := g.Stop()
+			t.Logf("%s (failures are requests in flight on the killed workers)", r)
+			if r.Refused != 0 {
+				t.Errorf("%d connections refused: %s", r.Refused, r)
+			}
+			if r.Failed() > 3*32 {
+				t.Errorf("%d failures from 3 kills with 32 clients: more than the in-flight requests", r.Failed())
+			}
+		})
+	}
+}
