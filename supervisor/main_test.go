@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/handoff"
 )
@@ -46,6 +47,10 @@ func testWorker(mode string) int {
 		fmt.Println("exit1 worker: failing on purpose")
 		return 1
 	}
+	// Read before net.FileListener switches the shared socket to
+	// non-blocking: baton must hand it over blocking, as systemd does.
+	fl, _ := unix.FcntlInt(3, unix.F_GETFL, 0)
+	blocking := fl&unix.O_NONBLOCK == 0
 	f := os.NewFile(3, "listener")
 	ln, err := net.FileListener(f)
 	if err != nil {
@@ -61,8 +66,8 @@ func testWorker(mode string) int {
 	}
 	leave := make(chan struct{}, 1)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "pid %d listen_pid %s names %s fds %s slot %s\n", os.Getpid(),
-			os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("LISTEN_FDS"), os.Getenv("BATON_WORKER"))
+		fmt.Fprintf(w, "pid %d listen_pid %s names %s fds %s slot %s blocking %v\n", os.Getpid(),
+			os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("LISTEN_FDS"), os.Getenv("BATON_WORKER"), blocking)
 		if mode == "stopping" {
 			select {
 			case leave <- struct{}{}:

@@ -167,8 +167,8 @@ func TestWorkersGetListenersAndStopCleanly(t *testing.T) {
 	}
 	body := get(t, h.addr)
 	f := strings.Fields(body)
-	// "pid N listen_pid M names X fds Y slot Z"
-	if len(f) != 10 || f[1] != f[3] || f[5] != "http" || f[7] != "1" {
+	// "pid N listen_pid M names X fds Y slot Z blocking B"
+	if len(f) != 12 || f[1] != f[3] || f[5] != "http" || f[7] != "1" {
 		t.Fatalf("worker saw %q: want LISTEN_PID equal to its pid, LISTEN_FDNAMES=http, LISTEN_FDS=1", body)
 	}
 	pids := h.pids(2)
@@ -186,6 +186,48 @@ func TestWorkersGetListenersAndStopCleanly(t *testing.T) {
 	}
 	if !strings.Contains(h.out.String(), "serving") || !strings.Contains(h.out.String(), "[worker ") {
 		t.Errorf("worker output was not forwarded with a prefix:\n%s", h.out.String())
+	}
+}
+
+// baton binds its own sockets blocking, as systemd passes them, so that a
+// worker with a plain blocking accept works; it never changes the mode
+// afterwards (the Go test worker flips it when it starts, so the first
+// worker of a fresh socket is the one that can tell).
+func TestSelfBoundSocketIsHandedOverBlocking(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := testConfig("serve", 1, func(c *config.Config) { c.Listen[0].Address = "tcp://" + addr })
+	self, _ := os.Executable()
+	notes := make(chan string, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, cfg, Options{
+			Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+			Shim:       []string{self, handoff.ShimCommand, "--"},
+			Output:     tlogWriter{t},
+			Notify:     func(s string) error { notes <- s; return nil },
+			RuntimeDir: t.TempDir(),
+			Inherited:  []systemd.Socket{},
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	for n := range notes {
+		if strings.HasPrefix(n, "READY=1") {
+			break
+		}
+	}
+	if body := get(t, addr); !strings.HasSuffix(strings.TrimSpace(body), "blocking true") {
+		t.Errorf("worker saw %q: want the socket blocking", body)
 	}
 }
 
