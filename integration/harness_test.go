@@ -63,7 +63,7 @@ func runMain(m *testing.M) int {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -75,7 +75,7 @@ func freePort(t *testing.T) int {
 
 // logLines collects a process's output and lets tests wait for a line.
 type logLines struct {
-	t     *testing.T
+	t     testing.TB
 	name  string
 	mu    sync.Mutex
 	lines []string
@@ -83,7 +83,7 @@ type logLines struct {
 	done  chan struct{} // closed at EOF
 }
 
-func newLogLines(t *testing.T, name string, r io.Reader) *logLines {
+func newLogLines(t testing.TB, name string, r io.Reader) *logLines {
 	l := &logLines{t: t, name: name, added: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
@@ -166,7 +166,7 @@ func (l *logLines) String() string {
 // proc is a process started by a test, in its own process group, ended
 // and checked in Cleanup.
 type proc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	out    *logLines // stdout and stderr together
 	exited chan struct{}
@@ -176,7 +176,7 @@ type proc struct {
 }
 
 // start runs argv with extra environment, its output collected.
-func start(t *testing.T, env []string, argv ...string) *proc {
+func start(t testing.TB, env []string, argv ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = repoRoot
@@ -323,7 +323,7 @@ func ppid(pid int) int {
 	return n
 }
 
-func openFDs(t *testing.T, pid int) int {
+func openFDs(t testing.TB, pid int) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
 	if err != nil {
@@ -345,7 +345,7 @@ type baton struct {
 
 // startBaton runs `baton run --listen http=tcp://127.0.0.1:PORT args...`
 // and waits for all workers to be ready.
-func startBaton(t *testing.T, args ...string) *baton {
+func startBaton(t testing.TB, args ...string) *baton {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	argv := append([]string{bin.baton, "run", "--listen", "http=tcp://" + addr}, args...)
@@ -370,7 +370,7 @@ func (b *baton) workerPIDs() map[int]int {
 	return pids
 }
 
-func withTimeout(t *testing.T, d time.Duration) context.Context {
+func withTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
