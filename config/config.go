@@ -238,7 +238,7 @@ func wrapInvalid(err error) error { return invalidError{err} }
 
 type invalidError struct{ err error }
 
-func (e invalidError) Error() string { return e.err.Error() }
+func (e invalidError) Error() string   { return e.err.Error() }
 func (e invalidError) Unwrap() []error { return []error{e.err, ErrInvalid} }
 
 func (c *Config) setOrigin(key, where string) {

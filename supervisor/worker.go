@@ -63,7 +63,7 @@ func workerEnv(notifyPath string, slot, gen int, drain time.Duration, env map[st
 		"NOTIFY_SOCKET=" + notifyPath,
 		"BATON_WORKER=" + itoa(slot),
 		"BATON_GENERATION=" + itoa(gen),
-		"BATON_DRAIN_TIMEOUT=" + drain.String(),
+		"BATON_DRAIN_TIMEOUT=" + workerDrainDeadline(drain).String(),
 	}
 	keys := make([]string, 0, len(env))
 	for k := range env {
@@ -74,6 +74,13 @@ func workerEnv(notifyPath string, slot, gen int, drain time.Duration, env map[st
 		out = append(out, k+"="+env[k])
 	}
 	return out
+}
+
+// workerDrainDeadline is the drain deadline a worker is told: shorter than
+// baton's own by a tenth (at most a second), so a worker that honours it
+// closes its last connections itself and exits before baton's SIGKILL.
+func workerDrainDeadline(d time.Duration) time.Duration {
+	return d - min(d/10, time.Second)
 }
 
 // outputPipe returns the read end, pollable so that closing it unblocks a

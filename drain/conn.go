@@ -1,0 +1,267 @@
+package drain
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// aLongTimeAgo is a read deadline that has passed: setting it makes a
+// pending Read return at once with os.ErrDeadlineExceeded.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// tracker follows every connection of one server through net/http's
+// connection states and closes the idle ones once draining.
+type tracker struct {
+	grace    time.Duration
+	draining atomic.Bool
+	// changed gets a value (without blocking) whenever a connection
+	// changes state or goes away, to wake the drain loop.
+	changed chan struct{}
+
+	mu    sync.Mutex
+	conns map[net.Conn]*conn // keyed by the net.Conn net/http passes to ConnState
+}
+
+func newTracker(grace time.Duration) *tracker {
+	return &tracker{
+		grace:   grace,
+		changed: make(chan struct{}, 1),
+		conns:   make(map[net.Conn]*conn),
+	}
+}
+
+// connState is the http.Server.ConnState hook.
+func (t *tracker) connState(nc net.Conn, s http.ConnState) {
+	c, wrapped := nc.(*conn)
+	t.mu.Lock()
+	switch s {
+	case http.StateNew:
+		if !wrapped {
+			c = &conn{Conn: nc} // e.g. a *tls.Conn: tracked, not wrapped
+		}
+		t.conns[nc] = c
+	case http.StateClosed, http.StateHijacked:
+		c = nil
+		delete(t.conns, nc)
+	default:
+		c = t.conns[nc]
+	}
+	t.mu.Unlock()
+	if c != nil {
+		c.setState(s)
+	}
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}
+
+// open returns the number of connections not yet closed.
+func (t *tracker) open() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
+
+// closeIdle ends the wait of every connection that has been idle for the
+// grace period. It returns when the next one will have been (zero if none
+// is idle) and how many connections are open.
+func (t *tracker) closeIdle(now time.Time) (next time.Time, open int) {
+	t.mu.Lock()
+	cs := make([]*conn, 0, len(t.conns))
+	for _, c := range t.conns {
+		cs = append(cs, c)
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		if due, ok := c.closeIfIdle(now, t.grace); !ok && !due.IsZero() && (next.IsZero() || due.Before(next)) {
+			next = due
+		}
+	}
+	return next, len(cs)
+}
+
+// listener wraps every TCP and unix connection it accepts in a conn.
+type listener struct {
+	net.Listener
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if sc, ok := nc.(sockConn); ok {
+		c := &conn{Conn: nc}
+		c.raw, _ = sc.SyscallConn() // nil on error: then no pending-data check
+		return c, nil
+	}
+	// Anything else, notably *tls.Conn, which net/http must see as such
+	// to run the handshake, stays as it is.
+	return nc, nil
+}
+
+// sockConn is what *net.TCPConn and *net.UnixConn have in common: a
+// descriptor, and the half-close net/http uses.
+type sockConn interface {
+	net.Conn
+	syscall.Conn
+	CloseWrite() error
+}
+
+// conn is one tracked connection, as net/http's ConnState hook reports it.
+//
+// For a connection the listener wrapped (net/http serves the conn itself)
+// the drain can end an idle wait safely. An idle net/http connection
+// goroutine sits in Read, waiting for the next request; the
+// drain does not Close the connection under it but sets a read deadline in
+// the past (a "kick"). Read then returns, and net/http closes the connection
+// itself: no close can ever race with a request net/http is already
+// reading, because the kick is taken back as soon as Read sees a byte, and
+// a Read cut short by the kick first checks the kernel's receive queue: if
+// the next request has arrived meanwhile, the kick is taken back and the
+// request is read and served (with "Connection: close"). What remains is a
+// request still on its way from the client when net/http closes the
+// socket, which no server can avoid: that client was silent for the whole
+// grace period.
+//
+// An unwrapped connection (e.g. TLS) is kicked the same way, without the
+// receive queue check.
+type conn struct {
+	net.Conn
+	raw syscall.RawConn // for the receive queue check; nil if unwrapped
+
+	mu        sync.Mutex
+	state     http.ConnState
+	since     time.Time // when it last became new or idle
+	readSince bool      // bytes arrived since then: a request is being read
+	kicked    bool      // read deadline forced into the past
+	deadline  time.Time // the read deadline net/http last set
+}
+
+// NetConn returns the connection that Serve wrapped, like
+// tls.Conn.NetConn.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
+func (c *conn) setState(s http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state = s
+	switch s {
+	case http.StateNew, http.StateIdle:
+		c.since = time.Now()
+		c.readSince = false
+	case http.StateActive:
+		c.unkick() // cannot happen while kicked, but be safe
+	}
+}
+
+// closeIfIdle kicks c if it has waited for a request for at least grace.
+// It reports whether it did, or else when c will have waited that long
+// (zero if c is not waiting for a request).
+func (c *conn) closeIfIdle(now time.Time, grace time.Duration) (due time.Time, kicked bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kicked || c.readSince || (c.state != http.StateIdle && c.state != http.StateNew) {
+		return time.Time{}, false
+	}
+	due = c.since.Add(grace)
+	if now.Before(due) {
+		return due, false
+	}
+	c.kicked = true
+	c.Conn.SetReadDeadline(aLongTimeAgo)
+	return time.Time{}, true
+}
+
+// unkick restores the read deadline net/http asked for. c.mu is held.
+func (c *conn) unkick() {
+	if c.kicked {
+		c.kicked = false
+		c.Conn.SetReadDeadline(c.deadline)
+	}
+}
+
+// Read is net/http's only way to get bytes, so it sees first when a request
+// starts to arrive.
+func (c *conn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.Conn.Read(p)
+		c.mu.Lock()
+		if n > 0 {
+			c.readSince = true
+			c.unkick()
+			c.mu.Unlock()
+			return n, err
+		}
+		if err == nil || !c.kicked || !errors.Is(err, os.ErrDeadlineExceeded) || c.pending() == 0 {
+			c.mu.Unlock()
+			return n, err
+		}
+		// Kicked, but the next request had already reached the kernel:
+		// take the kick back and read it.
+		c.readSince = true
+		c.unkick()
+		c.mu.Unlock()
+	}
+}
+
+// SetReadDeadline records the deadline net/http wants, to restore it
+// after a kick; while kicked, the deadline stays in the past.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	if c.kicked {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (c *conn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	if c.kicked {
+		return c.Conn.SetWriteDeadline(t)
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// ReadFrom lets net/http use sendfile (or splice) for a response body
+// from a file, as it does on a *net.TCPConn.
+func (c *conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c.Conn}, r)
+}
+
+// writerOnly hides a Writer's ReadFrom from io.Copy.
+type writerOnly struct{ io.Writer }
+
+// CloseWrite lets net/http half-close before it gives up on a request body.
+func (c *conn) CloseWrite() error {
+	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// pending returns the number of bytes in c's receive queue, 0 if unknown.
+// c.mu is held.
+func (c *conn) pending() int {
+	if c.raw == nil {
+		return 0
+	}
+	var n int
+	if err := c.raw.Control(func(fd uintptr) { n = receiveQueue(fd) }); err != nil {
+		return 0
+	}
+	return n
+}

@@ -1,0 +1,43 @@
+// Package drain serves HTTP in a Go worker and, when told to stop, drains it
+// without failing a single request of a client that does not retry.
+//
+// Serve runs an http.Server on a listener (typically one from
+// handoff.Listener), tells the supervisor READY=1 over sd_notify, and on
+// SIGTERM (or when its context is done) drains:
+//
+//  1. STOPPING=1, and from now on every response carries "Connection: close",
+//     so net/http closes each connection right after its next response;
+//  2. the listener is closed: only this process's copy of the socket, which
+//     every other worker keeps accepting from, so no connection is refused;
+//  3. every connection is followed through net/http's states. One that is
+//     idle (between keep-alive requests, or accepted but with no request
+//     yet) is closed only once it has been idle for Options.IdleGrace: a
+//     busy keep-alive client sends its next request long before that and
+//     gets it answered, with "Connection: close";
+//  4. when no connection is left Serve returns nil; at Options.Timeout it
+//     closes whatever is left (a stream, a stuck client) and returns an
+//     error wrapping ErrForced.
+//
+// Why not http.Server.Shutdown or SetKeepAlivesEnabled(false): both close
+// idle keep-alive connections at once, and a client may be sending its next
+// request on one at that very moment. It gets a reset or an EOF instead of
+// a response: the keep-alive race that makes naive reloads lose requests.
+//
+// The grace does not remove that race for a client that stays silent for the
+// whole grace and then writes just as its connection is closed; HTTP/1.1
+// gives a server no way to close a connection atomically with respect to a
+// client's write. Serve narrows it to the network round trip: it ends an
+// idle wait through a read deadline, so net/http's own goroutine closes the
+// connection, and a request that has already reached this host's kernel by
+// then is served instead (see conn.Read).
+//
+// A connection in the middle of receiving a request is waited for, like one
+// whose response is being written: http.Server.ReadHeaderTimeout, or the
+// deadline, ends a client that stalls. Signals during the drain are
+// ignored; the deadline ends it.
+//
+// Serve targets HTTP/1.x: HTTP/2 would need a GOAWAY, which net/http sends
+// only from Shutdown. Connections from a TLS listener (*tls.Conn) are
+// drained the same way except for the receive queue check; hijacked
+// connections (websockets) belong to their handler and are not tracked.
+package drain

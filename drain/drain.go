@@ -1,0 +1,213 @@
+package drain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultTimeout   = 30 * time.Second
+	DefaultIdleGrace = time.Second
+)
+
+// TimeoutEnv is the environment variable baton sets to the worker's drain
+// timeout (a Go duration such as "30s"). Serve uses it when Options.Timeout
+// is zero.
+const TimeoutEnv = "BATON_DRAIN_TIMEOUT"
+
+// ErrForced is wrapped by the error Serve returns when the drain deadline
+// passed and it closed connections that had not finished.
+var ErrForced = errors.New("drain: forced close of open connections")
+
+// Options configure Serve. Zero values mean the documented defaults.
+type Options struct {
+	// Timeout is the hard deadline for the whole drain. 0 means
+	// $BATON_DRAIN_TIMEOUT if set, else DefaultTimeout.
+	Timeout time.Duration
+	// IdleGrace is how long an idle keep-alive connection (or one accepted
+	// but still without a request) gets to deliver its next request before
+	// it is closed. 0 means DefaultIdleGrace.
+	IdleGrace time.Duration
+	// Signals start the drain. Default SIGTERM and SIGINT. During the
+	// drain they are ignored, not taken as "hurry": under systemd's
+	// default KillMode=control-group a worker gets SIGTERM from systemd
+	// and from baton at once. The deadline (and the supervisor's SIGKILL)
+	// is what ends a drain early.
+	Signals []os.Signal
+	// Notify sends an sd_notify state ("READY=1", "STOPPING=1"). Default:
+	// daemon.SdNotify to $NOTIFY_SOCKET, a no-op when it is unset.
+	Notify func(state string) error
+}
+
+// withDefaults validates o and fills in its defaults.
+func (o Options) withDefaults() (Options, error) {
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+		if v := os.Getenv(TimeoutEnv); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return o, fmt.Errorf("drain: %s: %w", TimeoutEnv, err)
+			}
+			if d <= 0 {
+				return o, fmt.Errorf("drain: %s=%q: not a positive duration", TimeoutEnv, v)
+			}
+			o.Timeout = d
+		}
+	}
+	if o.IdleGrace == 0 {
+		o.IdleGrace = DefaultIdleGrace
+	}
+	switch {
+	case o.Timeout < 0:
+		return o, fmt.Errorf("drain: negative timeout %v", o.Timeout)
+	case o.IdleGrace < 0:
+		return o, fmt.Errorf("drain: negative idle grace %v", o.IdleGrace)
+	}
+	if len(o.Signals) == 0 {
+		o.Signals = []os.Signal{syscall.SIGTERM, syscall.SIGINT}
+	}
+	if o.Notify == nil {
+		o.Notify = sdNotify
+	}
+	return o, nil
+}
+
+// sdNotify sends state to $NOTIFY_SOCKET, if set.
+func sdNotify(state string) error {
+	_, err := daemon.SdNotify(false, state)
+	return err
+}
+
+// Serve serves srv on ln until a signal from opts.Signals arrives or ctx is
+// done, then drains (see the package documentation) and returns. It sends
+// READY=1 once serving and STOPPING=1 when the drain starts.
+//
+// It returns nil when every connection finished within the deadline, an
+// error wrapping ErrForced when some had to be closed, and an error if
+// serving failed (the drain then runs all the same) or a notification could
+// not be sent (serving goes on regardless). If srv is shut down by someone
+// else (srv.Shutdown or srv.Close), Serve returns nil at once, as
+// srv.Serve does.
+//
+// Serve takes srv over: it wraps srv.Handler (nil means
+// http.DefaultServeMux) and srv.ConnState, and it wraps the connections ln
+// accepts, so ConnState hooks, ConnContext and Hijack see a wrapper of the
+// *net.TCPConn or *net.UnixConn; its NetConn method returns the original.
+// A Server may be passed to Serve only once.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options) error {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	t := newTracker(opts.IdleGrace)
+	h := srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Set before the handler runs, so that it is in the header
+		// whenever the handler writes it; net/http then closes the
+		// connection after this response. HTTP/2 has no such header.
+		if t.draining.Load() && r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+	hook := srv.ConnState
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		// The caller's hook first: once the tracker has seen the last
+		// connection close, Serve may return, and every hook has run.
+		if hook != nil {
+			hook(c, s)
+		}
+		t.connState(c, s)
+	}
+
+	// Registered until Serve returns, so that signals during the drain
+	// are ignored rather than kill the process.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, opts.Signals...)
+	defer signal.Stop(sigs)
+
+	tl := &listener{Listener: ln}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(tl) }()
+
+	var errs []error
+	notify := func(state string) {
+		if err := opts.Notify(state); err != nil {
+			errs = append(errs, fmt.Errorf("drain: notify %s: %w", state, err))
+		}
+	}
+	notify("READY=1")
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case <-sigs:
+	case err := <-served:
+		if errors.Is(err, http.ErrServerClosed) {
+			return errors.Join(errs...)
+		}
+		serveErr = fmt.Errorf("drain: serve: %w", err)
+		served = nil
+	}
+
+	notify("STOPPING=1")
+	errs = append(errs, serveErr, t.drain(srv, tl, served, opts.Timeout))
+	return errors.Join(errs...)
+}
+
+// drain runs steps 1 to 4 of the package documentation. served delivers
+// srv.Serve's result (nil if it has returned already).
+func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	force := func() error {
+		n := t.open()
+		srv.Close()
+		return fmt.Errorf("%w: %d open at the %v deadline", ErrForced, n, timeout)
+	}
+
+	t.draining.Store(true)
+	ln.Close()
+	// srv.Serve has run the StateNew hook of every connection it accepted
+	// before it returns, so once it has, the tracker knows them all.
+	if served != nil {
+		select {
+		case <-served: // the error of Accept on a closed listener
+		case <-deadline.C:
+			return force()
+		}
+	}
+
+	wake := time.NewTimer(timeout)
+	wake.Stop()
+	for {
+		next, open := t.closeIdle(time.Now())
+		if open == 0 {
+			return nil
+		}
+		var wakeC <-chan time.Time
+		if !next.IsZero() {
+			wake.Reset(time.Until(next))
+			wakeC = wake.C
+		}
+		select {
+		case <-t.changed:
+		case <-wakeC:
+		case <-deadline.C:
+			return force()
+		}
+	}
+}

@@ -1,0 +1,15 @@
+// Command hello is baton's demo worker. It answers every request with
+// "hello from pid N" and an X-Pid header, takes its listener from baton or
+// systemd socket activation (handoff), and drains gracefully on SIGTERM
+// (drain).
+//
+//	hello [-name http]          serve the inherited listener named "http"
+//	hello -listen 127.0.0.1:8080  bind it itself, with SO_REUSEPORT, so that
+//	                            several copies can run side by side (the
+//	                            no-supervisor baseline)
+//
+// Routes, besides every other path answering hello:
+//
+//	/slow?ms=N    wait N milliseconds, then answer
+//	/stream?s=N   write a line every 100ms for N seconds, flushing each
+package main

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/batonhq/baton/drain/draintest"
+	"github.com/batonhq/baton/integration/load"
+)
+
+// roleEnv makes the re-executed test binary run main instead of the tests.
+const roleEnv = "HELLO_TEST_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(roleEnv) != "" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// noRaceExitSleep spares a child built with -race the race runtime's
+// one-second sleep at exit.
+var noRaceExitSleep = "GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")
+
+// hello is a running hello process.
+type hello struct {
+	*draintest.Worker
+	addr string
+}
+
+// startHello runs hello (this test binary as main) with args and sockets.
+// With want == "", it returns once hello serves; else once hello said want,
+// which the test checks, and exited 1.
+func startHello(t *testing.T, sockets []draintest.Socket, want string, args ...string) *hello {
+	t.Helper()
+	w := draintest.Start(t, append([]string{os.Args[0]}, args...), sockets, roleEnv+"=1", noRaceExitSleep)
+	if want != "" {
+		if line := w.Line(t); line != want {
+			t.Errorf("hello said %q, want %q", line, want)
+		}
+		if st := w.Wait(t); st != 1 {
+			t.Errorf("exit status %d, want 1", st)
+		}
+		return nil
+	}
+	line := w.Line(t)
+	var addr string
+	var pid int
+	if _, err := fmt.Sscanf(line, "hello: serving on %s pid %d", &addr, &pid); err != nil || pid != w.Pid {
+		t.Fatalf("start line %q, want \"hello: serving on ADDR pid %d\"", line, w.Pid)
+	}
+	return &hello{w, addr}
+}
+
+// get fetches path from addr on a new connection.
+func get(t *testing.T, addr, path string) (*http.Response, string) {
+	t.Helper()
+	c := http.Client{Timeout: draintest.EventTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+func TestRoutes(t *testing.T) {
+	h := startHello(t, nil, "", "-listen", "127.0.0.1:0")
+	hi := fmt.Sprintf("hello from pid %d\n", h.Pid)
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/", 200, hi},
+		{"/any/path", 200, hi},
+		{"/slow?ms=20", 200, hi},
+		{"/stream?s=1", 200, ""}, // ten lines, checked below
+		{"/slow?ms=soon", 400, "hello: /slow wants ms=N (milliseconds, N >= 0)\n"},
+		{"/stream", 400, "hello: /stream wants s=N (seconds, N >= 0)\n"},
+	} {
+		resp, body := get(t, h.addr, tc.path)
+		if resp.StatusCode != tc.status || resp.Header.Get("X-Pid") != strconv.Itoa(h.Pid) {
+			t.Errorf("%s: status %d X-Pid %q, want %d %d", tc.path, resp.StatusCode, resp.Header.Get("X-Pid"), tc.status, h.Pid)
+		}
+		if tc.path == "/stream?s=1" {
+			lines := strings.SplitAfter(strings.TrimSuffix(body, "\n"), "\n")
+			if len(lines) != 10 || lines[9] != "9 "+strings.TrimSuffix(hi, "\n") {
+				t.Errorf("%s: %q, want 10 lines", tc.path, body)
+			}
+			continue
+		}
+		if body != tc.body {
+			t.Errorf("%s: body %q, want %q", tc.path, body, tc.body)
+		}
+	}
+	h.Signal(t, syscall.SIGTERM)
+	if st := h.Wait(t); st != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", st)
+	}
+}
+
+// TestReusePort runs two copies on one address, as -listen allows.
+func TestReusePort(t *testing.T) {
+	a := startHello(t, nil, "", "-listen", "127.0.0.1:0")
+	b := startHello(t, nil, "", "-listen", a.addr)
+	if b.addr != a.addr {
+		t.Errorf("second copy serves on %s, want %s", b.addr, a.addr)
+	}
+}
+
+func TestInheritedListener(t *testing.T) {
+	for _, tc := range []struct {
+		test  string
+		names []string // one socket each
+		args  []string
+		serve string // the name of the socket it should serve
+		want  string // or the line it should exit with
+	}{
+		{test: "by name", names: []string{"admin", "http"}, serve: "http"},
+		{test: "by -name", names: []string{"admin", "web"}, args: []string{"-name", "web"}, serve: "web"},
+		{test: "the only one", names: []string{"web"}, serve: "web"},
+		{test: "unnamed", names: []string{""}, serve: ""},
+		{test: "none fits", names: []string{"admin", "web"}, want: `hello: handoff: no listener named "http" (have "admin", "web")`},
+		{test: "none", want: "hello: handoff: no inherited listeners (LISTEN_FDS unset): run under baton or systemd socket activation, or use -listen ADDR"},
+	} {
+		t.Run(tc.test, func(t *testing.T) {
+			var socks []draintest.Socket
+			addrs := map[string]string{} // address -> name
+			for _, name := range tc.names {
+				ln, s := draintest.Listen(t, name)
+				socks = append(socks, s)
+				addrs[ln.Addr().String()] = name
+			}
+			h := startHello(t, socks, tc.want, tc.args...)
+			if tc.want != "" {
+				return
+			}
+			if name, ok := addrs[h.addr]; !ok || name != tc.serve {
+				t.Fatalf("hello serves on %s (%q), want the socket named %q of %v", h.addr, name, tc.serve, addrs)
+			}
+			if _, body := get(t, h.addr, "/"); body != fmt.Sprintf("hello from pid %d\n", h.Pid) {
+				t.Errorf("body %q", body)
+			}
+		})
+	}
+}
+
+// TestDrainUnderLoad: two hello processes share one socket, as under baton;
+// one gets SIGTERM while 32 clients that never retry hammer the socket.
+func TestDrainUnderLoad(t *testing.T) {
+	for _, mode := range []load.Mode{load.KeepAlive, load.PerRequest} {
+		t.Run(mode.String(), func(t *testing.T) {
+			draintest.DrainUnderLoad(t, mode, func(t *testing.T, s draintest.Socket) *draintest.Worker {
+				return startHello(t, []draintest.Socket{s}, "").Worker
+			})
+		})
+	}
+}
+
+// TestNotify: under a supervisor, hello reports READY=1 and STOPPING=1.
+func TestNotify(t *testing.T) {
+	for _, abstract := range []bool{false, true} {
+		t.Run(fmt.Sprintf("abstract=%t", abstract), func(t *testing.T) {
+			name, msgs := draintest.NotifySocket(t, abstract)
+			_, s := draintest.Listen(t, "http")
+			w := draintest.Start(t, []string{os.Args[0]}, []draintest.Socket{s}, roleEnv+"=1", noRaceExitSleep, "NOTIFY_SOCKET="+name)
+			var got []string
+			for _, want := range []string{"READY=1", "STOPPING=1"} {
+				m, ok := <-msgs
+				got = append(got, m)
+				if !ok || m != want {
+					t.Fatalf("notified %q, want READY=1 then STOPPING=1", got)
+				}
+				if want == "READY=1" {
+					w.Signal(t, syscall.SIGTERM)
+				}
+			}
+			if st := w.Wait(t); st != 0 {
+				t.Errorf("exit status %d, want 0", st)
+			}
+			if !slices.Equal(got, []string{"READY=1", "STOPPING=1"}) {
+				t.Errorf("notified %q", got)
+			}
+		})
+	}
+}
