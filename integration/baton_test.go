@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonhq/baton/integration/load"
 )
 
 // getOnce does one request on a new connection and returns the body.
@@ -44,6 +46,7 @@ func getOnce(addr, path string) (string, error) {
 // exits 0 within drain_timeout, and nothing of its tree is left.
 func TestBatonSIGTERMCompletesAcceptedRequests(t *testing.T) {
 	b := startBaton(t, "--workers", "2", "--drain-timeout", "10s", "--", bin.hello)
+	g := startLoad(t, b.addr, load.KeepAlive, 32)
 	const n = 16
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -74,6 +77,14 @@ func TestBatonSIGTERMCompletesAcceptedRequests(t *testing.T) {
 		t.Fatalf("baton exited %d after SIGTERM, want 0", code)
 	}
 	took := time.Since(start)
+	r := g.Stop()
+	// Once the workers stopped accepting, new connections of the load are
+	// refused, or reset when baton closes the socket they queued on; no
+	// request a worker took may fail or hang.
+	t.Logf("load across the stop: %s", r)
+	if r.BadStatus != 0 || r.Timeout != 0 {
+		t.Errorf("load across the stop: %s %v", r, r.Samples)
+	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -3,6 +3,7 @@ package integration
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,6 +31,9 @@ func TestOtherLanguageWorkers(t *testing.T) {
 				t.Skipf("%s is not installed: %v", tt.interp, err)
 			}
 			b := startBaton(t, "--workers", "2", "--ready", tt.ready, "--", interp, filepath.Join(repoRoot, tt.script))
+			if tt.name == "python" && b.out.count(regexp.MustCompile(`python: serving on .* \(listener blocking\)`)) != 2 {
+				t.Errorf("the Python workers did not get the listener in blocking mode:\n%s", b.out)
+			}
 			for _, mode := range modes {
 				r, err := load.Run(withTimeout(t, time.Minute), load.Options{Addr: b.addr, Concurrency: 8, Requests: 400, Mode: mode})
 				if err != nil {

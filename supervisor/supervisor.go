@@ -512,6 +512,14 @@ func (s *supervisor) beginStop() {
 		w.state = draining
 		w.signalGroup(unix.SIGTERM)
 	}
+	// No worker will start again, so baton's copies of the sockets are of
+	// no more use. Closing them now lets each socket close as soon as the
+	// draining workers have closed theirs: a new client is refused at once
+	// instead of waiting in a queue nobody accepts from until baton exits.
+	// A socket from systemd stays open in systemd, its queue kept for the
+	// next start.
+	closeListeners(s.listeners)
+	s.listeners = nil
 	s.after(s.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: stopDeadline})
 }
 

@@ -307,7 +307,9 @@ def main():
     addr = server.socket.getsockname()
     if isinstance(addr, tuple):
         addr = "%s:%s" % addr[:2]
-    log(f"serving on {addr} pid {PID}")
+    # The mode is the socket's, as it was handed over (never changed here).
+    mode = "blocking" if os.get_blocking(server.socket.fileno()) else "non-blocking"
+    log(f"serving on {addr} pid {PID} (listener {mode})")
     notify("READY=1")
     server.serve(wr)
 
