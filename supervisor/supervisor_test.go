@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ type harness struct {
 	notes  chan string
 	sigs   chan os.Signal
 	out    *syncBuffer
+	dir    string // the runtime directory, holding the notify socket
 }
 
 type syncBuffer struct {
@@ -93,14 +95,14 @@ func startHarness(t *testing.T, cfg *config.Config) *harness {
 	self, _ := os.Executable()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, addr: addr, cancel: cancel, done: make(chan error, 1),
-		notes: make(chan string, 100), sigs: make(chan os.Signal, 2), out: &syncBuffer{}}
+		notes: make(chan string, 100), sigs: make(chan os.Signal, 2), out: &syncBuffer{}, dir: t.TempDir()}
 	opts := Options{
 		Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Signals:    h.sigs,
 		Shim:       []string{self, handoff.ShimCommand, "--"},
 		Output:     io.MultiWriter(h.out, tlogWriter{t}),
 		Notify:     func(s string) error { h.notes <- s; return nil },
-		RuntimeDir: t.TempDir(),
+		RuntimeDir: h.dir,
 		Inherited:  []systemd.Socket{{Name: "http", Fd: fd}},
 	}
 	go func() { h.done <- Run(ctx, cfg, opts) }()
@@ -243,6 +245,35 @@ func TestNeverReadyFailsNamingTheWorker(t *testing.T) {
 	}
 	if d := time.Since(start); d > 8*time.Second {
 		t.Errorf("took %s to give up, want about the 1s timeout plus the drain", d)
+	}
+}
+
+// READY=1 from a process that is not a worker (here the test itself) is
+// dropped: it must not make the silent workers count as ready.
+func TestNotifyFromStrangerIsDropped(t *testing.T) {
+	h := startHarness(t, testConfig("silent", 1, func(c *config.Config) {
+		c.Reload.Timeout = config.Duration(2 * time.Second)
+	}))
+	path := filepath.Join(h.dir, "notify-"+strconv.Itoa(os.Getpid())+".sock")
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("notify socket %s never appeared", path)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c, err := net.Dial("unixgram", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("READY=1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.wait(); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Run = %v, want ErrNotReady: a stranger's READY=1 was taken", err)
 	}
 }
 
