@@ -15,6 +15,7 @@ const (
 	DefaultDrainTimeout  = 30 * time.Second
 	DefaultReloadTimeout = 60 * time.Second
 	DefaultReady         = "notify"
+	DefaultMaxDraining   = 2
 )
 
 // ErrInvalid is wrapped by every validation error, so callers can tell bad
@@ -23,9 +24,10 @@ var ErrInvalid = errors.New("config: invalid")
 
 // Config is baton's whole configuration.
 type Config struct {
-	Listen []Listener `toml:"listen"`
-	Worker Worker     `toml:"worker"`
-	Reload Reload     `toml:"reload"`
+	Listen  []Listener `toml:"listen"`
+	Worker  Worker     `toml:"worker"`
+	Reload  Reload     `toml:"reload"`
+	Control Control    `toml:"control"`
 
 	// Path is the file the config was read from; empty when it came from
 	// flags alone.
@@ -73,11 +75,26 @@ type Worker struct {
 	ReadyDelay time.Duration `toml:"-"`
 }
 
-// Reload holds the readiness deadline of a generation of workers.
+// Reload says how a new generation of workers replaces the old one.
 type Reload struct {
 	// Timeout is how long a new generation (the first one included) has to
-	// become ready.
+	// become ready; a reload that misses it is rolled back.
 	Timeout Duration `toml:"timeout"`
+	// Surge is how many workers of a new generation start at once; 0 means
+	// the whole generation.
+	Surge int `toml:"surge"`
+	// MaxDraining is how many old generations may drain at once; when one
+	// more starts draining, the oldest is killed. 0 means
+	// DefaultMaxDraining.
+	MaxDraining int `toml:"max_draining"`
+}
+
+// Control is baton's control socket.
+type Control struct {
+	// Socket is the control socket's path; empty means
+	// $RUNTIME_DIRECTORY/baton.sock, else baton-PID/baton.sock in the
+	// temporary directory.
+	Socket string `toml:"socket"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").
@@ -168,6 +185,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Reload.Timeout == 0 {
 		c.Reload.Timeout = Duration(DefaultReloadTimeout)
+	}
+	if c.Reload.Surge < 0 {
+		return c.errorf("reload.surge", "must not be negative, got %d", c.Reload.Surge)
+	}
+	if c.Reload.MaxDraining < 0 {
+		return c.errorf("reload.max_draining", "must be at least 1, got %d", c.Reload.MaxDraining)
+	}
+	if c.Reload.MaxDraining == 0 {
+		c.Reload.MaxDraining = DefaultMaxDraining
+	}
+	if p := c.Control.Socket; p != "" && (!strings.HasPrefix(p, "/") || len(p) > 107) {
+		return c.errorf("control.socket", "%q: want an absolute path of at most 107 bytes", p)
 	}
 	return nil
 }

@@ -16,58 +16,123 @@ import (
 	"github.com/batonhq/baton/systemd"
 )
 
-// listener is a socket the supervisor holds for the whole life of the
-// service, as a raw descriptor: never wrapped in a net.Listener, so its
-// blocking mode is never changed behind the workers' backs.
+// listener is a socket the supervisor holds, as a raw descriptor: never
+// wrapped in a net.Listener, so its blocking mode is never changed behind
+// the workers' backs. A listener stays open while a generation uses it.
 type listener struct {
-	name string
-	fd   int
-	// unlink is the socket file to remove at the end, for unix sockets
+	name    string // as configured (or as systemd named it)
+	network string // as configured; empty for a socket from systemd
+	addr    string
+	fd      int
+	// inherited is set for a socket passed by systemd: it is matched by
+	// name alone and never closed before baton exits (systemd would not
+	// pass it again).
+	inherited bool
+	// unlink is the socket file to remove when closing, for unix sockets
 	// baton bound itself.
 	unlink string
 }
 
-// openListeners takes each configured listener from the sockets systemd
-// passed (matched by name) or binds it, in config order. A passed socket
-// that no listener claims is an error: silently ignoring it would leave a
-// port that accepts connections nobody serves.
-func openListeners(ctx context.Context, cfg []config.Listener, inherited []systemd.Socket) (out []listener, err error) {
-	defer func() {
-		if err != nil {
-			closeListeners(out)
-		}
-	}()
-	byName := map[string]systemd.Socket{}
-	for _, s := range inherited {
-		byName[s.Name] = s
+func (l *listener) close() {
+	unix.Close(l.fd)
+	if l.unlink != "" {
+		os.Remove(l.unlink)
 	}
+}
+
+// adoptInherited makes listeners of the sockets systemd passed. Each must
+// be claimed by a configured listener of the same name and kind: an
+// unclaimed one would be a port accepting connections nobody serves.
+func adoptInherited(cfg []config.Listener, inherited []systemd.Socket) ([]*listener, error) {
+	byName := map[string]config.Listener{}
 	for _, l := range cfg {
-		if s, ok := byName[l.Name]; ok {
-			delete(byName, l.Name)
-			if err := checkType(s.Fd, l); err != nil {
-				unix.Close(s.Fd)
-				return out, err
-			}
-			out = append(out, listener{name: l.Name, fd: s.Fd})
-			continue
-		}
-		ln, err := bind(ctx, l)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, ln)
+		byName[l.Name] = l
 	}
-	if len(byName) > 0 {
-		var names []string
-		for _, s := range inherited {
-			if _, ok := byName[s.Name]; ok {
-				names = append(names, fmt.Sprintf("%q", s.Name))
-				unix.Close(s.Fd)
-			}
+	var out []*listener
+	var unclaimed []string
+	var err error
+	for _, s := range inherited {
+		l, ok := byName[s.Name]
+		switch {
+		case !ok:
+			unclaimed = append(unclaimed, fmt.Sprintf("%q", s.Name))
+		case err == nil:
+			err = checkType(s.Fd, l)
 		}
-		return out, fmt.Errorf("supervisor: systemd passed socket %s that no listener claims (add a [[listen]] with that name, or set FileDescriptorName= to one)", strings.Join(names, ", "))
+		out = append(out, &listener{name: s.Name, fd: s.Fd, inherited: true})
+	}
+	if err == nil && len(unclaimed) > 0 {
+		err = fmt.Errorf("supervisor: systemd passed socket %s that no listener claims (add a [[listen]] with that name, or set FileDescriptorName= to one)", strings.Join(unclaimed, ", "))
+	}
+	if err != nil {
+		for _, l := range out {
+			l.close()
+		}
+		return nil, err
 	}
 	return out, nil
+}
+
+// listenersFor returns the listeners for cfg, in its order: a socket from
+// systemd of the same name, an open one of the same address, or a newly
+// bound one.
+func (s *supervisor) listenersFor(cfg *config.Config) ([]*listener, error) {
+	out := make([]*listener, 0, len(cfg.Listen))
+	var bound []*listener
+	for _, c := range cfg.Listen {
+		l := s.findListener(c)
+		if l == nil {
+			nl, err := bind(context.Background(), c)
+			if err != nil {
+				for _, b := range bound {
+					b.close()
+				}
+				return nil, err
+			}
+			l = &nl
+			bound = append(bound, l)
+		}
+		out = append(out, l)
+	}
+	s.listeners = append(s.listeners, bound...)
+	return out, nil
+}
+
+func (s *supervisor) findListener(c config.Listener) *listener {
+	for _, l := range s.listeners {
+		if l.inherited && l.name == c.Name {
+			return l
+		}
+	}
+	for _, l := range s.listeners {
+		if !l.inherited && l.network == c.Network && l.addr == c.Addr {
+			return l
+		}
+	}
+	return nil
+}
+
+// releaseListeners closes the self-bound listeners that no generation uses
+// any more (a listener removed from the config, once the generations that
+// used it have drained).
+func (s *supervisor) releaseListeners() {
+	used := map[*listener]bool{}
+	for _, g := range s.generations() {
+		for _, l := range g.ls {
+			used[l] = true
+		}
+	}
+	kept := s.listeners[:0]
+	for _, l := range s.listeners {
+		if used[l] || l.inherited {
+			kept = append(kept, l)
+			continue
+		}
+		s.log.Info("closing listener no generation uses", "name", l.name, "address", l.network+"://"+l.addr)
+		l.close()
+	}
+	clear(s.listeners[len(kept):])
+	s.listeners = kept
 }
 
 // checkType refuses a passed socket whose kind differs from the config's.
@@ -129,7 +194,7 @@ func bind(ctx context.Context, l config.Listener) (listener, error) {
 		}
 		return listener{}, fmt.Errorf("supervisor: listener %q: %w", l.Name, err)
 	}
-	return listener{name: l.Name, fd: fd, unlink: unlink}, nil
+	return listener{name: l.Name, network: l.Network, addr: l.Addr, fd: fd, unlink: unlink}, nil
 }
 
 // removeStaleSocket removes a socket file left by a process that is gone,
@@ -152,11 +217,8 @@ func removeStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
-func closeListeners(ls []listener) {
+func closeListeners(ls []*listener) {
 	for _, l := range ls {
-		unix.Close(l.fd)
-		if l.unlink != "" {
-			os.Remove(l.unlink)
-		}
+		l.close()
 	}
 }

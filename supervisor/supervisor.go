@@ -36,9 +36,12 @@ type Options struct {
 	// Logger receives baton's own log; nil means slog.Default().
 	Logger *slog.Logger
 	// Signals delivers SIGTERM and SIGINT (stop: drain, then exit; a second
-	// one kills the workers at once). Run does not subscribe to signals
-	// itself, so tests and embedders choose.
+	// one kills the workers at once) and SIGHUP (reload). Run does not
+	// subscribe to signals itself, so tests and embedders choose.
 	Signals <-chan os.Signal
+	// Load re-reads the configuration for a reload; nil means reloads
+	// reuse the configuration Run was given.
+	Load func() (*config.Config, error)
 	// Shim is the argv prefix that runs handoff.ExecWorker; nil means this
 	// executable with "exec-worker --".
 	Shim []string
@@ -47,7 +50,8 @@ type Options struct {
 	// Notify sends a message to systemd; nil means systemd.Notify.
 	Notify func(state string) error
 	// RuntimeDir holds the notify socket; empty means $RUNTIME_DIRECTORY,
-	// else a new temporary directory that is removed at the end.
+	// else a new directory baton-PID in the temporary directory, removed
+	// at the end.
 	RuntimeDir string
 	// Inherited are the sockets passed by systemd; nil means
 	// systemd.Inherited() is called.
@@ -61,7 +65,7 @@ type timerKind int
 
 const (
 	readyDelayDone timerKind = iota // a delay-ready worker stayed up long enough
-	startDeadline                   // the first generation's time to become ready ran out
+	readyDeadline                   // a generation's time to become ready ran out
 	respawnSlot                     // time to refill an empty slot
 	drainDeadline                   // a draining worker's time is up
 	stopDeadline                    // the drain on stop ran out of time
@@ -69,8 +73,9 @@ const (
 
 type timerEvent struct {
 	kind timerKind
-	w    *worker // for readyDelayDone, drainDeadline
-	slot int     // for respawnSlot
+	w    *worker     // readyDelayDone, drainDeadline
+	g    *generation // readyDeadline, respawnSlot
+	slot int         // respawnSlot
 }
 
 type notifyEvent struct{ msg systemd.Message }
@@ -78,20 +83,24 @@ type notifyEvent struct{ msg systemd.Message }
 type phase int
 
 const (
-	phaseStarting phase = iota
+	phaseStarting phase = iota // the first generation is not ready yet
 	phaseRunning
 	phaseStopping
 )
 
+const sigkill = unix.SIGKILL
+
 type supervisor struct {
-	cfg     *config.Config
+	cfg     *config.Config // the configuration in force (the serving generation's)
+	load    func() (*config.Config, error)
 	log     *slog.Logger
 	notifyS func(string) error
 	shim    []string
 	out     *lineWriter
 
-	listeners []listener
+	listeners []*listener
 	notify    *systemd.NotifyServer
+	control   *controlServer
 	spawner   *handoff.Spawner
 	devNull   int
 	tmpDir    string
@@ -106,9 +115,14 @@ type supervisor struct {
 
 	phase    phase
 	err      error
-	gen      int
-	workers  map[int]*worker // every live worker process, by pid
-	slots    []*worker       // the serving (or starting) worker of each slot
+	gen      int                  // number of the newest generation
+	current  *generation          // serving
+	next     *generation          // starting (first start, or a reload)
+	draining []*generation        // old generations whose workers are leaving
+	workers  map[int]*worker      // every live worker process, by pid
+	reload   *reloadState         // the reload under way, nil if none
+	pending  []chan<- reloadReply // reload requests that came during one
+	last     reloadOutcome
 	restarts int
 	dropped  int // notify messages from unknown senders
 	status   string
@@ -119,7 +133,7 @@ type supervisor struct {
 // returns. It returns an error when the service could not start (the
 // listeners, or workers that did not become ready within reload.timeout).
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
-	s, err := newSupervisor(ctx, cfg, opts)
+	s, err := newSupervisor(cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -127,9 +141,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	return s.run(ctx, opts.Signals)
 }
 
-func newSupervisor(ctx context.Context, cfg *config.Config, opts Options) (_ *supervisor, err error) {
+func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) {
 	s := &supervisor{
 		cfg:     cfg,
+		load:    opts.Load,
 		log:     opts.Logger,
 		notifyS: opts.Notify,
 		shim:    opts.Shim,
@@ -138,11 +153,13 @@ func newSupervisor(ctx context.Context, cfg *config.Config, opts Options) (_ *su
 		quit:    make(chan struct{}),
 		workers: map[int]*worker{},
 		readers: map[*os.File]bool{},
-		slots:   make([]*worker, cfg.Worker.Count),
 		devNull: -1,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.load == nil {
+		s.load = func() (*config.Config, error) { return cfg, nil }
 	}
 	if s.notifyS == nil {
 		s.notifyS = systemd.Notify
@@ -175,18 +192,18 @@ func newSupervisor(ctx context.Context, cfg *config.Config, opts Options) (_ *su
 			return nil, err
 		}
 	}
-	if s.listeners, err = openListeners(ctx, cfg.Listen, inherited); err != nil {
+	if s.listeners, err = adoptInherited(cfg.Listen, inherited); err != nil {
 		return nil, err
 	}
 
 	dir := opts.RuntimeDir
 	if dir == "" {
-		dir = os.Getenv("RUNTIME_DIRECTORY")
 		// systemd may list several directories separated by ':'.
-		dir, _, _ = strings.Cut(dir, ":")
+		dir, _, _ = strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
 	}
 	if dir == "" {
-		if s.tmpDir, err = os.MkdirTemp("", "baton-"); err != nil {
+		s.tmpDir = DefaultRuntimeDir(os.Getpid())
+		if err := os.Mkdir(s.tmpDir, 0o700); err != nil {
 			return nil, fmt.Errorf("supervisor: runtime directory: %w", err)
 		}
 		dir = s.tmpDir
@@ -195,6 +212,13 @@ func newSupervisor(ctx context.Context, cfg *config.Config, opts Options) (_ *su
 	if s.notify, err = systemd.ListenNotify(path); err != nil {
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
+	ctlPath := cfg.Control.Socket
+	if ctlPath == "" {
+		ctlPath = filepath.Join(dir, ControlSocketName)
+	}
+	if s.control, err = listenControl(ctlPath); err != nil {
+		return nil, err
+	}
 	if s.devNull, err = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 		return nil, fmt.Errorf("supervisor: open %s: %w", os.DevNull, os.NewSyscallError("open", err))
 	}
@@ -202,11 +226,21 @@ func newSupervisor(ctx context.Context, cfg *config.Config, opts Options) (_ *su
 	return s, nil
 }
 
+// DefaultRuntimeDir is where a baton with neither RUNTIME_DIRECTORY nor
+// control.socket keeps its sockets, so that `baton reload --pid PID` can
+// find them.
+func DefaultRuntimeDir(pid int) string {
+	return filepath.Join(os.TempDir(), "baton-"+strconv.Itoa(pid))
+}
+
 // close releases what newSupervisor acquired. Every worker has exited by
 // then, or was never started.
 func (s *supervisor) close() {
 	if s.spawner != nil {
 		s.spawner.Close()
+	}
+	if s.control != nil {
+		s.control.close()
 	}
 	if s.notify != nil {
 		s.notify.Close()
@@ -225,22 +259,25 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 	defer signal.Stop(sigchld)
 	s.goTask(func() { reap(sigchld, s.events, s.quit) })
 	s.goTask(s.readNotify)
+	s.goTask(func() { s.control.serve(s.post, s.quit) })
 	defer func() {
 		close(s.quit)
 		s.notify.Close() // unblocks readNotify
+		s.control.close()
 		s.tasks.Wait()
 		s.waitOutputs()
 	}()
 
-	s.gen = 1
-	s.log.Info("starting workers", "count", len(s.slots), "command", strings.Join(s.cfg.Worker.Command, " "), "listeners", s.listenerNames())
-	for slot := range s.slots {
-		if err := s.startWorker(slot); err != nil {
-			s.fail(err)
-			break
-		}
+	s.log.Info("starting workers", "count", s.cfg.Worker.Count, "command", strings.Join(s.cfg.Worker.Command, " "),
+		"listeners", listenerNames(s.cfg), "control", s.control.path)
+	g, err := s.newGeneration(s.cfg)
+	if err == nil {
+		s.next = g
+		err = s.startGeneration(g)
 	}
-	s.after(s.cfg.Reload.Timeout.Std(), timerEvent{kind: startDeadline})
+	if err != nil {
+		s.fail(err)
+	}
 
 	done := ctx.Done()
 	for s.phase != phaseStopping || len(s.workers) > 0 {
@@ -255,6 +292,7 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 			s.handle(ev)
 		}
 	}
+	s.answerPending(errors.New("supervisor: baton is stopping"))
 	if s.err == nil {
 		s.log.Info("stopped")
 	}
@@ -301,6 +339,8 @@ func (s *supervisor) handle(ev event) {
 		s.onNotify(ev.msg)
 	case timerEvent:
 		s.onTimer(ev)
+	case controlEvent:
+		s.onControl(ev)
 	}
 }
 
@@ -314,42 +354,24 @@ func (s *supervisor) onSignal(sig os.Signal) {
 		}
 		s.log.Info("stopping", "signal", sig.String())
 		s.beginStop()
+	case syscall.SIGHUP:
+		s.requestReload(nil)
 	default:
 		s.log.Debug("signal ignored", "signal", sig.String())
 	}
 }
 
-// startWorker starts a worker in slot, for the current generation.
-func (s *supervisor) startWorker(slot int) error {
-	r, wfd, err := outputPipe()
-	if err != nil {
-		return fmt.Errorf("supervisor: start worker %d: %w", slot, err)
+// generations returns every generation that still has workers or is
+// about to: the serving one, the starting one and the draining ones.
+func (s *supervisor) generations() []*generation {
+	gs := append([]*generation(nil), s.draining...)
+	if s.current != nil {
+		gs = append(gs, s.current)
 	}
-	pid, err := s.spawner.Start(s.spec(slot, s.gen, wfd))
-	unix.Close(wfd)
-	if err != nil {
-		r.Close()
-		return fmt.Errorf("supervisor: start worker %d: %w", slot, err)
+	if s.next != nil {
+		gs = append(gs, s.next)
 	}
-	w := &worker{slot: slot, gen: s.gen, pid: pid, started: time.Now()}
-	s.workers[pid] = w
-	s.slots[slot] = w
-	s.outputs.Add(1)
-	s.readersMu.Lock()
-	s.readers[r] = true
-	s.readersMu.Unlock()
-	go func() {
-		defer s.outputs.Done()
-		forward(r, fmt.Sprintf("[worker %d pid %d] ", slot, pid), s.out)
-		s.readersMu.Lock()
-		delete(s.readers, r)
-		s.readersMu.Unlock()
-	}()
-	if d := s.cfg.Worker.ReadyDelay; d > 0 {
-		w.timers = append(w.timers, s.after(d, timerEvent{kind: readyDelayDone, w: w}))
-	}
-	s.log.Info("worker started", "slot", slot, "pid", pid, "generation", s.gen)
-	return nil
+	return gs
 }
 
 // waitOutputs lets the forwarders print what the workers wrote last, then
@@ -375,119 +397,57 @@ func (s *supervisor) waitOutputs() {
 	<-done
 }
 
-func (s *supervisor) onExit(ev exitEvent) {
-	w := s.workers[ev.pid]
-	if w == nil {
-		s.log.Debug("reaped orphan", "pid", ev.pid, "how", describeExit(ev.status))
-		return
-	}
-	delete(s.workers, ev.pid)
-	w.stopTimers()
-	// Anything the worker left in its group is an orphan now.
-	w.signalGroup(unix.SIGKILL)
-	how := describeExit(ev.status)
-	if s.slots[w.slot] != w {
-		s.log.Info("worker exited", "slot", w.slot, "pid", w.pid, "how", how, "state", w.state.String())
-		s.publishStatus()
-		return
-	}
-	s.slots[w.slot] = nil
-	switch s.phase {
-	case phaseStarting:
-		if w.state != ready {
-			s.fail(fmt.Errorf("%w: %s exited before it was ready: %s", ErrNotReady, w, how))
-			return
-		}
-		fallthrough
-	case phaseRunning:
-		s.restarts++
-		s.log.Warn("worker exited unexpectedly, replacing it", "slot", w.slot, "pid", w.pid, "how", how, "after", RespawnDelay)
-		s.after(RespawnDelay, timerEvent{kind: respawnSlot, slot: w.slot})
-	case phaseStopping:
-		s.log.Info("worker exited", "slot", w.slot, "pid", w.pid, "how", how)
-	}
-	s.publishStatus()
-}
-
 func (s *supervisor) onTimer(ev timerEvent) {
 	switch ev.kind {
 	case readyDelayDone:
 		if s.workers[ev.w.pid] == ev.w && ev.w.state == starting {
 			s.markReady(ev.w)
 		}
-	case startDeadline:
-		if s.phase != phaseStarting {
+	case readyDeadline:
+		if ev.g != s.next {
 			return
 		}
-		for _, w := range s.slots {
-			if w != nil && w.state != ready {
-				s.fail(fmt.Errorf("%w: %s did not become ready within %s (ready = %q)", ErrNotReady, w, s.cfg.Reload.Timeout.Std(), s.cfg.Worker.Ready))
-				return
-			}
+		why := fmt.Errorf("%s did not become ready within %s", ev.g, ev.g.cfg.Reload.Timeout.Std())
+		if w := ev.g.firstNotReady(); w != nil {
+			why = fmt.Errorf("%s did not become ready within %s (ready = %q)", w, ev.g.cfg.Reload.Timeout.Std(), ev.g.cfg.Worker.Ready)
 		}
-		s.fail(fmt.Errorf("%w within %s", ErrNotReady, s.cfg.Reload.Timeout.Std()))
+		s.abandonNext(why)
 	case respawnSlot:
-		if s.phase == phaseStopping || s.slots[ev.slot] != nil {
+		g := ev.g
+		if s.phase == phaseStopping || g.state == genDraining || g.slots[ev.slot] != nil {
 			return
 		}
-		if err := s.startWorker(ev.slot); err != nil {
+		if err := s.startWorker(g, ev.slot); err != nil {
 			s.log.Error("cannot start worker, retrying", "slot", ev.slot, "err", err, "after", RespawnDelay)
 			s.after(RespawnDelay, ev)
 		}
 		s.publishStatus()
 	case drainDeadline:
 		if s.workers[ev.w.pid] == ev.w {
-			s.log.Warn("worker did not finish draining in time, killing it", "slot", ev.w.slot, "pid", ev.w.pid, "drain_timeout", s.cfg.Worker.DrainTimeout.Std())
-			ev.w.signalGroup(unix.SIGKILL)
+			s.log.Warn("worker did not finish draining in time, killing it", "slot", ev.w.slot, "pid", ev.w.pid, "drain_timeout", ev.w.gen.cfg.Worker.DrainTimeout.Std())
+			ev.w.signalGroup(sigkill)
 		}
 	case stopDeadline:
 		if len(s.workers) > 0 {
-			s.log.Warn("drain timed out, killing workers", "left", len(s.workers), "drain_timeout", s.cfg.Worker.DrainTimeout.Std())
+			s.log.Warn("drain timed out, killing workers", "left", len(s.workers))
 			s.killAll()
 		}
 	}
 }
 
-func (s *supervisor) markReady(w *worker) {
-	w.state = ready
-	s.log.Info("worker ready", "slot", w.slot, "pid", w.pid, "after", time.Since(w.started).Round(time.Millisecond))
-	if s.phase == phaseStarting {
-		for _, o := range s.slots {
-			if o == nil || o.state != ready {
-				s.publishStatus()
-				return
-			}
-		}
-		s.phase = phaseRunning
-		s.log.Info("all workers ready", "count", len(s.slots), "generation", s.gen)
-		s.sendSystemd("READY=1\nSTATUS=" + s.statusLine())
-		s.status = s.statusLine()
+// abandonNext gives up on the starting generation: at start baton fails;
+// on a reload the new workers are stopped and the serving generation,
+// which never stopped serving, stays.
+func (s *supervisor) abandonNext(why error) {
+	g := s.next
+	s.next = nil
+	if s.current == nil {
+		s.drainGeneration(g, "start failed")
+		s.fail(fmt.Errorf("%w: %w", ErrNotReady, why))
 		return
 	}
-	s.publishStatus()
-}
-
-// retire takes a worker that announced it is leaving (STOPPING=1) out of
-// its slot and starts its replacement at once, before it has finished
-// draining: the socket never lacks a ready worker for longer than the
-// replacement takes to start.
-func (s *supervisor) retire(w *worker) {
-	if w.state == draining {
-		return
-	}
-	w.state = draining
-	w.timers = append(w.timers, s.after(s.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
-	if s.slots[w.slot] != w || s.phase == phaseStopping {
-		return
-	}
-	s.slots[w.slot] = nil
-	s.restarts++
-	s.log.Info("worker is leaving, starting its replacement", "slot", w.slot, "pid", w.pid)
-	if err := s.startWorker(w.slot); err != nil {
-		s.log.Error("cannot start replacement, retrying", "slot", w.slot, "err", err, "after", RespawnDelay)
-		s.after(RespawnDelay, timerEvent{kind: respawnSlot, slot: w.slot})
-	}
-	s.publishStatus()
+	s.drainGeneration(g, "reload rolled back")
+	s.finishReload(fmt.Errorf("supervisor: reload rolled back: %w", why))
 }
 
 // fail records why the service cannot run and stops it.
@@ -500,18 +460,24 @@ func (s *supervisor) fail(err error) {
 }
 
 // beginStop tells systemd and every worker that the service is stopping.
-// The loop ends once every worker has exited; at drain_timeout the rest
-// are killed.
+// The loop ends once every worker has exited; the drain deadline of each
+// worker's generation then kills the rest.
 func (s *supervisor) beginStop() {
 	if s.phase == phaseStopping {
 		return
 	}
 	s.phase = phaseStopping
 	s.sendSystemd("STOPPING=1")
-	for _, w := range s.workers {
-		w.state = draining
-		w.signalGroup(unix.SIGTERM)
+	var longest time.Duration
+	for _, g := range s.generations() {
+		longest = max(longest, g.cfg.Worker.DrainTimeout.Std())
+		if g.state != genDraining {
+			s.drainGeneration(g, "stopping")
+		}
 	}
+	s.current, s.next = nil, nil
+	s.finishReload(errors.New("supervisor: baton is stopping"))
+	s.answerPending(errors.New("supervisor: baton is stopping"))
 	// No worker will start again, so baton's copies of the sockets are of
 	// no more use. Closing them now lets each socket close as soon as the
 	// draining workers have closed theirs: a new client is refused at once
@@ -520,12 +486,12 @@ func (s *supervisor) beginStop() {
 	// next start.
 	closeListeners(s.listeners)
 	s.listeners = nil
-	s.after(s.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: stopDeadline})
+	s.after(longest, timerEvent{kind: stopDeadline})
 }
 
 func (s *supervisor) killAll() {
 	for _, w := range s.workers {
-		w.signalGroup(unix.SIGKILL)
+		w.signalGroup(sigkill)
 	}
 }
 
@@ -536,13 +502,18 @@ func (s *supervisor) sendSystemd(state string) {
 }
 
 func (s *supervisor) statusLine() string {
-	readyN := 0
-	for _, w := range s.slots {
-		if w != nil && w.state == ready {
-			readyN++
-		}
+	g := s.current
+	if g == nil {
+		g = s.next
 	}
-	return fmt.Sprintf("%d/%d workers ready, generation %d, %d restarts", readyN, len(s.slots), s.gen, s.restarts)
+	if g == nil {
+		return "stopping"
+	}
+	line := fmt.Sprintf("%d/%d workers ready, generation %d, %d restarts", g.readyCount(), len(g.slots), g.n, s.restarts)
+	if s.reload != nil && s.next != nil {
+		line += fmt.Sprintf(", reloading to generation %d", s.next.n)
+	}
+	return line + s.last.String()
 }
 
 // publishStatus sends STATUS= to systemd when it changed.
@@ -556,10 +527,10 @@ func (s *supervisor) publishStatus() {
 	}
 }
 
-func (s *supervisor) listenerNames() string {
-	names := make([]string, len(s.listeners))
-	for i, l := range s.listeners {
-		names[i] = l.name
+func listenerNames(cfg *config.Config) string {
+	names := make([]string, len(cfg.Listen))
+	for i, l := range cfg.Listen {
+		names[i] = l.Name
 	}
 	return strings.Join(names, ",")
 }

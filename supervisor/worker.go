@@ -15,6 +15,7 @@ import (
 	"github.com/batonhq/baton/handoff"
 )
 
+
 type workerState int
 
 const (
@@ -30,7 +31,7 @@ func (s workerState) String() string {
 // worker is one worker process. Only the event loop touches it.
 type worker struct {
 	slot    int
-	gen     int
+	gen     *generation
 	pid     int
 	state   workerState
 	started time.Time
@@ -136,20 +137,167 @@ func forward(r *os.File, prefix string, out *lineWriter) {
 	}
 }
 
-// spec builds the handoff spec for a worker.
-func (s *supervisor) spec(slot, gen int, stdout int) handoff.Spec {
-	files := make([]handoff.File, len(s.listeners))
-	for i, l := range s.listeners {
-		files[i] = handoff.File{Name: l.name, Fd: l.fd}
+// spec builds the handoff spec for a worker of g.
+func (s *supervisor) spec(g *generation, slot int, stdout int) handoff.Spec {
+	files := make([]handoff.File, len(g.ls))
+	for i, l := range g.ls {
+		files[i] = handoff.File{Name: g.cfg.Listen[i].Name, Fd: l.fd}
 	}
-	w := s.cfg.Worker
+	w := g.cfg.Worker
 	return handoff.Spec{
 		Shim:      s.shim,
 		Command:   w.Command,
-		Env:       handoff.Env(os.Environ(), workerEnv(s.notify.Path(), slot, gen, w.DrainTimeout.Std(), w.Env), files),
+		Env:       handoff.Env(os.Environ(), workerEnv(s.notify.Path(), slot, g.n, w.DrainTimeout.Std(), w.Env), files),
 		Listeners: files,
 		Stdin:     s.devNull,
 		Stdout:    stdout,
 		Stderr:    stdout,
 	}
+}
+
+// startWorker starts the worker of g's slot.
+func (s *supervisor) startWorker(g *generation, slot int) error {
+	r, wfd, err := outputPipe()
+	if err != nil {
+		return fmt.Errorf("supervisor: start worker %d: %w", slot, err)
+	}
+	pid, err := s.spawner.Start(s.spec(g, slot, wfd))
+	unix.Close(wfd)
+	if err != nil {
+		r.Close()
+		return fmt.Errorf("supervisor: start worker %d: %w", slot, err)
+	}
+	w := &worker{slot: slot, gen: g, pid: pid, started: time.Now()}
+	s.workers[pid] = w
+	g.slots[slot] = w
+	g.live++
+	s.outputs.Add(1)
+	s.readersMu.Lock()
+	s.readers[r] = true
+	s.readersMu.Unlock()
+	go func() {
+		defer s.outputs.Done()
+		forward(r, fmt.Sprintf("[worker %d pid %d] ", slot, pid), s.out)
+		s.readersMu.Lock()
+		delete(s.readers, r)
+		s.readersMu.Unlock()
+	}()
+	if d := g.cfg.Worker.ReadyDelay; d > 0 {
+		w.timers = append(w.timers, s.after(d, timerEvent{kind: readyDelayDone, w: w}))
+	}
+	s.log.Info("worker started", "slot", slot, "pid", pid, "generation", g.n)
+	return nil
+}
+
+// drainWorker sends SIGTERM to a worker that is not draining yet and arms
+// its drain deadline.
+func (s *supervisor) drainWorker(w *worker) {
+	if w.state == draining {
+		return
+	}
+	w.state = draining
+	w.signalGroup(unix.SIGTERM)
+	w.timers = append(w.timers, s.after(w.gen.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
+}
+
+func (s *supervisor) onExit(ev exitEvent) {
+	w := s.workers[ev.pid]
+	if w == nil {
+		s.log.Debug("reaped orphan", "pid", ev.pid, "how", describeExit(ev.status))
+		return
+	}
+	delete(s.workers, ev.pid)
+	w.stopTimers()
+	// Anything the worker left in its group is an orphan now.
+	w.signalGroup(sigkill)
+	g := w.gen
+	g.live--
+	how := describeExit(ev.status)
+	if g.slots[w.slot] != w {
+		// Replaced already: it was draining.
+		s.log.Info("worker exited", "slot", w.slot, "pid", w.pid, "generation", g.n, "how", how)
+		if g.state == genDraining && g.live == 0 {
+			s.generationGone(g)
+		}
+		s.publishStatus()
+		return
+	}
+	g.slots[w.slot] = nil
+	if g == s.next {
+		// Any exit before the whole generation is ready fails it: at
+		// start baton gives up, on a reload it rolls back.
+		what := "before it was ready"
+		if w.state == ready {
+			what = "before its generation was ready"
+		}
+		s.abandonNext(fmt.Errorf("%s exited %s: %s", w, what, how))
+		return
+	}
+	s.restarts++
+	s.log.Warn("worker exited unexpectedly, replacing it", "slot", w.slot, "pid", w.pid, "generation", g.n, "how", how, "after", RespawnDelay)
+	s.after(RespawnDelay, timerEvent{kind: respawnSlot, g: g, slot: w.slot})
+	s.publishStatus()
+}
+
+func (s *supervisor) markReady(w *worker) {
+	w.state = ready
+	g := w.gen
+	s.log.Info("worker ready", "slot", w.slot, "pid", w.pid, "generation", g.n, "after", time.Since(w.started).Round(time.Millisecond))
+	if g != s.next {
+		s.publishStatus()
+		return
+	}
+	if !g.allReady() {
+		if err := s.startMore(g); err != nil {
+			s.abandonNext(err)
+			return
+		}
+		s.publishStatus()
+		return
+	}
+	s.promote(g)
+}
+
+// promote makes a generation whose workers are all ready the serving one,
+// and drains the one it replaces.
+func (s *supervisor) promote(g *generation) {
+	g.deadline.Stop()
+	g.state = genServing
+	old := s.current
+	s.current, s.next = g, nil
+	s.cfg = g.cfg
+	if old == nil {
+		s.phase = phaseRunning
+		s.log.Info("all workers ready", "count", len(g.slots), "generation", g.n)
+		s.status = s.statusLine()
+		s.sendSystemd("READY=1\nSTATUS=" + s.status)
+		s.runPending()
+		return
+	}
+	s.drainGeneration(old, "replaced by "+g.String())
+	s.finishReload(nil)
+}
+
+// retire takes a worker that announced it is leaving (STOPPING=1) out of
+// its slot and starts its replacement at once, before it has finished
+// draining: the socket never lacks a ready worker for longer than the
+// replacement takes to start.
+func (s *supervisor) retire(w *worker) {
+	if w.state == draining {
+		return
+	}
+	w.state = draining
+	g := w.gen
+	w.timers = append(w.timers, s.after(g.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
+	if g.slots[w.slot] != w || g != s.current || s.phase == phaseStopping {
+		return // a starting worker leaving fails its generation when it exits
+	}
+	g.slots[w.slot] = nil
+	s.restarts++
+	s.log.Info("worker is leaving, starting its replacement", "slot", w.slot, "pid", w.pid, "generation", g.n)
+	if err := s.startWorker(g, w.slot); err != nil {
+		s.log.Error("cannot start replacement, retrying", "slot", w.slot, "err", err, "after", RespawnDelay)
+		s.after(RespawnDelay, timerEvent{kind: respawnSlot, g: g, slot: w.slot})
+	}
+	s.publishStatus()
 }

@@ -15,7 +15,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/batonhq/baton/config"
 	"github.com/batonhq/baton/handoff"
@@ -35,6 +38,7 @@ const usageText = `usage: baton COMMAND [ARGS]
 
 commands:
   run      run a worker pool:  baton run --listen http=tcp://127.0.0.1:8080 -- ./server
+  reload   reload a running baton and wait for the outcome
   check    validate a configuration file:  baton check --config FILE
   version  print the version
 
@@ -53,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
 		return runCmd(rest, stderr)
+	case "reload":
+		return reloadCmd(rest, stdout, stderr)
 	case "check":
 		return checkCmd(rest, stdout, stderr)
 	case handoff.ShimCommand:
@@ -90,15 +96,75 @@ func runCmd(args []string, stderr io.Writer) int {
 	log := slog.New(handler)
 
 	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(signals)
 
-	err = supervisor.Run(context.Background(), cfg, supervisor.Options{Logger: log, Signals: signals})
+	// A reload re-reads the file and re-applies the same flags.
+	load := func() (*config.Config, error) {
+		c, _, err := config.FromArgs(args, io.Discard)
+		return c, err
+	}
+	err = supervisor.Run(context.Background(), cfg, supervisor.Options{Logger: log, Signals: signals, Load: load})
 	if err != nil {
 		fmt.Fprintf(stderr, "baton: %v\n", err)
 		return exitFailed
 	}
 	return exitOK
+}
+
+func reloadCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("baton reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	control := fs.String("control", "", "control socket `path` (default: control.socket of --config, else $RUNTIME_DIRECTORY/baton.sock)")
+	cfgPath := fs.String("config", "", "the running baton's configuration `file`, to find its control socket")
+	pid := fs.Int("pid", 0, "`PID` of a baton started without a runtime directory or control.socket")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: baton reload [--control PATH | --config FILE | --pid PID] [--timeout D]\n\nStarts a new generation of workers and waits: exit 0 once it serves, 1 if the reload failed or was rolled back (the old workers still serve).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	path, err := controlPath(*control, *cfgPath, *pid)
+	if err != nil {
+		fmt.Fprintf(stderr, "baton: reload: %v\n", err)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	resp, err := supervisor.Request(ctx, path, supervisor.ControlRequest{Command: "reload"})
+	if err != nil {
+		fmt.Fprintf(stderr, "baton: reload: %v\n", err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "reload ok: generation %d serving with %d workers (%.2fs)\n", resp.Generation, resp.Workers, resp.Seconds)
+	return exitOK
+}
+
+// controlPath finds a running baton's control socket.
+func controlPath(control, cfgPath string, pid int) (string, error) {
+	switch {
+	case control != "":
+		return control, nil
+	case cfgPath != "":
+		c, err := config.Load(cfgPath)
+		if err != nil {
+			return "", err
+		}
+		if c.Control.Socket != "" {
+			return c.Control.Socket, nil
+		}
+	case pid > 0:
+		return filepath.Join(supervisor.DefaultRuntimeDir(pid), supervisor.ControlSocketName), nil
+	}
+	if dir, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); dir != "" {
+		return filepath.Join(dir, supervisor.ControlSocketName), nil
+	}
+	return "", errors.New("cannot find the control socket: give --control PATH, --config FILE or --pid PID (outside systemd, baton logs its control socket at start)")
 }
 
 func checkCmd(args []string, stdout, stderr io.Writer) int {

@@ -1,0 +1,228 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ControlSocketName is the control socket's file name in the runtime
+// directory.
+const ControlSocketName = "baton.sock"
+
+// maxControlRequest bounds one request line.
+const maxControlRequest = 64 << 10
+
+// ControlRequest is one request on the control socket: a JSON object on
+// one line.
+type ControlRequest struct {
+	// Command is "reload" (wait for a reload's outcome) or "stats".
+	Command string `json:"command"`
+}
+
+// ControlResponse answers a ControlRequest, as one JSON line.
+type ControlResponse struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Reload.
+	Generation int     `json:"generation,omitempty"`
+	Workers    int     `json:"workers,omitempty"`
+	Seconds    float64 `json:"seconds,omitempty"`
+	// Stats.
+	Stats *Stats `json:"stats,omitempty"`
+}
+
+// Stats are baton's own resource counts, for leak checks and monitoring.
+type Stats struct {
+	PID         int   `json:"pid"`
+	FDs         int   `json:"fds"`
+	Goroutines  int   `json:"goroutines"`
+	RSSKB       int   `json:"rss_kb"`
+	Generation  int   `json:"generation"`
+	Workers     int   `json:"workers"`  // live worker processes, draining ones included
+	Draining    int   `json:"draining"` // generations draining
+	Restarts    int   `json:"restarts"`
+	Reloading   bool  `json:"reloading"`
+	NotifyDrops int64 `json:"notify_dropped"`
+}
+
+// controlEvent carries a request to the loop; reply is buffered.
+type controlEvent struct {
+	req   ControlRequest
+	reply chan ControlResponse
+}
+
+type controlServer struct {
+	path string
+	ln   *net.UnixListener
+	once sync.Once
+}
+
+func listenControl(path string) (*controlServer, error) {
+	if err := removeStaleSocket(path); err != nil {
+		return nil, fmt.Errorf("supervisor: control socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: control socket: %w", err)
+	}
+	// Only the service's own user may reload or stop it.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("supervisor: control socket: %w", err)
+	}
+	return &controlServer{path: path, ln: ln}, nil
+}
+
+func (c *controlServer) close() {
+	c.once.Do(func() { c.ln.Close() })
+}
+
+// serve accepts until the listener is closed. Each connection is one
+// request and one response.
+func (c *controlServer) serve(post func(event), quit <-chan struct{}) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := c.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conn.Close()
+			writeResponse(conn, handleControl(conn, post, quit))
+		}()
+	}
+}
+
+func handleControl(conn net.Conn, post func(event), quit <-chan struct{}) ControlResponse {
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReaderSize(conn, maxControlRequest).ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return ControlResponse{Error: fmt.Sprintf("control: request longer than %d bytes", maxControlRequest)}
+	case err != nil && len(line) == 0:
+		return ControlResponse{Error: "control: no request (want one JSON line)"}
+	}
+	var req ControlRequest
+	dec := json.NewDecoder(strings.NewReader(string(line)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return ControlResponse{Error: fmt.Sprintf("control: bad request: %v", err)}
+	}
+	switch req.Command {
+	case "reload", "stats":
+	default:
+		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload or stats)", req.Command)}
+	}
+	ev := controlEvent{req: req, reply: make(chan ControlResponse, 1)}
+	post(ev)
+	select {
+	case r := <-ev.reply:
+		return r
+	case <-quit:
+		return ControlResponse{Error: "control: baton stopped"}
+	}
+}
+
+func writeResponse(conn net.Conn, r ControlResponse) {
+	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	b, _ := json.Marshal(r)
+	conn.Write(append(b, '\n'))
+}
+
+// onControl answers a control request in the loop. A reload's answer
+// comes when the reload is over.
+func (s *supervisor) onControl(ev controlEvent) {
+	switch ev.req.Command {
+	case "stats":
+		ev.reply <- ControlResponse{OK: true, Stats: s.stats()}
+	case "reload":
+		done := make(chan reloadReply, 1)
+		s.requestReload(done)
+		go func() {
+			select {
+			case r := <-done:
+				resp := ControlResponse{OK: r.Err == nil, Generation: r.Generation, Workers: r.Workers, Seconds: r.Took.Seconds()}
+				if r.Err != nil {
+					resp.Error = r.Err.Error()
+				}
+				ev.reply <- resp
+			case <-s.quit:
+			}
+		}()
+	}
+}
+
+func (s *supervisor) stats() *Stats {
+	st := &Stats{
+		PID:         os.Getpid(),
+		Goroutines:  runtime.NumGoroutine(),
+		Workers:     len(s.workers),
+		Draining:    len(s.draining),
+		Restarts:    s.restarts,
+		Reloading:   s.reload != nil,
+		NotifyDrops: int64(s.dropped) + s.notify.Malformed(),
+	}
+	if s.current != nil {
+		st.Generation = s.current.n
+	}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		st.FDs = len(ents)
+	}
+	st.RSSKB = rssKB()
+	return st
+}
+
+func rssKB() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return n
+		}
+	}
+	return 0
+}
+
+// Request sends one request to the control socket at path and waits for
+// the answer (a reload's comes when it is over), bounded by ctx.
+func Request(ctx context.Context, path string, req ControlRequest) (ControlResponse, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return ControlResponse{}, fmt.Errorf("supervisor: control socket: %w", err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	b, _ := json.Marshal(req)
+	if _, err := conn.Write(append(b, '\n')); err != nil {
+		return ControlResponse{}, fmt.Errorf("supervisor: control socket: %w", err)
+	}
+	var resp ControlResponse
+	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&resp); err != nil {
+		if ctx.Err() != nil {
+			return resp, fmt.Errorf("supervisor: control socket: no answer: %w", ctx.Err())
+		}
+		return resp, fmt.Errorf("supervisor: control socket: %w", err)
+	}
+	if !resp.OK && resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}

@@ -1,0 +1,149 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/batonhq/baton/config"
+)
+
+// reloadReply is what a reload request gets back once its reload is over.
+type reloadReply struct {
+	Generation int
+	Workers    int
+	Took       time.Duration
+	Err        error
+}
+
+// reloadState is the reload under way.
+type reloadState struct {
+	started time.Time
+	waiters []chan<- reloadReply
+}
+
+// reloadOutcome is the last reload's result, for the status line.
+type reloadOutcome struct {
+	at  time.Time
+	err error
+}
+
+func (o reloadOutcome) String() string {
+	switch {
+	case o.at.IsZero():
+		return ""
+	case o.err != nil:
+		return fmt.Sprintf(", last reload failed %s ago: %v", time.Since(o.at).Round(time.Second), o.err)
+	}
+	return fmt.Sprintf(", last reload ok %s ago", time.Since(o.at).Round(time.Second))
+}
+
+// requestReload starts a reload, or, while one runs (or the first
+// generation is still starting), queues the request: every request queued
+// meanwhile is served by one more reload after it, so reloads never
+// overlap and none is lost. reply, if not nil, gets the outcome.
+func (s *supervisor) requestReload(reply chan<- reloadReply) {
+	switch {
+	case s.phase == phaseStopping:
+		answer(reply, reloadReply{Err: errors.New("supervisor: baton is stopping")})
+	case s.reload != nil || s.phase == phaseStarting:
+		s.log.Info("reload requested while another is under way: queued")
+		s.pending = append(s.pending, reply)
+	default:
+		s.beginReload([]chan<- reloadReply{reply})
+	}
+}
+
+// runPending starts the queued reload, if any.
+func (s *supervisor) runPending() {
+	if len(s.pending) == 0 || s.phase != phaseRunning || s.reload != nil {
+		return
+	}
+	waiters := s.pending
+	s.pending = nil
+	s.beginReload(waiters)
+}
+
+// beginReload re-reads the configuration and starts the next generation
+// (DESIGN.md §4.2). The serving generation is untouched until the new one
+// is all ready.
+func (s *supervisor) beginReload(waiters []chan<- reloadReply) {
+	s.reload = &reloadState{started: time.Now(), waiters: waiters}
+	s.sendSystemd("RELOADING=1\n" + daemon.SdNotifyMonotonicUsec())
+	s.log.Info("reloading")
+	cfg, err := s.load()
+	if err != nil {
+		s.finishReload(fmt.Errorf("supervisor: reload: %w", err))
+		return
+	}
+	if err := s.checkReloadable(cfg); err != nil {
+		s.finishReload(fmt.Errorf("supervisor: reload: %w", err))
+		return
+	}
+	g, err := s.newGeneration(cfg)
+	if err != nil {
+		s.finishReload(fmt.Errorf("supervisor: reload: %w", err))
+		return
+	}
+	s.next = g
+	s.log.Info("starting "+g.String(), "count", len(g.slots), "command", cfg.Worker.Command)
+	if err := s.startGeneration(g); err != nil {
+		s.abandonNext(err)
+		return
+	}
+	s.publishStatus()
+}
+
+// checkReloadable refuses what a reload cannot change in place.
+func (s *supervisor) checkReloadable(cfg *config.Config) error {
+	if cfg.Control.Socket != s.cfg.Control.Socket {
+		return fmt.Errorf("control.socket: changed from %q to %q: restart baton to move the control socket", s.cfg.Control.Socket, cfg.Control.Socket)
+	}
+	return nil
+}
+
+// finishReload ends the reload under way (if any): it tells systemd and
+// every waiter the outcome, then starts a queued reload.
+func (s *supervisor) finishReload(err error) {
+	r := s.reload
+	if r == nil {
+		return
+	}
+	s.reload = nil
+	s.last = reloadOutcome{at: time.Now(), err: err}
+	reply := reloadReply{Err: err, Took: time.Since(r.started)}
+	if g := s.current; g != nil {
+		reply.Generation, reply.Workers = g.n, len(g.slots)
+	}
+	if err != nil {
+		s.log.Error("reload failed; the serving generation stays", "err", err, "generation", reply.Generation)
+	} else {
+		s.log.Info("reload done", "generation", reply.Generation, "took", reply.Took.Round(time.Millisecond))
+	}
+	for _, w := range r.waiters {
+		answer(w, reply)
+	}
+	if s.phase == phaseStopping {
+		return
+	}
+	s.status = s.statusLine()
+	s.sendSystemd("READY=1\nSTATUS=" + s.status)
+	s.runPending()
+}
+
+// answerPending fails every queued request.
+func (s *supervisor) answerPending(err error) {
+	for _, w := range s.pending {
+		answer(w, reloadReply{Err: err})
+	}
+	s.pending = nil
+}
+
+// answer delivers a reply; reply channels are buffered, so it never blocks.
+func answer(c chan<- reloadReply, r reloadReply) {
+	if c != nil {
+		c <- r
+	}
+}
