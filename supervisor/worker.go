@@ -15,7 +15,6 @@ import (
 	"github.com/batonhq/baton/handoff"
 )
 
-
 type workerState int
 
 const (
