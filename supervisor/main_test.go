@@ -66,8 +66,9 @@ func testWorker(mode string) int {
 	}
 	leave := make(chan struct{}, 1)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "pid %d listen_pid %s names %s fds %s slot %s blocking %v\n", os.Getpid(),
-			os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("LISTEN_FDS"), os.Getenv("BATON_WORKER"), blocking)
+		fmt.Fprintf(w, "pid %d listen_pid %s names %s fds %s slot %s blocking %v rev %s gen %s\n", os.Getpid(),
+			os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("LISTEN_FDS"), os.Getenv("BATON_WORKER"), blocking,
+			os.Getenv("REV"), os.Getenv("BATON_GENERATION"))
 		if mode == "stopping" {
 			select {
 			case leave <- struct{}{}:
@@ -92,9 +93,20 @@ func testWorker(mode string) int {
 // get fetches one response on a new connection.
 func get(t *testing.T, addr string) string {
 	t.Helper()
+	body, err := tryGet(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// tryGet fetches one response on a new connection. The test workers drain
+// naively (http.Server.Shutdown), so a connection a draining worker took
+// can be closed unanswered: callers that sample during a reload retry.
+func tryGet(addr string) (string, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
+		return "", fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer c.Close()
 	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -109,8 +121,7 @@ func get(t *testing.T, addr string) string {
 	}
 	resp := b.String()
 	if i := strings.Index(resp, "\r\n\r\n"); i >= 0 {
-		return resp[i+4:]
+		return resp[i+4:], nil
 	}
-	t.Fatalf("bad response from %s: %q", addr, resp)
-	return ""
+	return "", fmt.Errorf("bad response from %s: %q", addr, resp)
 }

@@ -33,6 +33,17 @@ type harness struct {
 	sigs   chan os.Signal
 	out    *syncBuffer
 	dir    string // the runtime directory, holding the notify socket
+
+	cfgMu   sync.Mutex
+	nextCfg *config.Config // what a reload loads
+	loadErr error
+}
+
+// setConfig makes the next reload load cfg (or fail with err).
+func (h *harness) setConfig(cfg *config.Config, err error) {
+	h.cfgMu.Lock()
+	defer h.cfgMu.Unlock()
+	h.nextCfg, h.loadErr = cfg, err
 }
 
 type syncBuffer struct {
@@ -63,7 +74,7 @@ func testConfig(mode string, count int, mutate func(*config.Config)) *config.Con
 	self, _ := os.Executable()
 	c := &config.Config{
 		Listen: []config.Listener{{Name: "http", Address: "tcp://127.0.0.1:1"}},
-		Worker: config.Worker{Command: []string{self, "worker", mode}, Count: count},
+		Worker: config.Worker{Command: []string{self, "worker", mode}, Count: count, Env: map[string]string{"REV": "0"}},
 	}
 	c.Reload.Timeout = config.Duration(10 * time.Second)
 	c.Worker.DrainTimeout = config.Duration(5 * time.Second)
@@ -95,15 +106,20 @@ func startHarness(t *testing.T, cfg *config.Config) *harness {
 	self, _ := os.Executable()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, addr: addr, cancel: cancel, done: make(chan error, 1),
-		notes: make(chan string, 100), sigs: make(chan os.Signal, 2), out: &syncBuffer{}, dir: t.TempDir()}
+		notes: make(chan string, 1000), sigs: make(chan os.Signal, 200), out: &syncBuffer{}, dir: t.TempDir(), nextCfg: cfg}
 	opts := Options{
-		Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:     slog.New(slog.NewTextHandler(io.MultiWriter(h.out, tlogWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Signals:    h.sigs,
 		Shim:       []string{self, handoff.ShimCommand, "--"},
 		Output:     io.MultiWriter(h.out, tlogWriter{t}),
 		Notify:     func(s string) error { h.notes <- s; return nil },
 		RuntimeDir: h.dir,
 		Inherited:  []systemd.Socket{{Name: "http", Fd: fd}},
+		Load: func() (*config.Config, error) {
+			h.cfgMu.Lock()
+			defer h.cfgMu.Unlock()
+			return h.nextCfg, h.loadErr
+		},
 	}
 	go func() { h.done <- Run(ctx, cfg, opts) }()
 	t.Cleanup(func() {
@@ -169,8 +185,8 @@ func TestWorkersGetListenersAndStopCleanly(t *testing.T) {
 	}
 	body := get(t, h.addr)
 	f := strings.Fields(body)
-	// "pid N listen_pid M names X fds Y slot Z blocking B"
-	if len(f) != 12 || f[1] != f[3] || f[5] != "http" || f[7] != "1" {
+	// "pid N listen_pid M names X fds Y slot Z blocking B rev R gen G"
+	if len(f) != 16 || f[1] != f[3] || f[5] != "http" || f[7] != "1" {
 		t.Fatalf("worker saw %q: want LISTEN_PID equal to its pid, LISTEN_FDNAMES=http, LISTEN_FDS=1", body)
 	}
 	pids := h.pids(2)
@@ -228,7 +244,7 @@ func TestSelfBoundSocketIsHandedOverBlocking(t *testing.T) {
 			break
 		}
 	}
-	if body := get(t, addr); !strings.HasSuffix(strings.TrimSpace(body), "blocking true") {
+	if body := get(t, addr); !strings.Contains(body, "blocking true") {
 		t.Errorf("worker saw %q: want the socket blocking", body)
 	}
 }
