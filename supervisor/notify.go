@@ -30,7 +30,9 @@ func (s *supervisor) onNotify(m systemd.Message) {
 	if st, ok := m.Fields["STATUS"]; ok {
 		w.status = st
 	}
-	if m.Fields["READY"] == "1" && w.state == starting {
+	// With ready = "delay:D" readiness is staying up for D, whatever the
+	// worker says.
+	if m.Fields["READY"] == "1" && w.state == starting && w.gen.cfg.Worker.ReadyDelay == 0 {
 		s.markReady(w)
 	}
 	if m.Fields["STOPPING"] == "1" {

@@ -3,10 +3,12 @@ package nspawn
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,25 +19,50 @@ import (
 var contrib = filepath.Join("..", "..", "contrib", "systemd")
 
 // TestUnitsVerify lints contrib's units with systemd-analyze verify, which
-// only warns (exit 0) on unknown keys or bad values: any output fails.
-// baton is not installed here, so ExecStart= runs /bin/true on a copy.
+// only warns (exit 0) on unknown keys or bad values: any output fails. The
+// one exception is app-notify-reload.service on systemd < 253, which does
+// not know Type=notify-reload: exactly that one warning is allowed there.
+// baton is not installed here, so the Exec*= lines run /bin/true on a copy
+// (verify checks that every command exists).
 func TestUnitsVerify(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze not installed (Debian package systemd)")
 	}
+	version := systemdVersion(t, analyze)
 	dir := t.TempDir()
-	for _, name := range []string{"baton.toml", "app.socket", "app.service"} {
-		b, err := os.ReadFile(filepath.Join(contrib, name))
+	config := filepath.Join(dir, "baton.toml")
+	// install copies a contrib file into a directory of its own, as
+	// app.socket and a service installed as app.service (what both
+	// services are meant to be, so the socket finds its service).
+	install := func(service string, edit func(string) string) (socket, unit string) {
+		sub, err := os.MkdirTemp(dir, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if name == "app.service" {
-			b = rewriteExecStart(t, b, filepath.Join(dir, "baton.toml"))
+		for from, to := range map[string]string{"app.socket": "app.socket", service: "app.service"} {
+			b, err := os.ReadFile(filepath.Join(contrib, from))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if to == "app.service" {
+				b = rewriteExec(t, from, b, config)
+				if edit != nil {
+					b = []byte(edit(string(b)))
+				}
+			}
+			if err := os.WriteFile(filepath.Join(sub, to), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		return filepath.Join(sub, "app.socket"), filepath.Join(sub, "app.service")
+	}
+	b, err := os.ReadFile(filepath.Join(contrib, "baton.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(config, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	verify := func(units ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -47,34 +74,107 @@ func TestUnitsVerify(t *testing.T) {
 		return string(out)
 	}
 
-	if out := verify(filepath.Join(dir, "app.socket"), filepath.Join(dir, "app.service")); out != "" {
-		t.Errorf("systemd-analyze verify app.socket app.service:\n%s", out)
-	}
-
-	// The lint must be able to fail: a misspelt key only warns.
-	b, _ := os.ReadFile(filepath.Join(dir, "app.service"))
-	bad := strings.Replace(string(b), "NotifyAccess=", "NotifyAcess=", 1)
-	if err := os.WriteFile(filepath.Join(dir, "bad.service"), []byte(bad), 0o644); err != nil {
+	services, err := filepath.Glob(filepath.Join(contrib, "*.service"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if out := verify(filepath.Join(dir, "bad.service")); !strings.Contains(out, "NotifyAcess") {
+	if len(services) < 2 {
+		t.Fatalf("contrib/systemd has %d services, want app.service and %s", len(services), notifyReloadUnit)
+	}
+	for _, path := range services {
+		name := filepath.Base(path)
+		socket, unit := install(name, nil)
+		out := verify(socket, unit)
+		if name == notifyReloadUnit {
+			if bad := unexpectedVerifyOutput(t, unit, version, out); bad != "" {
+				t.Errorf("systemd-analyze verify app.socket %s (systemd %d): unexpected output:\n%s", name, version, bad)
+			}
+			continue
+		}
+		if out != "" {
+			t.Errorf("systemd-analyze verify app.socket %s:\n%s", name, out)
+		}
+	}
+
+	// The lint must be able to fail: a misspelt key only warns...
+	misspell := func(s string) string { return strings.Replace(s, "NotifyAccess=", "NotifyAcess=", 1) }
+	socket, unit := install("app.service", misspell)
+	if out := verify(socket, unit); !strings.Contains(out, "NotifyAcess") {
 		t.Errorf("systemd-analyze verify does not flag an unknown key; output: %q", out)
+	}
+	// ...and the notify-reload allowance lets nothing else through.
+	socket, unit = install(notifyReloadUnit, misspell)
+	if out := verify(socket, unit); unexpectedVerifyOutput(t, unit, version, out) == "" {
+		t.Errorf("a misspelt key in %s passes the lint; output: %q", notifyReloadUnit, out)
 	}
 }
 
-// execStart matches an ExecStart= line: its prefixes, binary and arguments.
-var execStart = regexp.MustCompile(`(?m)^ExecStart=([-@:+!]*)(\S+)(.*)$`)
+// notifyReloadUnit is the Type=notify-reload variant of app.service, for
+// systemd >= 253.
+const notifyReloadUnit = "app-notify-reload.service"
 
-// rewriteExecStart points ExecStart= at /bin/true and --config at config.
-func rewriteExecStart(t *testing.T, unit []byte, config string) []byte {
+// unexpectedVerifyOutput returns the lines of systemd-analyze verify's
+// output about the notify-reload unit at path that are not allowed: none
+// is on systemd >= 253; on older ones, only the warning that Type= (on its
+// line of the file) is not understood, once.
+func unexpectedVerifyOutput(t *testing.T, path string, version int, out string) string {
 	t.Helper()
-	if n := len(execStart.FindAll(unit, -1)); n != 1 {
-		t.Fatalf("app.service has %d ExecStart= lines, want 1", n)
+	out = strings.TrimSpace(out)
+	if out == "" || version >= 253 {
+		return out
 	}
-	return execStart.ReplaceAllFunc(unit, func(line []byte) []byte {
-		m := execStart.FindSubmatch(line)
-		args := regexp.MustCompile(`--config\s+\S+`).ReplaceAllLiteralString(string(m[3]), "--config "+config)
-		return []byte("ExecStart=" + string(m[1]) + "/bin/true" + args)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	typeLine := 0
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "Type=") {
+			typeLine = i + 1
+		}
+	}
+	allowed := fmt.Sprintf("%s:%d: Failed to parse service type, ignoring: notify-reload", path, typeLine)
+	var bad []string
+	seen := false
+	for _, line := range strings.Split(out, "\n") {
+		if line == allowed && !seen {
+			seen = true
+			continue
+		}
+		bad = append(bad, line)
+	}
+	return strings.Join(bad, "\n")
+}
+
+// systemdVersion returns the major version systemd-analyze reports.
+func systemdVersion(t *testing.T, analyze string) int {
+	t.Helper()
+	out, err := exec.Command(analyze, "--version").Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze --version: %v", err)
+	}
+	var v int
+	if _, err := fmt.Sscanf(string(out), "systemd %d", &v); err != nil {
+		t.Fatalf("systemd-analyze --version: %q: %v", out, err)
+	}
+	return v
+}
+
+// execLine matches an Exec*= line: the setting, its prefixes, the binary
+// and the arguments.
+var execLine = regexp.MustCompile(`(?m)^(Exec[A-Za-z]+)=([-@:+!]*)(\S+)(.*)$`)
+
+// rewriteExec points every Exec*= command at /bin/true and --config at
+// config, keeping the other arguments.
+func rewriteExec(t *testing.T, name string, unit []byte, config string) []byte {
+	t.Helper()
+	if n := len(regexp.MustCompile(`(?m)^ExecStart=`).FindAll(unit, -1)); n != 1 {
+		t.Fatalf("%s has %d ExecStart= lines, want 1", name, n)
+	}
+	return execLine.ReplaceAllFunc(unit, func(line []byte) []byte {
+		m := execLine.FindSubmatch(line)
+		args := regexp.MustCompile(`--config\s+\S+`).ReplaceAllLiteralString(string(m[4]), "--config "+config)
+		return []byte(string(m[1]) + "=" + string(m[2]) + "/bin/true" + args)
 	})
 }
 
@@ -83,6 +183,7 @@ func rewriteExecStart(t *testing.T, unit []byte, config string) []byte {
 func TestUnitsSettings(t *testing.T) {
 	socket := readUnit(t, "app.socket")
 	service := readUnit(t, "app.service")
+	variant := readUnit(t, notifyReloadUnit)
 	config := readTOML(t, "baton.toml")
 
 	for _, c := range []struct {
@@ -94,6 +195,8 @@ func TestUnitsSettings(t *testing.T) {
 		{service, "app.service", "Type", "notify"},
 		{service, "app.service", "NotifyAccess", "main"},
 		{service, "app.service", "ExecStart", "/usr/local/bin/baton run --config /etc/app/baton.toml"},
+		// baton reload finds the control socket through $RUNTIME_DIRECTORY.
+		{service, "app.service", "ExecReload", "/usr/local/bin/baton reload"},
 		{service, "app.service", "KillMode", "mixed"},
 		{service, "app.service", "Restart", "on-failure"},
 		{service, "app.service", "Requires", "app.socket"},
@@ -103,15 +206,39 @@ func TestUnitsSettings(t *testing.T) {
 		{service, "app.service", "ProtectSystem", "strict"},
 		{service, "app.service", "ProtectHome", "yes"},
 		{service, "app.service", "PrivateTmp", "yes"},
+		{variant, notifyReloadUnit, "Type", "notify-reload"},
 	} {
 		if got := c.unit[c.key]; len(got) != 1 || got[0] != c.want {
 			t.Errorf("%s: %s=%q, want %q", c.name, c.key, got, c.want)
 		}
 	}
-	// Later issues add these, with tests of their own.
-	for _, key := range []string{"ExecReload", "WatchdogSec"} {
+	// A later issue adds this, with tests of its own.
+	for _, key := range []string{"WatchdogSec"} {
 		if v, ok := service[key]; ok {
 			t.Errorf("app.service: %s=%q is not supported yet", key, v)
+		}
+	}
+
+	// The notify-reload variant is app.service but for how reloads are
+	// asked for: systemd sends SIGHUP itself (the default ReloadSignal=,
+	// baton's reload signal), so no ExecReload=.
+	if v, ok := variant["ExecReload"]; ok {
+		t.Errorf("%s: ExecReload=%q: Type=notify-reload reloads by signal", notifyReloadUnit, v)
+	}
+	if v, ok := variant["ReloadSignal"]; ok && (len(v) != 1 || (v[0] != "SIGHUP" && v[0] != "HUP")) {
+		t.Errorf("%s: ReloadSignal=%q: baton reloads on SIGHUP", notifyReloadUnit, v)
+	}
+	for key, want := range service {
+		if key == "Type" || key == "ExecReload" {
+			continue
+		}
+		if got := variant[key]; !slices.Equal(got, want) {
+			t.Errorf("%s: %s=%q, app.service has %q", notifyReloadUnit, key, got, want)
+		}
+	}
+	for key, got := range variant {
+		if _, ok := service[key]; !ok && key != "ReloadSignal" {
+			t.Errorf("%s: %s=%q, not in app.service", notifyReloadUnit, key, got)
 		}
 	}
 
@@ -131,6 +258,27 @@ func TestUnitsSettings(t *testing.T) {
 	}
 	if time.Duration(stop)*time.Second <= drain {
 		t.Errorf("app.service TimeoutStopSec=%d is not above baton.toml drain_timeout %v", stop, drain)
+	}
+	// TimeoutStartSec= also bounds a reload (ExecReload=, or the wait for
+	// READY=1 after SIGHUP): past it systemd fails the reload, and
+	// Restart=on-failure restarts the service, so baton's own reload.timeout
+	// must end first.
+	reload := 60 * time.Second // baton's default reload.timeout
+	if v, ok := config["timeout"]; ok {
+		if reload, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("baton.toml timeout: %v", err)
+		}
+	}
+	start := 90 * time.Second // systemd's default TimeoutStartSec=
+	if v, ok := service["TimeoutStartSec"]; ok {
+		n, err := strconv.Atoi(strings.Join(v, ""))
+		if err != nil {
+			t.Fatalf("app.service TimeoutStartSec=%q: want whole seconds: %v", v, err)
+		}
+		start = time.Duration(n) * time.Second
+	}
+	if reload >= start {
+		t.Errorf("baton.toml reload timeout %v is not below app.service TimeoutStartSec= %v", reload, start)
 	}
 	for key, want := range map[string]string{"count": "2", "ready": "notify", "command": `["/usr/local/bin/hello"]`} {
 		if got := config[key]; got != want {

@@ -1,0 +1,279 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/supervisor"
+)
+
+// configBaton runs baton from a config file the test can rewrite, and
+// waits until it serves.
+type configBaton struct {
+	*baton
+	cfgPath, control string
+}
+
+// batonConfig renders a config for hello workers; extra goes into
+// [worker] (e.g. `ready = "delay:100ms"`), command overrides the worker
+// command when not nil.
+func batonConfig(addr string, count int, command []string, extra string) string {
+	if command == nil {
+		command = []string{bin.hello}
+	}
+	q := make([]string, len(command))
+	for i, c := range command {
+		q[i] = strconv.Quote(c)
+	}
+	return fmt.Sprintf("[[listen]]\nname = \"http\"\naddress = \"tcp://%s\"\n\n[worker]\ncommand = [%s]\ncount = %d\ndrain_timeout = \"10s\"\n%s\n\n[reload]\ntimeout = \"5s\"\n",
+		addr, strings.Join(q, ", "), count, extra)
+}
+
+func startConfigBaton(t testing.TB, count int) *configBaton {
+	t.Helper()
+	dir := t.TempDir()
+	b := &configBaton{cfgPath: filepath.Join(dir, "baton.toml"), control: filepath.Join(dir, "baton.sock")}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	b.write(t, batonConfig(addr, count, nil, ""))
+	p := start(t, nil, bin.baton, "run", "--config", b.cfgPath, "--control", b.control)
+	p.out.wait(reAllReady, 30*time.Second)
+	b.baton = &baton{proc: p, addr: addr}
+	return b
+}
+
+// write replaces the config atomically (as editors and config management
+// do), so a reload never reads half a file.
+func (b *configBaton) write(t testing.TB, cfg string) {
+	t.Helper()
+	tmp := b.cfgPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, b.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reloadCmd runs `baton reload` and returns its exit code and output.
+func (b *configBaton) reloadCmd(t testing.TB) (int, string) {
+	t.Helper()
+	p := start(t, nil, bin.baton, "reload", "--control", b.control, "--timeout", "60s")
+	code := p.waitExit(70 * time.Second)
+	<-p.out.done
+	return code, p.out.String()
+}
+
+// 20 reloads, 500 ms apart, under 64 clients: not one failed request, in
+// either mode, with 2 and with 4 workers.
+func TestReloadUnderLoad(t *testing.T) {
+	for _, workers := range []int{2, 4} {
+		for _, mode := range modes {
+			t.Run(fmt.Sprintf("%d-workers/%s", workers, mode), func(t *testing.T) {
+				b := startBaton(t, "--workers", strconv.Itoa(workers), "--", bin.hello)
+				g := startLoad(t, b.addr, mode, 64)
+				tick := time.NewTicker(500 * time.Millisecond)
+				defer tick.Stop()
+				for i := 0; i < 20; i++ {
+					<-tick.C
+					syscall.Kill(b.cmd.Process.Pid, syscall.SIGHUP)
+				}
+				// The last reload is done and its predecessor drained.
+				b.out.wait(regexp.MustCompile(`msg="reload done"`), 30*time.Second)
+				waitIdle(t, b.out)
+				waitServed(t, g, 500)
+				r := g.Stop()
+				gens := b.out.count(regexp.MustCompile(`msg="reload done"`))
+				t.Logf("%d workers, 20 SIGHUPs (%d reloads done): %s", workers, gens, r)
+				if r.Failed() != 0 {
+					t.Errorf("%d requests failed across reloads: %s %v", r.Failed(), r, r.Samples)
+				}
+				if gens < 10 {
+					t.Errorf("only %d reloads were done for 20 SIGHUPs 500ms apart", gens)
+				}
+			})
+		}
+	}
+}
+
+// waitIdle waits until baton has no reload running and no generation
+// draining, by its control socket's stats.
+func waitIdle(t testing.TB, out *logLines) {
+	t.Helper()
+	m := regexp.MustCompile(`control=(\S+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatal("baton did not log its control socket")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := stats(t, m[1])
+		if !st.Reloading && st.Draining == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("baton still busy: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func stats(t testing.TB, control string) *supervisor.Stats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := supervisor.Request(ctx, control, supervisor.ControlRequest{Command: "stats"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Stats
+}
+
+// A reload that cannot work leaves the old workers serving, without one
+// failed request, and `baton reload` says why and exits 1.
+func TestReloadFailuresKeepOldWorkers(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  func(addr string) string
+		want string
+	}{
+		{"invalid config", func(addr string) string {
+			return batonConfig(addr, 2, nil, "cuont = 3")
+		}, "baton: reload: supervisor: reload: config: "},
+		{"worker exits at once", func(addr string) string {
+			return batonConfig(addr, 2, []string{"false"}, "")
+		}, "reload rolled back: worker "},
+		{"worker never ready", func(addr string) string {
+			return batonConfig(addr, 2, []string{"sleep", "60"}, "")
+		}, "did not become ready within 5s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := startConfigBaton(t, 2)
+			for _, mode := range modes {
+				g := startLoad(t, b.addr, mode, 32)
+				old := g.Snapshot().PIDs
+				b.write(t, tt.cfg(b.addr))
+				start := time.Now()
+				code, out := b.reloadCmd(t)
+				took := time.Since(start)
+				waitServed(t, g, 300)
+				r := g.Stop()
+				t.Logf("%s: baton reload exited %d after %s: %s; load: %s", mode, code, took.Round(time.Millisecond), strings.TrimSpace(out), r)
+				if code != 1 || !strings.Contains(out, tt.want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+					t.Errorf("baton reload: exit %d, %q; want exit 1 and one line containing %q", code, out, tt.want)
+				}
+				if took > 8*time.Second {
+					t.Errorf("the rollback took %s, want it within reload.timeout (5s)", took)
+				}
+				if r.Failed() != 0 {
+					t.Errorf("%d requests failed: %s %v", r.Failed(), r, r.Samples)
+				}
+				for pid := range r.PIDs {
+					if _, ok := old[pid]; !ok {
+						t.Errorf("pid %s answered; want only the old workers %v", pid, old)
+					}
+				}
+				b.write(t, batonConfig(b.addr, 2, nil, ""))
+			}
+			if strings.Contains(tt.name, "config") && !strings.Contains(b.out.String(), `baton.toml:9: worker.cuont: unknown key`) {
+				t.Errorf("baton's log does not name the bad key and line:\n%s", b.out)
+			}
+		})
+	}
+}
+
+// 100 SIGHUPs within a second, under load: no failure, at most two
+// reloads, never overlapping, and the last configuration wins.
+func TestReloadStorm(t *testing.T) {
+	b := startConfigBaton(t, 2)
+	g := startLoad(t, b.addr, load.KeepAlive, 32)
+	from := b.out.len()
+	start := time.Now()
+	for i := 1; i <= 100; i++ {
+		// Each reload takes at least a second (delay readiness), so the
+		// whole storm lands during the first one. The config changes on
+		// every tenth signal.
+		if i%10 == 0 || i == 1 {
+			b.write(t, batonConfig(b.addr, 2, []string{"sh", "-c", `exec "$0"`, bin.hello, "rev-" + strconv.Itoa(i)}, `ready = "delay:1s"`))
+		}
+		syscall.Kill(b.cmd.Process.Pid, syscall.SIGHUP)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("sending 100 SIGHUPs took %s, want them within a second", d)
+	}
+	waitIdle(t, b.out)
+	r := g.Stop()
+	b.out.mu.Lock()
+	lines := append([]string(nil), b.out.lines[from:]...)
+	b.out.mu.Unlock()
+	reloads, running, lastStarted := 0, false, ""
+	for _, l := range lines {
+		switch {
+		case strings.Contains(l, `msg=reloading`):
+			if running {
+				t.Errorf("a reload started while another was under way")
+			}
+			reloads++
+			running = true
+		case strings.Contains(l, `msg="reload done"`), strings.Contains(l, `msg="reload failed`):
+			running = false
+		case strings.Contains(l, `msg="starting generation`):
+			lastStarted = l
+		}
+	}
+	t.Logf("100 SIGHUPs: %d reloads; load: %s", reloads, r)
+	if reloads > 2 {
+		t.Errorf("%d reloads for 100 SIGHUPs during one, want at most 2", reloads)
+	}
+	if !strings.Contains(lastStarted, "rev-100]") {
+		t.Errorf("last generation started with %q, want the last config (rev-100)", lastStarted)
+	}
+	if r.Failed() != 0 {
+		t.Errorf("%d requests failed: %s %v", r.Failed(), r, r.Samples)
+	}
+}
+
+// 300 consecutive reloads: baton's descriptors, goroutines and memory stay
+// flat, and no zombie is left.
+func TestReloadsDoNotLeak(t *testing.T) {
+	b := startConfigBaton(t, 2)
+	reload := func(n int) {
+		for i := 0; i < n; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "reload"})
+			cancel()
+			if err != nil {
+				t.Fatalf("reload %d: %v", i, err)
+			}
+		}
+		waitIdle(t, b.out)
+	}
+	reload(30) // warm up: let the heap and the runtime reach their size
+	before := stats(t, b.control)
+	reload(300)
+	after := stats(t, b.control)
+	t.Logf("after 30 reloads: %+v", before)
+	t.Logf("after 330 reloads: %+v", after)
+	if after.FDs != before.FDs {
+		t.Errorf("fds %d → %d over 300 reloads", before.FDs, after.FDs)
+	}
+	if after.Goroutines > before.Goroutines+before.Goroutines/10 {
+		t.Errorf("goroutines %d → %d over 300 reloads", before.Goroutines, after.Goroutines)
+	}
+	if after.RSSKB > before.RSSKB+before.RSSKB/10 {
+		t.Errorf("RSS %d kB → %d kB over 300 reloads (more than 10%%)", before.RSSKB, after.RSSKB)
+	}
+	for _, pid := range b.descendants() {
+		if procState(pid) == "Z" {
+			t.Errorf("zombie %d (%s) under baton", pid, comm(pid))
+		}
+	}
+}
