@@ -312,3 +312,23 @@ func TestMaxDraining(t *testing.T) {
 	h.sigs <- syscall.SIGTERM
 	h.sigs <- syscall.SIGTERM
 }
+
+// With reload.surge = 1 a new generation starts one worker at a time,
+// each after the previous one is ready.
+func TestReloadSurge(t *testing.T) {
+	h := startHarness(t, testConfig("serve", 3, nil))
+	h.waitNote("READY=1")
+	h.setConfig(h.config("serve", 3, func(c *config.Config) { c.Reload.Surge = 1 }), nil)
+	if _, err := h.reload(); err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`msg="worker (started|ready)" slot=\d+ pid=\d+ generation=2\b`)
+	var seq []string
+	for _, m := range re.FindAllStringSubmatch(h.out.String(), -1) {
+		seq = append(seq, m[1])
+	}
+	want := []string{"started", "ready", "started", "ready", "started", "ready"}
+	if strings.Join(seq, " ") != strings.Join(want, " ") {
+		t.Errorf("generation 2 went %v, want one at a time: %v", seq, want)
+	}
+}
