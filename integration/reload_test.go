@@ -256,17 +256,20 @@ func TestReloadsDoNotLeak(t *testing.T) {
 		}
 		waitIdle(t, b.out)
 	}
-	reload(30) // warm up: let the heap and the runtime reach their size
+	reload(100) // warm up: the heap grows to its working size over the first ~150 reloads, then stays
 	before := stats(t, b.control)
 	reload(300)
 	after := stats(t, b.control)
-	t.Logf("after 30 reloads: %+v", before)
-	t.Logf("after 330 reloads: %+v", after)
+	t.Logf("after 100 reloads: %+v", before)
+	t.Logf("after 400 reloads: %+v", after)
 	if after.FDs != before.FDs {
 		t.Errorf("fds %d → %d over 300 reloads", before.FDs, after.FDs)
 	}
 	if after.Goroutines > before.Goroutines+before.Goroutines/10 {
 		t.Errorf("goroutines %d → %d over 300 reloads", before.Goroutines, after.Goroutines)
+	}
+	if after.NotifyDrops != 0 {
+		t.Errorf("%d notify messages dropped: workers' messages were taken for strangers'", after.NotifyDrops)
 	}
 	if after.RSSKB > before.RSSKB+before.RSSKB/10 {
 		t.Errorf("RSS %d kB → %d kB over 300 reloads (more than 10%%)", before.RSSKB, after.RSSKB)

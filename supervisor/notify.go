@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"os"
+	"slices"
 	"strconv"
 
 	"github.com/batonhq/baton/systemd"
@@ -17,6 +18,10 @@ var knownFields = map[string]bool{
 
 func (s *supervisor) onNotify(m systemd.Message) {
 	w := s.owner(m.PID)
+	if w == nil && slices.Contains(s.exited[:], m.PID) {
+		s.log.Debug("notify message from a worker that has just exited, ignored", "pid", m.PID)
+		return
+	}
 	if w == nil {
 		s.dropped++
 		s.log.Debug("notify message from a process that is not a worker, dropped", "pid", m.PID, "dropped", s.dropped)

@@ -125,7 +125,13 @@ type supervisor struct {
 	last     reloadOutcome
 	restarts int
 	dropped  int // notify messages from unknown senders
-	status   string
+	// exited remembers the last worker pids reaped: the notify socket and
+	// the reaper are read by different goroutines, so a worker's last
+	// message (STOPPING=1 as it leaves) may arrive after its exit. That is
+	// no stranger's message and is not counted as dropped.
+	exited [64]int
+	nexit  int
+	status string
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until

@@ -206,6 +206,8 @@ func (s *supervisor) onExit(ev exitEvent) {
 		return
 	}
 	delete(s.workers, ev.pid)
+	s.exited[s.nexit%len(s.exited)] = ev.pid
+	s.nexit++
 	w.stopTimers()
 	// Anything the worker left in its group is an orphan now.
 	w.signalGroup(sigkill)
