@@ -62,14 +62,7 @@ func TestBatonSIGTERMCompletesAcceptedRequests(t *testing.T) {
 		}()
 	}
 	// Every request has reached a handler once each shows in the log.
-	reSlow := regexp.MustCompile(`slow request started`)
-	deadline := time.Now().Add(20 * time.Second)
-	for b.out.count(reSlow) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d slow requests reached a worker", b.out.count(reSlow), n)
-		}
-		b.out.waitFrom(b.out.len(), regexp.MustCompile(`.`), 20*time.Second)
-	}
+	b.out.waitCount(regexp.MustCompile(`slow request started`), n, 20*time.Second)
 	b.descendants()
 	start := time.Now()
 	syscall.Kill(b.cmd.Process.Pid, syscall.SIGTERM)
@@ -170,13 +163,7 @@ func TestNoFDGrowthOver200Replacements(t *testing.T) {
 		_, from = b.out.waitFrom(from, regexp.MustCompile(fmt.Sprintf(`msg="worker ready" slot=%d `, slot)), 20*time.Second)
 	}
 	// Every old worker has exited (200 exits), so their pipes are closed.
-	deadline := time.Now().Add(30 * time.Second)
-	for b.out.count(reExited) < 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of 200 replaced workers exited", b.out.count(reExited))
-		}
-		b.out.waitFrom(b.out.len(), regexp.MustCompile(`.`), 30*time.Second)
-	}
+	b.out.waitCount(reExited, 200, 30*time.Second)
 	if _, err := getOnce(b.addr, "/"); err != nil {
 		t.Fatalf("not serving after 200 replacements: %v", err)
 	}

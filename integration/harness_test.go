@@ -139,6 +139,34 @@ func (l *logLines) wait(re *regexp.Regexp, d time.Duration) string {
 	return line
 }
 
+// waitCount waits until at least n lines match re.
+func (l *logLines) waitCount(re *regexp.Regexp, n int, d time.Duration) {
+	l.t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		got := 0
+		for _, s := range l.lines {
+			if re.MatchString(s) {
+				got++
+			}
+		}
+		added := l.added
+		l.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-added:
+		case <-l.done:
+			l.t.Fatalf("%s ended with %d of %d lines matching %q", l.name, got, n, re)
+		case <-deadline.C:
+			l.t.Fatalf("only %d of %d lines matching %q from %s within %s", got, n, re, l.name, d)
+		}
+	}
+}
+
 func (l *logLines) count(re *regexp.Regexp) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
