@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,6 +17,13 @@ const (
 	DefaultReloadTimeout = 60 * time.Second
 	DefaultReady         = "notify"
 	DefaultMaxDraining   = 2
+
+	DefaultRestartLimit  = 10
+	DefaultRestartWindow = 60 * time.Second
+	DefaultBackoffMin    = 100 * time.Millisecond
+	DefaultBackoffMax    = 15 * time.Second
+	DefaultStableAfter   = 30 * time.Second
+	DefaultOnGiveUp      = "exit"
 )
 
 // ErrInvalid is wrapped by every validation error, so callers can tell bad
@@ -27,6 +35,7 @@ type Config struct {
 	Listen  []Listener `toml:"listen"`
 	Worker  Worker     `toml:"worker"`
 	Reload  Reload     `toml:"reload"`
+	Restart Restart    `toml:"restart"`
 	Control Control    `toml:"control"`
 
 	// Path is the file the config was read from; empty when it came from
@@ -70,6 +79,13 @@ type Worker struct {
 	DrainTimeout Duration `toml:"drain_timeout"`
 	// Env is added to the workers' environment.
 	Env map[string]string `toml:"env"`
+	// Watchdog, when not zero, is how long a worker may go without
+	// sending WATCHDOG=1 before it is replaced (new first) and killed. The
+	// worker learns it from WATCHDOG_USEC, as under systemd.
+	Watchdog Duration `toml:"watchdog"`
+	// MaxMemory, when not zero, is the resident memory above which a
+	// worker is replaced gracefully (new first, then drained).
+	MaxMemory Size `toml:"max_memory"`
 
 	// ReadyDelay is the parsed delay of a "delay:" Ready; zero for notify.
 	ReadyDelay time.Duration `toml:"-"`
@@ -87,6 +103,63 @@ type Reload struct {
 	// more starts draining, the oldest is killed. 0 means
 	// DefaultMaxDraining.
 	MaxDraining int `toml:"max_draining"`
+}
+
+// Restart is the restart budget for workers that crash or leave on their
+// own (DESIGN.md §4.3).
+type Restart struct {
+	// Limit is how many unplanned restarts are allowed per Window.
+	Limit  int      `toml:"limit"`
+	Window Duration `toml:"window"`
+	// BackoffMin is the delay before a slot's first restart after a crash;
+	// it doubles with each further crash of the slot up to BackoffMax, and
+	// is reset once a worker stayed up StableAfter.
+	BackoffMin  Duration `toml:"backoff_min"`
+	BackoffMax  Duration `toml:"backoff_max"`
+	StableAfter Duration `toml:"stable_after"`
+	// OnGiveUp is what happens once the budget is spent: "exit" (drain
+	// what is left and exit non-zero, for systemd's Restart= and
+	// OnFailure=) or "degrade" (stop respawning, keep the survivors).
+	OnGiveUp string `toml:"on_giveup"`
+}
+
+// Size is a byte count written as an integer or with a unit: "512MiB",
+// "2G", "100k".
+type Size int64
+
+// UnmarshalText parses a size.
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := ParseSize(string(b))
+	if err != nil {
+		return err
+	}
+	*s = Size(v)
+	return nil
+}
+
+// ParseSize parses "512MiB", "1.5G", "100k" or "1048576" (bytes). K, M, G
+// and T are powers of 1024, with or without "iB"/"B".
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := t, ""
+	if i >= 0 {
+		num, unit = t[:i], strings.TrimSpace(t[i:])
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("not a size: %q (use e.g. \"512MiB\")", s)
+	}
+	mult := map[string]float64{"": 1, "B": 1,
+		"K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10,
+		"M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
+		"G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30,
+		"T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40,
+	}[strings.ToUpper(unit)]
+	if mult == 0 {
+		return 0, fmt.Errorf("not a size: %q: unknown unit %q (use K, M, G or T)", s, unit)
+	}
+	return int64(f * mult), nil
 }
 
 // Control is baton's control socket.
@@ -194,6 +267,46 @@ func (c *Config) Validate() error {
 	}
 	if c.Reload.MaxDraining == 0 {
 		c.Reload.MaxDraining = DefaultMaxDraining
+	}
+	if w.MaxMemory < 0 {
+		return c.errorf("worker.max_memory", "must not be negative, got %d", w.MaxMemory)
+	}
+	if w.Watchdog < 0 {
+		return c.errorf("worker.watchdog", "must not be negative, got %s", w.Watchdog.Std())
+	}
+	r := &c.Restart
+	if r.Limit < 0 {
+		return c.errorf("restart.limit", "must not be negative, got %d", r.Limit)
+	}
+	if r.Limit == 0 {
+		r.Limit = DefaultRestartLimit
+	}
+	for _, d := range []struct {
+		key string
+		v   *Duration
+		def time.Duration
+	}{
+		{"restart.window", &r.Window, DefaultRestartWindow},
+		{"restart.backoff_min", &r.BackoffMin, DefaultBackoffMin},
+		{"restart.backoff_max", &r.BackoffMax, DefaultBackoffMax},
+		{"restart.stable_after", &r.StableAfter, DefaultStableAfter},
+	} {
+		if *d.v < 0 {
+			return c.errorf(d.key, "must not be negative, got %s", d.v.Std())
+		}
+		if *d.v == 0 {
+			*d.v = Duration(d.def)
+		}
+	}
+	if r.BackoffMax < r.BackoffMin {
+		return c.errorf("restart.backoff_max", "%s is below restart.backoff_min %s", r.BackoffMax.Std(), r.BackoffMin.Std())
+	}
+	switch r.OnGiveUp {
+	case "":
+		r.OnGiveUp = DefaultOnGiveUp
+	case "exit", "degrade":
+	default:
+		return c.errorf("restart.on_giveup", "%q: want \"exit\" or \"degrade\"", r.OnGiveUp)
 	}
 	if p := c.Control.Socket; p != "" && (!strings.HasPrefix(p, "/") || len(p) > 107) {
 		return c.errorf("control.socket", "%q: want an absolute path of at most 107 bytes", p)

@@ -156,3 +156,42 @@ func TestParseAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestRestartAndSizes(t *testing.T) {
+	c, err := Parse("b.toml", []byte("[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nmax_memory = \"1.5GiB\"\nwatchdog = \"2s\"\n[restart]\nlimit = 3\nbackoff_min = \"10ms\"\non_giveup = \"degrade\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Restart
+	if c.Worker.MaxMemory != 3<<29 || c.Worker.Watchdog.Std() != 2*time.Second || r.Limit != 3 ||
+		r.BackoffMin.Std() != 10*time.Millisecond || r.BackoffMax.Std() != DefaultBackoffMax ||
+		r.Window.Std() != DefaultRestartWindow || r.StableAfter.Std() != DefaultStableAfter || r.OnGiveUp != "degrade" {
+		t.Errorf("got worker %+v restart %+v", c.Worker, r)
+	}
+	for in, want := range map[string]int64{"100": 100, "1k": 1024, "2M": 2 << 20, "512MiB": 512 << 20, "1GB": 1 << 30} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1", "10 parsecs"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+	for body, want := range map[string]string{
+		"[restart]\non_giveup = \"panic\"\n":                      "b.toml:11: restart.on_giveup: \"panic\"",
+		"[restart]\nbackoff_min = \"2s\"\nbackoff_max = \"1s\"\n": "restart.backoff_max: 1s is below restart.backoff_min 2s",
+		"[restart]\nlimit = -1\n":                                 "b.toml:11: restart.limit: must not be negative",
+	} {
+		c, err := Parse("b.toml", []byte("[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\n\n\n\n\n"+body))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", body, err, want)
+		}
+	}
+}

@@ -36,6 +36,15 @@
 // deadline, ends a client that stalls. Signals during the drain are
 // ignored; the deadline ends it.
 //
+// A panic is a reason to drain too. Serve runs every handler under a Guard:
+// a handler that panics is reported with its stack (Guard.OnPanic, to
+// stderr by default), its request gets a 500 (or, if its response had
+// started, a closed connection), and Serve sends STOPPING=1, drains as
+// above and returns an error wrapping ErrPanicked, so that the worker exits
+// non-zero and its supervisor, told by STOPPING=1, has started a
+// replacement already. Guard.Go runs a goroutine under the same guard.
+// Only the request that panicked fails.
+//
 // Serve targets HTTP/1.x: HTTP/2 would need a GOAWAY, which net/http sends
 // only from Shutdown. Connections from a TLS listener (*tls.Conn) are
 // drained the same way except for the receive queue check; hijacked

@@ -47,6 +47,16 @@ type Options struct {
 	// Notify sends an sd_notify state ("READY=1", "STOPPING=1"). Default:
 	// daemon.SdNotify to $NOTIFY_SOCKET, a no-op when it is unset.
 	Notify func(state string) error
+	// Guard runs every handler; when it trips (a panic in a handler, or
+	// in a goroutine started with its Go method) Serve drains as on
+	// SIGTERM and returns an error wrapping ErrPanicked. nil means a
+	// Guard of Serve's own; pass one to guard goroutines as well, or to
+	// set its OnPanic.
+	Guard *Guard
+	// NoHandlerGuard leaves a panicking handler to net/http, which logs
+	// it, closes that connection and serves on. Serve still drains when
+	// Guard trips.
+	NoHandlerGuard bool
 }
 
 // withDefaults validates o and fills in its defaults.
@@ -79,6 +89,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Notify == nil {
 		o.Notify = sdNotify
 	}
+	if o.Guard == nil {
+		o.Guard = new(Guard)
+	}
 	return o, nil
 }
 
@@ -88,22 +101,25 @@ func sdNotify(state string) error {
 	return err
 }
 
-// Serve serves srv on ln until a signal from opts.Signals arrives or ctx is
-// done, then drains (see the package documentation) and returns. It sends
-// READY=1 once serving and STOPPING=1 when the drain starts.
+// Serve serves srv on ln until a signal from opts.Signals arrives, ctx is
+// done or opts.Guard trips, then drains (see the package documentation) and
+// returns. It sends READY=1 once serving (unless the guard tripped before)
+// and STOPPING=1 when the drain starts.
 //
 // It returns nil when every connection finished within the deadline, an
-// error wrapping ErrForced when some had to be closed, and an error if
-// serving failed (the drain then runs all the same) or a notification could
-// not be sent (serving goes on regardless). If srv is shut down by someone
-// else (srv.Shutdown or srv.Close), Serve returns nil at once, as
-// srv.Serve does.
+// error wrapping ErrForced when some had to be closed, an error wrapping
+// ErrPanicked when the guard tripped (before or during the drain), and an
+// error if serving failed (the drain then runs all the same) or a
+// notification could not be sent (serving goes on regardless). If srv is
+// shut down by someone else (srv.Shutdown or srv.Close), Serve returns at
+// once, as srv.Serve does.
 //
 // Serve takes srv over: it wraps srv.Handler (nil means
-// http.DefaultServeMux) and srv.ConnState, and it wraps the connections ln
-// accepts, so ConnState hooks, ConnContext and Hijack see a wrapper of the
-// *net.TCPConn or *net.UnixConn; its NetConn method returns the original.
-// A Server may be passed to Serve only once.
+// http.DefaultServeMux; see Guard.Handler for what the guard adds) and
+// srv.ConnState, and it wraps the connections ln accepts, so ConnState
+// hooks, ConnContext and Hijack see a wrapper of the *net.TCPConn or
+// *net.UnixConn; its NetConn method returns the original. A Server may be
+// passed to Serve only once.
 func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options) error {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -123,6 +139,9 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 		}
 		h.ServeHTTP(w, r)
 	})
+	if !opts.NoHandlerGuard {
+		srv.Handler = opts.Guard.Handler(srv.Handler)
+	}
 	hook := srv.ConnState
 	srv.ConnState = func(c net.Conn, s http.ConnState) {
 		// The caller's hook first: once the tracker has seen the last
@@ -144,20 +163,29 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	go func() { served <- srv.Serve(tl) }()
 
 	var errs []error
+	// The guard's error comes first, and is looked at last: a panic
+	// during the drain counts too.
+	result := func() error { return errors.Join(append([]error{opts.Guard.Err()}, errs...)...) }
 	notify := func(state string) {
 		if err := opts.Notify(state); err != nil {
 			errs = append(errs, fmt.Errorf("drain: notify %s: %w", state, err))
 		}
 	}
-	notify("READY=1")
+	// If the guard tripped already (a guarded goroutine panicked before
+	// Serve was called), the worker is not fit to serve: no READY=1, only
+	// STOPPING=1.
+	if opts.Guard.Err() == nil {
+		notify("READY=1")
+	}
 
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case <-sigs:
+	case <-opts.Guard.Done():
 	case err := <-served:
 		if errors.Is(err, http.ErrServerClosed) {
-			return errors.Join(errs...)
+			return result()
 		}
 		serveErr = fmt.Errorf("drain: serve: %w", err)
 		served = nil
@@ -165,7 +193,7 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 
 	notify("STOPPING=1")
 	errs = append(errs, serveErr, t.drain(srv, tl, served, opts.Timeout))
-	return errors.Join(errs...)
+	return result()
 }
 
 // drain runs steps 1 to 4 of the package documentation. served delivers

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -181,22 +180,8 @@ func (s *supervisor) stats() *Stats {
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		st.FDs = len(ents)
 	}
-	st.RSSKB = rssKB()
+	st.RSSKB = int(processRSS(os.Getpid()) >> 10)
 	return st
-}
-
-func rssKB() int {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			return n
-		}
-	}
-	return 0
 }
 
 // Request sends one request to the control socket at path and waits for

@@ -26,6 +26,10 @@ type generation struct {
 	// slots holds the serving (or starting) worker of each slot; nil while
 	// a slot waits for its replacement.
 	slots []*worker
+	// crashes counts each slot's consecutive crashes, for the backoff.
+	crashes []int
+	// lastExit says how each slot's last worker ended, for messages.
+	lastExit []string
 	// started is how many slots have been started so far (reload.surge).
 	started int
 	// live counts its worker processes not yet reaped.
@@ -68,11 +72,13 @@ func (s *supervisor) newGeneration(cfg *config.Config) (*generation, error) {
 	}
 	s.gen++
 	return &generation{
-		n:     s.gen,
-		cfg:   cfg,
-		ls:    ls,
-		slots: make([]*worker, cfg.Worker.Count),
-		since: time.Now(),
+		n:        s.gen,
+		cfg:      cfg,
+		ls:       ls,
+		slots:    make([]*worker, cfg.Worker.Count),
+		crashes:  make([]int, cfg.Worker.Count),
+		lastExit: make([]string, cfg.Worker.Count),
+		since:    time.Now(),
 	}, nil
 }
 
@@ -93,7 +99,7 @@ func (s *supervisor) startMore(g *generation) error {
 	for g.started < limit {
 		slot := g.started
 		g.started++
-		if err := s.startWorker(g, slot); err != nil {
+		if _, err := s.startWorker(g, slot); err != nil {
 			return err
 		}
 	}

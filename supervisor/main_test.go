@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
@@ -40,10 +41,15 @@ func TestMain(m *testing.M) {
 //	serve   notify READY=1, drain on SIGTERM
 //	silent  serve but never notify
 //	exit1   exit 1 at once
+//	exit1-slot1  exit 1 at once in slot 1, serve in the others
 //	stubborn  notify READY=1 and ignore SIGTERM
+//	watchdog  like serve, and send WATCHDOG=1 three times, 100ms apart, then never again
+//
+// GET /grow makes any serving worker allocate and touch 64 MiB.
+//
 //	stopping  notify READY=1, then STOPPING=1 on the first request and exit after it
 func testWorker(mode string) int {
-	if mode == "exit1" {
+	if mode == "exit1" || mode == "exit1-slot1" && os.Getenv("BATON_WORKER") == "1" {
 		fmt.Println("exit1 worker: failing on purpose")
 		return 1
 	}
@@ -65,7 +71,16 @@ func testWorker(mode string) int {
 		signal.Notify(stop, syscall.SIGTERM)
 	}
 	leave := make(chan struct{}, 1)
+	var hog []byte
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/grow" {
+			hog = make([]byte, 64<<20)
+			for i := range hog {
+				hog[i] = 1
+			}
+			fmt.Fprintf(w, "grown %d\n", len(hog))
+			return
+		}
 		fmt.Fprintf(w, "pid %d listen_pid %s names %s fds %s slot %s blocking %v rev %s gen %s\n", os.Getpid(),
 			os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("LISTEN_FDS"), os.Getenv("BATON_WORKER"), blocking,
 			os.Getenv("REV"), os.Getenv("BATON_GENERATION"))
@@ -80,6 +95,19 @@ func testWorker(mode string) int {
 	fmt.Printf("worker %d serving\n", os.Getpid())
 	if mode != "silent" {
 		daemon.SdNotify(false, "READY=1")
+	}
+	if mode == "watchdog" {
+		if os.Getenv("WATCHDOG_USEC") == "" {
+			fmt.Println("watchdog worker: WATCHDOG_USEC is not set")
+			return 4
+		}
+		go func() {
+			for i := 0; i < 3; i++ {
+				daemon.SdNotify(false, "WATCHDOG=1")
+				fmt.Println("watchdog ping")
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
 	}
 	select {
 	case <-stop:
@@ -103,13 +131,15 @@ func get(t *testing.T, addr string) string {
 // tryGet fetches one response on a new connection. The test workers drain
 // naively (http.Server.Shutdown), so a connection a draining worker took
 // can be closed unanswered: callers that sample during a reload retry.
-func tryGet(addr string) (string, error) {
+func tryGet(addr string) (string, error) { return tryGetPath(addr, "/") }
+
+func tryGetPath(addr, path string) (string, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer c.Close()
-	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path)
 	var b strings.Builder
 	buf := make([]byte, 4096)
 	for {

@@ -32,6 +32,9 @@ func (s *supervisor) onNotify(m systemd.Message) {
 			s.log.Debug("unknown notify field ignored", "slot", w.slot, "pid", w.pid, "field", k)
 		}
 	}
+	if m.Fields["WATCHDOG"] == "1" {
+		s.armWatchdog(w)
+	}
 	if st, ok := m.Fields["STATUS"]; ok {
 		w.status = st
 	}

@@ -64,18 +64,25 @@ type event any
 type timerKind int
 
 const (
-	readyDelayDone timerKind = iota // a delay-ready worker stayed up long enough
-	readyDeadline                   // a generation's time to become ready ran out
-	respawnSlot                     // time to refill an empty slot
-	drainDeadline                   // a draining worker's time is up
-	stopDeadline                    // the drain on stop ran out of time
+	readyDelayDone  timerKind = iota // a delay-ready worker stayed up long enough
+	readyDeadline                    // a generation's time to become ready ran out
+	respawnSlot                      // time to refill an empty slot
+	drainDeadline                    // a draining worker's time is up
+	stopDeadline                     // the drain on stop ran out of time
+	watchdogExpired                  // a worker sent no WATCHDOG=1 for worker.watchdog
+	memoryCheck                      // time to compare workers' memory with worker.max_memory
 )
+
+// MemoryCheckInterval is how often workers' resident memory is compared
+// with worker.max_memory.
+const MemoryCheckInterval = time.Second
 
 type timerEvent struct {
 	kind timerKind
 	w    *worker     // readyDelayDone, drainDeadline
 	g    *generation // readyDeadline, respawnSlot
 	slot int         // respawnSlot
+	seq  int         // watchdogExpired
 }
 
 type notifyEvent struct{ msg systemd.Message }
@@ -88,7 +95,10 @@ const (
 	phaseStopping
 )
 
-const sigkill = unix.SIGKILL
+const (
+	sigkill = unix.SIGKILL
+	sigterm = unix.SIGTERM
+)
 
 type supervisor struct {
 	cfg     *config.Config // the configuration in force (the serving generation's)
@@ -124,7 +134,10 @@ type supervisor struct {
 	pending  []chan<- reloadReply // reload requests that came during one
 	last     reloadOutcome
 	restarts int
-	dropped  int // notify messages from unknown senders
+	// restartTimes are the unplanned restarts within restart.window.
+	restartTimes []time.Time
+	gaveUp       bool // the restart budget was spent
+	dropped      int  // notify messages from unknown senders
 	// exited remembers the last worker pids reaped: the notify socket and
 	// the reaper are read by different goroutines, so a worker's last
 	// message (STOPPING=1 as it leaves) may arrive after its exit. That is
@@ -284,6 +297,7 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 	if err != nil {
 		s.fail(err)
 	}
+	s.after(MemoryCheckInterval, timerEvent{kind: memoryCheck})
 
 	done := ctx.Done()
 	for s.phase != phaseStopping || len(s.workers) > 0 {
@@ -416,6 +430,13 @@ func (s *supervisor) onTimer(ev timerEvent) {
 		why := fmt.Errorf("%s did not become ready within %s", ev.g, ev.g.cfg.Reload.Timeout.Std())
 		if w := ev.g.firstNotReady(); w != nil {
 			why = fmt.Errorf("%s did not become ready within %s (ready = %q)", w, ev.g.cfg.Reload.Timeout.Std(), ev.g.cfg.Worker.Ready)
+		} else {
+			for slot, last := range ev.g.lastExit {
+				if ev.g.slots[slot] == nil && last != "" {
+					why = fmt.Errorf("worker %d was not ready within %s: %s", slot, ev.g.cfg.Reload.Timeout.Std(), last)
+					break
+				}
+			}
 		}
 		s.abandonNext(why)
 	case respawnSlot:
@@ -423,7 +444,7 @@ func (s *supervisor) onTimer(ev timerEvent) {
 		if s.phase == phaseStopping || g.state == genDraining || g.slots[ev.slot] != nil {
 			return
 		}
-		if err := s.startWorker(g, ev.slot); err != nil {
+		if _, err := s.startWorker(g, ev.slot); err != nil {
 			s.log.Error("cannot start worker, retrying", "slot", ev.slot, "err", err, "after", RespawnDelay)
 			s.after(RespawnDelay, ev)
 		}
@@ -433,6 +454,12 @@ func (s *supervisor) onTimer(ev timerEvent) {
 			s.log.Warn("worker did not finish draining in time, killing it", "slot", ev.w.slot, "pid", ev.w.pid, "drain_timeout", ev.w.gen.cfg.Worker.DrainTimeout.Std())
 			ev.w.signalGroup(sigkill)
 		}
+	case watchdogExpired:
+		if w := ev.w; s.workers[w.pid] == w && ev.seq == w.wdSeq {
+			s.replaceFirst(w, fmt.Sprintf("sent no WATCHDOG=1 for %s", w.gen.cfg.Worker.Watchdog.Std()), sigkill)
+		}
+	case memoryCheck:
+		s.checkMemory()
 	case stopDeadline:
 		if len(s.workers) > 0 {
 			s.log.Warn("drain timed out, killing workers", "left", len(s.workers))
@@ -493,6 +520,10 @@ func (s *supervisor) beginStop() {
 	closeListeners(s.listeners)
 	s.listeners = nil
 	s.after(longest, timerEvent{kind: stopDeadline})
+	if len(s.workers) > 0 {
+		// A drain longer than TimeoutStopSec= must not be cut by systemd.
+		s.sendSystemd(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (longest + 5*time.Second).Microseconds()))
+	}
 }
 
 func (s *supervisor) killAll() {
@@ -515,7 +546,11 @@ func (s *supervisor) statusLine() string {
 	if g == nil {
 		return "stopping"
 	}
-	line := fmt.Sprintf("%d/%d workers ready, generation %d, %d restarts", g.readyCount(), len(g.slots), g.n, s.restarts)
+	line := fmt.Sprintf("%d/%d workers ready, generation %d, %d restarts in %s", g.readyCount(), len(g.slots), g.n,
+		s.recentRestarts(), s.cfg.Restart.Window.Std())
+	if s.gaveUp {
+		line += ", gave up restarting (budget spent)"
+	}
 	if s.reload != nil && s.next != nil {
 		line += fmt.Sprintf(", reloading to generation %d", s.next.n)
 	}
@@ -531,6 +566,17 @@ func (s *supervisor) publishStatus() {
 		s.status = line
 		s.sendSystemd("STATUS=" + line)
 	}
+}
+
+// recentRestarts counts the unplanned restarts within restart.window.
+func (s *supervisor) recentRestarts() int {
+	n := 0
+	for _, t := range s.restartTimes {
+		if time.Since(t) < s.cfg.Restart.Window.Std() {
+			n++
+		}
+	}
+	return n
 }
 
 func listenerNames(cfg *config.Config) string {

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/config"
 	"github.com/batonhq/baton/handoff"
 )
 
@@ -37,6 +38,16 @@ type worker struct {
 	// status is the worker's last STATUS= message.
 	status string
 	timers []*time.Timer
+	// termSent is set once SIGTERM went to its group.
+	termSent bool
+	// watchdog fires when no WATCHDOG=1 came for worker.watchdog; wdSeq
+	// tells a stale expiry from the current one.
+	watchdog *time.Timer
+	wdSeq    int
+	// replaces is the worker this one was started to replace (new first);
+	// once this one is ready, that one gets thenSignal.
+	replaces   *worker
+	thenSignal unix.Signal
 }
 
 func (w *worker) String() string { return fmt.Sprintf("worker %d (pid %d)", w.slot, w.pid) }
@@ -46,6 +57,9 @@ func (w *worker) stopTimers() {
 		t.Stop()
 	}
 	w.timers = nil
+	if w.watchdog != nil {
+		w.watchdog.Stop()
+	}
 }
 
 // signalGroup signals the worker's whole process group, so that whatever it
@@ -58,13 +72,18 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 // workerEnv is what baton adds to a worker's environment besides the
 // listeners.
-func workerEnv(notifyPath string, slot, gen int, drain time.Duration, env map[string]string) []string {
+func workerEnv(notifyPath string, slot, gen int, w config.Worker) []string {
 	out := []string{
 		"NOTIFY_SOCKET=" + notifyPath,
 		"BATON_WORKER=" + itoa(slot),
 		"BATON_GENERATION=" + itoa(gen),
-		"BATON_DRAIN_TIMEOUT=" + workerDrainDeadline(drain).String(),
+		"BATON_DRAIN_TIMEOUT=" + workerDrainDeadline(w.DrainTimeout.Std()).String(),
 	}
+	if w.Watchdog > 0 {
+		// As systemd does, so sd_watchdog_enabled() works in the worker.
+		out = append(out, "WATCHDOG_USEC="+strconv.FormatInt(w.Watchdog.Std().Microseconds(), 10))
+	}
+	env := w.Env
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)
@@ -146,7 +165,7 @@ func (s *supervisor) spec(g *generation, slot int, stdout int) handoff.Spec {
 	return handoff.Spec{
 		Shim:      s.shim,
 		Command:   w.Command,
-		Env:       handoff.Env(os.Environ(), workerEnv(s.notify.Path(), slot, g.n, w.DrainTimeout.Std(), w.Env), files),
+		Env:       handoff.Env(os.Environ(), workerEnv(s.notify.Path(), slot, g.n, w), files),
 		Listeners: files,
 		Stdin:     s.devNull,
 		Stdout:    stdout,
@@ -155,16 +174,16 @@ func (s *supervisor) spec(g *generation, slot int, stdout int) handoff.Spec {
 }
 
 // startWorker starts the worker of g's slot.
-func (s *supervisor) startWorker(g *generation, slot int) error {
+func (s *supervisor) startWorker(g *generation, slot int) (*worker, error) {
 	r, wfd, err := outputPipe()
 	if err != nil {
-		return fmt.Errorf("supervisor: start worker %d: %w", slot, err)
+		return nil, fmt.Errorf("supervisor: start worker %d: %w", slot, err)
 	}
 	pid, err := s.spawner.Start(s.spec(g, slot, wfd))
 	unix.Close(wfd)
 	if err != nil {
 		r.Close()
-		return fmt.Errorf("supervisor: start worker %d: %w", slot, err)
+		return nil, fmt.Errorf("supervisor: start worker %d: %w", slot, err)
 	}
 	w := &worker{slot: slot, gen: g, pid: pid, started: time.Now()}
 	s.workers[pid] = w
@@ -184,16 +203,63 @@ func (s *supervisor) startWorker(g *generation, slot int) error {
 	if d := g.cfg.Worker.ReadyDelay; d > 0 {
 		w.timers = append(w.timers, s.after(d, timerEvent{kind: readyDelayDone, w: w}))
 	}
+	s.armWatchdog(w)
 	s.log.Info("worker started", "slot", slot, "pid", pid, "generation", g.n)
-	return nil
+	return w, nil
+}
+
+// armWatchdog (re)starts the worker's watchdog, if worker.watchdog is set.
+func (s *supervisor) armWatchdog(w *worker) {
+	d := w.gen.cfg.Worker.Watchdog.Std()
+	if d <= 0 {
+		return
+	}
+	if w.watchdog != nil {
+		w.watchdog.Stop()
+	}
+	w.wdSeq++
+	w.watchdog = s.after(d, timerEvent{kind: watchdogExpired, w: w, seq: w.wdSeq})
+}
+
+// replaceFirst starts w's replacement and, once that is ready, sends w
+// then: SIGTERM to drain it (it grew too big), SIGKILL (it hangs). w's
+// drain deadline applies meanwhile, in case no replacement gets ready.
+func (s *supervisor) replaceFirst(w *worker, why string, then unix.Signal) {
+	g := w.gen
+	if w.state == draining {
+		return
+	}
+	if g != s.current || g.slots[w.slot] != w || s.phase == phaseStopping {
+		w.signalGroup(then) // not serving: nothing to replace it for
+		return
+	}
+	s.log.Warn("replacing worker", "slot", w.slot, "pid", w.pid, "generation", g.n, "why", why)
+	w.state = draining
+	w.timers = append(w.timers, s.after(g.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
+	g.slots[w.slot] = nil
+	if !s.spendRestart(fmt.Sprintf("%s %s", w, why)) {
+		w.signalGroup(then)
+		s.publishStatus()
+		return
+	}
+	nw, err := s.startWorker(g, w.slot)
+	if err != nil {
+		s.log.Error("cannot start replacement, retrying", "slot", w.slot, "err", err, "after", RespawnDelay)
+		s.after(RespawnDelay, timerEvent{kind: respawnSlot, g: g, slot: w.slot})
+		w.signalGroup(then)
+		return
+	}
+	nw.replaces, nw.thenSignal = w, then
+	s.publishStatus()
 }
 
 // drainWorker sends SIGTERM to a worker that is not draining yet and arms
 // its drain deadline.
 func (s *supervisor) drainWorker(w *worker) {
-	if w.state == draining {
+	if w.termSent {
 		return
 	}
+	w.termSent = true
 	w.state = draining
 	w.signalGroup(unix.SIGTERM)
 	w.timers = append(w.timers, s.after(w.gen.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
@@ -224,9 +290,10 @@ func (s *supervisor) onExit(ev exitEvent) {
 		return
 	}
 	g.slots[w.slot] = nil
-	if g == s.next {
-		// Any exit before the whole generation is ready fails it: at
-		// start baton gives up, on a reload it rolls back.
+	g.lastExit[w.slot] = fmt.Sprintf("%s exited: %s", w, how)
+	if g == s.next && s.current != nil {
+		// A new worker that exits before its whole generation is ready
+		// fails the reload, and does not use the restart budget.
 		what := "before it was ready"
 		if w.state == ready {
 			what = "before its generation was ready"
@@ -234,9 +301,17 @@ func (s *supervisor) onExit(ev exitEvent) {
 		s.abandonNext(fmt.Errorf("%s exited %s: %s", w, what, how))
 		return
 	}
-	s.restarts++
-	s.log.Warn("worker exited unexpectedly, replacing it", "slot", w.slot, "pid", w.pid, "generation", g.n, "how", how, "after", RespawnDelay)
-	s.after(RespawnDelay, timerEvent{kind: respawnSlot, g: g, slot: w.slot})
+	if s.phase == phaseStopping || g.state == genDraining {
+		s.publishStatus()
+		return
+	}
+	if !s.spendRestart(fmt.Sprintf("%s exited: %s", w, how)) {
+		s.publishStatus()
+		return
+	}
+	delay := s.backoff(w)
+	s.log.Warn("worker exited unexpectedly, replacing it", "slot", w.slot, "pid", w.pid, "generation", g.n, "how", how, "after", delay)
+	s.after(delay, timerEvent{kind: respawnSlot, g: g, slot: w.slot})
 	s.publishStatus()
 }
 
@@ -244,6 +319,15 @@ func (s *supervisor) markReady(w *worker) {
 	w.state = ready
 	g := w.gen
 	s.log.Info("worker ready", "slot", w.slot, "pid", w.pid, "generation", g.n, "after", time.Since(w.started).Round(time.Millisecond))
+	if old := w.replaces; old != nil {
+		w.replaces = nil
+		if s.workers[old.pid] == old {
+			if w.thenSignal == unix.SIGTERM {
+				old.termSent = true
+			}
+			old.signalGroup(w.thenSignal)
+		}
+	}
 	if g != s.next {
 		s.publishStatus()
 		return
@@ -267,6 +351,10 @@ func (s *supervisor) promote(g *generation) {
 	old := s.current
 	s.current, s.next = g, nil
 	s.cfg = g.cfg
+	if old != nil && s.gaveUp {
+		s.log.Info("restart budget: a reload brings a full generation back, restarts resume")
+		s.gaveUp = false
+	}
 	if old == nil {
 		s.phase = phaseRunning
 		s.log.Info("all workers ready", "count", len(g.slots), "generation", g.n)
@@ -294,9 +382,12 @@ func (s *supervisor) retire(w *worker) {
 		return // a starting worker leaving fails its generation when it exits
 	}
 	g.slots[w.slot] = nil
-	s.restarts++
+	if !s.spendRestart(fmt.Sprintf("%s is leaving", w)) {
+		s.publishStatus()
+		return
+	}
 	s.log.Info("worker is leaving, starting its replacement", "slot", w.slot, "pid", w.pid, "generation", g.n)
-	if err := s.startWorker(g, w.slot); err != nil {
+	if _, err := s.startWorker(g, w.slot); err != nil {
 		s.log.Error("cannot start replacement, retrying", "slot", w.slot, "err", err, "after", RespawnDelay)
 		s.after(RespawnDelay, timerEvent{kind: respawnSlot, g: g, slot: w.slot})
 	}

@@ -2,8 +2,9 @@
 // holds, and keeps them serving through crashes and restarts.
 //
 // Exit codes: 0 success; 1 the service failed (listeners could not be
-// opened, workers did not become ready); 2 bad usage or configuration;
-// 127 exec-worker could not run the worker command.
+// opened, workers did not become ready, a reload failed); 2 bad usage or
+// configuration; 3 the restart budget was spent (restart.on_giveup =
+// "exit"); 127 exec-worker could not run the worker command.
 package main
 
 import (
@@ -30,6 +31,7 @@ const (
 	exitOK      = 0
 	exitFailed  = 1
 	exitUsage   = 2
+	exitGiveUp  = 3
 	exitNoExec  = 127
 	versionText = "baton 0.1.0-dev"
 )
@@ -107,6 +109,9 @@ func runCmd(args []string, stderr io.Writer) int {
 	err = supervisor.Run(context.Background(), cfg, supervisor.Options{Logger: log, Signals: signals, Load: load})
 	if err != nil {
 		fmt.Fprintf(stderr, "baton: %v\n", err)
+		if errors.Is(err, supervisor.ErrGiveUp) {
+			return exitGiveUp
+		}
 		return exitFailed
 	}
 	return exitOK

@@ -1,7 +1,7 @@
 // Command hello is baton's demo worker. It answers every request with
 // "hello from pid N" and an X-Pid header, takes its listener from baton or
-// systemd socket activation (handoff), and drains gracefully on SIGTERM
-// (drain).
+// systemd socket activation (handoff), and drains gracefully on SIGTERM or
+// a panic (drain).
 //
 //	hello [-name http]          serve the inherited listener named "http"
 //	hello -listen 127.0.0.1:8080  bind it itself, with SO_REUSEPORT, so that
@@ -12,4 +12,6 @@
 //
 //	/slow?ms=N    wait N milliseconds, then answer
 //	/stream?s=N   write a line every 100ms for N seconds, flushing each
+//	/panic        panic: the request gets a 500, hello says STOPPING=1,
+//	              drains (requests in flight finish) and exits 1
 package main

@@ -107,6 +107,9 @@ func routes(pid string) http.Handler {
 		case <-r.Context().Done(): // the client left or the server was closed
 		}
 	})
+	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
+		panic("hello: /panic requested")
+	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		s, err := strconv.Atoi(r.URL.Query().Get("s"))
 		if err != nil || s < 0 {
