@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -127,32 +128,39 @@ var withoutVars = []string{
 }
 
 // Env builds a worker's environment: base without the variables that belong
-// to baton, then extra ("KEY=VALUE", later wins), then LISTEN_FDS and
-// LISTEN_FDNAMES for listeners.
+// to baton (and without BATON_*, which only baton sets), then extra
+// ("KEY=VALUE"), then LISTEN_FDS and LISTEN_FDNAMES for listeners. Each
+// key appears once, with its last value: getenv returns the first copy, so
+// a duplicate would let base override the configuration.
 func Env(base []string, extra []string, listeners []File) []string {
-	out := make([]string, 0, len(base)+len(extra)+2)
-	drop := func(kv string) bool {
-		k, _, _ := strings.Cut(kv, "=")
-		for _, v := range withoutVars {
-			if k == v {
-				return true
-			}
-		}
-		return false
-	}
-	for _, kv := range base {
-		if !drop(kv) {
-			out = append(out, kv)
-		}
-	}
-	out = append(out, extra...)
 	names := make([]string, len(listeners))
 	for i, l := range listeners {
 		names[i] = l.Name
 	}
-	return append(out,
+	all := make([]string, 0, len(base)+len(extra)+2)
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(withoutVars, k) && !strings.HasPrefix(k, "BATON_") {
+			all = append(all, kv)
+		}
+	}
+	all = append(all, extra...)
+	all = append(all,
 		"LISTEN_FDS="+strconv.Itoa(len(listeners)),
 		"LISTEN_FDNAMES="+strings.Join(names, ":"))
+	last := map[string]int{}
+	for i, kv := range all {
+		k, _, _ := strings.Cut(kv, "=")
+		last[k] = i
+	}
+	out := all[:0]
+	for i, kv := range all {
+		k, _, _ := strings.Cut(kv, "=")
+		if last[k] == i {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // ExecWorker is the shim: it sets LISTEN_PID to its own pid, which the real

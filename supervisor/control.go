@@ -91,15 +91,38 @@ func (c *controlServer) close() {
 func (c *controlServer) serve(post func(event), quit <-chan struct{}) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var delay time.Duration
 	for {
 		conn, err := c.ln.AcceptUnix()
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return
 		}
+		if err != nil {
+			// EMFILE and the like pass: back off, as net/http does,
+			// rather than stop answering for good.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-quit:
+				return
+			}
+		}
+		delay = 0
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer conn.Close()
+			// An idle client must not hold up baton's exit.
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				select {
+				case <-quit:
+					conn.SetDeadline(time.Now())
+				case <-stop:
+				}
+			}()
 			writeResponse(conn, handleControl(conn, post, quit))
 		}()
 	}
@@ -150,7 +173,7 @@ func (s *supervisor) onControl(ev controlEvent) {
 	case "reload":
 		done := make(chan reloadReply, 1)
 		s.requestReload(done)
-		go func() {
+		s.goTask(func() {
 			select {
 			case r := <-done:
 				resp := ControlResponse{OK: r.Err == nil, Generation: r.Generation, Workers: r.Workers, Seconds: r.Took.Seconds()}
@@ -160,7 +183,7 @@ func (s *supervisor) onControl(ev controlEvent) {
 				ev.reply <- resp
 			case <-s.quit:
 			}
-		}()
+		})
 	}
 }
 

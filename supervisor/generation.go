@@ -128,8 +128,9 @@ func (s *supervisor) drainGeneration(g *generation, why string) {
 	}
 	s.log.Info("draining "+g.String(), "why", why, "workers", g.live)
 	s.draining = append(s.draining, g)
-	if max := s.cfg.Reload.MaxDraining; s.phase != phaseStopping && max > 0 && len(s.draining) > max {
-		oldest := s.draining[0]
+	max := s.cfg.Reload.MaxDraining
+	for i := 0; s.phase != phaseStopping && len(s.draining)-i > max; i++ {
+		oldest := s.draining[i]
 		s.log.Warn("too many generations draining, killing the oldest", "generation", oldest.n, "max_draining", max)
 		for _, w := range s.workers {
 			if w.gen == oldest {

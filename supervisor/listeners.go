@@ -51,14 +51,20 @@ func adoptInherited(cfg []config.Listener, inherited []systemd.Socket) ([]*liste
 	var out []*listener
 	var unclaimed []string
 	var err error
+	claimed := map[string]bool{}
 	for _, s := range inherited {
 		l, ok := byName[s.Name]
 		switch {
 		case !ok:
 			unclaimed = append(unclaimed, fmt.Sprintf("%q", s.Name))
+		case claimed[s.Name] && err == nil:
+			// Two ListenStream= in one .socket unit share its name; only
+			// one could ever be handed to the workers.
+			err = fmt.Errorf("supervisor: systemd passed several sockets named %q: give each its own FileDescriptorName= (a .socket unit per address) and a [[listen]] each", s.Name)
 		case err == nil:
 			err = checkType(s.Fd, l)
 		}
+		claimed[s.Name] = true
 		out = append(out, &listener{name: s.Name, fd: s.Fd, inherited: true})
 	}
 	if err == nil && len(unclaimed) > 0 {

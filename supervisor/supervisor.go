@@ -222,7 +222,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	}
 	if dir == "" {
 		s.tmpDir = DefaultRuntimeDir(os.Getpid())
-		if err := os.Mkdir(s.tmpDir, 0o700); err != nil {
+		if err := makePrivateDir(s.tmpDir); err != nil {
 			return nil, fmt.Errorf("supervisor: runtime directory: %w", err)
 		}
 		dir = s.tmpDir
@@ -250,6 +250,29 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 // find them.
 func DefaultRuntimeDir(pid int) string {
 	return filepath.Join(os.TempDir(), "baton-"+strconv.Itoa(pid))
+}
+
+// makePrivateDir creates dir, mode 0700. A directory left there by a
+// killed baton with the same pid (always pid 1 in a container) is ours to
+// replace when it is a real directory of this user with that mode;
+// anything else is refused.
+func makePrivateDir(dir string) error {
+	err := os.Mkdir(dir, 0o700)
+	if !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	fi, lerr := os.Lstat(dir)
+	if lerr != nil {
+		return lerr
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 || !ok || int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s exists and is not a private directory of this user: remove it or set control.socket", dir)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.Mkdir(dir, 0o700)
 }
 
 // close releases what newSupervisor acquired. Every worker has exited by
@@ -306,7 +329,11 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 			done = nil
 			s.log.Info("stopping: context cancelled")
 			s.beginStop()
-		case sig := <-signals:
+		case sig, ok := <-signals:
+			if !ok {
+				signals = nil
+				break
+			}
 			s.onSignal(sig)
 		case ev := <-s.events:
 			s.handle(ev)

@@ -400,3 +400,52 @@ func TestUnclaimedInheritedSocketIsAnError(t *testing.T) {
 		t.Fatalf("Run = %v, want the unclaimed socket named", err)
 	}
 }
+
+// Two sockets systemd passed under one name: only one could be served, so
+// baton refuses to start.
+func TestDuplicateInheritedNamesAreAnError(t *testing.T) {
+	var socks []systemd.Socket
+	for i := 0; i < 2; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		fd, _ := handoff.DupFd(ln.(*net.TCPListener))
+		socks = append(socks, systemd.Socket{Name: "http", Fd: fd})
+	}
+	err := Run(context.Background(), testConfig("serve", 1, nil), Options{
+		Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+		RuntimeDir: t.TempDir(),
+		Notify:     func(string) error { return nil },
+		Inherited:  socks,
+	})
+	if err == nil || !strings.Contains(err.Error(), `systemd passed several sockets named "http"`) {
+		t.Fatalf("Run = %v, want the duplicate name refused", err)
+	}
+}
+
+// A runtime directory left by a killed baton with the same pid (pid 1 in
+// a container) is replaced; anything that is not clearly ours is not.
+func TestMakePrivateDir(t *testing.T) {
+	base := t.TempDir()
+	left := filepath.Join(base, "left")
+	os.Mkdir(left, 0o700)
+	os.WriteFile(filepath.Join(left, "baton.sock"), nil, 0o600)
+	if err := makePrivateDir(left); err != nil {
+		t.Fatalf("leftover private dir: %v", err)
+	}
+	if ents, _ := os.ReadDir(left); len(ents) != 0 {
+		t.Errorf("leftover dir not emptied: %v", ents)
+	}
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o755)
+	os.Chmod(open, 0o755)
+	link := filepath.Join(base, "link")
+	os.Symlink(left, link)
+	for _, p := range []string{open, link} {
+		if err := makePrivateDir(p); err == nil {
+			t.Errorf("makePrivateDir(%s) replaced something not clearly baton's", p)
+		}
+	}
+}

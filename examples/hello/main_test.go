@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,8 +10,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton/drain/draintest"
 	"github.com/batonhq/baton/integration/load"
@@ -195,5 +199,139 @@ func TestNotify(t *testing.T) {
 				t.Errorf("notified %q", got)
 			}
 		})
+	}
+}
+
+// TestPanic: two hello processes share one socket, as under baton, with
+// clients that never retry on it. /panic on a connection of the first: that
+// request gets a 500; the first says STOPPING=1, reports the panic with its
+// stack, finishes the stream it was sending, and exits 1; no other request
+// fails.
+func TestPanic(t *testing.T) {
+	for _, mode := range []load.Mode{load.KeepAlive, load.PerRequest} {
+		t.Run(mode.String(), func(t *testing.T) { testPanic(t, mode) })
+	}
+}
+
+func testPanic(t *testing.T, mode load.Mode) {
+	const streamLines = 20 // /stream?s=2
+	ln, sock := draintest.Listen(t, "http")
+	addr := ln.Addr().String()
+	notifyName, msgs := draintest.NotifySocket(t, false)
+	notified := func(want string) {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			if m != want {
+				t.Fatalf("notified %q, want %q", m, want)
+			}
+		case <-time.After(draintest.EventTimeout):
+			t.Fatalf("no %s within %v", want, draintest.EventTimeout)
+		}
+	}
+	a := draintest.Start(t, []string{os.Args[0]}, []draintest.Socket{sock}, roleEnv+"=1", noRaceExitSleep, "NOTIFY_SOCKET="+notifyName)
+	a.Serving(t, "hello: serving on ")
+	notified("READY=1")
+	apid := strconv.Itoa(a.Pid)
+
+	// While a is alone on the socket, it takes a stream and a keep-alive
+	// connection to ask for /panic on.
+	sc := draintest.Dial(t, addr)
+	defer sc.Close()
+	sc.SetDeadline(time.Now().Add(draintest.EventTimeout))
+	io.WriteString(sc, "GET /stream?s=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(sc), nil)
+	if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("X-Pid") != apid {
+		t.Fatalf("/stream: %v %v, want 200 from pid %s", resp, err, apid)
+	}
+	var lines atomic.Int64
+	streamed := make(chan error, 1)
+	go func() {
+		br := bufio.NewReader(resp.Body)
+		for {
+			if _, err := br.ReadString('\n'); err != nil {
+				if err == io.EOF {
+					err = nil
+				}
+				streamed <- err
+				return
+			}
+			lines.Add(1)
+		}
+	}()
+	pc, pbr := draintest.KeepAlive(t, addr)
+	defer pc.Close()
+
+	// The load starts on a alone: with keep-alive, all its connections
+	// are a's when a panics.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*draintest.EventTimeout)
+	defer cancel()
+	g, err := load.Start(ctx, load.Options{Addr: addr, Concurrency: 32, Mode: mode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	if err := g.WaitOK(ctx, 500); err != nil {
+		t.Fatal(err)
+	}
+	b := startHello(t, []draintest.Socket{sock}, "")
+	if err := g.WaitOK(ctx, g.Snapshot().OK+500); err != nil {
+		t.Fatal(err)
+	}
+
+	io.WriteString(pc, "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
+	presp, err := http.ReadResponse(pbr, nil)
+	if err != nil || presp.StatusCode != http.StatusInternalServerError || !presp.Close {
+		t.Fatalf("/panic: %v %v, want 500 with Connection: close", presp, err)
+	}
+	if n := lines.Load(); n >= streamLines {
+		t.Errorf("the stream had ended (%d lines) before the panic: the drain was not tested", n)
+	}
+	notified("STOPPING=1")
+
+	// The report, with the stack through the handler, then the exit line.
+	if l := a.Serving(t, "drain: panic: "); l != "drain: panic: hello: /panic requested" {
+		t.Errorf("panic report %q", l)
+	}
+	var stack []string
+	for {
+		l := a.Line(t)
+		if strings.HasPrefix(l, "hello: ") {
+			if want := "hello: drain: panic: hello: /panic requested"; l != want {
+				t.Errorf("last line %q, want %q", l, want)
+			}
+			break
+		}
+		stack = append(stack, l)
+	}
+	if s := strings.Join(stack, "\n"); !strings.Contains(s, "panic(") || !strings.Contains(s, "hello.routes.func") {
+		t.Errorf("the reported stack does not show the handler:\n%s", s)
+	}
+	if st := a.Wait(t); st != 1 {
+		t.Errorf("exit status %d after the panic, want 1", st)
+	}
+	select {
+	case err := <-streamed:
+		if err != nil || lines.Load() != streamLines {
+			t.Errorf("stream: %d lines, %v; want all %d, ended cleanly", lines.Load(), err, streamLines)
+		}
+	case <-time.After(draintest.EventTimeout):
+		t.Error("the stream did not end")
+	}
+
+	after := g.Snapshot()
+	if err := g.WaitOK(ctx, after.OK+500); err != nil {
+		t.Fatal(err)
+	}
+	r := g.Stop()
+	t.Logf("load: %v; ok by pid: %v", r, r.PIDs)
+	for _, s := range r.Samples {
+		t.Logf("failure: %s", s)
+	}
+	if r.Failed() != 0 {
+		t.Errorf("%d of %d requests failed across the panic", r.Failed(), r.Requests)
+	}
+	if bpid := strconv.Itoa(b.Pid); r.PIDs[apid] == 0 || r.PIDs[bpid]-after.PIDs[bpid] < 500-int64(r.Concurrency) {
+		t.Errorf("ok by pid %v (%v when %s exited): want both to have served, and %s the last 500", r.PIDs, after.PIDs, apid, bpid)
 	}
 }
