@@ -107,6 +107,10 @@ type supervisor struct {
 	notifyS func(string) error
 	shim    []string
 	out     *lineWriter
+	// exePath and exe identify the executable baton was started from, to
+	// notice a package upgrade.
+	exePath string
+	exe     os.FileInfo
 
 	listeners []*listener
 	notify    *systemd.NotifyServer
@@ -185,6 +189,10 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	}
 	if s.out.w == nil {
 		s.out.w = os.Stderr
+	}
+	if exe, err := os.Executable(); err == nil {
+		s.exePath = exe
+		s.exe, _ = os.Stat(exe)
 	}
 	if s.shim == nil {
 		exe, err := os.Executable()
