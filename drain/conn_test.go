@@ -154,7 +154,7 @@ func TestOptionsDefaults(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got.Timeout != tc.want || got.IdleGrace != DefaultIdleGrace || len(got.Signals) != 2 || got.Notify == nil {
+		if err != nil || got.Timeout != tc.want || got.IdleGrace != DefaultIdleGrace || len(got.Signals) != 2 || got.Notify == nil || got.Guard == nil {
 			t.Errorf("env %q opts %+v: got %+v, %v; want timeout %v and defaults", tc.env, tc.opts, got, err, tc.want)
 		}
 	}

@@ -209,12 +209,15 @@ func testPanicUnderLoad(t *testing.T, trigger string, mode load.Mode) {
 	pc, pbr := keepAlive(t, addr)
 	defer pc.Close()
 
-	s1 := startServer(t, dup(t, base), "s1", drain.Options{Timeout: 10 * time.Second}, nil)
+	// The load starts on s0 alone too: with keep-alive, all its
+	// connections are s0's when s0 panics.
 	g, err := load.Start(context.Background(), load.Options{Addr: addr, Concurrency: 32, Mode: mode, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Stop()
+	s0.waitHits(t, s0.hits.Load()+200)
+	s1 := startServer(t, dup(t, base), "s1", drain.Options{Timeout: 10 * time.Second}, nil)
 	s0.waitHits(t, s0.hits.Load()+200)
 
 	switch trigger {
