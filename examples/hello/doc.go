@@ -12,6 +12,7 @@
 //
 //	/slow?ms=N    wait N milliseconds, then answer
 //	/stream?s=N   write a line every 100ms for N seconds, flushing each
+//	/grow?mb=N    allocate N MiB more and keep it (to test max_memory)
 //	/panic        panic: the request gets a 500, hello says STOPPING=1,
 //	              drains (requests in flight finish) and exits 1
 package main

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -84,6 +85,24 @@ func reusePort(network, address string, c syscall.RawConn) error {
 	return os.NewSyscallError("setsockopt SO_REUSEPORT", serr)
 }
 
+// ballast is memory /grow allocated and keeps, to make this worker big
+// (for baton's worker.max_memory).
+var (
+	ballastMu sync.Mutex
+	ballast   [][]byte
+)
+
+// grow allocates mb MiB more and touches every page, so it is resident.
+func grow(mb int) {
+	b := make([]byte, mb<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	ballastMu.Lock()
+	ballast = append(ballast, b)
+	ballastMu.Unlock()
+}
+
 // routes answers as the package documentation says, with X-Pid: pid.
 func routes(pid string) http.Handler {
 	hello := "hello from pid " + pid + "\n"
@@ -109,6 +128,15 @@ func routes(pid string) http.Handler {
 	})
 	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
 		panic("hello: /panic requested")
+	})
+	mux.HandleFunc("/grow", func(w http.ResponseWriter, r *http.Request) {
+		mb, err := strconv.Atoi(r.URL.Query().Get("mb"))
+		if err != nil || mb < 0 || mb > 4096 {
+			http.Error(w, "hello: /grow wants mb=N (MiB to allocate and keep, 0 <= N <= 4096)", http.StatusBadRequest)
+			return
+		}
+		grow(mb)
+		io.WriteString(w, hello)
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		s, err := strconv.Atoi(r.URL.Query().Get("s"))
