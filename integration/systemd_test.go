@@ -111,8 +111,13 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("under systemd: %s", r)
-		if r.Failed() != 0 || len(r.PIDs) != 2 {
-			t.Errorf("under systemd: %s, want no failure from 2 workers %v", r, r.Samples)
+		if r.Failed() != 0 {
+			t.Errorf("under systemd: %s, want no failure %v", r, r.Samples)
+		}
+		// 32 keep-alive connections made at once can all land on one
+		// worker of a shared socket; fresh connections reach both.
+		if mode == load.PerRequest && len(r.PIDs) != 2 {
+			t.Errorf("under systemd: answers from %d workers, want 2", len(r.PIDs))
 		}
 	}
 	status, _ := m.Show(ctx, "app.service", "StatusText")
