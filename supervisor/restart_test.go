@@ -98,7 +98,7 @@ func TestWatchdogReplacesSilentWorker(t *testing.T) {
 	// Its last ping came 200ms after it was ready: replaced 500ms later.
 	ready := regexp.MustCompile(`time=(\S+) level=INFO msg="worker ready" slot=0 pid=` + strconv.Itoa(first[0]) + ` `).FindStringSubmatch(out)
 	readyAt, _ := time.Parse(time.RFC3339Nano, ready[1])
-	if d := replacedAt.Sub(readyAt); d < 600*time.Millisecond || d > 1500*time.Millisecond {
+	if d := replacedAt.Sub(readyAt); d < 600*time.Millisecond || d > 2*time.Second {
 		t.Errorf("replaced %s after it became ready; want its last ping (~200ms) + the 500ms watchdog, with a small margin", d)
 	}
 	// New first: its replacement started before it was killed.
