@@ -152,14 +152,8 @@ func TestBadConfigExitsBeforeStarting(t *testing.T) {
 // After 200 worker replacements baton holds exactly as many descriptors
 // as before.
 func TestNoFDGrowthOver200Replacements(t *testing.T) {
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cb := &configBaton{cfgPath: dir + "/baton.toml"}
 	// Every replacement counts against the restart budget: allow 200.
-	cb.write(t, batonConfig(addr, 2, nil, "")+"\n[restart]\nlimit = 1000\n")
-	p := start(t, nil, bin.baton, "run", "--config", cb.cfgPath, "--control", dir+"/baton.sock")
-	p.out.wait(reAllReady, 30*time.Second)
-	b := &baton{proc: p, addr: addr}
+	b := startConfigBaton(t, hellos(2, "\n[restart]\nlimit = 1000\n"))
 	before := openFDs(t, b.cmd.Process.Pid)
 	reExited := regexp.MustCompile(`msg="worker exited"`)
 	from := b.out.len()

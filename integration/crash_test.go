@@ -62,11 +62,7 @@ func TestCrashLoopGiveUp(t *testing.T) {
 	}
 	reRestart := regexp.MustCompile(`msg="worker exited unexpectedly, replacing it" slot=1 `)
 	t.Run("exit", func(t *testing.T) {
-		dir := t.TempDir()
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		b := &configBaton{cfgPath: dir + "/baton.toml"}
-		b.write(t, cfg(addr, "exit"))
-		p := start(t, nil, bin.baton, "run", "--config", b.cfgPath, "--control", dir+"/baton.sock")
+		p := newConfigBaton(t, func(addr string) string { return cfg(addr, "exit") }).proc
 		if code := p.waitExit(30 * time.Second); code != 3 {
 			t.Fatalf("baton exited %d, want 3 (gave up)", code)
 		}
@@ -79,11 +75,8 @@ func TestCrashLoopGiveUp(t *testing.T) {
 		}
 	})
 	t.Run("degrade", func(t *testing.T) {
-		dir := t.TempDir()
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		b := &configBaton{cfgPath: dir + "/baton.toml"}
-		b.write(t, cfg(addr, "degrade"))
-		p := start(t, nil, bin.baton, "run", "--config", b.cfgPath, "--control", dir+"/baton.sock")
+		b := newConfigBaton(t, func(addr string) string { return cfg(addr, "degrade") })
+		p, addr := b.proc, b.addr
 		p.out.wait(regexp.MustCompile(`msg="giving up on restarts"`), 30*time.Second)
 		p.out.wait(reAllReady, 10*time.Second)
 		r, err := load.Run(withTimeout(t, time.Minute), load.Options{Addr: addr, Concurrency: 8, Requests: 500})
@@ -107,15 +100,10 @@ func TestKillStorm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30 s storm")
 	}
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	b := &configBaton{cfgPath: dir + "/baton.toml", control: dir + "/baton.sock"}
 	// A generous budget and a short backoff: this test is about the
 	// sockets, not the budget.
-	b.write(t, batonConfig(addr, 2, nil, "")+"\n[restart]\nlimit = 1000\nbackoff_min = \"10ms\"\nbackoff_max = \"100ms\"\n")
-	p := start(t, nil, bin.baton, "run", "--config", b.cfgPath, "--control", b.control)
-	p.out.wait(reAllReady, 30*time.Second)
-	b.baton = &baton{proc: p, addr: addr}
+	b := startConfigBaton(t, hellos(2, "\n[restart]\nlimit = 1000\nbackoff_min = \"10ms\"\nbackoff_max = \"100ms\"\n"))
+	p, addr := b.proc, b.addr
 	results := map[load.Mode]*load.Generator{}
 	for _, mode := range modes {
 		results[mode] = startLoad(t, addr, mode, 16)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,14 +16,9 @@ import (
 func TestPanicsUnderLoad(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
-			dir := t.TempDir()
-			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-			b := &configBaton{cfgPath: dir + "/baton.toml", control: dir + "/baton.sock"}
 			// Each panic is an unplanned replacement: a budget for 50.
-			b.write(t, batonConfig(addr, 2, nil, "")+"\n[restart]\nlimit = 1000\n")
-			p := start(t, nil, bin.baton, "run", "--config", b.cfgPath, "--control", b.control)
-			p.out.wait(reAllReady, 30*time.Second)
-			b.baton = &baton{proc: p, addr: addr}
+			b := startConfigBaton(t, hellos(2, "\n[restart]\nlimit = 1000\n"))
+			addr := b.addr
 			g := startLoad(t, addr, mode, 32)
 			reLeaving := regexp.MustCompile(`msg="worker is leaving, starting its replacement" slot=\d+ pid=(\d+) `)
 			for i := 0; i < 50; i++ {
@@ -63,13 +57,8 @@ func TestPanicsUnderLoad(t *testing.T) {
 // A worker that grows past worker.max_memory is replaced, new first, then
 // drained: not one request fails.
 func TestMaxMemoryUnderLoad(t *testing.T) {
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	b := &configBaton{cfgPath: dir + "/baton.toml", control: dir + "/baton.sock"}
-	b.write(t, batonConfig(addr, 2, nil, `max_memory = "64MiB"`))
-	p := start(t, nil, bin.baton, "run", "--config", b.cfgPath, "--control", b.control)
-	p.out.wait(reAllReady, 30*time.Second)
-	b.baton = &baton{proc: p, addr: addr}
+	b := startConfigBaton(t, func(addr string) string { return batonConfig(addr, 2, nil, `max_memory = "64MiB"`) })
+	addr := b.addr
 	g := startLoad(t, addr, load.KeepAlive, 32)
 	body, err := getOnce(addr, "/grow?mb=128")
 	if err != nil {

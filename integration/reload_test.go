@@ -38,16 +38,32 @@ func batonConfig(addr string, count int, command []string, extra string) string 
 		addr, strings.Join(q, ", "), count, extra)
 }
 
-func startConfigBaton(t testing.TB, count int) *configBaton {
+// startConfigBaton runs baton from a config file made by cfg for a free
+// loopback address, and waits until it serves.
+func startConfigBaton(t testing.TB, cfg func(addr string) string) *configBaton {
+	t.Helper()
+	b := newConfigBaton(t, cfg)
+	b.out.wait(reAllReady, 30*time.Second)
+	return b
+}
+
+// newConfigBaton starts baton from a config file made by cfg, without
+// waiting for anything.
+func newConfigBaton(t testing.TB, cfg func(addr string) string) *configBaton {
 	t.Helper()
 	dir := t.TempDir()
 	b := &configBaton{cfgPath: filepath.Join(dir, "baton.toml"), control: filepath.Join(dir, "baton.sock")}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	b.write(t, batonConfig(addr, count, nil, ""))
+	b.write(t, cfg(addr))
 	p := start(t, nil, bin.baton, "run", "--config", b.cfgPath, "--control", b.control)
-	p.out.wait(reAllReady, 30*time.Second)
 	b.baton = &baton{proc: p, addr: addr}
 	return b
+}
+
+// hellos returns a config function for n hello workers with extra TOML
+// appended (e.g. a [restart] table).
+func hellos(n int, extra string) func(addr string) string {
+	return func(addr string) string { return batonConfig(addr, n, nil, "") + extra }
 }
 
 // write replaces the config atomically (as editors and config management
@@ -156,7 +172,7 @@ func TestReloadFailuresKeepOldWorkers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := startConfigBaton(t, 2)
+			b := startConfigBaton(t, hellos(2, ""))
 			for _, mode := range modes {
 				g := startLoad(t, b.addr, mode, 32)
 				old := g.Snapshot().PIDs
@@ -193,7 +209,7 @@ func TestReloadFailuresKeepOldWorkers(t *testing.T) {
 // 100 SIGHUPs within a second, under load: no failure, at most two
 // reloads, never overlapping, and the last configuration wins.
 func TestReloadStorm(t *testing.T) {
-	b := startConfigBaton(t, 2)
+	b := startConfigBaton(t, hellos(2, ""))
 	g := startLoad(t, b.addr, load.KeepAlive, 32)
 	from := b.out.len()
 	start := time.Now()
@@ -244,7 +260,7 @@ func TestReloadStorm(t *testing.T) {
 // 300 consecutive reloads: baton's descriptors, goroutines and memory stay
 // flat, and no zombie is left.
 func TestReloadsDoNotLeak(t *testing.T) {
-	b := startConfigBaton(t, 2)
+	b := startConfigBaton(t, hellos(2, ""))
 	reload := func(n int) {
 		for i := 0; i < n; i++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -33,6 +33,21 @@ func (h *harness) stats() *Stats {
 	return r.Stats
 }
 
+// waitSettled waits until no reload runs and no old generation drains, so
+// that only the serving generation answers.
+func (h *harness) waitSettled() {
+	h.t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st := h.stats()
+		if !st.Reloading && st.Draining == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("still busy: %+v", st)
+		}
+	}
+}
+
 // sample is one parsed test-worker response.
 type sample struct {
 	pid, gen int
@@ -114,13 +129,15 @@ func TestReloadReplacesGeneration(t *testing.T) {
 	if n := h.waitNote("READY=1"); !strings.Contains(n, "generation 2") || !strings.Contains(n, "last reload ok") {
 		t.Errorf("reload end message %q, want READY=1 with the new generation and outcome", n)
 	}
+	// The old workers drain (they may still take a connection until they
+	// have closed their listener), then only the new ones answer.
+	waitGone(t, pidList(old)...)
 	now := h.serving(2)
 	for pid, a := range now {
 		if old[pid].pid != 0 || a.gen != 2 || a.rev != "1" {
 			t.Errorf("after the reload %+v answered, want only new generation-2 workers with REV=1", a)
 		}
 	}
-	waitGone(t, pidList(old)...)
 }
 
 // A reload that cannot start leaves the serving workers as they are and
@@ -164,20 +181,15 @@ func TestReloadFailuresRollBack(t *testing.T) {
 			if n := h.waitNote("READY=1"); !strings.Contains(n, "last reload failed") || !strings.Contains(n, "generation 1") {
 				t.Errorf("after a failed reload systemd got %q, want READY=1 with the failure and generation 1", n)
 			}
+			// The new workers are stopped: only the old ones remain.
+			h.waitSettled()
+			if st := h.stats(); st.Workers != 2 || st.Generation != 1 {
+				t.Errorf("stats after rollback: %+v, want the 2 old workers of generation 1 only", st)
+			}
 			now := h.serving(2)
 			for pid := range now {
 				if old[pid].pid == 0 {
 					t.Errorf("pid %d answered after the failed reload; want the old workers %v", pid, pidList(old))
-				}
-			}
-			// The new workers are stopped: only the old ones remain.
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				st := h.stats()
-				if st.Workers == 2 && st.Generation == 1 && st.Draining == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("stats after rollback: %+v, want the 2 old workers of generation 1 only", st)
 				}
 			}
 		})
@@ -217,6 +229,7 @@ func TestReloadsCoalesce(t *testing.T) {
 	if reloads > 2 {
 		t.Errorf("100 SIGHUPs made %d reloads, want at most 2", reloads)
 	}
+	h.waitSettled()
 	for _, a := range h.serving(2) {
 		if a.rev != "100" {
 			t.Errorf("worker %d runs REV=%s, want the last configuration (100)", a.pid, a.rev)
@@ -242,6 +255,7 @@ func TestReloadAppliesListenersAndCount(t *testing.T) {
 	if _, err := h.reload(); err != nil {
 		t.Fatal(err)
 	}
+	h.waitSettled()
 	now := h.serving(3)
 	if len(now) != 3 {
 		t.Fatalf("after reload to 3 workers saw %d", len(now))
