@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -28,77 +26,6 @@ type reloadApp struct {
 	m      *nspawn.Machine
 	addr   string
 	config string // the valid config, as installed
-}
-
-// bootReloadApp boots a throw-away systemd with contrib's app.socket and
-// app.service (ExecReload= and all) and the config at appConfig, starts
-// the service and waits for it to be active.
-func bootReloadApp(t *testing.T, ctx context.Context) *reloadApp {
-	t.Helper()
-	if err := nspawn.Available(); err != nil {
-		t.Skip(err)
-	}
-	port := freePort(t)
-	// Only the binaries move to optDir; the config stays where the unit
-	// says.
-	repl := strings.NewReplacer(
-		"/usr/local/bin/baton", optDir+"/baton",
-		"/usr/local/bin/hello", optDir+"/hello",
-		"127.0.0.1:8080", "127.0.0.1:"+strconv.Itoa(port),
-	)
-	files := map[string]string{}
-	for _, name := range []string{"app.socket", "app.service", "baton.toml"} {
-		b, err := os.ReadFile(filepath.Join(repoRoot, "contrib", "systemd", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[name] = repl.Replace(string(b))
-	}
-	if !strings.Contains(files["app.service"], "--config "+appConfig) {
-		t.Fatalf("contrib's app.service does not read %s:\n%s", appConfig, files["app.service"])
-	}
-	dir := t.TempDir()
-	for _, f := range []struct{ from, to string }{{bin.baton, "baton"}, {bin.hello, "hello"}} {
-		b, err := os.ReadFile(f.from)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f.to), b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Chmod(dir, 0o755)
-	m, err := nspawn.Boot(ctx, nspawn.Options{Binds: map[string]string{dir: optDir}, Log: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("journal of app.service:\n%s", m.Journal(context.Background(), "app.service"))
-		}
-		if err := m.Shutdown(); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	for path, data := range map[string]string{
-		"/run/systemd/system/app.socket":  files["app.socket"],
-		"/run/systemd/system/app.service": files["app.service"],
-		appConfig:                         files["baton.toml"],
-	} {
-		if err := m.WriteFile(path, []byte(data)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := m.Systemctl(ctx, "daemon-reload"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Systemctl(ctx, "start", "app.socket", "app.service"); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.WaitActive(ctx, "app.service"); err != nil {
-		t.Fatal(err)
-	}
-	return &reloadApp{m: m, addr: fmt.Sprintf("127.0.0.1:%d", port), config: files["baton.toml"]}
 }
 
 // stats asks baton for its counts over its control socket, reached from
@@ -194,7 +121,7 @@ func statusGeneration(t *testing.T, status string) int {
 // also brings the unit back to active.
 func TestSystemdReloadUnderLoad(t *testing.T) {
 	ctx := withTimeout(t, 5*time.Minute)
-	a := bootReloadApp(t, ctx)
+	a := bootApp(t, ctx, true)
 	mainPID, err := a.m.MainPID(ctx, "app.service")
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +209,7 @@ func TestSystemdReloadUnderLoad(t *testing.T) {
 // config and reloading again works.
 func TestSystemdReloadBrokenConfig(t *testing.T) {
 	ctx := withTimeout(t, 5*time.Minute)
-	a := bootReloadApp(t, ctx)
+	a := bootApp(t, ctx, true)
 	mainPID, err := a.m.MainPID(ctx, "app.service")
 	if err != nil {
 		t.Fatal(err)

@@ -18,36 +18,35 @@ import (
 // container (bound read-only).
 const optDir = "/opt/baton"
 
-// contribUnits returns contrib/systemd's units and config rewritten for the
-// container: binaries and config under optDir, and port instead of 8080.
-func contribUnits(t *testing.T, port int) map[string]string {
-	t.Helper()
-	repl := strings.NewReplacer(
-		"/usr/local/bin/baton", optDir+"/baton",
-		"/usr/local/bin/hello", optDir+"/hello",
-		"/etc/app/baton.toml", optDir+"/baton.toml",
-		"127.0.0.1:8080", "127.0.0.1:"+strconv.Itoa(port),
-	)
-	out := map[string]string{}
-	for _, name := range []string{"app.socket", "app.service", "baton.toml"} {
-		b, err := os.ReadFile(filepath.Join(repoRoot, "contrib", "systemd", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[name] = repl.Replace(string(b))
-	}
-	return out
-}
-
-// bootWithApp boots a throw-away systemd with contrib's app.socket and
-// app.service installed (socket started, service not yet).
-func bootWithApp(t *testing.T, ctx context.Context) (*nspawn.Machine, string) {
+// bootApp boots a throw-away systemd with contrib's app.socket and
+// app.service exactly as shipped (ExecReload= and all; only the binaries'
+// directory and the port differ) and contrib's config at appConfig, and
+// starts the socket. With startService it also starts the service and
+// waits for it to be active; else the first connection activates it.
+func bootApp(t *testing.T, ctx context.Context, startService bool) *reloadApp {
 	t.Helper()
 	if err := nspawn.Available(); err != nil {
 		t.Skip(err)
 	}
 	port := freePort(t)
-	files := contribUnits(t, port)
+	// Only the binaries move to optDir; the config stays where the unit
+	// says.
+	repl := strings.NewReplacer(
+		"/usr/local/bin/baton", optDir+"/baton",
+		"/usr/local/bin/hello", optDir+"/hello",
+		"127.0.0.1:8080", "127.0.0.1:"+strconv.Itoa(port),
+	)
+	files := map[string]string{}
+	for _, name := range []string{"app.socket", "app.service", "baton.toml"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, "contrib", "systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = repl.Replace(string(b))
+	}
+	if !strings.Contains(files["app.service"], "--config "+appConfig) {
+		t.Fatalf("contrib's app.service does not read %s:\n%s", appConfig, files["app.service"])
+	}
 	dir := t.TempDir()
 	for _, f := range []struct{ from, to string }{{bin.baton, "baton"}, {bin.hello, "hello"}} {
 		b, err := os.ReadFile(f.from)
@@ -58,11 +57,6 @@ func bootWithApp(t *testing.T, ctx context.Context) (*nspawn.Machine, string) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "baton.toml"), []byte(files["baton.toml"]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// The container's root is a tmpfs; the bound directory must be
-	// readable by the service whatever its sandboxing.
 	os.Chmod(dir, 0o755)
 	m, err := nspawn.Boot(ctx, nspawn.Options{Binds: map[string]string{dir: optDir}, Log: t.Logf})
 	if err != nil {
@@ -76,8 +70,12 @@ func bootWithApp(t *testing.T, ctx context.Context) (*nspawn.Machine, string) {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	for _, u := range []string{"app.socket", "app.service"} {
-		if err := m.WriteFile("/run/systemd/system/"+u, []byte(files[u])); err != nil {
+	for path, data := range map[string]string{
+		"/run/systemd/system/app.socket":  files["app.socket"],
+		"/run/systemd/system/app.service": files["app.service"],
+		appConfig:                         files["baton.toml"],
+	} {
+		if err := m.WriteFile(path, []byte(data)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -87,7 +85,15 @@ func bootWithApp(t *testing.T, ctx context.Context) (*nspawn.Machine, string) {
 	if _, err := m.Systemctl(ctx, "start", "app.socket"); err != nil {
 		t.Fatal(err)
 	}
-	return m, fmt.Sprintf("127.0.0.1:%d", port)
+	if startService {
+		if _, err := m.Systemctl(ctx, "start", "app.service"); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.WaitActive(ctx, "app.service"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &reloadApp{m: m, addr: fmt.Sprintf("127.0.0.1:%d", port), config: files["baton.toml"]}
 }
 
 // contrib's units under a real systemd: the first connection activates
@@ -96,7 +102,8 @@ func bootWithApp(t *testing.T, ctx context.Context) (*nspawn.Machine, string) {
 // and leaves no process behind.
 func TestSystemdUnits(t *testing.T) {
 	ctx := withTimeout(t, 3*time.Minute)
-	m, addr := bootWithApp(t, ctx)
+	app := bootApp(t, ctx, false)
+	m, addr := app.m, app.addr
 
 	body, err := getOnce(addr, "/") // socket activation starts app.service
 	if err != nil || !strings.HasPrefix(body, "hello from pid") {
