@@ -70,6 +70,7 @@ const (
 	drainDeadline                    // a draining worker's time is up
 	stopDeadline                     // the drain on stop ran out of time
 	watchdogExpired                  // a worker sent no WATCHDOG=1 for worker.watchdog
+	ownWatchdog                      // time to tell systemd baton is alive (WatchdogSec=)
 	memoryCheck                      // time to compare workers' memory with worker.max_memory
 )
 
@@ -149,6 +150,9 @@ type supervisor struct {
 	exited [64]int
 	nexit  int
 	status string
+	// wdPing is how often systemd's watchdog is pinged (half of
+	// WatchdogSec=); 0 when systemd set none.
+	wdPing time.Duration
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until
@@ -329,6 +333,16 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 		s.fail(err)
 	}
 	s.after(MemoryCheckInterval, timerEvent{kind: memoryCheck})
+	// systemd's watchdog is pinged from the loop itself, so a loop that
+	// hangs stops the pings and systemd restarts baton.
+	if d, err := systemd.WatchdogInterval(); err != nil {
+		s.log.Warn("ignoring systemd's watchdog setting", "err", err)
+	} else if d > 0 {
+		s.wdPing = d / 2
+		s.log.Info("pinging systemd's watchdog", "every", s.wdPing)
+		s.sendSystemd("WATCHDOG=1")
+		s.after(s.wdPing, timerEvent{kind: ownWatchdog})
+	}
 
 	done := ctx.Done()
 	for s.phase != phaseStopping || len(s.workers) > 0 {
@@ -495,6 +509,9 @@ func (s *supervisor) onTimer(ev timerEvent) {
 		}
 	case memoryCheck:
 		s.checkMemory()
+	case ownWatchdog:
+		s.sendSystemd("WATCHDOG=1")
+		s.after(s.wdPing, ev)
 	case stopDeadline:
 		if len(s.workers) > 0 {
 			s.log.Warn("drain timed out, killing workers", "left", len(s.workers))

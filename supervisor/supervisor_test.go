@@ -449,3 +449,20 @@ func TestMakePrivateDir(t *testing.T) {
 		}
 	}
 }
+
+// With WatchdogSec= (WATCHDOG_USEC) baton pings systemd from its loop at
+// half the interval.
+func TestPingsSystemdWatchdog(t *testing.T) {
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	h := startHarness(t, testConfig("serve", 1, nil))
+	start := time.Now()
+	for pings := 0; pings < 5; {
+		if n := h.waitNote("WATCHDOG=1"); n == "WATCHDOG=1" {
+			pings++
+		}
+	}
+	if d := time.Since(start); d < 300*time.Millisecond || d > 5*time.Second {
+		t.Errorf("5 pings took %s, want about 4 × 100ms", d)
+	}
+}

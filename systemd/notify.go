@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 )
@@ -15,4 +16,15 @@ func Notify(state string) error {
 		return fmt.Errorf("systemd: notify: %w", err)
 	}
 	return nil
+}
+
+// WatchdogInterval returns systemd's watchdog timeout for this process
+// (WatchdogSec=, from WATCHDOG_USEC when WATCHDOG_PID is this process or
+// unset), or 0 when there is none. The variables stay in the environment.
+func WatchdogInterval() (time.Duration, error) {
+	d, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		return 0, fmt.Errorf("systemd: watchdog: %w", err)
+	}
+	return d, nil
 }
