@@ -206,16 +206,22 @@ func TestUnitsSettings(t *testing.T) {
 		{service, "app.service", "ProtectSystem", "strict"},
 		{service, "app.service", "ProtectHome", "yes"},
 		{service, "app.service", "PrivateTmp", "yes"},
+		// baton pings from its event loop at half of it
+		// (TestSystemdWatchdog runs it at 2s under load).
+		{service, "app.service", "WatchdogSec", "10"},
 		{variant, notifyReloadUnit, "Type", "notify-reload"},
+		{variant, notifyReloadUnit, "WatchdogSec", "10"},
 	} {
 		if got := c.unit[c.key]; len(got) != 1 || got[0] != c.want {
 			t.Errorf("%s: %s=%q, want %q", c.name, c.key, got, c.want)
 		}
 	}
-	// A later issue adds this, with tests of its own.
-	for _, key := range []string{"WatchdogSec"} {
-		if v, ok := service[key]; ok {
-			t.Errorf("app.service: %s=%q is not supported yet", key, v)
+	// A watchdog of a few seconds would restart a healthy baton that a
+	// loaded machine delays (the ping comes every WatchdogSec/2).
+	for name, unit := range map[string]map[string][]string{"app.service": service, notifyReloadUnit: variant} {
+		v := strings.Join(unit["WatchdogSec"], "")
+		if n, err := strconv.Atoi(v); err != nil || n < 5 {
+			t.Errorf("%s: WatchdogSec=%q, want whole seconds, at least 5", name, v)
 		}
 	}
 
