@@ -22,8 +22,9 @@ import (
 	"github.com/batonhq/baton/systemd"
 )
 
-// RespawnDelay is how long a slot stays empty after its worker exited
-// unexpectedly, so that a worker that dies at once cannot make baton spin.
+// RespawnDelay is how long baton waits before trying again when it could
+// not start a worker at all (fork or exec failed). Workers that start and
+// then crash follow the restart budget's backoff instead.
 const RespawnDelay = 100 * time.Millisecond
 
 // ErrNotReady is wrapped by the error Run returns when the first generation
