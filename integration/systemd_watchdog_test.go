@@ -16,7 +16,7 @@ import (
 // missing ping shows within seconds.
 const (
 	watchdogDropIn = "/run/systemd/system/app.service.d/watchdog.conf"
-	watchdogSec    = 2 * time.Second
+	watchdogTimeout    = 2 * time.Second
 )
 
 // contrib's app.service with WatchdogSec=2s (a drop-in) under a real
@@ -72,7 +72,7 @@ func TestSystemdWatchdog(t *testing.T) {
 		// However fast the reloads were, keep serving (and watching the
 		// unit) until 3 × WatchdogSec have passed: a ping missing for
 		// longer than WatchdogSec would have failed the unit by then.
-		for time.Since(begin) < 3*watchdogSec {
+		for time.Since(begin) < 3*watchdogTimeout {
 			if st, err := m.Show(ctx, "app.service", "ActiveState"); err != nil || st != "active" {
 				t.Fatalf("ActiveState = %q (%v) %v after the reloads, want active", st, err, time.Since(begin).Round(time.Millisecond))
 			}
@@ -82,12 +82,12 @@ func TestSystemdWatchdog(t *testing.T) {
 		waitServed(t, g, 500)
 		r := g.Stop()
 		elapsed := time.Since(begin)
-		t.Logf("%d × systemctl reload with WatchdogSec=%v in %v (%v in all): %s", reloads, watchdogSec, reloaded.Round(time.Millisecond), elapsed.Round(time.Millisecond), r)
+		t.Logf("%d × systemctl reload with WatchdogSec=%v in %v (%v in all): %s", reloads, watchdogTimeout, reloaded.Round(time.Millisecond), elapsed.Round(time.Millisecond), r)
 		if r.Failed() != 0 {
 			t.Errorf("%d requests failed across %d reloads: %s %v", r.Failed(), reloads, r, r.Samples)
 		}
-		if elapsed < 3*watchdogSec {
-			t.Errorf("ran %v, want at least 3 × WatchdogSec (%v)", elapsed, 3*watchdogSec)
+		if elapsed < 3*watchdogTimeout {
+			t.Errorf("ran %v, want at least 3 × WatchdogSec (%v)", elapsed, 3*watchdogTimeout)
 		}
 		for _, pid := range after {
 			if slices.Contains(before, pid) {
@@ -156,8 +156,8 @@ func TestSystemdWatchdog(t *testing.T) {
 		}
 		took := time.Since(stopped)
 		t.Logf("SIGSTOP of baton (pid %d): restarted by systemd as pid %s in %v (NRestarts %d -> %s)", pid, mainPIDs, took.Round(time.Millisecond), nBefore, nr)
-		if took < watchdogSec/2 {
-			t.Errorf("restarted %v after SIGSTOP: too soon for the watchdog (WatchdogSec=%v, pings every %v)", took, watchdogSec, watchdogSec/2)
+		if took < watchdogTimeout/2 {
+			t.Errorf("restarted %v after SIGSTOP: too soon for the watchdog (WatchdogSec=%v, pings every %v)", took, watchdogTimeout, watchdogTimeout/2)
 		}
 		body, err := getOnce(a.addr, "/")
 		if err != nil || !strings.HasPrefix(body, "hello from pid") {
