@@ -15,8 +15,8 @@ import (
 // watchdogDropIn shortens contrib's WatchdogSec= for the test, so that a
 // missing ping shows within seconds.
 const (
-	watchdogDropIn = "/run/systemd/system/app.service.d/watchdog.conf"
-	watchdogTimeout    = 2 * time.Second
+	watchdogDropIn  = "/run/systemd/system/app.service.d/watchdog.conf"
+	watchdogTimeout = 2 * time.Second
 )
 
 // contrib's app.service with WatchdogSec=2s (a drop-in) under a real
