@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/drain"
+	"github.com/batonhq/baton/drain/draintest"
 	"github.com/batonhq/baton/integration/load"
 )
 
@@ -435,7 +436,7 @@ func TestIdleGrace(t *testing.T) {
 
 	s.cancel()
 	waitFor(t, s.stopping, "STOPPING=1")
-	resp := request(t, talker, tbr)
+	resp := draintest.Request(t, talker, tbr)
 	if resp.StatusCode != http.StatusOK || !resp.Close {
 		t.Errorf("request during the grace: status %d, close %t; want 200 and Connection: close", resp.StatusCode, resp.Close)
 	}
@@ -493,7 +494,7 @@ func TestDefaultServeMux(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "GET /drain-test-default-mux HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp := request(t, c, bufio.NewReader(c))
+	resp := draintest.Request(t, c, bufio.NewReader(c))
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("status %d, want 200 from the default mux", resp.StatusCode)
 	}
@@ -553,26 +554,10 @@ func keepAlive(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
-	if resp := request(t, c, br); resp.Close {
+	if resp := draintest.Request(t, c, br); resp.Close {
 		t.Fatal("the server closed a keep-alive connection before the drain")
 	}
 	return c, br
-}
-
-// request sends GET / on c and reads the response.
-func request(t *testing.T, c net.Conn, br *bufio.Reader) *http.Response {
-	t.Helper()
-	c.SetDeadline(time.Now().Add(eventTimeout))
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp
 }
 
 // get does one request on a new connection.
@@ -583,7 +568,7 @@ func get(t *testing.T, addr string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	request(t, c, bufio.NewReader(c))
+	draintest.Request(t, c, bufio.NewReader(c))
 }
 
 // testLogger returns a logger for http.Server.ErrorLog that writes to the
