@@ -37,6 +37,7 @@ type Config struct {
 	Reload  Reload     `toml:"reload"`
 	Restart Restart    `toml:"restart"`
 	Control Control    `toml:"control"`
+	Systemd Systemd    `toml:"systemd"`
 
 	// Path is the file the config was read from; empty when it came from
 	// flags alone.
@@ -160,6 +161,14 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("not a size: %q: unknown unit %q (use K, M, G or T)", s, unit)
 	}
 	return int64(f * mult), nil
+}
+
+// Systemd holds settings for running under systemd.
+type Systemd struct {
+	// FDStore keeps the sockets baton binds itself in systemd's fd store
+	// (the unit needs FileDescriptorStoreMax=), so that a restart or a
+	// crash of baton refuses no connection even without a .socket unit.
+	FDStore bool `toml:"fd_store"`
 }
 
 // Control is baton's control socket.

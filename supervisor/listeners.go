@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -28,6 +30,8 @@ type listener struct {
 	// name alone and never closed before baton exits (systemd would not
 	// pass it again).
 	inherited bool
+	// stored is set once the socket is in systemd's fd store.
+	stored bool
 	// unlink is the socket file to remove when closing, for unix sockets
 	// baton bound itself.
 	unlink string
@@ -40,10 +44,13 @@ func (l *listener) close() {
 	}
 }
 
-// adoptInherited makes listeners of the sockets systemd passed. Each must
-// be claimed by a configured listener of the same name and kind: an
-// unclaimed one would be a port accepting connections nobody serves.
-func adoptInherited(cfg []config.Listener, inherited []systemd.Socket) ([]*listener, error) {
+// adoptInherited makes listeners of the sockets systemd passed. Each one
+// from a .socket unit must be claimed by a configured listener of the same
+// name and kind: an unclaimed one would be a port accepting connections
+// nobody serves. Sockets baton itself kept in systemd's fd store (named
+// systemd.FDStorePrefix+name) are taken back when the config still has a
+// listener of that name and address, and dropped from the store otherwise.
+func adoptInherited(cfg []config.Listener, inherited []systemd.Socket, log *slog.Logger) ([]*listener, error) {
 	byName := map[string]config.Listener{}
 	for _, l := range cfg {
 		byName[l.Name] = l
@@ -53,6 +60,20 @@ func adoptInherited(cfg []config.Listener, inherited []systemd.Socket) ([]*liste
 	var err error
 	claimed := map[string]bool{}
 	for _, s := range inherited {
+		if name, ok := strings.CutPrefix(s.Name, systemd.FDStorePrefix); ok {
+			l, found := byName[name]
+			if !found || claimed[name] || !sameAddress(s.Fd, l) {
+				log.Info("dropping a socket from systemd's fd store that the config no longer has", "name", name)
+				unix.Close(s.Fd)
+				if rerr := systemd.RemoveStoredFD(name); rerr != nil {
+					log.Warn("cannot remove socket from systemd's fd store", "name", name, "err", rerr)
+				}
+				continue
+			}
+			claimed[name] = true
+			out = append(out, &listener{name: name, network: l.Network, addr: l.Addr, fd: s.Fd, stored: true})
+			continue
+		}
 		l, ok := byName[s.Name]
 		switch {
 		case !ok:
@@ -79,6 +100,42 @@ func adoptInherited(cfg []config.Listener, inherited []systemd.Socket) ([]*liste
 	return out, nil
 }
 
+// sameAddress reports whether the socket fd is bound where l says: same
+// kind, and for TCP and UDP the same port and (unless l's host is empty or
+// unspecified) the same IP; for unix sockets the same path.
+func sameAddress(fd int, l config.Listener) bool {
+	if checkType(fd, l) != nil {
+		return false
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return false
+	}
+	if l.Network == "unix" {
+		u, ok := sa.(*unix.SockaddrUnix)
+		return ok && u.Name == l.Addr
+	}
+	host, port, err := net.SplitHostPort(l.Addr)
+	if err != nil {
+		return false
+	}
+	var ip net.IP
+	var got int
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		ip, got = net.IP(a.Addr[:]), a.Port
+	case *unix.SockaddrInet6:
+		ip, got = net.IP(a.Addr[:]), a.Port
+	default:
+		return false
+	}
+	if strconv.Itoa(got) != port {
+		return false
+	}
+	want := net.ParseIP(host)
+	return host == "" || want == nil && host == "localhost" && ip.IsLoopback() || want != nil && (want.IsUnspecified() && ip.IsUnspecified() || want.Equal(ip))
+}
+
 // listenersFor returns the listeners for cfg, in its order: a socket from
 // systemd of the same name, an open one of the same address, or a newly
 // bound one.
@@ -101,7 +158,27 @@ func (s *supervisor) listenersFor(cfg *config.Config) ([]*listener, error) {
 		out = append(out, l)
 	}
 	s.listeners = append(s.listeners, bound...)
+	s.storeListeners(cfg)
 	return out, nil
+}
+
+// storeListeners puts every self-bound listener not yet there into
+// systemd's fd store, when [systemd] fd_store is on.
+func (s *supervisor) storeListeners(cfg *config.Config) {
+	if !cfg.Systemd.FDStore {
+		return
+	}
+	for _, l := range s.listeners {
+		if l.inherited || l.stored {
+			continue
+		}
+		if err := systemd.StoreFD(l.name, l.fd); err != nil {
+			s.log.Warn("cannot keep socket in systemd's fd store", "name", l.name, "err", err)
+			continue
+		}
+		l.stored = true
+		s.log.Info("socket kept in systemd's fd store", "name", l.name)
+	}
 }
 
 func (s *supervisor) findListener(c config.Listener) *listener {
@@ -135,6 +212,11 @@ func (s *supervisor) releaseListeners() {
 			continue
 		}
 		s.log.Info("closing listener no generation uses", "name", l.name, "address", l.network+"://"+l.addr)
+		if l.stored {
+			if err := systemd.RemoveStoredFD(l.name); err != nil {
+				s.log.Warn("cannot remove socket from systemd's fd store", "name", l.name, "err", err)
+			}
+		}
 		l.close()
 	}
 	clear(s.listeners[len(kept):])

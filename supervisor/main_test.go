@@ -139,6 +139,7 @@ func tryGetPath(addr, path string) (string, error) {
 		return "", fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
 	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path)
 	var b strings.Builder
 	buf := make([]byte, 4096)

@@ -224,7 +224,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 			return nil, err
 		}
 	}
-	if s.listeners, err = adoptInherited(cfg.Listen, inherited); err != nil {
+	if s.listeners, err = adoptInherited(cfg.Listen, inherited, s.log); err != nil {
 		return nil, err
 	}
 
