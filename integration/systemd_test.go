@@ -25,6 +25,23 @@ const optDir = "/opt/baton"
 // waits for it to be active; else the first connection activates it.
 func bootApp(t *testing.T, ctx context.Context, startService bool) *reloadApp {
 	t.Helper()
+	return bootAppWith(t, ctx, appOptions{start: startService})
+}
+
+// appOptions vary what bootAppWith installs.
+type appOptions struct {
+	service     string // the contrib unit installed as app.service; "" = app.service
+	noSocket    bool   // install no app.socket (and start nothing through it)
+	extraConfig string // TOML appended to contrib's baton.toml
+	start       bool   // start app.service and wait until it is active
+}
+
+// bootAppWith is bootApp with options.
+func bootAppWith(t *testing.T, ctx context.Context, o appOptions) *reloadApp {
+	t.Helper()
+	if o.service == "" {
+		o.service = "app.service"
+	}
 	if err := nspawn.Available(); err != nil {
 		t.Skip(err)
 	}
@@ -37,12 +54,16 @@ func bootApp(t *testing.T, ctx context.Context, startService bool) *reloadApp {
 		"127.0.0.1:8080", "127.0.0.1:"+strconv.Itoa(port),
 	)
 	files := map[string]string{}
-	for _, name := range []string{"app.socket", "app.service", "baton.toml"} {
-		b, err := os.ReadFile(filepath.Join(repoRoot, "contrib", "systemd", name))
+	for name, from := range map[string]string{"app.socket": "app.socket", "app.service": o.service, "baton.toml": "baton.toml"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, "contrib", "systemd", from))
 		if err != nil {
 			t.Fatal(err)
 		}
 		files[name] = repl.Replace(string(b))
+	}
+	files["baton.toml"] += o.extraConfig
+	if o.noSocket {
+		delete(files, "app.socket")
 	}
 	if !strings.Contains(files["app.service"], "--config "+appConfig) {
 		t.Fatalf("contrib's app.service does not read %s:\n%s", appConfig, files["app.service"])
@@ -70,11 +91,14 @@ func bootApp(t *testing.T, ctx context.Context, startService bool) *reloadApp {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	for path, data := range map[string]string{
-		"/run/systemd/system/app.socket":  files["app.socket"],
+	install := map[string]string{
 		"/run/systemd/system/app.service": files["app.service"],
 		appConfig:                         files["baton.toml"],
-	} {
+	}
+	if sock, ok := files["app.socket"]; ok {
+		install["/run/systemd/system/app.socket"] = sock
+	}
+	for path, data := range install {
 		if err := m.WriteFile(path, []byte(data)); err != nil {
 			t.Fatal(err)
 		}
@@ -82,10 +106,12 @@ func bootApp(t *testing.T, ctx context.Context, startService bool) *reloadApp {
 	if _, err := m.Systemctl(ctx, "daemon-reload"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Systemctl(ctx, "start", "app.socket"); err != nil {
-		t.Fatal(err)
+	if !o.noSocket {
+		if _, err := m.Systemctl(ctx, "start", "app.socket"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if startService {
+	if o.start {
 		if _, err := m.Systemctl(ctx, "start", "app.service"); err != nil {
 			t.Fatal(err)
 		}
