@@ -1,10 +1,7 @@
 package supervisor
 
 import (
-	"context"
-	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,31 +63,7 @@ func TestFDStore(t *testing.T) {
 		}
 		c.Systemd.FDStore = true
 	})
-	self, _ := os.Executable()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	notes := make(chan string, 10)
-	go func() {
-		done <- Run(ctx, cfg, Options{
-			Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
-			Shim:       []string{self, handoff.ShimCommand, "--"},
-			Output:     tlogWriter{t},
-			Notify:     func(s string) error { notes <- s; return nil },
-			RuntimeDir: t.TempDir(),
-			Inherited:  []systemd.Socket{keep, old, admin},
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
-	for n := range notes {
-		if strings.HasPrefix(n, "READY=1") {
-			break
-		}
-	}
+	runUntilReady(t, cfg, []systemd.Socket{keep, old, admin})
 	if body := get(t, keepAddr); !strings.Contains(body, "names http:admin") {
 		t.Errorf("the stored http socket does not serve: %q", body)
 	}

@@ -219,31 +219,7 @@ func TestSelfBoundSocketIsHandedOverBlocking(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cfg := testConfig("serve", 1, func(c *config.Config) { c.Listen[0].Address = "tcp://" + addr })
-	self, _ := os.Executable()
-	notes := make(chan string, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, cfg, Options{
-			Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
-			Shim:       []string{self, handoff.ShimCommand, "--"},
-			Output:     tlogWriter{t},
-			Notify:     func(s string) error { notes <- s; return nil },
-			RuntimeDir: t.TempDir(),
-			Inherited:  []systemd.Socket{},
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
-	for n := range notes {
-		if strings.HasPrefix(n, "READY=1") {
-			break
-		}
-	}
+	runUntilReady(t, cfg, []systemd.Socket{})
 	if body := get(t, addr); !strings.Contains(body, "blocking true") {
 		t.Errorf("worker saw %q: want the socket blocking", body)
 	}
@@ -464,5 +440,46 @@ func TestPingsSystemdWatchdog(t *testing.T) {
 	}
 	if d := time.Since(start); d < 300*time.Millisecond || d > 5*time.Second {
 		t.Errorf("5 pings took %s, want about 4 × 100ms", d)
+	}
+}
+
+// runUntilReady runs the supervisor on cfg with the given sockets as if
+// from systemd, waits for READY=1, and stops it (expecting a clean stop)
+// when the test ends.
+func runUntilReady(t *testing.T, cfg *config.Config, inherited []systemd.Socket) {
+	t.Helper()
+	self, _ := os.Executable()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	notes := make(chan string, 10)
+	go func() {
+		done <- Run(ctx, cfg, Options{
+			Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+			Shim:       []string{self, handoff.ShimCommand, "--"},
+			Output:     tlogWriter{t},
+			Notify:     func(s string) error { notes <- s; return nil },
+			RuntimeDir: t.TempDir(),
+			Inherited:  inherited,
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case n := <-notes:
+			if strings.HasPrefix(n, "READY=1") {
+				return
+			}
+		case err := <-done:
+			done <- err
+			t.Fatalf("Run ended before READY=1: %v", err)
+		case <-timeout:
+			t.Fatal("no READY=1")
+		}
 	}
 }
