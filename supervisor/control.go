@@ -12,6 +12,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/handoff"
 )
 
 // ControlSocketName is the control socket's file name in the runtime
@@ -24,7 +28,8 @@ const maxControlRequest = 64 << 10
 // ControlRequest is one request on the control socket: a JSON object on
 // one line.
 type ControlRequest struct {
-	// Command is "reload" (wait for a reload's outcome) or "stats".
+	// Command is "reload" (wait for a reload's outcome), "upgrade" (wait
+	// for a self-upgrade's) or "stats".
 	Command string `json:"command"`
 }
 
@@ -32,26 +37,30 @@ type ControlRequest struct {
 type ControlResponse struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
-	// Reload.
+	// Reload and upgrade.
 	Generation int     `json:"generation,omitempty"`
 	Workers    int     `json:"workers,omitempty"`
 	Seconds    float64 `json:"seconds,omitempty"`
+	// Upgraded is set when a new baton process took over; PID is its pid.
+	Upgraded bool `json:"upgraded,omitempty"`
+	PID      int  `json:"pid,omitempty"`
 	// Stats.
 	Stats *Stats `json:"stats,omitempty"`
 }
 
 // Stats are baton's own resource counts, for leak checks and monitoring.
 type Stats struct {
-	PID         int   `json:"pid"`
-	FDs         int   `json:"fds"`
-	Goroutines  int   `json:"goroutines"`
-	RSSKB       int   `json:"rss_kb"`
-	Generation  int   `json:"generation"`
-	Workers     int   `json:"workers"`  // live worker processes, draining ones included
-	Draining    int   `json:"draining"` // generations draining
-	Restarts    int   `json:"restarts"`
-	Reloading   bool  `json:"reloading"`
-	NotifyDrops int64 `json:"notify_dropped"`
+	PID         int    `json:"pid"`
+	Version     string `json:"version"`
+	FDs         int    `json:"fds"`
+	Goroutines  int    `json:"goroutines"`
+	RSSKB       int    `json:"rss_kb"`
+	Generation  int    `json:"generation"`
+	Workers     int    `json:"workers"`  // live worker processes, draining ones included
+	Draining    int    `json:"draining"` // generations draining
+	Restarts    int    `json:"restarts"`
+	Reloading   bool   `json:"reloading"`
+	NotifyDrops int64  `json:"notify_dropped"`
 }
 
 // controlEvent carries a request to the loop; reply is buffered.
@@ -66,6 +75,52 @@ type controlServer struct {
 	once sync.Once
 }
 
+// openControl returns the control socket at path: the one the parent
+// passed when it is at the same path (a successor answers where its
+// predecessor did), else a new one. It is registered with the upgrader.
+func (s *supervisor) openControl(path string, note *upgradeNote) (*controlServer, error) {
+	var c *controlServer
+	if note != nil {
+		fd, err := s.upg.Take(controlKey)
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: control socket: %w", err)
+		}
+		if fd >= 0 && note.Control == path {
+			f := os.NewFile(uintptr(fd), path)
+			ln, err := net.FileListener(f)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("supervisor: control socket from the previous baton: %w", err)
+			}
+			c = &controlServer{path: path, ln: ln.(*net.UnixListener)}
+			c.ln.SetUnlinkOnClose(false)
+			return c, nil // the upgrader holds it already
+		}
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	c, err := listenControl(path)
+	if err != nil {
+		return nil, err
+	}
+	if s.upg != nil {
+		fd, err := handoff.DupFd(c.ln)
+		if err == nil {
+			err = s.upg.Add(controlKey, fd)
+			unix.Close(fd)
+		}
+		if err != nil {
+			c.close(false)
+			return nil, fmt.Errorf("supervisor: control socket: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// controlKey names the control socket for the upgrader.
+const controlKey = "control"
+
 func listenControl(path string) (*controlServer, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
@@ -74,16 +129,26 @@ func listenControl(path string) (*controlServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
 	}
+	// The path is removed by close, not by every process holding a copy.
+	ln.SetUnlinkOnClose(false)
 	// Only the service's own user may reload or stop it.
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
 	}
 	return &controlServer{path: path, ln: ln}, nil
 }
 
-func (c *controlServer) close() {
-	c.once.Do(func() { c.ln.Close() })
+// close stops accepting; the socket file is removed unless keepPath
+// (another supervisor answers on it).
+func (c *controlServer) close(keepPath bool) {
+	c.once.Do(func() {
+		c.ln.Close()
+		if !keepPath {
+			os.Remove(c.path)
+		}
+	})
 }
 
 // serve accepts until the listener is closed. Each connection is one
@@ -113,13 +178,15 @@ func (c *controlServer) serve(post func(event), quit <-chan struct{}) {
 		go func() {
 			defer wg.Done()
 			defer conn.Close()
-			// An idle client must not hold up baton's exit.
+			// An idle client must not hold up baton's exit, but an
+			// answer given just before it (a self-upgrade's) still goes
+			// out.
 			stop := make(chan struct{})
 			defer close(stop)
 			go func() {
 				select {
 				case <-quit:
-					conn.SetDeadline(time.Now())
+					conn.SetDeadline(time.Now().Add(time.Second))
 				case <-stop:
 				}
 			}()
@@ -144,17 +211,33 @@ func handleControl(conn net.Conn, post func(event), quit <-chan struct{}) Contro
 		return ControlResponse{Error: fmt.Sprintf("control: bad request: %v", err)}
 	}
 	switch req.Command {
-	case "reload", "stats":
+	case "reload", "upgrade", "stats":
 	default:
-		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload or stats)", req.Command)}
+		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade or stats)", req.Command)}
 	}
 	ev := controlEvent{req: req, reply: make(chan ControlResponse, 1)}
 	post(ev)
-	select {
-	case r := <-ev.reply:
-		return r
-	case <-quit:
+	r, ok := receive(ev.reply, quit)
+	if !ok {
 		return ControlResponse{Error: "control: baton stopped"}
+	}
+	return r
+}
+
+// receive waits for c until quit is closed, and takes a value already
+// sent even then: the loop may answer and end at once.
+func receive[T any](c <-chan T, quit <-chan struct{}) (T, bool) {
+	select {
+	case v := <-c:
+		return v, true
+	case <-quit:
+		select {
+		case v := <-c:
+			return v, true
+		default:
+			var zero T
+			return zero, false
+		}
 	}
 }
 
@@ -170,18 +253,17 @@ func (s *supervisor) onControl(ev controlEvent) {
 	switch ev.req.Command {
 	case "stats":
 		ev.reply <- ControlResponse{OK: true, Stats: s.stats()}
-	case "reload":
+	case "reload", "upgrade":
 		done := make(chan reloadReply, 1)
-		s.requestReload(done)
+		s.requestReload(done, ev.req.Command == "upgrade")
 		s.goTask(func() {
-			select {
-			case r := <-done:
-				resp := ControlResponse{OK: r.Err == nil, Generation: r.Generation, Workers: r.Workers, Seconds: r.Took.Seconds()}
+			if r, ok := receive(done, s.quit); ok {
+				resp := ControlResponse{OK: r.Err == nil, Generation: r.Generation, Workers: r.Workers, Seconds: r.Took.Seconds(),
+					Upgraded: r.Upgraded, PID: r.PID}
 				if r.Err != nil {
 					resp.Error = r.Err.Error()
 				}
 				ev.reply <- resp
-			case <-s.quit:
 			}
 		})
 	}
@@ -190,6 +272,7 @@ func (s *supervisor) onControl(ev controlEvent) {
 func (s *supervisor) stats() *Stats {
 	st := &Stats{
 		PID:         os.Getpid(),
+		Version:     s.version,
 		Goroutines:  runtime.NumGoroutine(),
 		Workers:     len(s.workers),
 		Draining:    len(s.draining),

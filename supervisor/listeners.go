@@ -35,11 +35,16 @@ type listener struct {
 	// unlink is the socket file to remove when closing, for unix sockets
 	// baton bound itself.
 	unlink string
+	// passKey names it for the upgrader, which holds a copy for the next
+	// supervisor; "" when not registered.
+	passKey string
 }
 
-func (l *listener) close() {
+// close closes baton's descriptor and, unless keepPath (another
+// supervisor shares the socket), removes its socket file.
+func (l *listener) close(keepPath bool) {
 	unix.Close(l.fd)
-	if l.unlink != "" {
+	if l.unlink != "" && !keepPath {
 		os.Remove(l.unlink)
 	}
 }
@@ -93,7 +98,7 @@ func adoptInherited(cfg []config.Listener, inherited []systemd.Socket, log *slog
 	}
 	if err != nil {
 		for _, l := range out {
-			l.close()
+			l.close(false)
 		}
 		return nil, err
 	}
@@ -148,7 +153,7 @@ func (s *supervisor) listenersFor(cfg *config.Config) ([]*listener, error) {
 			nl, err := bind(context.Background(), c)
 			if err != nil {
 				for _, b := range bound {
-					b.close()
+					b.close(false)
 				}
 				return nil, err
 			}
@@ -158,7 +163,12 @@ func (s *supervisor) listenersFor(cfg *config.Config) ([]*listener, error) {
 		out = append(out, l)
 	}
 	s.listeners = append(s.listeners, bound...)
-	s.storeListeners(cfg)
+	if err := s.passListeners(); err != nil {
+		s.log.Warn("a self-upgrade could not pass this socket on", "err", err)
+	}
+	if !s.takingOver {
+		s.storeListeners(cfg) // else once in charge: the parent may still fail over
+	}
 	return out, nil
 }
 
@@ -199,6 +209,9 @@ func (s *supervisor) findListener(c config.Listener) *listener {
 // any more (a listener removed from the config, once the generations that
 // used it have drained).
 func (s *supervisor) releaseListeners() {
+	if s.sharesSockets() {
+		return // the other supervisor may still use them
+	}
 	used := map[*listener]bool{}
 	for _, g := range s.generations() {
 		for _, l := range g.ls {
@@ -217,7 +230,13 @@ func (s *supervisor) releaseListeners() {
 				s.log.Warn("cannot remove socket from systemd's fd store", "name", l.name, "err", err)
 			}
 		}
-		l.close()
+		if l.passKey != "" {
+			// The upgrader's copy cannot be taken back: shut the socket
+			// down so that copy, passed on until the next self-upgrade
+			// drops it, accepts nothing meanwhile.
+			unix.Shutdown(l.fd, unix.SHUT_RDWR)
+		}
+		l.close(false)
 	}
 	clear(s.listeners[len(kept):])
 	s.listeners = kept
@@ -305,8 +324,28 @@ func removeStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
-func closeListeners(ls []*listener) {
+func closeListeners(ls []*listener, keepPaths bool) {
 	for _, l := range ls {
-		l.close()
+		l.close(keepPaths)
 	}
+}
+
+// passListeners registers every listener not yet registered with the
+// upgrader, so that a self-upgrade passes it on.
+func (s *supervisor) passListeners() error {
+	if s.upg == nil {
+		return nil
+	}
+	for _, l := range s.listeners {
+		if l.passKey != "" {
+			continue
+		}
+		s.passSeq++
+		key := fmt.Sprintf("listener-%d-%d", os.Getpid(), s.passSeq)
+		if err := s.upg.Add(key, l.fd); err != nil {
+			return fmt.Errorf("supervisor: listener %q: %w", l.name, err)
+		}
+		l.passKey = key
+	}
+	return nil
 }

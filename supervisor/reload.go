@@ -17,12 +17,15 @@ type reloadReply struct {
 	Workers    int
 	Took       time.Duration
 	Err        error
+	Upgraded   bool // a self-upgrade: a new baton took over
+	PID        int  // the new baton's pid (0 if unknown)
 }
 
 // reloadState is the reload under way.
 type reloadState struct {
 	started time.Time
 	waiters []chan<- reloadReply
+	upgrade bool // a self-upgrade (DESIGN.md §2)
 }
 
 // reloadOutcome is the last reload's result, for the status line.
@@ -41,38 +44,48 @@ func (o reloadOutcome) String() string {
 	return fmt.Sprintf(", last reload ok %s ago", time.Since(o.at).Round(time.Second))
 }
 
-// requestReload starts a reload, or, while one runs (or the first
+// requestReload starts a reload (a self-upgrade when upgrade is set, or
+// when the executable was replaced), or, while one runs (or the first
 // generation is still starting), queues the request: every request queued
 // meanwhile is served by one more reload after it, so reloads never
 // overlap and none is lost. reply, if not nil, gets the outcome.
-func (s *supervisor) requestReload(reply chan<- reloadReply) {
+func (s *supervisor) requestReload(reply chan<- reloadReply, upgrade bool) {
 	switch {
 	case s.phase == phaseStopping:
 		answer(reply, reloadReply{Err: errors.New("supervisor: baton is stopping")})
-	case s.reload != nil || s.phase == phaseStarting:
-		s.log.Info("reload requested while another is under way: queued")
+	case s.reload != nil || s.phase == phaseStarting || s.takingOver:
+		s.log.Info("reload requested while another is under way: queued", "upgrade", upgrade)
 		s.pending = append(s.pending, reply)
+		s.pendingUpgrade = s.pendingUpgrade || upgrade
 	default:
-		s.beginReload([]chan<- reloadReply{reply})
+		s.beginReload([]chan<- reloadReply{reply}, upgrade)
 	}
 }
 
 // runPending starts the queued reload, if any.
 func (s *supervisor) runPending() {
-	if len(s.pending) == 0 || s.phase != phaseRunning || s.reload != nil {
+	if len(s.pending) == 0 || s.phase != phaseRunning || s.reload != nil || s.takingOver {
 		return
 	}
-	waiters := s.pending
-	s.pending = nil
-	s.beginReload(waiters)
+	waiters, upgrade := s.pending, s.pendingUpgrade
+	s.pending, s.pendingUpgrade = nil, false
+	s.beginReload(waiters, upgrade)
 }
 
 // beginReload re-reads the configuration and starts the next generation
 // (DESIGN.md §4.2). The serving generation is untouched until the new one
-// is all ready.
-func (s *supervisor) beginReload(waiters []chan<- reloadReply) {
+// is all ready. A new baton executable on disk makes it a self-upgrade.
+func (s *supervisor) beginReload(waiters []chan<- reloadReply, upgrade bool) {
 	s.reload = &reloadState{started: time.Now(), waiters: waiters}
 	s.sendSystemd("RELOADING=1\n" + daemon.SdNotifyMonotonicUsec())
+	if !upgrade && s.exeChanged() && s.upg != nil {
+		s.log.Info("the baton executable on disk changed since start: upgrading to it")
+		upgrade = true
+	}
+	if upgrade {
+		s.beginUpgrade()
+		return
+	}
 	s.log.Info("reloading")
 	cfg, err := s.load()
 	if err != nil {
@@ -80,10 +93,7 @@ func (s *supervisor) beginReload(waiters []chan<- reloadReply) {
 		return
 	}
 	if s.exeChanged() {
-		// DESIGN.md §4.2 step 2 wants a self-upgrade here; until baton can
-		// do one, the reload goes on with the running binary (new workers
-		// still start through the shim on disk, whose protocol is stable).
-		s.log.Warn("the baton executable on disk changed since start; this baton keeps running the old one: restart the service to run the new version")
+		s.log.Warn("the baton executable on disk changed since start, and this baton cannot upgrade itself (no upgrader): restart the service to run the new version")
 	}
 	if err := s.checkReloadable(cfg); err != nil {
 		s.finishReload(fmt.Errorf("supervisor: reload: %w", err))
@@ -134,9 +144,10 @@ func (s *supervisor) finishReload(err error) {
 	if g := s.current; g != nil {
 		reply.Generation, reply.Workers = g.n, len(g.slots)
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		s.log.Error("reload failed; the serving generation stays", "err", err, "generation", reply.Generation)
-	} else {
+	case !r.upgrade:
 		s.log.Info("reload done", "generation", reply.Generation, "took", reply.Took.Round(time.Millisecond))
 	}
 	for _, w := range r.waiters {

@@ -27,6 +27,9 @@ import (
 // then crash follow the restart budget's backoff instead.
 const RespawnDelay = 100 * time.Millisecond
 
+// selfExe is the running executable, even once its file was replaced.
+const selfExe = "/proc/self/exe"
+
 // ErrNotReady is wrapped by the error Run returns when the first generation
 // of workers did not become ready.
 var ErrNotReady = errors.New("supervisor: workers did not become ready")
@@ -57,6 +60,12 @@ type Options struct {
 	// Inherited are the sockets passed by systemd; nil means
 	// systemd.Inherited() is called.
 	Inherited []systemd.Socket
+	// Upgrader replaces this baton by a new process of its executable
+	// (self-upgrade) and, in a process it started, passes the sockets on;
+	// nil means self-upgrades are refused.
+	Upgrader *handoff.Upgrader
+	// Version is reported by stats and logged at start.
+	Version string
 }
 
 // event is anything the loop reacts to.
@@ -65,14 +74,15 @@ type event any
 type timerKind int
 
 const (
-	readyDelayDone  timerKind = iota // a delay-ready worker stayed up long enough
-	readyDeadline                    // a generation's time to become ready ran out
-	respawnSlot                      // time to refill an empty slot
-	drainDeadline                    // a draining worker's time is up
-	stopDeadline                     // the drain on stop ran out of time
-	watchdogExpired                  // a worker sent no WATCHDOG=1 for worker.watchdog
-	ownWatchdog                      // time to tell systemd baton is alive (WatchdogSec=)
-	memoryCheck                      // time to compare workers' memory with worker.max_memory
+	readyDelayDone   timerKind = iota // a delay-ready worker stayed up long enough
+	readyDeadline                     // a generation's time to become ready ran out
+	respawnSlot                       // time to refill an empty slot
+	drainDeadline                     // a draining worker's time is up
+	stopDeadline                      // the drain on stop ran out of time
+	watchdogExpired                   // a worker sent no WATCHDOG=1 for worker.watchdog
+	ownWatchdog                       // time to tell systemd baton is alive (WatchdogSec=)
+	handoverDeadline                  // the successor did not answer after taking over
+	memoryCheck                       // time to compare workers' memory with worker.max_memory
 )
 
 // MemoryCheckInterval is how often workers' resident memory is compared
@@ -138,8 +148,10 @@ type supervisor struct {
 	workers  map[int]*worker      // every live worker process, by pid
 	reload   *reloadState         // the reload under way, nil if none
 	pending  []chan<- reloadReply // reload requests that came during one
-	last     reloadOutcome
-	restarts int
+	// pendingUpgrade: one of the pending requests asked for a self-upgrade.
+	pendingUpgrade bool
+	last           reloadOutcome
+	restarts       int
 	// restartTimes are the unplanned restarts within restart.window.
 	restartTimes []time.Time
 	gaveUp       bool // the restart budget was spent
@@ -154,6 +166,25 @@ type supervisor struct {
 	// wdPing is how often systemd's watchdog is pinged (half of
 	// WatchdogSec=); 0 when systemd set none.
 	wdPing time.Duration
+
+	upg     *handoff.Upgrader
+	version string
+	dir     string // runtime directory: notify and (by default) control socket
+	// takingOver is set in a supervisor started by a self-upgrade until
+	// it has told systemd it is the main process and its parent that it
+	// is ready; parent is that supervisor's pid. Until then it says
+	// nothing to systemd and leaves shared sockets and paths alone.
+	takingOver bool
+	parent     int
+	// handedOver is set once a successor took over: this supervisor
+	// drains its workers and exits, silent towards systemd, leaving the
+	// sockets and their paths to the successor.
+	handedOver bool
+	// unstore are sockets in systemd's fd store the config no longer has,
+	// dropped once this supervisor is in charge.
+	unstore []string
+	// passSeq numbers the sockets registered with the upgrader.
+	passSeq int
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until
@@ -182,6 +213,8 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		workers: map[int]*worker{},
 		readers: map[*os.File]bool{},
 		devNull: -1,
+		upg:     opts.Upgrader,
+		version: opts.Version,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -204,6 +237,12 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		if err != nil {
 			return nil, fmt.Errorf("supervisor: find own executable for the worker shim: %w", err)
 		}
+		// The shim is this very executable, even once a package upgrade
+		// replaced the file (a new binary that is broken must not keep the
+		// running baton from starting workers).
+		if _, err := os.Stat(selfExe); err == nil {
+			exe = selfExe
+		}
 		s.shim = []string{exe, handoff.ShimCommand, "--"}
 	}
 	defer func() {
@@ -218,14 +257,21 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		return nil, fmt.Errorf("supervisor: become child subreaper: %w", os.NewSyscallError("prctl", err))
 	}
 
-	inherited := opts.Inherited
-	if inherited == nil {
-		if inherited, err = systemd.Inherited(); err != nil {
+	var note *upgradeNote
+	if s.upg != nil && s.upg.HasParent() {
+		if note, err = s.takeFromParent(cfg); err != nil {
 			return nil, err
 		}
-	}
-	if s.listeners, err = adoptInherited(cfg.Listen, inherited, s.log); err != nil {
-		return nil, err
+	} else {
+		inherited := opts.Inherited
+		if inherited == nil {
+			if inherited, err = systemd.Inherited(); err != nil {
+				return nil, err
+			}
+		}
+		if s.listeners, err = adoptInherited(cfg.Listen, inherited, s.log); err != nil {
+			return nil, err
+		}
 	}
 
 	dir := opts.RuntimeDir
@@ -244,11 +290,15 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	if s.notify, err = systemd.ListenNotify(path); err != nil {
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
+	s.dir = dir
 	ctlPath := cfg.Control.Socket
 	if ctlPath == "" {
 		ctlPath = filepath.Join(dir, ControlSocketName)
 	}
-	if s.control, err = listenControl(ctlPath); err != nil {
+	if s.control, err = s.openControl(ctlPath, note); err != nil {
+		return nil, err
+	}
+	if err := s.passListeners(); err != nil {
 		return nil, err
 	}
 	if s.devNull, err = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
@@ -295,7 +345,7 @@ func (s *supervisor) close() {
 		s.spawner.Close()
 	}
 	if s.control != nil {
-		s.control.close()
+		s.control.close(s.sharesSockets())
 	}
 	if s.notify != nil {
 		s.notify.Close()
@@ -303,7 +353,7 @@ func (s *supervisor) close() {
 	if s.devNull >= 0 {
 		unix.Close(s.devNull)
 	}
-	closeListeners(s.listeners)
+	closeListeners(s.listeners, s.sharesSockets())
 	if s.tmpDir != "" {
 		os.RemoveAll(s.tmpDir)
 	}
@@ -314,17 +364,19 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 	defer signal.Stop(sigchld)
 	s.goTask(func() { reap(sigchld, s.events, s.quit) })
 	s.goTask(s.readNotify)
-	s.goTask(func() { s.control.serve(s.post, s.quit) })
+	if !s.takingOver {
+		s.serveControl()
+	}
 	defer func() {
 		close(s.quit)
 		s.notify.Close() // unblocks readNotify
-		s.control.close()
+		s.control.close(s.sharesSockets())
 		s.tasks.Wait()
 		s.waitOutputs()
 	}()
 
 	s.log.Info("starting workers", "count", s.cfg.Worker.Count, "command", strings.Join(s.cfg.Worker.Command, " "),
-		"listeners", listenerNames(s.cfg), "control", s.control.path)
+		"listeners", listenerNames(s.cfg), "control", s.control.path, "version", s.version)
 	g, err := s.newGeneration(s.cfg)
 	if err == nil {
 		s.next = g
@@ -334,19 +386,14 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 		s.fail(err)
 	}
 	s.after(MemoryCheckInterval, timerEvent{kind: memoryCheck})
-	// systemd's watchdog is pinged from the loop itself, so a loop that
-	// hangs stops the pings and systemd restarts baton.
-	if d, err := systemd.WatchdogInterval(); err != nil {
-		s.log.Warn("ignoring systemd's watchdog setting", "err", err)
-	} else if d > 0 {
-		s.wdPing = d / 2
-		s.log.Info("pinging systemd's watchdog", "every", s.wdPing)
-		s.sendSystemd("WATCHDOG=1")
-		s.after(s.wdPing, timerEvent{kind: ownWatchdog})
+	if !s.takingOver {
+		s.armOwnWatchdog()
 	}
 
 	done := ctx.Done()
-	for s.phase != phaseStopping || len(s.workers) > 0 {
+	// After a handover the loop also waits for the successor's answer to
+	// the upgrade's requester (bounded by handoverDeadline).
+	for s.phase != phaseStopping || len(s.workers) > 0 || s.reload != nil && s.handedOver {
 		select {
 		case <-done:
 			done = nil
@@ -363,10 +410,41 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 		}
 	}
 	s.answerPending(errors.New("supervisor: baton is stopping"))
-	if s.err == nil {
+	switch {
+	case s.handedOver:
+		s.log.Info("handed over: exiting")
+	case s.err == nil:
 		s.log.Info("stopped")
 	}
 	return s.err
+}
+
+// serveControl starts answering on the control socket. A supervisor
+// taking over starts only once it is in charge: until then its parent
+// answers.
+func (s *supervisor) serveControl() {
+	s.goTask(func() { s.control.serve(s.post, s.quit) })
+}
+
+// armOwnWatchdog starts pinging systemd's watchdog when WatchdogSec= is
+// set. The pings come from the loop itself, so a loop that hangs stops
+// them and systemd restarts baton. A supervisor started by a self-upgrade
+// inherited WATCHDOG_PID naming its parent; once in charge it takes the
+// watchdog over, and names itself for its own successor.
+func (s *supervisor) armOwnWatchdog() {
+	d, err := systemd.WatchdogFor(s.parent)
+	if err != nil {
+		s.log.Warn("ignoring systemd's watchdog setting", "err", err)
+		return
+	}
+	if d <= 0 {
+		return
+	}
+	os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	s.wdPing = d / 2
+	s.log.Info("pinging systemd's watchdog", "every", s.wdPing)
+	s.sendSystemd("WATCHDOG=1")
+	s.after(s.wdPing, timerEvent{kind: ownWatchdog})
 }
 
 func (s *supervisor) goTask(f func()) {
@@ -411,6 +489,12 @@ func (s *supervisor) handle(ev event) {
 		s.onTimer(ev)
 	case controlEvent:
 		s.onControl(ev)
+	case upgradeDone:
+		s.onUpgradeDone(ev)
+	case successorInfo:
+		s.onSuccessorInfo(ev)
+	case takeoverConfirmed:
+		s.onTakeoverConfirmed(ev)
 	}
 }
 
@@ -425,7 +509,9 @@ func (s *supervisor) onSignal(sig os.Signal) {
 		s.log.Info("stopping", "signal", sig.String())
 		s.beginStop()
 	case syscall.SIGHUP:
-		s.requestReload(nil)
+		s.requestReload(nil, false)
+	case syscall.SIGUSR2:
+		s.requestReload(nil, true)
 	default:
 		s.log.Debug("signal ignored", "signal", sig.String())
 	}
@@ -511,8 +597,15 @@ func (s *supervisor) onTimer(ev timerEvent) {
 	case memoryCheck:
 		s.checkMemory()
 	case ownWatchdog:
+		if s.handedOver {
+			return // the successor pings now
+		}
 		s.sendSystemd("WATCHDOG=1")
 		s.after(s.wdPing, ev)
+	case handoverDeadline:
+		if s.handedOver && s.reload != nil {
+			s.onSuccessorInfo(successorInfo{err: errors.New("the new baton did not answer")})
+		}
 	case stopDeadline:
 		if len(s.workers) > 0 {
 			s.log.Warn("drain timed out, killing workers", "left", len(s.workers))
@@ -552,25 +645,34 @@ func (s *supervisor) beginStop() {
 	if s.phase == phaseStopping {
 		return
 	}
-	s.phase = phaseStopping
+	if s.upg != nil {
+		s.upg.Stop() // ends a self-upgrade under way: its successor is killed
+	}
 	s.sendSystemd("STOPPING=1")
+	s.phase = phaseStopping // no queued reload starts now
+	s.finishReload(errors.New("supervisor: baton is stopping"))
+	s.drainAll("stopping")
+}
+
+// drainAll drains every generation and closes baton's copies of the
+// sockets: no worker will start again.
+func (s *supervisor) drainAll(why string) {
+	s.phase = phaseStopping
 	var longest time.Duration
 	for _, g := range s.generations() {
 		longest = max(longest, g.cfg.Worker.DrainTimeout.Std())
 		if g.state != genDraining {
-			s.drainGeneration(g, "stopping")
+			s.drainGeneration(g, why)
 		}
 	}
 	s.current, s.next = nil, nil
-	s.finishReload(errors.New("supervisor: baton is stopping"))
 	s.answerPending(errors.New("supervisor: baton is stopping"))
-	// No worker will start again, so baton's copies of the sockets are of
-	// no more use. Closing them now lets each socket close as soon as the
-	// draining workers have closed theirs: a new client is refused at once
-	// instead of waiting in a queue nobody accepts from until baton exits.
-	// A socket from systemd stays open in systemd, its queue kept for the
-	// next start.
-	closeListeners(s.listeners)
+	// Closing the sockets now lets each one close as soon as the draining
+	// workers have closed theirs: a new client is refused at once instead
+	// of waiting in a queue nobody accepts from until baton exits. A
+	// socket from systemd stays open in systemd, its queue kept for the
+	// next start; after a handover the successor holds them all.
+	closeListeners(s.listeners, s.sharesSockets())
 	s.listeners = nil
 	s.after(longest, timerEvent{kind: stopDeadline})
 	if len(s.workers) > 0 {
@@ -579,13 +681,23 @@ func (s *supervisor) beginStop() {
 	}
 }
 
+// sharesSockets reports whether another supervisor uses this one's
+// sockets: a successor taking over, or the one that took over. Sockets
+// are then closed without unlinking their paths or leaving the fd store.
+func (s *supervisor) sharesSockets() bool { return s.takingOver || s.handedOver }
+
 func (s *supervisor) killAll() {
 	for _, w := range s.workers {
 		w.signalGroup(sigkill)
 	}
 }
 
+// sendSystemd notifies systemd, unless another supervisor speaks for the
+// service: the one being taken over, or the successor.
 func (s *supervisor) sendSystemd(state string) {
+	if s.sharesSockets() {
+		return
+	}
 	if err := s.notifyS(state); err != nil {
 		s.log.Warn("cannot notify systemd", "err", err)
 	}
@@ -612,7 +724,7 @@ func (s *supervisor) statusLine() string {
 
 // publishStatus sends STATUS= to systemd when it changed.
 func (s *supervisor) publishStatus() {
-	if s.phase == phaseStopping {
+	if s.phase == phaseStopping || s.takingOver {
 		return
 	}
 	if line := s.statusLine(); line != s.status {

@@ -359,7 +359,17 @@ func (s *supervisor) promote(g *generation) {
 		s.phase = phaseRunning
 		s.log.Info("all workers ready", "count", len(g.slots), "generation", g.n)
 		s.status = s.statusLine()
+		if s.takingOver {
+			s.confirmTakeover()
+			return
+		}
 		s.sendSystemd("READY=1\nSTATUS=" + s.status)
+		if s.upg != nil {
+			// Until then tableflip refuses to upgrade.
+			if err := s.upg.Ready(); err != nil {
+				s.log.Warn("self-upgrades will not work", "err", err)
+			}
+		}
 		s.runPending()
 		return
 	}

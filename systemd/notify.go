@@ -2,6 +2,8 @@ package systemd
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -18,13 +20,28 @@ func Notify(state string) error {
 	return nil
 }
 
-// WatchdogInterval returns systemd's watchdog timeout for this process
-// (WatchdogSec=, from WATCHDOG_USEC when WATCHDOG_PID is this process or
-// unset), or 0 when there is none. The variables stay in the environment.
-func WatchdogInterval() (time.Duration, error) {
-	d, err := daemon.SdWatchdogEnabled(false)
-	if err != nil {
-		return 0, fmt.Errorf("systemd: watchdog: %w", err)
+// WatchdogFor returns systemd's watchdog timeout (WatchdogSec=, from
+// WATCHDOG_USEC) when it is meant for this process: WATCHDOG_PID unset or
+// this pid, or parent, the pid of the supervisor this one took over from
+// and inherited its environment from (0 if none). 0 means no watchdog. The
+// variables stay in the environment.
+func WatchdogFor(parent int) (time.Duration, error) {
+	usec := os.Getenv("WATCHDOG_USEC")
+	if usec == "" {
+		return 0, nil
 	}
-	return d, nil
+	if p := os.Getenv("WATCHDOG_PID"); p != "" {
+		pid, err := strconv.Atoi(p)
+		if err != nil || pid <= 0 {
+			return 0, fmt.Errorf("systemd: watchdog: WATCHDOG_PID=%q is not a pid", p)
+		}
+		if pid != os.Getpid() && (parent <= 0 || pid != parent) {
+			return 0, nil
+		}
+	}
+	n, err := strconv.ParseInt(usec, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("systemd: watchdog: WATCHDOG_USEC=%q is not a positive number of microseconds", usec)
+	}
+	return time.Duration(n) * time.Microsecond, nil
 }

@@ -28,19 +28,22 @@ import (
 
 // Exit codes.
 const (
-	exitOK      = 0
-	exitFailed  = 1
-	exitUsage   = 2
-	exitGiveUp  = 3
-	exitNoExec  = 127
-	versionText = "baton 0.1.0-dev"
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+	exitGiveUp = 3
+	exitNoExec = 127
 )
+
+// version is set at build time: go build -ldflags "-X main.version=1.2.3".
+var version = "0.1.0-dev"
 
 const usageText = `usage: baton COMMAND [ARGS]
 
 commands:
   run      run a worker pool:  baton run --listen http=tcp://127.0.0.1:8080 -- ./server
   reload   reload a running baton and wait for the outcome
+  upgrade  replace a running baton by the executable on disk, sockets kept open
   check    validate a configuration file:  baton check --config FILE
   version  print the version
 
@@ -59,8 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
 		return runCmd(rest, stderr)
-	case "reload":
-		return reloadCmd(rest, stdout, stderr)
+	case "reload", "upgrade":
+		return controlCmd(cmd, rest, stdout, stderr)
 	case "check":
 		return checkCmd(rest, stdout, stderr)
 	case handoff.ShimCommand:
@@ -71,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "baton: %v\n", err)
 		return exitNoExec
 	case "version", "--version":
-		fmt.Fprintln(stdout, versionText)
+		fmt.Fprintln(stdout, "baton "+version)
 		return exitOK
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
@@ -87,9 +90,24 @@ func runCmd(args []string, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
+	// The upgrader comes first: in a baton started by a self-upgrade it
+	// takes the sockets passed at descriptors 3 and up, and it tells the
+	// waiting parent why this one fails.
+	timeout := time.Minute
+	if err == nil {
+		timeout = supervisor.UpgradeTimeout(cfg)
+	}
+	upg, uerr := handoff.NewUpgrader(timeout)
 	if err != nil {
+		if upg != nil {
+			upg.Fail(err)
+		}
 		fmt.Fprintf(stderr, "baton: %v\n", err)
 		return exitUsage
+	}
+	if uerr != nil {
+		fmt.Fprintf(stderr, "baton: %v\n", uerr)
+		return exitFailed
 	}
 	var handler slog.Handler = slog.NewTextHandler(stderr, nil)
 	if opts.LogFormat == "json" {
@@ -98,7 +116,7 @@ func runCmd(args []string, stderr io.Writer) int {
 	log := slog.New(handler)
 
 	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(signals)
 
 	// A reload re-reads the file and re-applies the same flags.
@@ -106,8 +124,11 @@ func runCmd(args []string, stderr io.Writer) int {
 		c, _, err := config.FromArgs(args, io.Discard)
 		return c, err
 	}
-	err = supervisor.Run(context.Background(), cfg, supervisor.Options{Logger: log, Signals: signals, Load: load})
+	err = supervisor.Run(context.Background(), cfg, supervisor.Options{
+		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version,
+	})
 	if err != nil {
+		upg.Fail(err)
 		fmt.Fprintf(stderr, "baton: %v\n", err)
 		if errors.Is(err, supervisor.ErrGiveUp) {
 			return exitGiveUp
@@ -117,15 +138,21 @@ func runCmd(args []string, stderr io.Writer) int {
 	return exitOK
 }
 
-func reloadCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("baton reload", flag.ContinueOnError)
+// controlCmd is `baton reload` and `baton upgrade`: one request to the
+// running baton's control socket, waiting for the outcome.
+func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("baton "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	control := fs.String("control", "", "control socket `path` (default: control.socket of --config, else $RUNTIME_DIRECTORY/baton.sock)")
 	cfgPath := fs.String("config", "", "the running baton's configuration `file`, to find its control socket")
 	pid := fs.Int("pid", 0, "`PID` of a baton started without a runtime directory or control.socket")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
+	what := "Starts a new generation of workers and waits: exit 0 once it serves, 1 if the reload failed or was rolled back (the old workers still serve). When the baton executable on disk was replaced, the reload is a self-upgrade."
+	if cmd == "upgrade" {
+		what = "Starts a new baton from the executable on disk, which takes over every socket and starts its own workers, and waits: exit 0 once it serves (the old baton then drains and exits), 1 if it failed (the old baton and its workers still serve)."
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: baton reload [--control PATH | --config FILE | --pid PID] [--timeout D]\n\nStarts a new generation of workers and waits: exit 0 once it serves, 1 if the reload failed or was rolled back (the old workers still serve).\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: baton %s [--control PATH | --config FILE | --pid PID] [--timeout D]\n\n%s\n\nflags:\n", cmd, what)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -134,19 +161,30 @@ func reloadCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "baton: %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return exitUsage
+	}
 	path, err := controlPath(*control, *cfgPath, *pid)
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: reload: %v\n", err)
+		fmt.Fprintf(stderr, "baton: %s: %v\n", cmd, err)
 		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	resp, err := supervisor.Request(ctx, path, supervisor.ControlRequest{Command: "reload"})
+	resp, err := supervisor.Request(ctx, path, supervisor.ControlRequest{Command: cmd})
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: reload: %v\n", err)
+		fmt.Fprintf(stderr, "baton: %s: %v\n", cmd, err)
 		return exitFailed
 	}
-	fmt.Fprintf(stdout, "reload ok: generation %d serving with %d workers (%.2fs)\n", resp.Generation, resp.Workers, resp.Seconds)
+	switch {
+	case cmd == "upgrade":
+		fmt.Fprintf(stdout, "upgrade ok: baton pid %d serving generation %d with %d workers (%.2fs)\n", resp.PID, resp.Generation, resp.Workers, resp.Seconds)
+	case resp.Upgraded:
+		fmt.Fprintf(stdout, "reload ok: upgraded to baton pid %d, generation %d serving with %d workers (%.2fs)\n", resp.PID, resp.Generation, resp.Workers, resp.Seconds)
+	default:
+		fmt.Fprintf(stdout, "reload ok: generation %d serving with %d workers (%.2fs)\n", resp.Generation, resp.Workers, resp.Seconds)
+	}
 	return exitOK
 }
 

@@ -1,0 +1,179 @@
+package handoff
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"golang.org/x/sys/unix"
+)
+
+// The parent's note and the file where a failing successor says why. Both
+// are set only for the duration of Upgrade, and the successor removes them
+// from its environment.
+const (
+	noteEnv   = "BATON_UPGRADE_NOTE"
+	reportEnv = "BATON_UPGRADE_REPORT"
+)
+
+// maxReport bounds the reason read back from a failed successor.
+const maxReport = 2048
+
+// Upgrader hands a supervisor's descriptors to its successor: a new
+// process of the executable at os.Args[0] (possibly a new version), started
+// with the same arguments and environment, as github.com/cloudflare/tableflip
+// does it. Every descriptor registered with Add passes to each successor
+// under its name; the successor takes the ones it wants with Take.
+//
+// Descriptors are kept and passed as they are: nothing here changes their
+// blocking mode, which every process holding a socket shares.
+type Upgrader struct {
+	tf     *tableflip.Upgrader
+	note   string
+	report string      // where to explain a failure to the parent
+	ready  atomic.Bool // Ready was called
+}
+
+// NewUpgrader must be called at most once per process, before anything
+// else uses descriptors 3 and up of a process started by Upgrade. timeout
+// bounds how long Upgrade waits for the successor's Ready before killing
+// it.
+func NewUpgrader(timeout time.Duration) (*Upgrader, error) {
+	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("handoff: upgrader: %w", err)
+	}
+	u := &Upgrader{tf: tf}
+	if tf.HasParent() {
+		u.note, u.report = os.Getenv(noteEnv), os.Getenv(reportEnv)
+	}
+	os.Unsetenv(noteEnv)
+	os.Unsetenv(reportEnv)
+	return u, nil
+}
+
+// HasParent reports whether this process was started by Upgrade, as the
+// successor of a running supervisor.
+func (u *Upgrader) HasParent() bool { return u.tf.HasParent() }
+
+// Note returns what the parent passed to Upgrade ("" without a parent).
+func (u *Upgrader) Note() string { return u.note }
+
+// Add registers a duplicate of fd under name, to pass to every successor.
+// fd itself stays the caller's. A name is registered once: there is no way
+// to take it back.
+func (u *Upgrader) Add(name string, fd int) error {
+	// AddFile wants an *os.File, and dups it again through SyscallConn.
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return fmt.Errorf("handoff: pass %q to the next supervisor: %w", name, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+	}
+	f := os.NewFile(uintptr(dup), name)
+	defer f.Close()
+	if err := u.tf.AddFile(name, f); err != nil {
+		return fmt.Errorf("handoff: pass %q to the next supervisor: %w", name, err)
+	}
+	return nil
+}
+
+// Take returns a close-on-exec duplicate of the descriptor the parent
+// passed under name, or -1 when it passed none. The upgrader keeps its own
+// copy, passed on to this process's successor in turn.
+func (u *Upgrader) Take(name string) (int, error) {
+	f, err := u.tf.File(name)
+	if err != nil {
+		return -1, fmt.Errorf("handoff: take %q from the previous supervisor: %w", name, err)
+	}
+	if f == nil {
+		return -1, nil
+	}
+	defer f.Close()
+	fd, err := DupFd(f)
+	if err != nil {
+		return -1, fmt.Errorf("handoff: take %q from the previous supervisor: %w", name, err)
+	}
+	return fd, nil
+}
+
+// Ready tells the parent, if any, that this process has taken over: its
+// Upgrade returns nil. Descriptors passed but not taken are closed. A
+// process must be Ready before it can Upgrade itself.
+func (u *Upgrader) Ready() error {
+	if err := u.tf.Ready(); err != nil {
+		return fmt.Errorf("handoff: upgrade: %w", err)
+	}
+	u.ready.Store(true)
+	return nil
+}
+
+// Fail tells the parent, whose Upgrade is waiting, why this process is
+// giving up before it was Ready. It does nothing without a parent or once
+// Ready was called.
+func (u *Upgrader) Fail(reason error) {
+	if u.report == "" || u.ready.Load() {
+		return
+	}
+	f, err := os.OpenFile(u.report, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return // the parent gave up waiting and removed it
+	}
+	defer f.Close()
+	f.WriteString(reason.Error())
+}
+
+// ErrParentRunning is returned by Upgrade while the supervisor this one
+// took over from has not exited yet.
+var ErrParentRunning = errors.New("handoff: the previous supervisor has not exited yet")
+
+// Upgrade starts the successor with note and every registered descriptor,
+// and waits until it is Ready (nil), exits or runs out of time (an error;
+// the successor is killed). An error carries the successor's own reason
+// when it gave one with Fail. Only one Upgrade runs at a time.
+func (u *Upgrader) Upgrade(note string) error {
+	report, err := os.CreateTemp("", "baton-upgrade-*")
+	if err != nil {
+		return fmt.Errorf("handoff: upgrade: %w", err)
+	}
+	report.Close()
+	defer os.Remove(report.Name())
+	os.Setenv(noteEnv, note)
+	os.Setenv(reportEnv, report.Name())
+	defer os.Unsetenv(noteEnv)
+	defer os.Unsetenv(reportEnv)
+	err = u.tf.Upgrade()
+	// tableflip's loop may not have seen Ready yet when Upgrade follows it
+	// closely: then it answers "not ready" although it is.
+	for wait := time.Millisecond; err != nil && err.Error() == "process is not ready yet" && u.ready.Load() && wait < time.Second; wait *= 2 {
+		time.Sleep(wait)
+		err = u.tf.Upgrade()
+	}
+	switch {
+	case err == nil:
+		return nil
+	case err.Error() == "parent hasn't exited": // tableflip exports no sentinel
+		return ErrParentRunning
+	}
+	if why := readReport(report.Name()); why != "" {
+		return fmt.Errorf("handoff: upgrade: %w (%s)", errors.New(why), err)
+	}
+	return fmt.Errorf("handoff: upgrade: %w", err)
+}
+
+// Stop aborts an Upgrade under way (killing the successor) and refuses
+// later ones. Call it when the supervisor stops for good.
+func (u *Upgrader) Stop() { u.tf.Stop() }
+
+func readReport(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b := make([]byte, maxReport)
+	n, _ := io.ReadFull(f, b)
+	return string(b[:n])
+}

@@ -1,0 +1,302 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/systemd"
+)
+
+// A self-upgrade (DESIGN.md §2) replaces the running supervisor by a new
+// process of the executable on disk, without closing a socket:
+//
+//  1. The old supervisor starts its successor through the upgrader, which
+//     passes every listener and the control socket, with a note saying
+//     what each one is (upgradeNote).
+//  2. The successor takes the sockets its configuration uses and starts
+//     its own generation of workers on them, saying nothing to systemd.
+//  3. Once they are ready it sends MAINPID=<its pid> and READY=1, waits
+//     for systemd's BARRIER=1 answer, and tells the old one it is Ready.
+//  4. The old supervisor drains its workers and exits; the successor
+//     answers on the control socket and pings the watchdog from then on.
+//
+// A successor that fails (cannot start, exits, or its workers are not
+// ready within its reload.timeout) drains what it started and exits,
+// saying why; the old one never stopped serving and reports the failure
+// like a failed reload.
+
+// upgradeNote is what a supervisor tells its successor besides the
+// descriptors themselves.
+type upgradeNote struct {
+	Generation int              `json:"generation"` // the newest so far; the successor's is the next
+	Control    string           `json:"control"`    // control socket path
+	Listeners  []passedListener `json:"listeners"`
+}
+
+// passedListener describes one listening socket handed over, under Key.
+type passedListener struct {
+	Key     string `json:"key"`
+	Name    string `json:"name"`
+	Network string `json:"network,omitempty"` // empty for a socket from a .socket unit
+	Addr    string `json:"addr,omitempty"`
+	Systemd bool   `json:"systemd,omitempty"` // from a .socket unit
+	Stored  bool   `json:"stored,omitempty"`  // in systemd's fd store
+}
+
+// Events of a self-upgrade.
+type (
+	// upgradeDone: the old supervisor's Upgrade call returned.
+	upgradeDone struct{ err error }
+	// successorInfo: what the successor answered on the control socket
+	// once it had taken over.
+	successorInfo struct {
+		st  *Stats
+		err error
+	}
+	// takeoverConfirmed: systemd processed the successor's MAINPID=.
+	takeoverConfirmed struct{ err error }
+)
+
+// Timeouts of the handover's small steps, each one a local round trip.
+const (
+	barrierTimeout   = 5 * time.Second
+	successorTimeout = 10 * time.Second
+)
+
+// UpgradeTimeout is how long a self-upgrade waits for the successor
+// before killing it: the successor gives up by itself after its
+// reload.timeout and then drains what it started, so this only stops a
+// successor that hangs.
+func UpgradeTimeout(cfg *config.Config) time.Duration {
+	return cfg.Reload.Timeout.Std() + cfg.Worker.DrainTimeout.Std() + barrierTimeout + 5*time.Second
+}
+
+// beginUpgrade starts the successor; the reload under way (s.reload)
+// ends when it has taken over or failed.
+func (s *supervisor) beginUpgrade() {
+	if s.upg == nil {
+		s.finishReload(errors.New("supervisor: self-upgrade: not possible here (only `baton run` can replace itself)"))
+		return
+	}
+	s.reload.upgrade = true
+	b, err := json.Marshal(s.upgradeNote())
+	if err != nil {
+		s.finishReload(fmt.Errorf("supervisor: self-upgrade: %w", err))
+		return
+	}
+	s.log.Info("self-upgrade: starting a new baton", "executable", os.Args[0])
+	s.publishStatus()
+	note := string(b)
+	s.goTask(func() { s.post(upgradeDone{err: s.upg.Upgrade(note)}) })
+}
+
+func (s *supervisor) upgradeNote() upgradeNote {
+	n := upgradeNote{Generation: s.gen, Control: s.control.path}
+	for _, l := range s.listeners {
+		if l.passKey == "" {
+			continue // could not be registered (logged then)
+		}
+		n.Listeners = append(n.Listeners, passedListener{
+			Key: l.passKey, Name: l.name, Network: l.network, Addr: l.addr, Systemd: l.inherited, Stored: l.stored,
+		})
+	}
+	return n
+}
+
+// onUpgradeDone either reports a failed self-upgrade (this supervisor
+// keeps serving) or hands over: drain every worker, silently, and leave
+// the sockets to the successor.
+func (s *supervisor) onUpgradeDone(ev upgradeDone) {
+	if s.reload == nil || !s.reload.upgrade {
+		return // stopped meanwhile
+	}
+	if ev.err != nil {
+		err := ev.err
+		if errors.Is(err, handoff.ErrParentRunning) {
+			err = fmt.Errorf("the baton this one took over from (pid %d) is still draining its workers: upgrade again once it has exited", s.parent)
+		}
+		s.finishReload(fmt.Errorf("supervisor: self-upgrade failed, this baton keeps serving: %w", err))
+		return
+	}
+	s.handedOver = true
+	s.log.Info("self-upgrade done, draining this baton's workers")
+	s.control.close(true)
+	s.drainAll("handed over to the new baton")
+	s.after(successorTimeout, timerEvent{kind: handoverDeadline})
+	path := s.control.path
+	s.goTask(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), successorTimeout)
+		defer cancel()
+		resp, err := Request(ctx, path, ControlRequest{Command: "stats"})
+		s.post(successorInfo{st: resp.Stats, err: err})
+	})
+}
+
+// onSuccessorInfo answers whoever asked for the self-upgrade.
+func (s *supervisor) onSuccessorInfo(ev successorInfo) {
+	r := s.reload
+	if r == nil {
+		return
+	}
+	s.reload = nil
+	reply := reloadReply{Took: time.Since(r.started), Upgraded: true}
+	if ev.st != nil {
+		reply.PID, reply.Generation, reply.Workers = ev.st.PID, ev.st.Generation, ev.st.Workers
+	} else {
+		// Its control socket is elsewhere (the default one is per pid).
+		reply.PID = s.successorPID()
+		s.log.Warn("the new baton does not answer on this control socket", "err", ev.err)
+	}
+	s.log.Info("self-upgrade done: the new baton serves", "new_pid", reply.PID, "generation", reply.Generation,
+		"took", reply.Took.Round(time.Millisecond))
+	for _, w := range r.waiters {
+		answer(w, reply)
+	}
+}
+
+// successorPID finds the child that is no worker: the successor (or, very
+// rarely, an orphan being reaped), 0 if none.
+func (s *supervisor) successorPID() int {
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && s.workers[pid] == nil {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// takeFromParent takes, in a supervisor started by a self-upgrade, the
+// sockets its parent passed that cfg uses: a .socket unit's by name (one
+// cfg does not claim is an error, as at start), the others by address.
+// The rest are closed when this supervisor is Ready.
+func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
+	var note upgradeNote
+	if err := json.Unmarshal([]byte(s.upg.Note()), &note); err != nil {
+		return nil, fmt.Errorf("supervisor: self-upgrade: the previous baton's note: %w", err)
+	}
+	s.takingOver, s.parent = true, os.Getppid()
+	s.gen = note.Generation
+	take := func(p passedListener) (int, error) {
+		fd, err := s.upg.Take(p.Key)
+		if err == nil && fd < 0 {
+			err = fmt.Errorf("supervisor: self-upgrade: the previous baton did not pass listener %q", p.Name)
+		}
+		return fd, err
+	}
+	var fromSystemd []systemd.Socket
+	var keys []string
+	for _, p := range note.Listeners {
+		if p.Systemd {
+			fd, err := take(p)
+			if err != nil {
+				closeSockets(fromSystemd)
+				return nil, err
+			}
+			fromSystemd = append(fromSystemd, systemd.Socket{Name: p.Name, Fd: fd})
+			keys = append(keys, p.Key)
+			continue
+		}
+		if !usesAddress(cfg, p) {
+			if p.Stored {
+				s.unstore = append(s.unstore, p.Name)
+			}
+			continue
+		}
+		fd, err := take(p)
+		if err != nil {
+			closeSockets(fromSystemd)
+			return nil, err
+		}
+		l := &listener{name: p.Name, network: p.Network, addr: p.Addr, fd: fd, stored: p.Stored, passKey: p.Key}
+		if p.Network == "unix" {
+			l.unlink = p.Addr
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	ls, err := adoptInherited(cfg.Listen, fromSystemd, s.log)
+	if err != nil {
+		return nil, err
+	}
+	for i, l := range ls {
+		l.passKey = keys[i]
+	}
+	s.listeners = append(s.listeners, ls...)
+	s.log.Info("taking over from the previous baton", "parent", s.parent, "listeners", len(s.listeners))
+	return &note, nil
+}
+
+// usesAddress reports whether cfg has a listener where p is bound (and,
+// for a socket in systemd's fd store, stored under the same name).
+func usesAddress(cfg *config.Config, p passedListener) bool {
+	for _, c := range cfg.Listen {
+		if c.Network == p.Network && c.Addr == p.Addr && (!p.Stored || c.Name == p.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+func closeSockets(ss []systemd.Socket) {
+	for _, s := range ss {
+		unix.Close(s.Fd)
+	}
+}
+
+// confirmTakeover tells systemd this supervisor is the main process now,
+// once its first generation is ready, and waits (off the loop) until
+// systemd has processed that.
+func (s *supervisor) confirmTakeover() {
+	state := fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", os.Getpid(), s.status)
+	s.goTask(func() {
+		err := s.notifyS(state)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), barrierTimeout)
+			err = systemd.Barrier(ctx)
+			cancel()
+		}
+		s.post(takeoverConfirmed{err})
+	})
+}
+
+// onTakeoverConfirmed completes the takeover: the parent learns it may
+// drain and exit, and this supervisor takes on the control socket,
+// systemd's watchdog and fd store.
+func (s *supervisor) onTakeoverConfirmed(ev takeoverConfirmed) {
+	if !s.takingOver || s.phase != phaseRunning {
+		return
+	}
+	if ev.err != nil {
+		s.log.Warn("systemd did not confirm the new main pid; taking over anyway", "err", ev.err)
+	}
+	if err := s.upg.Ready(); err != nil {
+		s.log.Warn("cannot tell the previous baton to hand over", "err", err)
+	}
+	s.takingOver = false
+	s.log.Info("took over from the previous baton", "parent", s.parent, "generation", s.current.n)
+	s.serveControl()
+	s.armOwnWatchdog()
+	s.storeListeners(s.cfg)
+	for _, name := range s.unstore {
+		if err := systemd.RemoveStoredFD(name); err != nil {
+			s.log.Warn("cannot remove socket from systemd's fd store", "name", name, "err", err)
+		}
+	}
+	s.unstore = nil
+	s.publishStatus()
+	s.runPending()
+}
