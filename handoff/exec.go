@@ -125,6 +125,7 @@ func start(spec Spec) (int, error) {
 var withoutVars = []string{
 	"LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID",
 	"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
+	"TABLEFLIP_HAS_PARENT_7DIU3", // baton's own self-upgrade (a Go worker may use tableflip too)
 }
 
 // Env builds a worker's environment: base without the variables that belong

@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,16 +16,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The parent's note and the file where a failing successor says why. Both
-// are set only for the duration of Upgrade, and the successor removes them
-// from its environment.
+// The parent's note and the report file, where the successor writes its
+// pid at once and, if it gives up, why. Both are set only for the duration
+// of Upgrade, and the successor removes them from its environment.
 const (
 	noteEnv   = "BATON_UPGRADE_NOTE"
 	reportEnv = "BATON_UPGRADE_REPORT"
 )
 
-// maxReport bounds the reason read back from a failed successor.
-const maxReport = 2048
+// maxReport bounds what is read back from the report file.
+const maxReport = 4096
 
 // Upgrader hands a supervisor's descriptors to its successor: a new
 // process of the executable at os.Args[0] (possibly a new version), started
@@ -34,14 +38,17 @@ const maxReport = 2048
 type Upgrader struct {
 	tf     *tableflip.Upgrader
 	note   string
-	report string      // where to explain a failure to the parent
+	report string      // the parent's report file (successor side)
 	ready  atomic.Bool // Ready was called
+
+	mu      sync.Mutex
+	pending string // the report file of the Upgrade under way (parent side)
 }
 
 // NewUpgrader must be called at most once per process, before anything
 // else uses descriptors 3 and up of a process started by Upgrade. timeout
 // bounds how long Upgrade waits for the successor's Ready before killing
-// it.
+// it; Signal lets the caller end a successor sooner, and more gently.
 func NewUpgrader(timeout time.Duration) (*Upgrader, error) {
 	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: timeout})
 	if err != nil {
@@ -49,7 +56,12 @@ func NewUpgrader(timeout time.Duration) (*Upgrader, error) {
 	}
 	u := &Upgrader{tf: tf}
 	if tf.HasParent() {
+		// tableflip's pipes to the parent: no worker of ours may inherit
+		// them (it marks only the passed descriptors close-on-exec).
+		unix.CloseOnExec(3)
+		unix.CloseOnExec(4)
 		u.note, u.report = os.Getenv(noteEnv), os.Getenv(reportEnv)
+		u.writeReport(os.O_TRUNC, strconv.Itoa(os.Getpid())+"\n")
 	}
 	os.Unsetenv(noteEnv)
 	os.Unsetenv(reportEnv)
@@ -114,15 +126,21 @@ func (u *Upgrader) Ready() error {
 // giving up before it was Ready. It does nothing without a parent or once
 // Ready was called.
 func (u *Upgrader) Fail(reason error) {
-	if u.report == "" || u.ready.Load() {
+	if !u.ready.Load() {
+		u.writeReport(os.O_APPEND, reason.Error())
+	}
+}
+
+func (u *Upgrader) writeReport(flag int, s string) {
+	if u.report == "" {
 		return
 	}
-	f, err := os.OpenFile(u.report, os.O_WRONLY|os.O_TRUNC, 0)
+	f, err := os.OpenFile(u.report, os.O_WRONLY|flag, 0)
 	if err != nil {
 		return // the parent gave up waiting and removed it
 	}
 	defer f.Close()
-	f.WriteString(reason.Error())
+	f.WriteString(s)
 }
 
 // ErrParentRunning is returned by Upgrade while the supervisor this one
@@ -131,19 +149,28 @@ var ErrParentRunning = errors.New("handoff: the previous supervisor has not exit
 
 // Upgrade starts the successor with note and every registered descriptor,
 // and waits until it is Ready (nil), exits or runs out of time (an error;
-// the successor is killed). An error carries the successor's own reason
-// when it gave one with Fail. Only one Upgrade runs at a time.
-func (u *Upgrader) Upgrade(note string) error {
+// the successor is killed). It returns the successor's pid when known,
+// and an error carries the successor's own reason when it gave one with
+// Fail. Only one Upgrade runs at a time.
+func (u *Upgrader) Upgrade(note string) (int, error) {
 	report, err := os.CreateTemp("", "baton-upgrade-*")
 	if err != nil {
-		return fmt.Errorf("handoff: upgrade: %w", err)
+		return 0, fmt.Errorf("handoff: upgrade: %w", err)
 	}
 	report.Close()
-	defer os.Remove(report.Name())
+	u.mu.Lock()
+	u.pending = report.Name()
 	os.Setenv(noteEnv, note)
 	os.Setenv(reportEnv, report.Name())
-	defer os.Unsetenv(noteEnv)
-	defer os.Unsetenv(reportEnv)
+	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		u.pending = ""
+		os.Unsetenv(noteEnv)
+		os.Unsetenv(reportEnv)
+		os.Remove(report.Name())
+		u.mu.Unlock()
+	}()
 	err = u.tf.Upgrade()
 	// tableflip's loop may not have seen Ready yet when Upgrade follows it
 	// closely: then it answers "not ready" although it is.
@@ -151,29 +178,52 @@ func (u *Upgrader) Upgrade(note string) error {
 		time.Sleep(wait)
 		err = u.tf.Upgrade()
 	}
+	pid, why := readReport(report.Name())
 	switch {
 	case err == nil:
-		return nil
+		return pid, nil
 	case err.Error() == "parent hasn't exited": // tableflip exports no sentinel
-		return ErrParentRunning
+		return 0, ErrParentRunning
 	}
-	if why := readReport(report.Name()); why != "" {
-		return fmt.Errorf("handoff: upgrade: %w (%s)", errors.New(why), err)
+	// tableflip leaves its pipes to a failed successor to finalizers.
+	runtime.GC()
+	if why != "" {
+		return pid, fmt.Errorf("handoff: upgrade: %w (%s)", errors.New(why), err)
 	}
-	return fmt.Errorf("handoff: upgrade: %w", err)
+	return pid, fmt.Errorf("handoff: upgrade: %w", err)
+}
+
+// Signal sends sig to the successor of the Upgrade under way, once it has
+// started (it returns false before, or without an Upgrade).
+func (u *Upgrader) Signal(sig unix.Signal) bool {
+	u.mu.Lock()
+	path := u.pending
+	u.mu.Unlock()
+	if path == "" {
+		return false
+	}
+	pid, _ := readReport(path)
+	return pid > 0 && unix.Kill(pid, sig) == nil
 }
 
 // Stop aborts an Upgrade under way (killing the successor) and refuses
 // later ones. Call it when the supervisor stops for good.
 func (u *Upgrader) Stop() { u.tf.Stop() }
 
-func readReport(path string) string {
+// readReport returns the successor's pid (first line) and reason (the
+// rest), as far as it wrote them.
+func readReport(path string) (int, string) {
 	f, err := os.Open(path)
 	if err != nil {
-		return ""
+		return 0, ""
 	}
 	defer f.Close()
 	b := make([]byte, maxReport)
 	n, _ := io.ReadFull(f, b)
-	return string(b[:n])
+	line, why, ok := strings.Cut(string(b[:n]), "\n")
+	if !ok {
+		return 0, "" // the pid is still being written
+	}
+	pid, _ := strconv.Atoi(line)
+	return pid, why
 }

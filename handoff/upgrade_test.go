@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ func init() {
 
 // childModeEnv tells the successor started by the "upgrade" helper how to
 // behave: "ok" (take the socket and be Ready), "exit" (exit 3 at once),
-// "fail" (explain, then exit) or "hang" (never Ready).
+// "fail" (explain, then exit), "hang" (never Ready) or "signal" (wait for
+// the parent's SIGTERM, then explain and exit).
 const childModeEnv = "HANDOFF_TEST_CHILD"
 
 // upgradeHelper plays both supervisors. The first binds a socket, makes it
@@ -51,11 +53,19 @@ func upgradeHelper() int {
 			fmt.Println("error:", err)
 			return 1
 		}
-		if err := u.Upgrade("addr=" + ln.Addr().String()); err != nil {
+		if os.Getenv(childModeEnv) == "signal" {
+			go func() {
+				for !u.Signal(unix.SIGTERM) {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}()
+		}
+		pid, err := u.Upgrade("addr=" + ln.Addr().String())
+		if err != nil {
 			fmt.Println("parent: upgrade failed:", err)
 			return 1
 		}
-		fmt.Println("parent: upgraded")
+		fmt.Printf("parent: upgraded to pid %d\n", pid)
 		return 0
 	}
 	switch os.Getenv(childModeEnv) {
@@ -66,6 +76,12 @@ func upgradeHelper() int {
 		return 2
 	case "hang":
 		time.Sleep(time.Minute) // killed by the parent's timeout
+		return 1
+	case "signal":
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, unix.SIGTERM)
+		<-c
+		u.Fail(errors.New("stopped by SIGTERM"))
 		return 1
 	}
 	fd, err := u.Take("http")
@@ -81,8 +97,10 @@ func upgradeHelper() int {
 	if in, ok := sa.(*unix.SockaddrInet4); ok {
 		addr = fmt.Sprintf("%s:%d", net.IP(in.Addr[:]), in.Port)
 	}
-	fmt.Printf("child: note %s, took addr=%s nonblock=%v cloexec=%v, missing %d %v\n", u.Note(), addr,
-		flags&unix.O_NONBLOCK != 0, fdFlags&unix.FD_CLOEXEC != 0, missing, err)
+	pipeFlags, _ := unix.FcntlInt(4, unix.F_GETFD, 0)
+	fmt.Printf("child: pid %d\n", os.Getpid())
+	fmt.Printf("child: note %s, took addr=%s nonblock=%v cloexec=%v, missing %d %v, pipe cloexec=%v\n", u.Note(), addr,
+		flags&unix.O_NONBLOCK != 0, fdFlags&unix.FD_CLOEXEC != 0, missing, err, pipeFlags&unix.FD_CLOEXEC != 0)
 	if err := u.Ready(); err != nil {
 		fmt.Println("child: ready:", err)
 		return 1
@@ -119,11 +137,15 @@ func TestUpgradePassesDescriptors(t *testing.T) {
 	if !ok {
 		t.Fatalf("successor got no note:\n%s", out)
 	}
-	if want := "addr=" + addr + " nonblock=true cloexec=true, missing -1 <nil>"; took != want {
+	if want := "addr=" + addr + " nonblock=true cloexec=true, missing -1 <nil>, pipe cloexec=true"; took != want {
 		t.Errorf("successor took %q, want %q", took, want)
 	}
-	if !strings.Contains(out, "parent: upgraded\n") {
-		t.Errorf("parent's Upgrade did not succeed:\n%s", out)
+	var pid int
+	if _, err := fmt.Sscanf(out[strings.Index(out, "child: pid "):], "child: pid %d", &pid); err != nil {
+		t.Fatalf("successor's pid: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("parent: upgraded to pid %d\n", pid)) {
+		t.Errorf("parent's Upgrade did not succeed with the successor's pid %d:\n%s", pid, out)
 	}
 }
 
@@ -131,9 +153,10 @@ func TestUpgradePassesDescriptors(t *testing.T) {
 // parent learns why.
 func TestUpgradeFails(t *testing.T) {
 	for mode, want := range map[string]string{
-		"exit": "exit status 3",
-		"hang": "timed out",
-		"fail": "handoff: upgrade: config: bad.toml:3: worker.count: must be positive (child pid=",
+		"exit":   "exit status 3",
+		"hang":   "timed out",
+		"fail":   "handoff: upgrade: config: bad.toml:3: worker.count: must be positive (child pid=",
+		"signal": "handoff: upgrade: stopped by SIGTERM (child pid=",
 	} {
 		t.Run(mode, func(t *testing.T) {
 			start := time.Now()

@@ -224,17 +224,19 @@ func handleControl(conn net.Conn, post func(event), quit <-chan struct{}) Contro
 	return r
 }
 
-// receive waits for c until quit is closed, and takes a value already
-// sent even then: the loop may answer and end at once.
+// receive waits for c until quit is closed, and a moment more: the loop
+// may answer and end at once, the answer still on its way.
 func receive[T any](c <-chan T, quit <-chan struct{}) (T, bool) {
 	select {
 	case v := <-c:
 		return v, true
 	case <-quit:
+		t := time.NewTimer(100 * time.Millisecond)
+		defer t.Stop()
 		select {
 		case v := <-c:
 			return v, true
-		default:
+		case <-t.C:
 			var zero T
 			return zero, false
 		}

@@ -26,6 +26,17 @@ type reloadState struct {
 	started time.Time
 	waiters []chan<- reloadReply
 	upgrade bool // a self-upgrade (DESIGN.md §2)
+	// exits are children that were no worker, reaped during the
+	// upgrade: the successor's exit status may be among them.
+	exits  map[int]string
+	timers []*time.Timer
+}
+
+func (r *reloadState) stopTimers() {
+	for _, t := range r.timers {
+		t.Stop()
+	}
+	r.timers = nil
 }
 
 // reloadOutcome is the last reload's result, for the status line.
@@ -139,6 +150,7 @@ func (s *supervisor) finishReload(err error) {
 		return
 	}
 	s.reload = nil
+	r.stopTimers()
 	s.last = reloadOutcome{at: time.Now(), err: err}
 	reply := reloadReply{Err: err, Took: time.Since(r.started)}
 	if g := s.current; g != nil {

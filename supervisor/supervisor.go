@@ -82,6 +82,8 @@ const (
 	watchdogExpired                   // a worker sent no WATCHDOG=1 for worker.watchdog
 	ownWatchdog                       // time to tell systemd baton is alive (WatchdogSec=)
 	handoverDeadline                  // the successor did not answer after taking over
+	upgradeDeadline                   // the successor neither took over nor gave up: SIGTERM
+	upgradeKill                       // nor after SIGTERM: SIGKILL
 	memoryCheck                       // time to compare workers' memory with worker.max_memory
 )
 
@@ -185,6 +187,9 @@ type supervisor struct {
 	unstore []string
 	// passSeq numbers the sockets registered with the upgrader.
 	passSeq int
+	// stopping: a stop was asked for (it waits while a self-upgrade is
+	// under way); stopSignalled: by a signal, so the next one kills.
+	stopping, stopSignalled bool
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until
@@ -410,6 +415,9 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 		}
 	}
 	s.answerPending(errors.New("supervisor: baton is stopping"))
+	if s.takingOver && s.err == nil {
+		s.err = errors.New("supervisor: stopped before taking over from the previous baton")
+	}
 	switch {
 	case s.handedOver:
 		s.log.Info("handed over: exiting")
@@ -493,19 +501,21 @@ func (s *supervisor) handle(ev event) {
 		s.onUpgradeDone(ev)
 	case successorInfo:
 		s.onSuccessorInfo(ev)
-	case takeoverConfirmed:
-		s.onTakeoverConfirmed(ev)
 	}
 }
 
 func (s *supervisor) onSignal(sig os.Signal) {
 	switch sig {
 	case syscall.SIGTERM, syscall.SIGINT:
-		if s.phase == phaseStopping {
+		if s.stopSignalled {
 			s.log.Warn("second stop signal: killing workers", "signal", sig.String())
+			if s.upgrading() {
+				s.upg.Stop() // kills the successor
+			}
 			s.killAll()
 			return
 		}
+		s.stopSignalled = true
 		s.log.Info("stopping", "signal", sig.String())
 		s.beginStop()
 	case syscall.SIGHUP:
@@ -606,6 +616,8 @@ func (s *supervisor) onTimer(ev timerEvent) {
 		if s.handedOver && s.reload != nil {
 			s.onSuccessorInfo(successorInfo{err: errors.New("the new baton did not answer")})
 		}
+	case upgradeDeadline, upgradeKill:
+		s.onUpgradeDeadline(ev.kind == upgradeKill)
 	case stopDeadline:
 		if len(s.workers) > 0 {
 			s.log.Warn("drain timed out, killing workers", "left", len(s.workers))
@@ -645,18 +657,30 @@ func (s *supervisor) beginStop() {
 	if s.phase == phaseStopping {
 		return
 	}
+	s.stopping = true
+	if s.upgrading() {
+		// The successor shares every socket and may be about to take
+		// over: ask it to give up (it drains what it started), and stop
+		// once the upgrade has ended, one way or the other.
+		if !s.upg.Signal(unix.SIGTERM) {
+			s.log.Info("stopping once the self-upgrade under way has ended")
+		} else {
+			s.log.Info("stopping: the self-upgrade under way is cancelled")
+		}
+		return
+	}
 	if s.upg != nil {
-		s.upg.Stop() // ends a self-upgrade under way: its successor is killed
+		s.upg.Stop() // no self-upgrade from now on
 	}
 	s.sendSystemd("STOPPING=1")
 	s.phase = phaseStopping // no queued reload starts now
 	s.finishReload(errors.New("supervisor: baton is stopping"))
-	s.drainAll("stopping")
+	s.drainAll("stopping", errors.New("supervisor: baton is stopping"))
 }
 
 // drainAll drains every generation and closes baton's copies of the
 // sockets: no worker will start again.
-func (s *supervisor) drainAll(why string) {
+func (s *supervisor) drainAll(why string, pendingErr error) {
 	s.phase = phaseStopping
 	var longest time.Duration
 	for _, g := range s.generations() {
@@ -666,7 +690,7 @@ func (s *supervisor) drainAll(why string) {
 		}
 	}
 	s.current, s.next = nil, nil
-	s.answerPending(errors.New("supervisor: baton is stopping"))
+	s.answerPending(pendingErr)
 	// Closing the sockets now lets each one close as soon as the draining
 	// workers have closed theirs: a new client is refused at once instead
 	// of waiting in a queue nobody accepts from until baton exits. A
@@ -682,9 +706,10 @@ func (s *supervisor) drainAll(why string) {
 }
 
 // sharesSockets reports whether another supervisor uses this one's
-// sockets: a successor taking over, or the one that took over. Sockets
+// sockets: this one's successor (starting, or in charge), or the one this
+// one is taking over from. Sockets
 // are then closed without unlinking their paths or leaving the fd store.
-func (s *supervisor) sharesSockets() bool { return s.takingOver || s.handedOver }
+func (s *supervisor) sharesSockets() bool { return s.takingOver || s.handedOver || s.upgrading() }
 
 func (s *supervisor) killAll() {
 	for _, w := range s.workers {

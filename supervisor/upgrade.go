@@ -26,15 +26,19 @@ import (
 //     what each one is (upgradeNote).
 //  2. The successor takes the sockets its configuration uses and starts
 //     its own generation of workers on them, saying nothing to systemd.
-//  3. Once they are ready it sends MAINPID=<its pid> and READY=1, waits
-//     for systemd's BARRIER=1 answer, and tells the old one it is Ready.
-//  4. The old supervisor drains its workers and exits; the successor
-//     answers on the control socket and pings the watchdog from then on.
+//  3. Once they are ready it tells the old one (upgrader Ready): from then
+//     on it is in charge. It sends MAINPID=<its pid> and READY=1, and a
+//     BARRIER=1, and answers on the control socket.
+//  4. The old supervisor, still systemd's main process until then, sends
+//     MAINPID=<successor> and READY=1 too (so NotifyAccess=main works as
+//     well as all), waits for systemd's answer to its BARRIER=1, drains
+//     its workers and exits. It is silent towards systemd from step 3.
 //
 // A successor that fails (cannot start, exits, or its workers are not
 // ready within its reload.timeout) drains what it started and exits,
 // saying why; the old one never stopped serving and reports the failure
-// like a failed reload.
+// like a failed reload. A successor still not done after the old one's
+// own upgrade deadline is sent SIGTERM, and SIGKILL a drain later.
 
 // upgradeNote is what a supervisor tells its successor besides the
 // descriptors themselves.
@@ -57,15 +61,16 @@ type passedListener struct {
 // Events of a self-upgrade.
 type (
 	// upgradeDone: the old supervisor's Upgrade call returned.
-	upgradeDone struct{ err error }
+	upgradeDone struct {
+		pid int // the successor's, when known
+		err error
+	}
 	// successorInfo: what the successor answered on the control socket
-	// once it had taken over.
+	// once systemd knew it as the main process.
 	successorInfo struct {
 		st  *Stats
 		err error
 	}
-	// takeoverConfirmed: systemd processed the successor's MAINPID=.
-	takeoverConfirmed struct{ err error }
 )
 
 // Timeouts of the handover's small steps, each one a local round trip.
@@ -74,22 +79,33 @@ const (
 	successorTimeout = 10 * time.Second
 )
 
-// UpgradeTimeout is how long a self-upgrade waits for the successor
-// before killing it: the successor gives up by itself after its
-// reload.timeout and then drains what it started, so this only stops a
+// UpgradeBackstop is the upgrader's own limit on a successor that never
+// gets ready. The supervisor's upgrade deadline (upgradeTimeout), from the
+// configuration in force, ends it long before.
+const UpgradeBackstop = time.Hour
+
+// upgradeTimeout is how long a self-upgrade waits before it sends the
+// successor SIGTERM: the successor gives up by itself after its
+// reload.timeout and then drains what it started, so this only ends a
 // successor that hangs.
-func UpgradeTimeout(cfg *config.Config) time.Duration {
+func upgradeTimeout(cfg *config.Config) time.Duration {
 	return cfg.Reload.Timeout.Std() + cfg.Worker.DrainTimeout.Std() + barrierTimeout + 5*time.Second
 }
 
 // beginUpgrade starts the successor; the reload under way (s.reload)
 // ends when it has taken over or failed.
 func (s *supervisor) beginUpgrade() {
-	if s.upg == nil {
+	switch {
+	case s.upg == nil:
 		s.finishReload(errors.New("supervisor: self-upgrade: not possible here (only `baton run` can replace itself)"))
+		return
+	case os.Getpid() == 1:
+		// Its exit would end the container, successor and all.
+		s.finishReload(errors.New("supervisor: self-upgrade: baton is PID 1 here; restart the container to run a new version"))
 		return
 	}
 	s.reload.upgrade = true
+	s.reload.exits = map[int]string{}
 	b, err := json.Marshal(s.upgradeNote())
 	if err != nil {
 		s.finishReload(fmt.Errorf("supervisor: self-upgrade: %w", err))
@@ -97,8 +113,34 @@ func (s *supervisor) beginUpgrade() {
 	}
 	s.log.Info("self-upgrade: starting a new baton", "executable", os.Args[0])
 	s.publishStatus()
+	s.reload.timers = append(s.reload.timers, s.after(upgradeTimeout(s.cfg), timerEvent{kind: upgradeDeadline}))
 	note := string(b)
-	s.goTask(func() { s.post(upgradeDone{err: s.upg.Upgrade(note)}) })
+	s.goTask(func() {
+		pid, err := s.upg.Upgrade(note)
+		s.post(upgradeDone{pid: pid, err: err})
+	})
+}
+
+// upgrading reports whether a successor is starting: it shares every
+// socket already.
+func (s *supervisor) upgrading() bool {
+	return s.reload != nil && s.reload.upgrade && !s.handedOver
+}
+
+// onUpgradeDeadline ends a successor that neither took over nor gave up
+// in time: SIGTERM (it drains what it started), then SIGKILL.
+func (s *supervisor) onUpgradeDeadline(kill bool) {
+	if !s.upgrading() {
+		return
+	}
+	if kill {
+		s.log.Warn("self-upgrade: the new baton is still there, killing it")
+		s.upg.Signal(unix.SIGKILL)
+		return
+	}
+	s.log.Warn("self-upgrade: the new baton did not take over in time, stopping it", "after", upgradeTimeout(s.cfg))
+	s.upg.Signal(unix.SIGTERM)
+	s.reload.timers = append(s.reload.timers, s.after(s.cfg.Worker.DrainTimeout.Std()+5*time.Second, timerEvent{kind: upgradeKill}))
 }
 
 func (s *supervisor) upgradeNote() upgradeNote {
@@ -115,28 +157,55 @@ func (s *supervisor) upgradeNote() upgradeNote {
 }
 
 // onUpgradeDone either reports a failed self-upgrade (this supervisor
-// keeps serving) or hands over: drain every worker, silently, and leave
-// the sockets to the successor.
+// keeps serving) or hands over: confirm the successor to systemd, drain
+// every worker, silently, and leave the sockets to the successor.
 func (s *supervisor) onUpgradeDone(ev upgradeDone) {
-	if s.reload == nil || !s.reload.upgrade {
-		return // stopped meanwhile
+	r := s.reload
+	if r == nil || !r.upgrade {
+		return
 	}
+	r.stopTimers()
 	if ev.err != nil {
 		err := ev.err
 		if errors.Is(err, handoff.ErrParentRunning) {
 			err = fmt.Errorf("the baton this one took over from (pid %d) is still draining its workers: upgrade again once it has exited", s.parent)
+		} else if how, ok := r.exits[ev.pid]; ok && ev.pid > 0 {
+			err = fmt.Errorf("%w; the new baton (pid %d) %s", err, ev.pid, how)
 		}
 		s.finishReload(fmt.Errorf("supervisor: self-upgrade failed, this baton keeps serving: %w", err))
+		if s.stopping {
+			s.beginStop()
+		}
 		return
 	}
+	state := "READY=1"
+	if ev.pid > 0 {
+		state = fmt.Sprintf("MAINPID=%d\nREADY=1", ev.pid)
+	}
+	if err := s.notifyS(state); err != nil {
+		s.log.Warn("cannot tell systemd the new main pid", "err", err)
+	}
 	s.handedOver = true
-	s.log.Info("self-upgrade done, draining this baton's workers")
+	s.log.Info("self-upgrade done, draining this baton's workers", "new_pid", ev.pid)
+	if s.stopSignalled && ev.pid > 0 {
+		// The stop signal was meant for the service: pass it on.
+		s.log.Info("passing the stop on to the new baton", "pid", ev.pid)
+		unix.Kill(ev.pid, unix.SIGTERM)
+	}
 	s.control.close(true)
-	s.drainAll("handed over to the new baton")
-	s.after(successorTimeout, timerEvent{kind: handoverDeadline})
+	s.drainAll("handed over to the new baton", fmt.Errorf("supervisor: a self-upgrade replaced this baton by pid %d: send the request again", ev.pid))
+	s.after(barrierTimeout+successorTimeout, timerEvent{kind: handoverDeadline})
 	path := s.control.path
 	s.goTask(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), successorTimeout)
+		// This baton exits only once systemd has switched to the new one.
+		ctx, cancel := context.WithTimeout(context.Background(), barrierTimeout)
+		err := systemd.Barrier(ctx)
+		cancel()
+		if err != nil {
+			s.post(successorInfo{err: err})
+			return
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), successorTimeout)
 		defer cancel()
 		resp, err := Request(ctx, path, ControlRequest{Command: "stats"})
 		s.post(successorInfo{st: resp.Stats, err: err})
@@ -154,7 +223,7 @@ func (s *supervisor) onSuccessorInfo(ev successorInfo) {
 	if ev.st != nil {
 		reply.PID, reply.Generation, reply.Workers = ev.st.PID, ev.st.Generation, ev.st.Workers
 	} else {
-		// Its control socket is elsewhere (the default one is per pid).
+		// Its control socket may be elsewhere (the default one is per pid).
 		reply.PID = s.successorPID()
 		s.log.Warn("the new baton does not answer on this control socket", "err", ev.err)
 	}
@@ -257,10 +326,17 @@ func closeSockets(ss []systemd.Socket) {
 	}
 }
 
-// confirmTakeover tells systemd this supervisor is the main process now,
-// once its first generation is ready, and waits (off the loop) until
-// systemd has processed that.
-func (s *supervisor) confirmTakeover() {
+// takeOver makes this supervisor, started by a self-upgrade, the one in
+// charge once its first generation is ready: the parent learns it may
+// hand over, systemd learns the new main pid, and this one takes on the
+// control socket, systemd's watchdog and fd store.
+func (s *supervisor) takeOver() {
+	if err := s.upg.Ready(); err != nil {
+		// The parent is gone: this one is all there is.
+		s.log.Warn("cannot tell the previous baton to hand over", "err", err)
+	}
+	s.takingOver = false
+	s.log.Info("took over from the previous baton", "parent", s.parent, "generation", s.current.n)
 	state := fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", os.Getpid(), s.status)
 	s.goTask(func() {
 		err := s.notifyS(state)
@@ -269,34 +345,19 @@ func (s *supervisor) confirmTakeover() {
 			err = systemd.Barrier(ctx)
 			cancel()
 		}
-		s.post(takeoverConfirmed{err})
+		if err != nil {
+			s.log.Warn("systemd did not confirm the new main pid", "err", err)
+		}
 	})
-}
-
-// onTakeoverConfirmed completes the takeover: the parent learns it may
-// drain and exit, and this supervisor takes on the control socket,
-// systemd's watchdog and fd store.
-func (s *supervisor) onTakeoverConfirmed(ev takeoverConfirmed) {
-	if !s.takingOver || s.phase != phaseRunning {
-		return
-	}
-	if ev.err != nil {
-		s.log.Warn("systemd did not confirm the new main pid; taking over anyway", "err", ev.err)
-	}
-	if err := s.upg.Ready(); err != nil {
-		s.log.Warn("cannot tell the previous baton to hand over", "err", err)
-	}
-	s.takingOver = false
-	s.log.Info("took over from the previous baton", "parent", s.parent, "generation", s.current.n)
 	s.serveControl()
 	s.armOwnWatchdog()
-	s.storeListeners(s.cfg)
+	// Drop before storing: FDSTOREREMOVE= drops every socket of a name.
 	for _, name := range s.unstore {
 		if err := systemd.RemoveStoredFD(name); err != nil {
 			s.log.Warn("cannot remove socket from systemd's fd store", "name", name, "err", err)
 		}
 	}
 	s.unstore = nil
-	s.publishStatus()
+	s.storeListeners(s.cfg)
 	s.runPending()
 }

@@ -268,7 +268,10 @@ func (s *supervisor) drainWorker(w *worker) {
 func (s *supervisor) onExit(ev exitEvent) {
 	w := s.workers[ev.pid]
 	if w == nil {
-		s.log.Debug("reaped orphan", "pid", ev.pid, "how", describeExit(ev.status))
+		if s.reload != nil && s.reload.exits != nil {
+			s.reload.exits[ev.pid] = describeExit(ev.status)
+		}
+		s.log.Debug("reaped a child that is no worker", "pid", ev.pid, "how", describeExit(ev.status))
 		return
 	}
 	delete(s.workers, ev.pid)
@@ -360,7 +363,7 @@ func (s *supervisor) promote(g *generation) {
 		s.log.Info("all workers ready", "count", len(g.slots), "generation", g.n)
 		s.status = s.statusLine()
 		if s.takingOver {
-			s.confirmTakeover()
+			s.takeOver()
 			return
 		}
 		s.sendSystemd("READY=1\nSTATUS=" + s.status)

@@ -93,11 +93,7 @@ func runCmd(args []string, stderr io.Writer) int {
 	// The upgrader comes first: in a baton started by a self-upgrade it
 	// takes the sockets passed at descriptors 3 and up, and it tells the
 	// waiting parent why this one fails.
-	timeout := time.Minute
-	if err == nil {
-		timeout = supervisor.UpgradeTimeout(cfg)
-	}
-	upg, uerr := handoff.NewUpgrader(timeout)
+	upg, uerr := handoff.NewUpgrader(supervisor.UpgradeBackstop)
 	if err != nil {
 		if upg != nil {
 			upg.Fail(err)

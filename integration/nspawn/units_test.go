@@ -193,7 +193,7 @@ func TestUnitsSettings(t *testing.T) {
 	}{
 		{socket, "app.socket", "FileDescriptorName", "http"},
 		{service, "app.service", "Type", "notify"},
-		{service, "app.service", "NotifyAccess", "main"},
+		{service, "app.service", "NotifyAccess", "all"},
 		{service, "app.service", "ExecStart", "/usr/local/bin/baton run --config /etc/app/baton.toml"},
 		// baton reload finds the control socket through $RUNTIME_DIRECTORY.
 		{service, "app.service", "ExecReload", "/usr/local/bin/baton reload"},
