@@ -187,10 +187,32 @@ func (u *Upgrader) Upgrade(note string) (int, error) {
 	}
 	// tableflip leaves its pipes to a failed successor to finalizers.
 	runtime.GC()
-	if why != "" {
-		return pid, fmt.Errorf("handoff: upgrade: %w (%s)", errors.New(why), err)
+	if pid == 0 {
+		pid = childPID(err)
+	}
+	switch {
+	case why != "":
+		return pid, fmt.Errorf("handoff: upgrade: %w", errors.New(why))
+	case errors.Is(err, unix.ECHILD) || strings.Contains(err.Error(), unix.ECHILD.Error()):
+		// The caller's own reaper collected the exit status first.
+		return pid, fmt.Errorf("handoff: upgrade: the new process (pid %d) exited", pid)
 	}
 	return pid, fmt.Errorf("handoff: upgrade: %w", err)
+}
+
+// childPID reads the pid out of tableflip's "child pid=N ..." errors, for
+// a successor that exited before it could write it (not a baton at all).
+func childPID(err error) int {
+	_, rest, ok := strings.Cut(err.Error(), "pid=")
+	if !ok {
+		return 0
+	}
+	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(rest)
+	}
+	pid, _ := strconv.Atoi(rest[:end])
+	return pid
 }
 
 // Signal sends sig to the successor of the Upgrade under way, once it has

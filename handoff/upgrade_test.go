@@ -155,8 +155,8 @@ func TestUpgradeFails(t *testing.T) {
 	for mode, want := range map[string]string{
 		"exit":   "exit status 3",
 		"hang":   "timed out",
-		"fail":   "handoff: upgrade: config: bad.toml:3: worker.count: must be positive (child pid=",
-		"signal": "handoff: upgrade: stopped by SIGTERM (child pid=",
+		"fail":   "parent: upgrade failed: handoff: upgrade: config: bad.toml:3: worker.count: must be positive\n",
+		"signal": "parent: upgrade failed: handoff: upgrade: stopped by SIGTERM\n",
 	} {
 		t.Run(mode, func(t *testing.T) {
 			start := time.Now()

@@ -170,7 +170,7 @@ func (s *supervisor) onUpgradeDone(ev upgradeDone) {
 		if errors.Is(err, handoff.ErrParentRunning) {
 			err = fmt.Errorf("the baton this one took over from (pid %d) is still draining its workers: upgrade again once it has exited", s.parent)
 		} else if how, ok := r.exits[ev.pid]; ok && ev.pid > 0 {
-			err = fmt.Errorf("%w; the new baton (pid %d) %s", err, ev.pid, how)
+			err = fmt.Errorf("%w (%s)", err, how) // reaped here, not by the upgrader
 		}
 		s.finishReload(fmt.Errorf("supervisor: self-upgrade failed, this baton keeps serving: %w", err))
 		if s.stopping {
@@ -337,6 +337,9 @@ func (s *supervisor) takeOver() {
 	}
 	s.takingOver = false
 	s.log.Info("took over from the previous baton", "parent", s.parent, "generation", s.current.n)
+	// The self-upgrade was a reload, and its outcome is this one.
+	s.last = reloadOutcome{at: time.Now()}
+	s.status = s.statusLine()
 	state := fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", os.Getpid(), s.status)
 	s.goTask(func() {
 		err := s.notifyS(state)
