@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,12 +11,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var raceEnabled bool
@@ -60,6 +64,40 @@ func runMain(m *testing.M) int {
 		}
 	}
 	return m.Run()
+}
+
+// nextVersion is the version of the baton batonNext builds.
+const nextVersion = "0.1.0-it-next"
+
+var next struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// batonNext returns a second build of baton that says it is nextVersion
+// (-ldflags "-X main.version=..."), built on first use: a baton upgraded
+// to it shows which executable it runs.
+func batonNext(t testing.TB) string {
+	t.Helper()
+	next.once.Do(func() {
+		path := filepath.Join(bin.dir, "baton-next")
+		args := []string{"build", "-o", path, "-ldflags", "-X main.version=" + nextVersion}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/baton")...)
+		cmd.Dir = repoRoot
+		if b, err := cmd.CombinedOutput(); err != nil {
+			next.err = fmt.Errorf("build ./cmd/baton with version %s: %w\n%s", nextVersion, err, b)
+			return
+		}
+		next.path = path
+	})
+	if next.err != nil {
+		t.Fatal(next.err)
+	}
+	return next.path
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -201,6 +239,9 @@ type proc struct {
 	err    error // from Wait, valid once exited is closed
 	seen   map[int]bool
 	seenMu sync.Mutex
+
+	succMu     sync.Mutex
+	successors []*successor // batons that took over from p (self-upgrade), oldest first
 }
 
 // start runs argv with extra environment, its output collected.
@@ -227,7 +268,12 @@ func start(t testing.TB, env []string, argv ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		p.stop()
-		<-p.out.done
+		select {
+		case <-p.out.done:
+		case <-time.After(30 * time.Second):
+			// Something p started still holds its output pipe.
+			t.Errorf("output of %s still open 30s after it was stopped", strings.Join(argv, " "))
+		}
 		pr.Close()
 		if t.Failed() {
 			t.Logf("output of %s:\n%s", strings.Join(argv, " "), p.out)
@@ -237,21 +283,44 @@ func start(t testing.TB, env []string, argv ...string) *proc {
 	return p
 }
 
-// stop ends the process and its group if it is still running.
+// stop ends the process and its group if it is still running, and the
+// batons that took over from it by self-upgrade, which stay in its process
+// group (DESIGN.md §2).
 func (p *proc) stop() {
 	p.descendants() // remember the tree before it goes
 	select {
 	case <-p.exited:
-		return
 	default:
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(30 * time.Second):
+			p.t.Errorf("%s did not exit on SIGTERM; killing it", p.cmd.Path)
+			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.exited
+		}
 	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.t.Errorf("%s did not exit on SIGTERM; killing it", p.cmd.Path)
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exited
+	// Once p has exited its group id stays taken while a member lives, so
+	// the members found here are p's: successors not followed yet (a test
+	// that failed during an upgrade) are followed now, to be ended and
+	// reaped like the others.
+	for _, pid := range groupMembers(p.cmd.Process.Pid) {
+		p.follow(pid)
+	}
+	p.succMu.Lock()
+	succ := slices.Clone(p.successors)
+	p.succMu.Unlock()
+	for _, s := range succ {
+		s.signal(syscall.SIGTERM)
+	}
+	for _, s := range succ {
+		select {
+		case <-s.exited:
+		case <-time.After(30 * time.Second):
+			p.t.Errorf("baton %d (successor of %s) did not exit on SIGTERM; killing it", s.pid, p.cmd.Path)
+			s.signal(syscall.SIGKILL)
+			<-s.exited
+		}
 	}
 }
 
@@ -289,6 +358,16 @@ func (p *proc) descendants() []int {
 	}
 	var out []int
 	queue := []int{p.cmd.Process.Pid}
+	p.succMu.Lock()
+	for _, s := range p.successors {
+		select {
+		case <-s.exited:
+		default:
+			out = append(out, s.pid)
+			queue = append(queue, s.pid)
+		}
+	}
+	p.succMu.Unlock()
 	for len(queue) > 0 {
 		pid := queue[0]
 		queue = queue[1:]
@@ -314,14 +393,207 @@ func (p *proc) checkNoDescendants() {
 	deadline := time.Now().Add(5 * time.Second)
 	for pid := range p.seen {
 		for processExists(pid) {
+			// Orphaned to this process (a child subreaper, see
+			// childSubreaper) and dead: nobody else will reap it.
+			if procState(pid) == "Z" && ppid(pid) == os.Getpid() {
+				p.t.Errorf("process %d (%s) started under %s outlived its parent and was left to the test to reap", pid, comm(pid), filepath.Base(p.cmd.Path))
+				var ws syscall.WaitStatus
+				syscall.Wait4(pid, &ws, 0, nil)
+				break
+			}
 			if time.Now().After(deadline) {
-				p.t.Errorf("process %d (%s) started under %s is still there", pid, comm(pid), filepath.Base(p.cmd.Path))
+				p.t.Errorf("process %d (%s, state %s, parent %d) started under %s is still there", pid, comm(pid), procState(pid), ppid(pid), filepath.Base(p.cmd.Path))
 				syscall.Kill(pid, syscall.SIGKILL)
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// successor is a baton that took over from a proc by self-upgrade: the
+// previous baton started it and then exited (DESIGN.md §2), so the test
+// did not start it and os/exec cannot wait for it. A pidfd pins it (a
+// signal never reaches a recycled pid) and tells when it exits. Once its
+// predecessor has exited it is this process's child (see childSubreaper),
+// and it is reaped here.
+type successor struct {
+	pid    int
+	start  string // its start time in /proc/PID/stat, to tell it from a recycled pid
+	exited chan struct{}
+	how    string // how it ended, "exit status 0" or "signal: killed"; set before exited is closed
+
+	mu sync.Mutex
+	fd int // the pidfd; -1 once it exited
+}
+
+// follow makes pid, a baton that took over from p (or from one of its
+// successors), part of p: p's descendants include its tree, stop ends it,
+// and exitOf reports how it ended. Following a pid twice is a no-op.
+func (p *proc) follow(pid int) {
+	p.t.Helper()
+	p.succMu.Lock()
+	defer p.succMu.Unlock()
+	if pid == p.cmd.Process.Pid {
+		return
+	}
+	for _, s := range p.successors {
+		if s.pid == pid {
+			return
+		}
+	}
+	s := &successor{pid: pid, start: startTime(pid), exited: make(chan struct{}), fd: -1}
+	p.successors = append(p.successors, s)
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		s.how = "gone before it was followed"
+		close(s.exited)
+		if !errors.Is(err, unix.ESRCH) {
+			p.t.Errorf("follow baton %d: %v", pid, os.NewSyscallError("pidfd_open", err))
+		}
+		return
+	}
+	s.fd = fd
+	go s.wait() // ends when the process has exited: stop ends them all
+}
+
+// wait waits for the successor to exit and reaps it if it is this
+// process's child by then; if not, its parent (a baton) does.
+func (s *successor) wait() {
+	defer close(s.exited)
+	for {
+		// A bounded poll, in case the wake-up races with the exit.
+		fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, 100); n > 0 && fds[0].Revents != 0 {
+			break
+		}
+	}
+	s.mu.Lock()
+	unix.Close(s.fd)
+	s.fd = -1
+	s.mu.Unlock()
+	s.how = "reaped by its parent"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(s.pid, &ws, unix.WNOHANG, nil)
+		switch {
+		case err == nil && got == s.pid:
+			s.how = describeWait(ws)
+			return
+		case err == nil:
+			// Our child, not quite a zombie yet.
+		case !processExists(s.pid) || startTime(s.pid) != s.start || time.Now().After(deadline):
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// signal sends sig to the successor if it has not exited.
+func (s *successor) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd >= 0 {
+		unix.PidfdSendSignal(s.fd, sig, nil, 0)
+	}
+}
+
+func describeWait(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal: " + ws.Signal().String()
+	}
+	return "exit status " + strconv.Itoa(ws.ExitStatus())
+}
+
+// exitOf waits up to d for pid, p itself or a successor it follows, to
+// exit, and returns how it ended ("exit status 0", "signal: killed").
+func (p *proc) exitOf(pid int, d time.Duration) string {
+	p.t.Helper()
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	if pid == p.cmd.Process.Pid {
+		select {
+		case <-p.exited:
+		case <-timeout.C:
+			p.t.Fatalf("%s (pid %d) still running after %s", p.cmd.Path, pid, d)
+		}
+		if p.err == nil {
+			return "exit status 0"
+		}
+		return p.err.Error()
+	}
+	p.succMu.Lock()
+	var s *successor
+	for _, c := range p.successors {
+		if c.pid == pid {
+			s = c
+		}
+	}
+	p.succMu.Unlock()
+	if s == nil {
+		p.t.Fatalf("baton %d is not followed", pid)
+	}
+	select {
+	case <-s.exited:
+	case <-timeout.C:
+		p.t.Fatalf("baton %d (state %s) still running after %s", pid, procState(pid), d)
+	}
+	return s.how
+}
+
+// groupMembers returns the processes in process group pgid, but zombies
+// that another process will reap.
+func groupMembers(pgid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f := statFields(pid)
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && (f[0] != "Z" || f[1] == strconv.Itoa(os.Getpid())) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// childSubreaper makes this test process a child subreaper until t ends:
+// a baton started by a self-upgrade is re-parented to it when the baton
+// that started it exits, rather than to the host's PID 1, so the test can
+// reap it and learn how it ended (successor). Call it before starting the
+// baton, so that it ends after the baton's cleanup.
+func childSubreaper(t testing.TB) {
+	t.Helper()
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(os.NewSyscallError("prctl PR_SET_CHILD_SUBREAPER", err))
+	}
+	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name:
+// state, ppid, pgrp, ...
+func statFields(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
+// startTime returns the process's start time (clock ticks after boot), ""
+// if it is gone.
+func startTime(pid int) string {
+	if f := statFields(pid); len(f) > 19 {
+		return f[19]
+	}
+	return ""
 }
 
 func processExists(pid int) bool {

@@ -23,9 +23,14 @@ const (
 // systemd. (a) 10 × `systemctl reload` under keep-alive load, for at least
 // 3 × WatchdogSec in all: baton's pings keep coming from its event loop
 // through the reloads, so the unit stays active, is never restarted (same
-// MainPID, NRestarts=0) and no request fails. (b) A SIGSTOPped baton stops
-// pinging: systemd kills it for the watchdog timeout and Restart=on-failure
-// starts a new one, which serves.
+// MainPID, NRestarts=0) and no request fails. (b) 3 self-upgrades (a new
+// executable, then `systemctl reload`) under keep-alive load: each new
+// baton pings in turn, so the unit stays active for 3 × WatchdogSec after
+// the last and NRestarts stays 0, no request fails, and after each a Go
+// worker of the new baton drains idle keep-alive clients within drainBound
+// (the shared listener is still non-blocking everywhere). (c) A SIGSTOPped
+// baton stops pinging: systemd kills it for the watchdog timeout and
+// Restart=on-failure starts a new one, which serves.
 func TestSystemdWatchdog(t *testing.T) {
 	ctx := withTimeout(t, 4*time.Minute)
 	a := bootApp(t, ctx, false) // only app.socket: the drop-in comes first
@@ -105,6 +110,94 @@ func TestSystemdWatchdog(t *testing.T) {
 		}
 		if j := fullJournal(t, ctx, a); strings.Contains(j, "Watchdog timeout") {
 			t.Errorf("the watchdog fired during the reloads:\n%s", j)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	dir := a.binDir(t)
+	t.Run("self-upgrades", func(t *testing.T) {
+		first, second := versions(t)
+		exes := []struct{ exe, version string }{{batonNext(t), second}, {bin.baton, first}, {batonNext(t), second}}
+		ino := listenerInode(t, a.addr)
+		rePing := regexp.MustCompile(`msg="pinging systemd's watchdog" every=1s`)
+		pings := a.journalMatches(t, ctx, rePing)
+		var failed int64
+		var last time.Time
+		for i, e := range exes {
+			g := startLoad(t, a.addr, load.KeepAlive, 32)
+			workers, main := a.selfUpgrade(t, ctx, dir, e.exe, e.version)
+			last = time.Now()
+			waitServed(t, g, 300)
+			r := g.Stop()
+			failed += r.Failed()
+			t.Logf("self-upgrade %d with WatchdogSec=%v: %s", i+1, watchdogTimeout, r)
+			if r.Failed() != 0 {
+				t.Errorf("%d requests failed across self-upgrade %d: %s %v", r.Failed(), i+1, r, r.Samples)
+			}
+			// The new baton pings in its turn.
+			a.waitJournalMore(t, ctx, rePing, pings+i)
+
+			// Without load (a new connection would wake an accept stuck
+			// in the kernel), a Go worker of the new baton told to drain
+			// while keep-alive clients sit idle on it exits 0 within
+			// drainBound, and the shared listener is non-blocking in
+			// every process holding it (DESIGN.md §3.2).
+			checkNonBlocking(t, a.procRoot(), ino, append([]int{main}, workers...)...)
+			conns := idleConns(t, a.addr, 8)
+			victim, most := 0, 0
+			for p, cs := range conns {
+				if w, _ := strconv.Atoi(p); w > 0 && slices.Contains(workers, w) && len(cs) > most {
+					victim, most = w, len(cs)
+				}
+			}
+			if victim <= 0 {
+				t.Fatalf("no worker of the new baton (%v) answered: %v", workers, conns)
+			}
+			if _, err := m.Run(ctx, "kill", "-TERM", strconv.Itoa(victim)); err != nil {
+				t.Fatal(err)
+			}
+			took := a.waitExited(t, victim, 30*time.Second)
+			reExit := regexp.MustCompile(`msg="worker exited" slot=\d+ pid=` + strconv.Itoa(victim) + ` generation=\d+ how=(?:"([^"]*)"|(\S+))`)
+			line := waitFullJournal(t, ctx, a, reExit)[0]
+			mm := reExit.FindStringSubmatch(line)
+			how := mm[1] + mm[2]
+			t.Logf("self-upgrade %d: worker %d with %d idle keep-alive clients drained in %v: %s", i+1, victim, most, took.Round(time.Millisecond), how)
+			if how != "exit status 0" {
+				t.Errorf("worker %d ended with %q after SIGTERM, want exit status 0 (drained, not killed)", victim, how)
+			}
+			if took > drainBound {
+				t.Errorf("worker %d took %v to drain %d idle connections, want under %v: its accept did not wake up", victim, took.Round(time.Millisecond), most, drainBound)
+			}
+			drainedConns(t, conns[strconv.Itoa(victim)])
+			for _, cs := range conns {
+				for _, c := range cs {
+					c.Close()
+				}
+			}
+			main2, err := m.MainPID(ctx, "app.service")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkNonBlocking(t, a.procRoot(), ino, append([]int{main2}, a.settled(t, ctx)...)...)
+			if st, err := m.Show(ctx, "app.service", "ActiveState"); err != nil || st != "active" {
+				t.Fatalf("ActiveState = %q (%v) after self-upgrade %d, want active", st, err, i+1)
+			}
+		}
+		// The last baton must keep pinging: watch for 3 × WatchdogSec.
+		for time.Since(last) < 3*watchdogTimeout {
+			if st, err := m.Show(ctx, "app.service", "ActiveState"); err != nil || st != "active" {
+				t.Fatalf("ActiveState = %q (%v) %v after the last self-upgrade, want active", st, err, time.Since(last).Round(time.Millisecond))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("%d self-upgrades under load with WatchdogSec=%v, watched %v after the last: %d failed requests", len(exes), watchdogTimeout, time.Since(last).Round(time.Millisecond), failed)
+		if n, err := m.Show(ctx, "app.service", "NRestarts"); err != nil || n != "0" {
+			t.Errorf("NRestarts = %q (%v) after the self-upgrades, want 0", n, err)
+		}
+		if j := fullJournal(t, ctx, a); strings.Contains(j, "Watchdog timeout") {
+			t.Errorf("the watchdog fired during the self-upgrades:\n%s", j)
 		}
 	})
 	if t.Failed() {
