@@ -573,6 +573,32 @@ func TestUpgradeKeepsListenerNonBlocking(t *testing.T) {
 	}
 }
 
+// checkUnchanged checks that after a failed upgrade the same baton serves
+// the same generation with the same workers.
+func (u *upBaton) checkUnchanged(t testing.TB, what string, before batonState) {
+	t.Helper()
+	if after := u.settle(t); after.PID != before.PID || after.Generation != before.Generation || !slices.Equal(after.workers, before.workers) {
+		t.Errorf("%s: after the failed upgrade baton %d serves generation %d with %v, want %d with %v, as before",
+			what, after.PID, after.Generation, after.workers, before.Generation, before.workers)
+	}
+}
+
+// checkOnlyOld stops g and checks that no request failed and only the
+// workers of before answered.
+func checkOnlyOld(t testing.TB, what string, g *load.Generator, before batonState) {
+	t.Helper()
+	r := g.Stop()
+	t.Logf("%s: %s", what, r)
+	if r.Failed() != 0 {
+		t.Errorf("%s: %d requests failed: %s %v", what, r.Failed(), r, r.Samples)
+	}
+	for p := range r.PIDs {
+		if w, _ := strconv.Atoi(p); !slices.Contains(before.workers, w) {
+			t.Errorf("%s: pid %s answered; want only the old workers %v", what, p, before.workers)
+		}
+	}
+}
+
 // A new executable that cannot run as baton, (a) garbage bytes, (b) a
 // script that exits 1: `baton upgrade` exits 1 and says why, the same
 // baton and workers keep serving without one failed request, in both
@@ -603,25 +629,13 @@ func TestUpgradeBrokenBinary(t *testing.T) {
 					t.Errorf("%s: baton upgrade: exit %d, %q; want exit 1 and one line \"baton: upgrade: REASON\" with %q in the reason", b.name, code, out, b.why)
 				}
 				u.out.waitFrom(from, reFailed, 10*time.Second)
-				if after := u.settle(t); after.PID != before.PID || after.Generation != before.Generation || !slices.Equal(after.workers, before.workers) {
-					t.Errorf("%s: after the failed upgrade baton %d serves generation %d with %v, want %d with %v, as before",
-						b.name, after.PID, after.Generation, after.workers, before.Generation, before.workers)
-				}
+				u.checkUnchanged(t, b.name, before)
 				if left := tree(before.PID); !slices.Equal(left, before.workers) {
 					t.Errorf("%s: processes under baton after the failed upgrade: %v, want only its workers %v", b.name, left, before.workers)
 				}
 				waitServed(t, g, 300)
 			}
-			r := g.Stop()
-			t.Logf("2 failed upgrades: %s", r)
-			if r.Failed() != 0 {
-				t.Errorf("%d requests failed across failed upgrades: %s %v", r.Failed(), r, r.Samples)
-			}
-			for p := range r.PIDs {
-				if w, _ := strconv.Atoi(p); !slices.Contains(before.workers, w) {
-					t.Errorf("pid %s answered; want only the workers %v", p, before.workers)
-				}
-			}
+			checkOnlyOld(t, "2 failed upgrades", g, before)
 		})
 	}
 	// A good executable in place: the same baton upgrades.
@@ -702,22 +716,9 @@ func TestUpgradeNewWorkersNeverReady(t *testing.T) {
 					t.Errorf("process %d (%s, state %s, parent %d) of the failed upgrade is still there", p, comm(p), procState(p), ppid(p))
 				}
 			}
-			after := u.settle(t)
-			if after.PID != before.PID || after.Generation != before.Generation || !slices.Equal(after.workers, before.workers) {
-				t.Errorf("after the failed upgrade baton %d serves generation %d with %v, want %d with %v, as before",
-					after.PID, after.Generation, after.workers, before.Generation, before.workers)
-			}
+			u.checkUnchanged(t, "never ready", before)
 			waitServed(t, g, 300)
-			r := g.Stop()
-			t.Logf("failed upgrade: %s", r)
-			if r.Failed() != 0 {
-				t.Errorf("%d requests failed across the failed upgrade: %s %v", r.Failed(), r, r.Samples)
-			}
-			for p := range r.PIDs {
-				if w, _ := strconv.Atoi(p); !slices.Contains(before.workers, w) {
-					t.Errorf("pid %s answered; want only the old workers %v", p, before.workers)
-				}
-			}
+			checkOnlyOld(t, "failed upgrade", g, before)
 			u.writeConfig(t, upgradeConfig(u.addr, u.control, nil, timeout.String()))
 		})
 	}
