@@ -68,7 +68,7 @@ socket = %q
 // directory, with the config cfg renders, and waits until it serves. The
 // test process becomes a child subreaper, so that every baton that takes
 // over is re-parented to it (and reaped, and ended at cleanup).
-func startUpgradable(t *testing.T, cfg func(addr, control string) string) *upBaton {
+func startUpgradable(t testing.TB, cfg func(addr, control string) string) *upBaton {
 	t.Helper()
 	childSubreaper(t)
 	dir := t.TempDir()
