@@ -219,6 +219,7 @@ func (s *supervisor) releaseListeners() {
 		}
 	}
 	kept := s.listeners[:0]
+	restore := false
 	for _, l := range s.listeners {
 		if used[l] || l.inherited {
 			kept = append(kept, l)
@@ -228,6 +229,13 @@ func (s *supervisor) releaseListeners() {
 		if l.stored {
 			if err := systemd.RemoveStoredFD(l.name); err != nil {
 				s.log.Warn("cannot remove socket from systemd's fd store", "name", l.name, "err", err)
+			}
+			// That removed every socket of the name: one that moved to
+			// another address is stored again below.
+			for _, o := range s.listeners {
+				if o != l && o.stored && o.name == l.name {
+					o.stored, restore = false, true
+				}
 			}
 		}
 		if l.passKey != "" {
@@ -240,6 +248,9 @@ func (s *supervisor) releaseListeners() {
 	}
 	clear(s.listeners[len(kept):])
 	s.listeners = kept
+	if restore {
+		s.storeListeners(s.cfg)
+	}
 }
 
 // checkType refuses a passed socket whose kind differs from the config's.

@@ -280,10 +280,12 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 			keys = append(keys, p.Key)
 			continue
 		}
-		if !usesAddress(cfg, p) {
-			if p.Stored {
-				s.unstore = append(s.unstore, p.Name)
-			}
+		c, ok := listenerAt(cfg, p)
+		if p.Stored && (!ok || c.Name != p.Name) {
+			// Gone, or renamed: stored again under its new name.
+			s.unstore = append(s.unstore, p.Name)
+		}
+		if !ok {
 			continue
 		}
 		fd, err := take(p)
@@ -291,7 +293,7 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 			closeSockets(fromSystemd)
 			return nil, err
 		}
-		l := &listener{name: p.Name, network: p.Network, addr: p.Addr, fd: fd, stored: p.Stored, passKey: p.Key}
+		l := &listener{name: c.Name, network: p.Network, addr: p.Addr, fd: fd, stored: p.Stored && c.Name == p.Name, passKey: p.Key}
 		if p.Network == "unix" {
 			l.unlink = p.Addr
 		}
@@ -309,15 +311,14 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 	return &note, nil
 }
 
-// usesAddress reports whether cfg has a listener where p is bound (and,
-// for a socket in systemd's fd store, stored under the same name).
-func usesAddress(cfg *config.Config, p passedListener) bool {
+// listenerAt returns cfg's listener where p is bound, if any.
+func listenerAt(cfg *config.Config, p passedListener) (config.Listener, bool) {
 	for _, c := range cfg.Listen {
-		if c.Network == p.Network && c.Addr == p.Addr && (!p.Stored || c.Name == p.Name) {
-			return true
+		if c.Network == p.Network && c.Addr == p.Addr {
+			return c, true
 		}
 	}
-	return false
+	return config.Listener{}, false
 }
 
 func closeSockets(ss []systemd.Socket) {
