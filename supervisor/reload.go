@@ -124,10 +124,11 @@ func (s *supervisor) beginReload(waiters []chan<- reloadReply, upgrade bool) {
 	s.publishStatus()
 }
 
-// exeChanged reports whether the file baton was started from has been
-// replaced (a package upgrade) since.
+// exeChanged reports whether the executable a self-upgrade would run is
+// no longer the running one (a package upgrade replaced the file, or
+// repointed a symlink to it).
 func (s *supervisor) exeChanged() bool {
-	if s.exe == nil {
+	if s.exe == nil || s.exePath == "" {
 		return false
 	}
 	fi, err := os.Stat(s.exePath)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -121,8 +122,8 @@ type supervisor struct {
 	notifyS func(string) error
 	shim    []string
 	out     *lineWriter
-	// exePath and exe identify the executable baton was started from, to
-	// notice a package upgrade.
+	// exePath is the executable a self-upgrade runs; exe is the running
+	// one, to notice a package upgrade replaced it.
 	exePath string
 	exe     os.FileInfo
 
@@ -233,10 +234,11 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	if s.out.w == nil {
 		s.out.w = os.Stderr
 	}
-	if exe, err := os.Executable(); err == nil {
-		s.exePath = exe
-		s.exe, _ = os.Stat(exe)
+	// A self-upgrade runs the file at os.Args[0], as tableflip does.
+	if p, err := exec.LookPath(os.Args[0]); err == nil {
+		s.exePath = p
 	}
+	s.exe, _ = os.Stat(selfExe)
 	if s.shim == nil {
 		exe, err := os.Executable()
 		if err != nil {
