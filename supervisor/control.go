@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -70,44 +71,47 @@ type controlEvent struct {
 }
 
 type controlServer struct {
-	path string
-	ln   *net.UnixListener
-	once sync.Once
+	path    string
+	ln      *net.UnixListener
+	once    sync.Once
+	passKey string // its name for the upgrader, "" if not registered
 }
 
 // openControl returns the control socket at path: the one the parent
 // passed when it is at the same path (a successor answers where its
 // predecessor did), else a new one. It is registered with the upgrader.
 func (s *supervisor) openControl(path string, note *upgradeNote) (*controlServer, error) {
-	var c *controlServer
-	if note != nil {
-		fd, err := s.upg.Take(controlKey)
+	if note != nil && note.Control == path && note.ControlKey != "" {
+		fd, err := s.upg.Take(note.ControlKey)
+		if err == nil && fd < 0 {
+			err = errors.New("the previous baton did not pass it")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("supervisor: control socket: %w", err)
 		}
-		if fd >= 0 && note.Control == path {
-			f := os.NewFile(uintptr(fd), path)
-			ln, err := net.FileListener(f)
-			f.Close()
-			if err != nil {
-				return nil, fmt.Errorf("supervisor: control socket from the previous baton: %w", err)
-			}
-			c = &controlServer{path: path, ln: ln.(*net.UnixListener)}
-			c.ln.SetUnlinkOnClose(false)
-			return c, nil // the upgrader holds it already
+		f := os.NewFile(uintptr(fd), path)
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: control socket from the previous baton: %w", err)
 		}
-		if fd >= 0 {
-			unix.Close(fd)
-		}
+		c := &controlServer{path: path, ln: ln.(*net.UnixListener), passKey: note.ControlKey}
+		c.ln.SetUnlinkOnClose(false)
+		return c, nil // the upgrader holds it already
 	}
+	// One passed but not taken (it was elsewhere) is closed by the
+	// upgrader when this one is Ready.
 	c, err := listenControl(path)
 	if err != nil {
 		return nil, err
 	}
 	if s.upg != nil {
+		// A key of its own: the upgrader would leak a passed copy that a
+		// new registration under its key replaced.
+		c.passKey = "control-" + strconv.Itoa(os.Getpid())
 		fd, err := handoff.DupFd(c.ln)
 		if err == nil {
-			err = s.upg.Add(controlKey, fd)
+			err = s.upg.Add(c.passKey, fd)
 			unix.Close(fd)
 		}
 		if err != nil {
@@ -117,9 +121,6 @@ func (s *supervisor) openControl(path string, note *upgradeNote) (*controlServer
 	}
 	return c, nil
 }
-
-// controlKey names the control socket for the upgrader.
-const controlKey = "control"
 
 func listenControl(path string) (*controlServer, error) {
 	if err := removeStaleSocket(path); err != nil {
@@ -231,7 +232,7 @@ func receive[T any](c <-chan T, quit <-chan struct{}) (T, bool) {
 	case v := <-c:
 		return v, true
 	case <-quit:
-		t := time.NewTimer(100 * time.Millisecond)
+		t := time.NewTimer(time.Second)
 		defer t.Stop()
 		select {
 		case v := <-c:

@@ -26,6 +26,8 @@ type reloadState struct {
 	started time.Time
 	waiters []chan<- reloadReply
 	upgrade bool // a self-upgrade (DESIGN.md §2)
+	// signalled: the successor was sent SIGTERM (deadline, or a stop).
+	signalled bool
 	// exits are children that were no worker, reaped during the
 	// upgrade: the successor's exit status may be among them.
 	exits  map[int]string
@@ -68,6 +70,7 @@ func (s *supervisor) requestReload(reply chan<- reloadReply, upgrade bool) {
 		s.log.Info("reload requested while another is under way: queued", "upgrade", upgrade)
 		s.pending = append(s.pending, reply)
 		s.pendingUpgrade = s.pendingUpgrade || upgrade
+		s.pendingSignal = s.pendingSignal || reply == nil
 	default:
 		s.beginReload([]chan<- reloadReply{reply}, upgrade)
 	}
@@ -75,11 +78,11 @@ func (s *supervisor) requestReload(reply chan<- reloadReply, upgrade bool) {
 
 // runPending starts the queued reload, if any.
 func (s *supervisor) runPending() {
-	if len(s.pending) == 0 || s.phase != phaseRunning || s.reload != nil || s.takingOver {
+	if len(s.pending) == 0 || s.phase != phaseRunning || s.reload != nil || s.takingOver || s.stopping {
 		return
 	}
 	waiters, upgrade := s.pending, s.pendingUpgrade
-	s.pending, s.pendingUpgrade = nil, false
+	s.pending, s.pendingUpgrade, s.pendingSignal = nil, false, false
 	s.beginReload(waiters, upgrade)
 }
 
@@ -166,7 +169,7 @@ func (s *supervisor) finishReload(err error) {
 	for _, w := range r.waiters {
 		answer(w, reply)
 	}
-	if s.phase == phaseStopping {
+	if s.phase == phaseStopping || s.stopping {
 		return
 	}
 	s.status = s.statusLine()

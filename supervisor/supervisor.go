@@ -151,10 +151,11 @@ type supervisor struct {
 	workers  map[int]*worker      // every live worker process, by pid
 	reload   *reloadState         // the reload under way, nil if none
 	pending  []chan<- reloadReply // reload requests that came during one
-	// pendingUpgrade: one of the pending requests asked for a self-upgrade.
-	pendingUpgrade bool
-	last           reloadOutcome
-	restarts       int
+	// pendingUpgrade: one of the pending requests asked for a self-upgrade;
+	// pendingSignal: one came from a signal (no one waits for its answer).
+	pendingUpgrade, pendingSignal bool
+	last                          reloadOutcome
+	restarts                      int
 	// restartTimes are the unplanned restarts within restart.window.
 	restartTimes []time.Time
 	gaveUp       bool // the restart budget was spent
@@ -659,18 +660,22 @@ func (s *supervisor) beginStop() {
 	if s.phase == phaseStopping {
 		return
 	}
-	s.stopping = true
 	if s.upgrading() {
 		// The successor shares every socket and may be about to take
 		// over: ask it to give up (it drains what it started), and stop
 		// once the upgrade has ended, one way or the other.
-		if !s.upg.Signal(unix.SIGTERM) {
-			s.log.Info("stopping once the self-upgrade under way has ended")
-		} else {
+		if s.stopping {
+			return // asked already
+		}
+		s.stopping = true
+		if s.reload.signalled || s.signalSuccessor(unix.SIGTERM) {
 			s.log.Info("stopping: the self-upgrade under way is cancelled")
+		} else {
+			s.log.Info("stopping once the self-upgrade under way has ended")
 		}
 		return
 	}
+	s.stopping = true
 	if s.upg != nil {
 		s.upg.Stop() // no self-upgrade from now on
 	}

@@ -43,8 +43,9 @@ import (
 // upgradeNote is what a supervisor tells its successor besides the
 // descriptors themselves.
 type upgradeNote struct {
-	Generation int              `json:"generation"` // the newest so far; the successor's is the next
-	Control    string           `json:"control"`    // control socket path
+	Generation int              `json:"generation"`  // the newest so far; the successor's is the next
+	Control    string           `json:"control"`     // control socket path
+	ControlKey string           `json:"control_key"` // and its name for the upgrader
 	Listeners  []passedListener `json:"listeners"`
 }
 
@@ -135,16 +136,16 @@ func (s *supervisor) onUpgradeDeadline(kill bool) {
 	}
 	if kill {
 		s.log.Warn("self-upgrade: the new baton is still there, killing it")
-		s.upg.Signal(unix.SIGKILL)
+		s.signalSuccessor(unix.SIGKILL)
 		return
 	}
 	s.log.Warn("self-upgrade: the new baton did not take over in time, stopping it", "after", upgradeTimeout(s.cfg))
-	s.upg.Signal(unix.SIGTERM)
+	s.signalSuccessor(unix.SIGTERM)
 	s.reload.timers = append(s.reload.timers, s.after(s.cfg.Worker.DrainTimeout.Std()+5*time.Second, timerEvent{kind: upgradeKill}))
 }
 
 func (s *supervisor) upgradeNote() upgradeNote {
-	n := upgradeNote{Generation: s.gen, Control: s.control.path}
+	n := upgradeNote{Generation: s.gen, Control: s.control.path, ControlKey: s.control.passKey}
 	for _, l := range s.listeners {
 		if l.passKey == "" {
 			continue // could not be registered (logged then)
@@ -154,6 +155,22 @@ func (s *supervisor) upgradeNote() upgradeNote {
 		})
 	}
 	return n
+}
+
+// signalSuccessor signals the successor being started, found by the pid
+// it reported or, if it never did (a wrapper script, a hung start), as
+// the child that is no worker. It reports whether one was signalled.
+func (s *supervisor) signalSuccessor(sig unix.Signal) bool {
+	ok := s.upg.Signal(sig)
+	if !ok {
+		if pid := s.successorPID(); pid > 0 {
+			ok = unix.Kill(pid, sig) == nil
+		}
+	}
+	if ok && sig == unix.SIGTERM && s.reload != nil {
+		s.reload.signalled = true
+	}
+	return ok
 }
 
 // onUpgradeDone either reports a failed self-upgrade (this supervisor
@@ -175,8 +192,13 @@ func (s *supervisor) onUpgradeDone(ev upgradeDone) {
 		s.finishReload(fmt.Errorf("supervisor: self-upgrade failed, this baton keeps serving: %w", err))
 		if s.stopping {
 			s.beginStop()
+			return
 		}
+		s.releaseListeners() // held back while the successor shared them
 		return
+	}
+	if ev.pid == 0 {
+		ev.pid = s.successorPID() // it did not say (not a baton of this kind?)
 	}
 	state := "READY=1"
 	if ev.pid > 0 {
@@ -187,15 +209,26 @@ func (s *supervisor) onUpgradeDone(ev upgradeDone) {
 	}
 	s.handedOver = true
 	s.log.Info("self-upgrade done, draining this baton's workers", "new_pid", ev.pid)
-	if s.stopSignalled && ev.pid > 0 {
-		// The stop signal was meant for the service: pass it on.
+	switch {
+	case s.stopSignalled && !r.signalled && ev.pid > 0:
+		// The stop signal was meant for the service: pass it on (once:
+		// a second SIGTERM kills).
 		s.log.Info("passing the stop on to the new baton", "pid", ev.pid)
 		unix.Kill(ev.pid, unix.SIGTERM)
+	case s.pendingSignal && ev.pid > 0:
+		// A SIGHUP during the upgrade may mean a config the new baton
+		// has not read: pass it on rather than lose it.
+		s.log.Info("passing the reload asked for during the self-upgrade on to the new baton", "pid", ev.pid)
+		unix.Kill(ev.pid, unix.SIGHUP)
 	}
 	s.control.close(true)
 	s.drainAll("handed over to the new baton", fmt.Errorf("supervisor: a self-upgrade replaced this baton by pid %d: send the request again", ev.pid))
 	s.after(barrierTimeout+successorTimeout, timerEvent{kind: handoverDeadline})
 	path := s.control.path
+	if s.tmpDir != "" && path == filepath.Join(s.tmpDir, ControlSocketName) {
+		// The default one lives in a directory per pid.
+		path = filepath.Join(DefaultRuntimeDir(ev.pid), ControlSocketName)
+	}
 	s.goTask(func() {
 		// This baton exits only once systemd has switched to the new one.
 		ctx, cancel := context.WithTimeout(context.Background(), barrierTimeout)

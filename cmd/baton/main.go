@@ -174,6 +174,9 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	switch {
+	case resp.Upgraded && resp.Generation == 0:
+		// The new baton answers elsewhere (its control socket moved).
+		fmt.Fprintf(stdout, "%s ok: upgraded to baton pid %d (%.2fs)\n", cmd, resp.PID, resp.Seconds)
 	case cmd == "upgrade":
 		fmt.Fprintf(stdout, "upgrade ok: baton pid %d serving generation %d with %d workers (%.2fs)\n", resp.PID, resp.Generation, resp.Workers, resp.Seconds)
 	case resp.Upgraded:
