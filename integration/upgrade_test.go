@@ -574,12 +574,23 @@ func TestUpgradeKeepsListenerNonBlocking(t *testing.T) {
 }
 
 // checkUnchanged checks that after a failed upgrade the same baton serves
-// the same generation with the same workers.
+// the same generation with the same workers, and holds no descriptor more
+// (a pipe to the failed successor, say).
 func (u *upBaton) checkUnchanged(t testing.TB, what string, before batonState) {
 	t.Helper()
-	if after := u.settle(t); after.PID != before.PID || after.Generation != before.Generation || !slices.Equal(after.workers, before.workers) {
+	after := u.settle(t)
+	// tableflip's pipes to a failed successor are closed by finalizers
+	// after the GC that baton runs then: give them a moment.
+	for deadline := time.Now().Add(5 * time.Second); after.FDs != before.FDs && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		after = u.settle(t)
+	}
+	if after.PID != before.PID || after.Generation != before.Generation || !slices.Equal(after.workers, before.workers) {
 		t.Errorf("%s: after the failed upgrade baton %d serves generation %d with %v, want %d with %v, as before",
 			what, after.PID, after.Generation, after.workers, before.Generation, before.workers)
+	}
+	if after.FDs != before.FDs {
+		t.Errorf("%s: baton has %d descriptors open after the failed upgrade, %d before", what, after.FDs, before.FDs)
 	}
 }
 
