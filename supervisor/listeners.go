@@ -163,9 +163,6 @@ func (s *supervisor) listenersFor(cfg *config.Config) ([]*listener, error) {
 		out = append(out, l)
 	}
 	s.listeners = append(s.listeners, bound...)
-	if err := s.passListeners(); err != nil {
-		s.log.Warn("a self-upgrade could not pass this socket on", "err", err)
-	}
 	if !s.takingOver {
 		s.storeListeners(cfg) // else once in charge: the parent may still fail over
 	}
@@ -239,9 +236,10 @@ func (s *supervisor) releaseListeners() {
 			}
 		}
 		if l.passKey != "" {
-			// The upgrader's copy cannot be taken back: shut the socket
-			// down so that copy, passed on until the next self-upgrade
-			// drops it, accepts nothing meanwhile.
+			// The upgrader's copy cannot be taken back (a self-upgrade
+			// failed since it was registered): shut the socket down so
+			// that copy, passed on until the next self-upgrade drops it,
+			// accepts nothing meanwhile.
 			unix.Shutdown(l.fd, unix.SHUT_RDWR)
 		}
 		l.close(false)
@@ -341,14 +339,17 @@ func closeListeners(ls []*listener, keepPaths bool) {
 	}
 }
 
-// passListeners registers every listener not yet registered with the
-// upgrader, so that a self-upgrade passes it on.
-func (s *supervisor) passListeners() error {
+// passListeners registers with the upgrader every listener not yet
+// registered (with fromSystemd, only the sockets of a .socket unit), so
+// that a self-upgrade passes it on. A registration cannot be taken back,
+// so self-bound listeners are registered only when an upgrade starts: one
+// added and removed by reloads in between never lingers in the upgrader.
+func (s *supervisor) passListeners(fromSystemd bool) error {
 	if s.upg == nil {
 		return nil
 	}
 	for _, l := range s.listeners {
-		if l.passKey != "" {
+		if l.passKey != "" || fromSystemd && !l.inherited {
 			continue
 		}
 		s.passSeq++

@@ -306,7 +306,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	if s.control, err = s.openControl(ctlPath, note); err != nil {
 		return nil, err
 	}
-	if err := s.passListeners(); err != nil {
+	if err := s.passListeners(true); err != nil {
 		return nil, err
 	}
 	if s.devNull, err = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {

@@ -107,7 +107,11 @@ func (s *supervisor) beginUpgrade() {
 	}
 	s.reload.upgrade = true
 	s.reload.exits = map[int]string{}
-	b, err := json.Marshal(s.upgradeNote())
+	err := s.passListeners(false)
+	var b []byte
+	if err == nil {
+		b, err = json.Marshal(s.upgradeNote())
+	}
 	if err != nil {
 		s.finishReload(fmt.Errorf("supervisor: self-upgrade: %w", err))
 		return
