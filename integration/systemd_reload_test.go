@@ -26,6 +26,10 @@ type reloadApp struct {
 	m      *nspawn.Machine
 	addr   string
 	config string // the valid config, as installed
+	// bin is the host directory bound read-only at optDir: a file renamed
+	// into it replaces /opt/baton/... inside at once, as a package
+	// upgrade would.
+	bin string
 }
 
 // stats asks baton for its counts over its control socket, reached from

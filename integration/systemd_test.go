@@ -119,7 +119,7 @@ func bootAppWith(t *testing.T, ctx context.Context, o appOptions) *reloadApp {
 			t.Fatal(err)
 		}
 	}
-	return &reloadApp{m: m, addr: fmt.Sprintf("127.0.0.1:%d", port), config: files["baton.toml"]}
+	return &reloadApp{m: m, addr: fmt.Sprintf("127.0.0.1:%d", port), config: files["baton.toml"], bin: dir}
 }
 
 // contrib's units under a real systemd: the first connection activates

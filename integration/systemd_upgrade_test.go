@@ -9,36 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// binDir returns the host directory bootAppWith bound read-only at optDir
-// in a's container: a file renamed into it replaces /opt/baton/... inside
-// at once, as a package upgrade would. bootAppWith made it with the same
-// t's TempDir, so it is found among that directory's siblings, by inode.
-func (a *reloadApp) binDir(t *testing.T) string {
-	t.Helper()
-	var want syscall.Stat_t
-	inside := fmt.Sprintf("/proc/%d/root%s", a.m.Leader, optDir)
-	if err := syscall.Stat(inside, &want); err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Dir(t.TempDir())
-	ents, err := os.ReadDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		var st syscall.Stat_t
-		if p := filepath.Join(root, e.Name()); syscall.Stat(p, &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
-			return p
-		}
-	}
-	t.Fatalf("the directory bound at %s is none of %s's", optDir, root)
-	return ""
-}
 
 // procRoot is the container's /proc, seen from the host.
 func (a *reloadApp) procRoot() string {
@@ -152,7 +125,7 @@ func TestSystemdUpgradeUnderLoad(t *testing.T) {
 	first, second := versions(t)
 	ctx := withTimeout(t, 4*time.Minute)
 	a := bootApp(t, ctx, true)
-	dir := a.binDir(t)
+	dir := a.bin
 	exes := []struct{ exe, version string }{{batonNext(t), second}, {bin.baton, first}}
 	gen := statusGeneration(t, a.status(t, ctx))
 	for i, mode := range modes {
@@ -201,7 +174,7 @@ func TestSystemdUpgradeBrokenBinary(t *testing.T) {
 	_, second := versions(t)
 	ctx := withTimeout(t, 4*time.Minute)
 	a := bootApp(t, ctx, true)
-	dir := a.binDir(t)
+	dir := a.bin
 	good, err := os.ReadFile(bin.baton)
 	if err != nil {
 		t.Fatal(err)

@@ -116,7 +116,7 @@ func TestSystemdWatchdog(t *testing.T) {
 		return
 	}
 
-	dir := a.binDir(t)
+	dir := a.bin
 	t.Run("self-upgrades", func(t *testing.T) {
 		first, second := versions(t)
 		exes := []struct{ exe, version string }{{batonNext(t), second}, {bin.baton, first}, {batonNext(t), second}}
