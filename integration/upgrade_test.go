@@ -154,6 +154,13 @@ type batonState struct {
 	registered bool  // upBaton.registered then
 }
 
+// stats asks whichever baton answers on the control socket for its stats.
+func (u *upBaton) stats() (supervisor.ControlResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return supervisor.Request(ctx, u.control, supervisor.ControlRequest{Command: "stats"})
+}
+
 // settle waits until the baton answering on the control socket runs no
 // reload, drains nothing and has exactly its workers as children (a
 // successor that just took over, or a failed attempt, is not settled).
@@ -161,9 +168,7 @@ func (u *upBaton) settle(t testing.TB) batonState {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := supervisor.Request(ctx, u.control, supervisor.ControlRequest{Command: "stats"})
-		cancel()
+		r, err := u.stats()
 		var kids []int
 		if err == nil && r.Stats != nil {
 			kids = children(r.Stats.PID)
@@ -285,9 +290,7 @@ func (u *upBaton) waitNewPID(t testing.TB, old int) int {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := supervisor.Request(ctx, u.control, supervisor.ControlRequest{Command: "stats"})
-		cancel()
+		r, err := u.stats()
 		if err == nil && r.Stats != nil && r.Stats.PID != old {
 			return r.Stats.PID
 		}
