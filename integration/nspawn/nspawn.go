@@ -36,6 +36,18 @@ const (
 	consoleTail   = 2048
 )
 
+// The container's /etc starts empty, so its first boot enables every unit
+// of the host's packages that the distribution's presets do not name
+// (Debian enables all by default): an nginx installed on the host would
+// start, and fail, inside. This preset, read before the host's, disables
+// them all, so that only the units a test starts run. Units enabled in
+// /usr itself (journald and the other parts of systemd) are not affected.
+const (
+	presetDir  = "/etc/systemd/system-preset"
+	presetName = "00-baton-nspawn.preset"
+	presetText = "# Only what a test starts runs (integration/nspawn).\ndisable *\n"
+)
+
 // minimalEnv is the only environment the commands started here get: the
 // caller's NOTIFY_SOCKET, LISTEN_* or SYSTEMD_* must not reach systemd-nspawn
 // or the container.
@@ -167,6 +179,13 @@ func Boot(ctx context.Context, o Options) (*Machine, error) {
 		os.RemoveAll(m.dir)
 		return nil, err
 	}
+	preset := filepath.Join(m.dir, presetName)
+	if err := os.WriteFile(preset, []byte(presetText), 0o644); err != nil {
+		console.Close()
+		m.cg.remove()
+		os.RemoveAll(m.dir)
+		return nil, fmt.Errorf("nspawn: %w", err)
+	}
 
 	procs := m.cg.procsFiles()
 	args := append([]string{"-c", startScript, "sh", strconv.Itoa(len(procs))}, procs...)
@@ -175,6 +194,7 @@ func Boot(ctx context.Context, o Options) (*Machine, error) {
 		"--directory=/", "--volatile=yes", // the host's /usr, read-only, on a tmpfs root
 		"--boot", "--machine="+name, "--console=pipe")
 	args = append(args, binds...)
+	args = append(args, "--bind-ro="+preset+":"+presetDir+"/"+presetName)
 	// Kernel command line for the container's systemd: after the options.
 	args = append(args, "systemd.mask=systemd-firstboot.service")
 	m.cmd = exec.Command("/bin/sh", args...)
