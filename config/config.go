@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"runtime"
@@ -24,6 +25,11 @@ const (
 	DefaultBackoffMax    = 15 * time.Second
 	DefaultStableAfter   = 30 * time.Second
 	DefaultOnGiveUp      = "exit"
+
+	// MaxWorkers bounds worker.count: each worker is a process with its
+	// own descriptors in baton, and a typo must not fork a hundred
+	// thousand of them.
+	MaxWorkers = 1024
 )
 
 // ErrInvalid is wrapped by every validation error, so callers can tell bad
@@ -148,7 +154,7 @@ func ParseSize(s string) (int64, error) {
 		num, unit = t[:i], strings.TrimSpace(t[i:])
 	}
 	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 {
+	if err != nil || f < 0 || math.IsInf(f, 0) {
 		return 0, fmt.Errorf("not a size: %q (use e.g. \"512MiB\")", s)
 	}
 	mult := map[string]float64{"": 1, "B": 1,
@@ -159,6 +165,10 @@ func ParseSize(s string) (int64, error) {
 	}[strings.ToUpper(unit)]
 	if mult == 0 {
 		return 0, fmt.Errorf("not a size: %q: unknown unit %q (use K, M, G or T)", s, unit)
+	}
+	// float64(math.MaxInt64) rounds up to 2^63, itself out of range.
+	if f*mult >= math.MaxInt64 {
+		return 0, fmt.Errorf("size %q is too large (at most 8 EiB)", s)
 	}
 	return int64(f * mult), nil
 }
@@ -184,12 +194,26 @@ type Duration time.Duration
 
 // UnmarshalText parses a Go duration string.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("not a duration: %q (use a number with a unit, e.g. \"30s\")", b)
+		return err
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ParseDuration parses a Go duration string ("30s", "1m30s", "250ms"). A
+// number without a unit other than 0 is an error that says how to write
+// it: is "30" seconds or milliseconds?
+func ParseDuration(s string) (time.Duration, error) {
+	v, err := time.ParseDuration(s)
+	if err == nil {
+		return v, nil
+	}
+	if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+		return 0, noUnit(s)
+	}
+	return 0, fmt.Errorf("not a duration: %q (use a number with a unit, e.g. \"30s\")", s)
 }
 
 // MarshalText writes the duration as a Go duration string.
@@ -232,6 +256,9 @@ func (c *Config) Validate() error {
 	if w.Count < 0 {
 		return c.errorf("worker.count", "must be at least 1, got %d", w.Count)
 	}
+	if w.Count > MaxWorkers {
+		return c.errorf("worker.count", "%d is more than %d workers", w.Count, MaxWorkers)
+	}
 	if w.Count == 0 {
 		w.Count = runtime.NumCPU()
 	}
@@ -242,8 +269,11 @@ func (c *Config) Validate() error {
 	case w.Ready == "notify":
 		w.ReadyDelay = 0
 	case strings.HasPrefix(w.Ready, "delay:"):
-		d, err := time.ParseDuration(strings.TrimPrefix(w.Ready, "delay:"))
-		if err != nil || d <= 0 {
+		d, err := ParseDuration(strings.TrimPrefix(w.Ready, "delay:"))
+		if err != nil {
+			return c.errorf("worker.ready", "%q: %w", w.Ready, err)
+		}
+		if d <= 0 {
 			return c.errorf("worker.ready", "%q: want \"notify\" or \"delay:DURATION\" with a positive duration", w.Ready)
 		}
 		w.ReadyDelay = d

@@ -108,6 +108,20 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"flag listen", "", []string{"--listen", "tcp://127.0.0.1:1", "--", "a"}, "config: flag --listen: \"tcp://127.0.0.1:1\": want NAME=URL"},
 		{"flag listen url", "", []string{"--listen", "h=127.0.0.1:1", "--", "a"}, "config: flag --listen: listen[0].address:"},
 		{"flag drain", "", []string{"--listen", "h=tcp://127.0.0.1:1", "--drain-timeout", "x", "--", "a"}, "config: flag --drain-timeout: \"x\""},
+		{"integer duration", "[worker]\ncommand = [\"a\"]\ndrain_timeout = 30\n", nil, `baton.toml:3: worker.drain_timeout: 30 has no unit: write "30s"`},
+		{"integer reload timeout", "[reload]\ntimeout = 60\n", nil, `baton.toml:2: reload.timeout: 60 has no unit: write "60s"`},
+		{"float duration", "restart.window = 1.5\n", nil, `baton.toml:1: restart.window: 1.5 has no unit: write "1.5s"`},
+		{"inline duration", "worker = { watchdog = 5 }\n", nil, `baton.toml:1: worker.watchdog: 5 has no unit: write "5s"`},
+		{"hex duration", "[restart]\nbackoff_max = 0x10\n", nil, `baton.toml:2: restart.backoff_max: 0x10 has no unit: write a duration such as "30s"`},
+		{"string duration", "[worker]\nwatchdog = \"5\"\n", nil, `baton.toml:2: worker.watchdog: 5 has no unit: write "5s"`},
+		{"delay without unit", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nready = \"delay:500\"\n", nil,
+			`baton.toml:6: worker.ready: "delay:500": 500 has no unit`},
+		{"flag duration", "", []string{"--listen", "h=tcp://127.0.0.1:1", "--drain-timeout", "30", "--", "a"}, `config: flag --drain-timeout: 30 has no unit: write "30s"`},
+		{"too many workers", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\ncount = 100000\n", nil,
+			"baton.toml:6: worker.count: 100000 is more than 1024 workers"},
+		{"huge size", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nmax_memory = \"99999999999999999999T\"\n", nil,
+			`baton.toml:6: worker.max_memory: size "99999999999999999999T" is too large`},
+		{"duplicate key", "[worker]\ncount = 1\ncount = 2\n", nil, "baton.toml:3: worker.count: key count is already defined"},
 		{"unknown flag", "", []string{"--wrokers", "2"}, "flag provided but not defined: -wrokers"},
 		{"missing file", "", []string{"--config", "/nonexistent/baton.toml"}, "config: open /nonexistent/baton.toml"},
 	}
@@ -157,6 +171,17 @@ func TestParseAddress(t *testing.T) {
 	}
 }
 
+// A duration of 0 needs no unit: it is 0 in every unit.
+func TestZeroDurationWithoutUnit(t *testing.T) {
+	c, err := Parse("b.toml", []byte("[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nwatchdog = 0\n"))
+	if err == nil {
+		err = c.Validate()
+	}
+	if err != nil || c.Worker.Watchdog != 0 {
+		t.Fatalf("watchdog = 0: %v, %v", c, err)
+	}
+}
+
 func TestRestartAndSizes(t *testing.T) {
 	c, err := Parse("b.toml", []byte("[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nmax_memory = \"1.5GiB\"\nwatchdog = \"2s\"\n[restart]\nlimit = 3\nbackoff_min = \"10ms\"\non_giveup = \"degrade\"\n"))
 	if err != nil {
@@ -176,7 +201,7 @@ func TestRestartAndSizes(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "x", "-1", "10 parsecs"} {
+	for _, bad := range []string{"", "x", "-1", "10 parsecs", "8EiB", "9223372036854775807", "1e400"} {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q) accepted", bad)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -26,18 +27,36 @@ func Parse(path string, data []byte) (*Config, error) {
 	c := &Config{Path: path}
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
-		return nil, decodeError(path, err)
+	err := dec.Decode(c)
+	// go-toml takes 30 for 30ns, and fails on 1.5 without saying where.
+	doc := scan(data)
+	if b := doc.bareDuration; b.key != "" {
+		return nil, fmt.Errorf("config: %s:%d: %s: %w", path, b.line, b.key, wrapInvalid(noUnit(b.value)))
 	}
-	for key, line := range keyLines(data) {
+	if err != nil {
+		return nil, decodeError(path, data, err)
+	}
+	for key, line := range doc.lines {
 		c.setOrigin(key, fmt.Sprintf("%s:%d", path, line))
 	}
 	return c, nil
 }
 
+// errNoUnit is wrapped by the error for a duration without a unit.
+var errNoUnit = errors.New("has no unit")
+
+// noUnit says how to write a duration given as a bare number.
+func noUnit(value string) error {
+	if strings.Trim(value, "0123456789.") == "" {
+		return fmt.Errorf("%s %w: write \"%ss\"", value, errNoUnit, value)
+	}
+	return fmt.Errorf("%s %w: write a duration such as \"30s\"", value, errNoUnit)
+}
+
 // decodeError turns go-toml's errors into one line naming the file, line
-// and key.
-func decodeError(path string, err error) error {
+// and key. go-toml names a key inside a table by its last part alone
+// ("count" for worker.count); the key is completed from the line.
+func decodeError(path string, data []byte, err error) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) && len(strict.Errors) > 0 {
 		e := strict.Errors[0]
@@ -50,51 +69,116 @@ func decodeError(path string, err error) error {
 		line, _ := de.Position()
 		msg := strings.TrimPrefix(de.Error(), "toml: ")
 		if k := de.Key(); len(k) > 0 {
-			return fmt.Errorf("config: %s:%d: %s: %w", path, line, strings.Join(k, "."), wrapInvalid(errors.New(msg)))
+			key := strings.Join(k, ".")
+			if full := scan(data).keyAt[line]; strings.HasSuffix(full, key) {
+				key = full
+			}
+			return fmt.Errorf("config: %s:%d: %s: %w", path, line, key, wrapInvalid(errors.New(msg)))
 		}
 		return fmt.Errorf("config: %s:%d: %w", path, line, wrapInvalid(errors.New(msg)))
 	}
 	return fmt.Errorf("config: %s: %w", path, wrapInvalid(err))
 }
 
-// keyLines maps every key of a well-formed document to its line, with array
-// tables indexed as Validate names them ("listen[1].address").
-func keyLines(data []byte) map[string]int {
-	lines := map[string]int{}
+// document is what scan finds in a TOML document, beyond what decoding it
+// into a Config tells.
+type document struct {
+	// lines maps every key to its line, with array tables indexed as
+	// Validate names them ("listen[1].address").
+	lines map[string]int
+	// keyAt is the full key of the key/value pair on each line.
+	keyAt map[int]string
+	// bareDuration is the first duration key given a number other than 0
+	// (go-toml would decode 30 as 30 nanoseconds).
+	bareDuration struct {
+		key, value string
+		line       int
+	}
+}
+
+// scan walks a document that go-toml could parse (its syntax, if not its
+// meaning: a duplicate key is still scanned).
+func scan(data []byte) document {
+	doc := document{lines: map[string]int{}, keyAt: map[int]string{}}
 	counts := map[string]int{}
 	var p unstable.Parser
 	p.Reset(data)
 	prefix := ""
+	// value records a key/value pair, and those of an inline table.
+	var value func(key string, line int, v *unstable.Node)
+	value = func(key string, line int, v *unstable.Node) {
+		doc.lines[key] = line
+		doc.keyAt[line] = key
+		switch v.Kind {
+		case unstable.InlineTable:
+			it := v.Children()
+			for it.Next() {
+				kv := it.Node()
+				k, l := joinKey(&p, kv.Key())
+				value(key+"."+k, l, kv.Value())
+			}
+		case unstable.Integer, unstable.Float:
+			if durationKeys[key] && string(v.Data) != "0" && doc.bareDuration.key == "" {
+				doc.bareDuration.key, doc.bareDuration.value, doc.bareDuration.line = key, string(v.Data), line
+			}
+		}
+	}
 	for p.NextExpression() {
 		e := p.Expression()
-		var parts []string
-		line := 0
-		it := e.Key()
-		for it.Next() {
-			k := it.Node()
-			if line == 0 {
-				line = p.Shape(k.Raw).Start.Line
-			}
-			parts = append(parts, string(k.Data))
-		}
-		key := strings.Join(parts, ".")
+		key, line := joinKey(&p, e.Key())
 		switch e.Kind {
 		case unstable.Table:
 			prefix = key
+			doc.lines[key] = line
 		case unstable.ArrayTable:
 			prefix = fmt.Sprintf("%s[%d]", key, counts[key])
 			counts[key]++
+			doc.lines[key] = line
+			doc.lines[prefix] = line
 		case unstable.KeyValue:
 			if prefix != "" {
 				key = prefix + "." + key
 			}
-		default:
-			continue
-		}
-		lines[key] = line
-		if e.Kind == unstable.ArrayTable {
-			lines[prefix] = line
+			value(key, line, e.Value())
 		}
 	}
-	return lines
+	return doc
 }
+
+// joinKey returns a (possibly dotted) key as one string, and its line.
+func joinKey(p *unstable.Parser, it unstable.Iterator) (string, int) {
+	var parts []string
+	line := 0
+	for it.Next() {
+		k := it.Node()
+		if line == 0 {
+			line = p.Shape(k.Raw).Start.Line
+		}
+		parts = append(parts, string(k.Data))
+	}
+	return strings.Join(parts, "."), line
+}
+
+// durationKeys are the keys whose values are Durations, from Config's
+// toml tags: "worker.drain_timeout", "reload.timeout", ...
+var durationKeys = func() map[string]bool {
+	keys := map[string]bool{}
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			switch {
+			case f.Type == reflect.TypeFor[Duration]():
+				keys[prefix+name] = true
+			case f.Type.Kind() == reflect.Struct:
+				walk(prefix+name+".", f.Type)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config]())
+	return keys
+}()

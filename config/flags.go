@@ -7,7 +7,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Options is what the run command line says besides the configuration
@@ -106,7 +105,10 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 
 func durationInto(d *Duration) func(string) error {
 	return func(s string) error {
-		v, err := time.ParseDuration(s)
+		v, err := ParseDuration(s)
+		if errors.Is(err, errNoUnit) {
+			return err
+		}
 		if err != nil || v <= 0 {
 			return fmt.Errorf("%q: want a positive duration such as 30s", s)
 		}

@@ -136,6 +136,14 @@ func TestBadConfigExitsBeforeStarting(t *testing.T) {
 		{[]string{"--listen", "http=tcp://127.0.0.1:1", "--ready", "later", "--", "sleep", "60"}, `baton: config: flag --ready: worker.ready: "later"`},
 		{[]string{"--listen", "http=ftp://127.0.0.1:1", "--", "sleep", "60"}, `baton: config: flag --listen: listen[0].address: "ftp://127.0.0.1:1": unknown scheme`},
 	}
+	// A duration without a unit would be nanoseconds: a drain that kills
+	// at once. baton run and baton check refuse it alike.
+	bare := filepath.Join(dir, "bare.toml")
+	os.WriteFile(bare, []byte("[[listen]]\nname = \"http\"\naddress = \"tcp://127.0.0.1:1\"\n\n[worker]\ncommand = [\"sleep\", \"60\"]\ndrain_timeout = 30\n"), 0o600)
+	tests = append(tests, struct {
+		args []string
+		want string
+	}{[]string{"--config", bare}, "baton: config: " + bare + `:7: worker.drain_timeout: 30 has no unit: write "30s"`})
 	for _, tt := range tests {
 		p := start(t, nil, append([]string{bin.baton, "run"}, tt.args...)...)
 		if code := p.waitExit(10 * time.Second); code != 2 {
@@ -146,6 +154,14 @@ func TestBadConfigExitsBeforeStarting(t *testing.T) {
 		if !strings.HasPrefix(out, tt.want) || strings.Count(out, "\n") != 0 {
 			t.Errorf("baton run %v printed %q, want one line starting %q", tt.args, out, tt.want)
 		}
+	}
+	p := start(t, nil, bin.baton, "check", "--config", bare)
+	if code := p.waitExit(10 * time.Second); code != 2 {
+		t.Errorf("baton check of a bare-number duration exited %d, want 2", code)
+	}
+	<-p.out.done
+	if want := "baton: config: " + bare + `:7: worker.drain_timeout: 30 has no unit: write "30s"`; p.out.String() != want {
+		t.Errorf("baton check printed %q, want %q", p.out.String(), want)
 	}
 }
 

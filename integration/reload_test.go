@@ -163,6 +163,9 @@ func TestReloadFailuresKeepOldWorkers(t *testing.T) {
 		{"invalid config", func(addr string) string {
 			return batonConfig(addr, 2, nil, "cuont = 3")
 		}, "baton: reload: supervisor: reload: config: "},
+		{"duration without unit", func(addr string) string {
+			return batonConfig(addr, 2, nil, "watchdog = 5")
+		}, `baton.toml:9: worker.watchdog: 5 has no unit: write "5s"`},
 		{"worker exits at once", func(addr string) string {
 			return batonConfig(addr, 2, []string{"false"}, "")
 		}, "reload rolled back: worker "},
