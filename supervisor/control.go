@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/unixsock"
 )
 
 // ControlSocketName is the control socket's file name in the runtime
@@ -126,16 +127,11 @@ func listenControl(path string) (*controlServer, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	// Only the service's own user may reload or stop it: the socket is
+	// owner-only from the moment it exists. Its path is removed by close,
+	// not by every process holding a copy.
+	ln, err := unixsock.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("supervisor: control socket: %w", err)
-	}
-	// The path is removed by close, not by every process holding a copy.
-	ln.SetUnlinkOnClose(false)
-	// Only the service's own user may reload or stop it.
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		os.Remove(path)
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
 	}
 	return &controlServer{path: path, ln: ln}, nil

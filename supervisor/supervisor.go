@@ -55,8 +55,8 @@ type Options struct {
 	// Notify sends a message to systemd; nil means systemd.Notify.
 	Notify func(state string) error
 	// RuntimeDir holds the notify socket; empty means $RUNTIME_DIRECTORY,
-	// else a new directory baton-PID in the temporary directory, removed
-	// at the end.
+	// else a new private directory (see openRuntimeDir), removed at the
+	// end.
 	RuntimeDir string
 	// Inherited are the sockets passed by systemd; nil means
 	// systemd.Inherited() is called.
@@ -132,7 +132,6 @@ type supervisor struct {
 	control   *controlServer
 	spawner   *handoff.Spawner
 	devNull   int
-	tmpDir    string
 
 	events  chan event
 	quit    chan struct{} // closed when the loop ends: timers and readers stop sending
@@ -173,7 +172,7 @@ type supervisor struct {
 
 	upg     *handoff.Upgrader
 	version string
-	dir     string // runtime directory: notify and (by default) control socket
+	dir     runtimeDir // notify and (by default) control socket
 	// takingOver is set in a supervisor started by a self-upgrade until
 	// it has told systemd it is the main process and its parent that it
 	// is ready; parent is that supervisor's pid. Until then it says
@@ -282,26 +281,20 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		}
 	}
 
-	dir := opts.RuntimeDir
-	if dir == "" {
-		// systemd may list several directories separated by ':'.
-		dir, _, _ = strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
+	if note != nil && note.RuntimeDir != "" {
+		// The service's runtime directory outlives each baton process:
+		// the successor answers on the same control socket.
+		s.dir = runtimeDir{path: note.RuntimeDir, created: note.OwnsRuntimeDir}
+	} else if s.dir, err = openRuntimeDir(opts.RuntimeDir, s.log); err != nil {
+		return nil, err
 	}
-	if dir == "" {
-		s.tmpDir = DefaultRuntimeDir(os.Getpid())
-		if err := makePrivateDir(s.tmpDir); err != nil {
-			return nil, fmt.Errorf("supervisor: runtime directory: %w", err)
-		}
-		dir = s.tmpDir
-	}
-	path := filepath.Join(dir, "notify-"+strconv.Itoa(os.Getpid())+".sock")
+	path := filepath.Join(s.dir.path, "notify-"+strconv.Itoa(os.Getpid())+".sock")
 	if s.notify, err = systemd.ListenNotify(path); err != nil {
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
-	s.dir = dir
 	ctlPath := cfg.Control.Socket
 	if ctlPath == "" {
-		ctlPath = filepath.Join(dir, ControlSocketName)
+		ctlPath = filepath.Join(s.dir.path, ControlSocketName)
 	}
 	if s.control, err = s.openControl(ctlPath, note); err != nil {
 		return nil, err
@@ -314,36 +307,6 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	}
 	s.spawner = handoff.NewSpawner()
 	return s, nil
-}
-
-// DefaultRuntimeDir is where a baton with neither RUNTIME_DIRECTORY nor
-// control.socket keeps its sockets, so that `baton reload --pid PID` can
-// find them.
-func DefaultRuntimeDir(pid int) string {
-	return filepath.Join(os.TempDir(), "baton-"+strconv.Itoa(pid))
-}
-
-// makePrivateDir creates dir, mode 0700. A directory left there by a
-// killed baton with the same pid (always pid 1 in a container) is ours to
-// replace when it is a real directory of this user with that mode;
-// anything else is refused.
-func makePrivateDir(dir string) error {
-	err := os.Mkdir(dir, 0o700)
-	if !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	fi, lerr := os.Lstat(dir)
-	if lerr != nil {
-		return lerr
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || fi.Mode().Perm() != 0o700 || !ok || int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s exists and is not a private directory of this user: remove it or set control.socket", dir)
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	return os.Mkdir(dir, 0o700)
 }
 
 // close releases what newSupervisor acquired. Every worker has exited by
@@ -362,8 +325,8 @@ func (s *supervisor) close() {
 		unix.Close(s.devNull)
 	}
 	closeListeners(s.listeners, s.sharesSockets())
-	if s.tmpDir != "" {
-		os.RemoveAll(s.tmpDir)
+	if !s.sharesSockets() {
+		s.dir.remove()
 	}
 }
 

@@ -401,27 +401,67 @@ func TestDuplicateInheritedNamesAreAnError(t *testing.T) {
 	}
 }
 
-// A runtime directory left by a killed baton with the same pid (pid 1 in
-// a container) is replaced; anything that is not clearly ours is not.
-func TestMakePrivateDir(t *testing.T) {
-	base := t.TempDir()
-	left := filepath.Join(base, "left")
-	os.Mkdir(left, 0o700)
-	os.WriteFile(filepath.Join(left, "baton.sock"), nil, 0o600)
-	if err := makePrivateDir(left); err != nil {
-		t.Fatalf("leftover private dir: %v", err)
+// The runtime directory is systemd's RUNTIME_DIRECTORY (never removed by
+// baton), else a new private directory under a name nobody could have
+// made first: two batons with one pid never share it, and a base that
+// another user may write to is not used.
+func TestRuntimeDir(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(tlogWriter{t}, nil))
+	systemdDir := t.TempDir()
+	t.Setenv("RUNTIME_DIRECTORY", systemdDir+":/elsewhere")
+	d, err := openRuntimeDir("", log)
+	if err != nil || d.path != systemdDir || d.created {
+		t.Fatalf("with RUNTIME_DIRECTORY: %+v, %v; want %s, not created by baton", d, err, systemdDir)
 	}
-	if ents, _ := os.ReadDir(left); len(ents) != 0 {
-		t.Errorf("leftover dir not emptied: %v", ents)
+	d.remove()
+	if _, err := os.Stat(systemdDir); err != nil {
+		t.Errorf("baton removed systemd's RUNTIME_DIRECTORY: %v", err)
 	}
-	open := filepath.Join(base, "open")
-	os.Mkdir(open, 0o755)
-	os.Chmod(open, 0o755)
-	link := filepath.Join(base, "link")
-	os.Symlink(left, link)
-	for _, p := range []string{open, link} {
-		if err := makePrivateDir(p); err == nil {
-			t.Errorf("makePrivateDir(%s) replaced something not clearly baton's", p)
+
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	tmp := t.TempDir()
+	os.Chmod(tmp, 0o1777)
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	// A base another user may write to (or a symlink) is not used.
+	open := filepath.Join(t.TempDir(), "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(t.TempDir(), link)
+	bases := []string{open, link}
+	if os.Geteuid() != 0 {
+		bases = nil // only root's base is /run/baton
+	}
+	defer func(old string) { rootRuntimeBase = old }(rootRuntimeBase)
+	for _, base := range bases {
+		rootRuntimeBase = base
+		a, err := openRuntimeDir("", log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := openRuntimeDir("", log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []runtimeDir{a, b} {
+			fi, err := os.Lstat(d.path)
+			if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 || filepath.Dir(d.path) != tmp || !d.created {
+				t.Errorf("base %s: runtime dir %+v (%v, %v); want a new 0700 directory in TMPDIR %s", base, d, fi.Mode(), err, tmp)
+			}
+		}
+		if a.path == b.path {
+			t.Errorf("two runtime directories share the path %s", a.path)
+		}
+		// Removing it never removes what someone else put there.
+		os.WriteFile(filepath.Join(a.path, "theirs"), nil, 0o600)
+		a.remove()
+		b.remove()
+		if _, err := os.Stat(filepath.Join(a.path, "theirs")); err != nil {
+			t.Errorf("remove deleted a file baton did not create: %v", err)
+		}
+		if _, err := os.Stat(b.path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("an empty runtime directory baton created is still there: %v", err)
 		}
 	}
 }

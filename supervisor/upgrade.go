@@ -43,10 +43,14 @@ import (
 // upgradeNote is what a supervisor tells its successor besides the
 // descriptors themselves.
 type upgradeNote struct {
-	Generation int              `json:"generation"`  // the newest so far; the successor's is the next
-	Control    string           `json:"control"`     // control socket path
-	ControlKey string           `json:"control_key"` // and its name for the upgrader
-	Listeners  []passedListener `json:"listeners"`
+	Generation int    `json:"generation"`  // the newest so far; the successor's is the next
+	Control    string `json:"control"`     // control socket path
+	ControlKey string `json:"control_key"` // and its name for the upgrader
+	// RuntimeDir is the runtime directory, which the successor keeps;
+	// OwnsRuntimeDir: a baton made it, and the last one removes it.
+	RuntimeDir     string           `json:"runtime_dir,omitempty"`
+	OwnsRuntimeDir bool             `json:"owns_runtime_dir,omitempty"`
+	Listeners      []passedListener `json:"listeners"`
 }
 
 // passedListener describes one listening socket handed over, under Key.
@@ -149,7 +153,8 @@ func (s *supervisor) onUpgradeDeadline(kill bool) {
 }
 
 func (s *supervisor) upgradeNote() upgradeNote {
-	n := upgradeNote{Generation: s.gen, Control: s.control.path, ControlKey: s.control.passKey}
+	n := upgradeNote{Generation: s.gen, Control: s.control.path, ControlKey: s.control.passKey,
+		RuntimeDir: s.dir.path, OwnsRuntimeDir: s.dir.created}
 	for _, l := range s.listeners {
 		if l.passKey == "" {
 			continue // could not be registered (logged then)
@@ -228,11 +233,7 @@ func (s *supervisor) onUpgradeDone(ev upgradeDone) {
 	s.control.close(true)
 	s.drainAll("handed over to the new baton", fmt.Errorf("supervisor: a self-upgrade replaced this baton by pid %d: send the request again", ev.pid))
 	s.after(barrierTimeout+successorTimeout, timerEvent{kind: handoverDeadline})
-	path := s.control.path
-	if s.tmpDir != "" && path == filepath.Join(s.tmpDir, ControlSocketName) {
-		// The default one lives in a directory per pid.
-		path = filepath.Join(DefaultRuntimeDir(ev.pid), ControlSocketName)
-	}
+	path := s.control.path // the successor answers where this one did
 	s.goTask(func() {
 		// This baton exits only once systemd has switched to the new one.
 		ctx, cancel := context.WithTimeout(context.Background(), barrierTimeout)
@@ -260,7 +261,7 @@ func (s *supervisor) onSuccessorInfo(ev successorInfo) {
 	if ev.st != nil {
 		reply.PID, reply.Generation, reply.Workers = ev.st.PID, ev.st.Generation, ev.st.Workers
 	} else {
-		// Its control socket may be elsewhere (the default one is per pid).
+		// Its control socket may be elsewhere (control.socket changed).
 		reply.PID = s.successorPID()
 		s.log.Warn("the new baton does not answer on this control socket", "err", ev.err)
 	}

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/unixsock"
 )
 
 // MaxNotifySize is the largest datagram NotifyServer accepts; larger ones are
@@ -17,9 +19,9 @@ const MaxNotifySize = 4096
 
 // Message is one datagram received on a NotifyServer.
 type Message struct {
-	// PID is the sender's pid as the kernel reported it (SCM_CREDENTIALS),
-	// not as the sender claims.
-	PID int
+	// PID and UID are the sender's as the kernel reported them
+	// (SCM_CREDENTIALS), not as the sender claims.
+	PID, UID int
 	// Fields holds the KEY=VALUE lines; a later line wins over an earlier
 	// one with the same key.
 	Fields map[string]string
@@ -34,28 +36,16 @@ type NotifyServer struct {
 }
 
 // ListenNotify creates a notify socket at path (a filesystem path; an
-// existing file there is replaced) with SO_PASSCRED on, so every datagram
-// carries its sender's pid.
+// existing file there is replaced), mode 0600 from the start, with
+// SO_PASSCRED on, so every datagram carries its sender's pid and uid.
 func ListenNotify(path string) (*NotifyServer, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("systemd: notify socket: %w", err)
 	}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	conn, err := unixsock.ListenPacket(path, func(fd int) error {
+		return os.NewSyscallError("setsockopt SO_PASSCRED", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1))
+	})
 	if err != nil {
-		return nil, fmt.Errorf("systemd: notify socket: %w", err)
-	}
-	rc, err := conn.SyscallConn()
-	if err == nil {
-		var serr error
-		err = rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
-		})
-		if err == nil && serr != nil {
-			err = os.NewSyscallError("setsockopt SO_PASSCRED", serr)
-		}
-	}
-	if err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("systemd: notify socket: %w", err)
 	}
 	return &NotifyServer{conn: conn, path: path}, nil
@@ -87,7 +77,7 @@ func (s *NotifyServer) Receive() (Message, error) {
 		if err != nil {
 			return Message{}, err
 		}
-		pid, ok := parseControl(oob[:oobn])
+		pid, uid, ok := parseControl(oob[:oobn])
 		if !ok || n > MaxNotifySize || flags&unix.MSG_TRUNC != 0 {
 			s.malformed.Add(1)
 			continue
@@ -97,16 +87,16 @@ func (s *NotifyServer) Receive() (Message, error) {
 			s.malformed.Add(1)
 			continue
 		}
-		return Message{PID: pid, Fields: fields}, nil
+		return Message{PID: pid, UID: uid, Fields: fields}, nil
 	}
 }
 
-// parseControl returns the sender pid from the credentials and closes any
-// descriptor that came along.
-func parseControl(oob []byte) (pid int, ok bool) {
+// parseControl returns the sender's pid and uid from the credentials and
+// closes any descriptor that came along.
+func parseControl(oob []byte) (pid, uid int, ok bool) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	for i := range msgs {
 		m := &msgs[i]
@@ -117,10 +107,10 @@ func parseControl(oob []byte) (pid int, ok bool) {
 			continue
 		}
 		if cred, err := unix.ParseUnixCredentials(m); err == nil {
-			pid, ok = int(cred.Pid), cred.Pid > 0
+			pid, uid, ok = int(cred.Pid), int(cred.Uid), cred.Pid > 0
 		}
 	}
-	return pid, ok
+	return pid, uid, ok
 }
 
 // ParseNotify parses sd_notify text: KEY=VALUE lines separated by newlines.

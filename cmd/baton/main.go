@@ -141,7 +141,7 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	control := fs.String("control", "", "control socket `path` (default: control.socket of --config, else $RUNTIME_DIRECTORY/baton.sock)")
 	cfgPath := fs.String("config", "", "the running baton's configuration `file`, to find its control socket")
-	pid := fs.Int("pid", 0, "`PID` of a baton started without a runtime directory or control.socket")
+	pid := fs.Int("pid", 0, "`PID` of the baton: its control socket is found through the process")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
 	what := "Starts a new generation of workers and waits: exit 0 once it serves, 1 if the reload failed or was rolled back (the old workers still serve). When the baton executable on disk was replaced, the reload is a self-upgrade."
 	if cmd == "upgrade" {
@@ -201,7 +201,7 @@ func controlPath(control, cfgPath string, pid int) (string, error) {
 			return c.Control.Socket, nil
 		}
 	case pid > 0:
-		return filepath.Join(supervisor.DefaultRuntimeDir(pid), supervisor.ControlSocketName), nil
+		return supervisor.ControlSocketOf(pid)
 	}
 	if dir, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); dir != "" {
 		return filepath.Join(dir, supervisor.ControlSocketName), nil
