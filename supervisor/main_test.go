@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -48,7 +49,14 @@ func TestMain(m *testing.M) {
 // GET /grow makes any serving worker allocate and touch 64 MiB.
 //
 //	stopping  notify READY=1, then STOPPING=1 on the first request and exit after it
+//	child-stopping  serve, and if it can create the file $STOP_ONCE, start
+//	                a child that sends STOPPING=1 for it (and stays)
 func testWorker(mode string) int {
+	if mode == "notify-stopping" { // the child of child-stopping
+		daemon.SdNotify(false, "STOPPING=1")
+		time.Sleep(time.Hour)
+		return 0
+	}
 	if mode == "exit1" || mode == "exit1-slot1" && os.Getenv("BATON_WORKER") == "1" {
 		fmt.Println("exit1 worker: failing on purpose")
 		return 1
@@ -95,6 +103,16 @@ func testWorker(mode string) int {
 	fmt.Printf("worker %d serving\n", os.Getpid())
 	if mode != "silent" {
 		daemon.SdNotify(false, "READY=1")
+	}
+	if f, err := os.OpenFile(os.Getenv("STOP_ONCE"), os.O_CREATE|os.O_EXCL, 0o600); mode == "child-stopping" && err == nil {
+		f.Close()
+		self, _ := os.Executable()
+		child := exec.Command(self, "worker", "notify-stopping")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			return 5
+		}
 	}
 	if mode == "watchdog" {
 		if os.Getenv("WATCHDOG_USEC") == "" {

@@ -556,10 +556,7 @@ func (s *supervisor) onTimer(ev timerEvent) {
 		if s.phase == phaseStopping || g.state == genDraining || g.slots[ev.slot] != nil {
 			return
 		}
-		if _, err := s.startWorker(g, ev.slot); err != nil {
-			s.log.Error("cannot start worker, retrying", "slot", ev.slot, "err", err, "after", RespawnDelay)
-			s.after(RespawnDelay, ev)
-		}
+		s.refill(g, ev.slot, nil, 0)
 		s.publishStatus()
 	case drainDeadline:
 		if s.workers[ev.w.pid] == ev.w {

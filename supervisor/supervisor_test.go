@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,6 +148,20 @@ func (h *harness) waitNote(prefix string) string {
 			h.t.Fatalf("supervisor ended while waiting for %q: %v", prefix, err)
 		case <-timeout:
 			h.t.Fatalf("no %q sent to systemd", prefix)
+		}
+	}
+}
+
+// waitLog waits for a line of the supervisor's log matching re and
+// returns its submatches.
+func (h *harness) waitLog(re *regexp.Regexp) []string {
+	h.t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if m := re.FindStringSubmatch(h.out.String()); m != nil {
+			return m
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("no log line matching %q", re)
 		}
 	}
 }
@@ -306,6 +321,30 @@ func TestStoppingStartsReplacementFirst(t *testing.T) {
 	second := strings.Fields(get(t, h.addr))[1]
 	if first == second {
 		t.Fatalf("same worker %s answered after it said STOPPING=1", first)
+	}
+}
+
+// A STOPPING=1 from a process the worker started is credited to the
+// worker, which itself keeps serving: once its replacement is ready it
+// gets SIGTERM and drains, rather than serve until drain_timeout kills it
+// mid-request.
+func TestStoppingFromChildDrainsWorker(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "stopped-once")
+	h := startHarness(t, testConfig("child-stopping", 1, func(c *config.Config) {
+		c.Worker.Env["STOP_ONCE"] = marker
+	}))
+	h.waitNote("READY=1")
+	first := strconv.Itoa(h.readyPIDs(1)[0])
+	h.waitLog(regexp.MustCompile(`msg="worker is leaving, starting its replacement" slot=0 pid=` + first + ` `))
+	m := h.waitLog(regexp.MustCompile(`msg="worker exited" slot=0 pid=` + first + ` generation=1 how="([^"]+)"`))
+	if m[1] != "exit status 0" {
+		t.Errorf("the leaving worker ended with %q, want exit status 0 (drained on SIGTERM)", m[1])
+	}
+	if strings.Contains(h.out.String(), "did not finish draining in time") {
+		t.Errorf("the leaving worker was killed at its drain deadline")
+	}
+	if got := h.serving(1); len(got) != 1 {
+		t.Errorf("after the replacement, serving %v", got)
 	}
 }
 

@@ -242,15 +242,37 @@ func (s *supervisor) replaceFirst(w *worker, why string, then unix.Signal) {
 		s.publishStatus()
 		return
 	}
-	nw, err := s.startWorker(g, w.slot)
+	s.refill(g, w.slot, w, then)
+	s.publishStatus()
+}
+
+// refill starts a worker in g's empty slot, to take over from old (if not
+// nil): once the new one is ready, old gets then. When no worker can be
+// started at all (fork or exec failed), old gets then at once and the
+// slot is tried again after RespawnDelay.
+func (s *supervisor) refill(g *generation, slot int, old *worker, then unix.Signal) {
+	nw, err := s.startWorker(g, slot)
 	if err != nil {
-		s.log.Error("cannot start replacement, retrying", "slot", w.slot, "err", err, "after", RespawnDelay)
-		s.after(RespawnDelay, timerEvent{kind: respawnSlot, g: g, slot: w.slot})
-		w.signalGroup(then)
+		s.log.Error("cannot start worker, retrying", "slot", slot, "err", err, "after", RespawnDelay)
+		s.after(RespawnDelay, timerEvent{kind: respawnSlot, g: g, slot: slot})
+		if old != nil {
+			s.signalOld(old, then)
+		}
 		return
 	}
-	nw.replaces, nw.thenSignal = w, then
-	s.publishStatus()
+	nw.replaces, nw.thenSignal = old, then
+}
+
+// signalOld sends sig to a worker being replaced, unless it has exited or
+// was told to drain already.
+func (s *supervisor) signalOld(old *worker, sig unix.Signal) {
+	if s.workers[old.pid] != old || sig == unix.SIGTERM && old.termSent {
+		return
+	}
+	if sig == unix.SIGTERM {
+		old.termSent = true
+	}
+	old.signalGroup(sig)
 }
 
 // drainWorker sends SIGTERM to a worker that is not draining yet and arms
@@ -259,9 +281,8 @@ func (s *supervisor) drainWorker(w *worker) {
 	if w.termSent {
 		return
 	}
-	w.termSent = true
 	w.state = draining
-	w.signalGroup(unix.SIGTERM)
+	s.signalOld(w, unix.SIGTERM)
 	w.timers = append(w.timers, s.after(w.gen.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
 }
 
@@ -324,12 +345,7 @@ func (s *supervisor) markReady(w *worker) {
 	s.log.Info("worker ready", "slot", w.slot, "pid", w.pid, "generation", g.n, "after", time.Since(w.started).Round(time.Millisecond))
 	if old := w.replaces; old != nil {
 		w.replaces = nil
-		if s.workers[old.pid] == old {
-			if w.thenSignal == unix.SIGTERM {
-				old.termSent = true
-			}
-			old.signalGroup(w.thenSignal)
-		}
+		s.signalOld(old, w.thenSignal)
 	}
 	if g != s.next {
 		s.publishStatus()
@@ -383,7 +399,10 @@ func (s *supervisor) promote(g *generation) {
 // retire takes a worker that announced it is leaving (STOPPING=1) out of
 // its slot and starts its replacement at once, before it has finished
 // draining: the socket never lacks a ready worker for longer than the
-// replacement takes to start.
+// replacement takes to start. Once the replacement is ready the leaving
+// worker gets SIGTERM, so that it drains even when its STOPPING=1 came
+// from a process it started rather than from the one that serves (a
+// worker draining already ignores it).
 func (s *supervisor) retire(w *worker) {
 	if w.state == draining {
 		return
@@ -396,13 +415,11 @@ func (s *supervisor) retire(w *worker) {
 	}
 	g.slots[w.slot] = nil
 	if !s.spendRestart(fmt.Sprintf("%s is leaving", w)) {
+		s.signalOld(w, unix.SIGTERM) // no replacement: let it drain now
 		s.publishStatus()
 		return
 	}
 	s.log.Info("worker is leaving, starting its replacement", "slot", w.slot, "pid", w.pid, "generation", g.n)
-	if _, err := s.startWorker(g, w.slot); err != nil {
-		s.log.Error("cannot start replacement, retrying", "slot", w.slot, "err", err, "after", RespawnDelay)
-		s.after(RespawnDelay, timerEvent{kind: respawnSlot, g: g, slot: w.slot})
-	}
+	s.refill(g, w.slot, w, unix.SIGTERM)
 	s.publishStatus()
 }
