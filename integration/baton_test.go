@@ -91,6 +91,50 @@ func TestBatonSIGTERMCompletesAcceptedRequests(t *testing.T) {
 	t.Logf("baton stopped %s after SIGTERM with %d slow requests in flight", took.Round(time.Millisecond), n)
 }
 
+// A worker's daemon that left its process group (setsid) and holds the
+// listener is ended too when baton stops: SIGTERM, and SIGKILL at the
+// drain deadline for one that ignores it. Nothing of the tree is left and
+// the port can be bound again at once.
+func TestStopEndsWhatWorkersLeft(t *testing.T) {
+	for _, tt := range []struct{ name, daemon string }{
+		{"ends on SIGTERM", `setsid sleep 300 &`},
+		{"ignores SIGTERM", `setsid sh -c 'trap "" TERM; exec sleep 300' &`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := startBaton(t, "--workers", "2", "--drain-timeout", "2s", "--", "sh", "-c", tt.daemon+` exec "$0"`, bin.hello)
+			var daemons []int
+			for deadline := time.Now().Add(10 * time.Second); len(daemons) < 2; time.Sleep(10 * time.Millisecond) {
+				daemons = nil
+				for _, pid := range b.descendants() {
+					if comm(pid) == "sleep" {
+						daemons = append(daemons, pid)
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("found %d setsid sleeps under baton, want 2", len(daemons))
+				}
+			}
+			tree := b.descendants()
+			start := time.Now()
+			syscall.Kill(b.cmd.Process.Pid, syscall.SIGTERM)
+			if code := b.waitExit(20 * time.Second); code != 0 {
+				t.Fatalf("baton exited %d after SIGTERM, want 0", code)
+			}
+			for _, pid := range tree {
+				if processExists(pid) {
+					t.Errorf("process %d (%s) of baton's tree outlived it", pid, comm(pid))
+				}
+			}
+			ln, err := net.Listen("tcp", b.addr)
+			if err != nil {
+				t.Fatalf("the port is still taken after baton stopped: %v", err)
+			}
+			ln.Close()
+			t.Logf("baton and the %d daemons its workers left were gone %s after SIGTERM", len(daemons), time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
 // SIGKILL of baton: the kernel kills every worker (parent-death signal).
 func TestBatonSIGKILLLeavesNoWorker(t *testing.T) {
 	b := startBaton(t, "--workers", "2", "--", bin.hello)

@@ -191,6 +191,14 @@ type supervisor struct {
 	// stopping: a stop was asked for (it waits while a self-upgrade is
 	// under way); stopSignalled: by a signal, so the next one kills.
 	stopping, stopSignalled bool
+	// orphans are the children that are no worker, signalled since baton
+	// began to stop (sweepOrphans); baton exits once they are reaped.
+	// stopKilled: the stop deadline passed (or a second signal came), so
+	// they get SIGKILL.
+	orphans    map[int]bool
+	stopKilled bool
+	// successor is the pid of the baton that took over, once known.
+	successor int
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until
@@ -217,6 +225,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		events:  make(chan event, 64),
 		quit:    make(chan struct{}),
 		workers: map[int]*worker{},
+		orphans: map[int]bool{},
 		readers: map[*os.File]bool{},
 		devNull: -1,
 		upg:     opts.Upgrader,
@@ -364,7 +373,7 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 	done := ctx.Done()
 	// After a handover the loop also waits for the successor's answer to
 	// the upgrade's requester (bounded by handoverDeadline).
-	for s.phase != phaseStopping || len(s.workers) > 0 || s.reload != nil && s.handedOver {
+	for s.phase != phaseStopping || len(s.workers) > 0 || len(s.orphans) > 0 || s.reload != nil && s.handedOver {
 		select {
 		case <-done:
 			done = nil
@@ -478,6 +487,7 @@ func (s *supervisor) onSignal(sig os.Signal) {
 			if s.upgrading() {
 				s.upg.Stop() // kills the successor
 			}
+			s.stopKilled = true
 			s.killAll()
 			return
 		}
@@ -582,10 +592,11 @@ func (s *supervisor) onTimer(ev timerEvent) {
 	case upgradeDeadline, upgradeKill:
 		s.onUpgradeDeadline(ev.kind == upgradeKill)
 	case stopDeadline:
+		s.stopKilled = true
 		if len(s.workers) > 0 {
 			s.log.Warn("drain timed out, killing workers", "left", len(s.workers))
-			s.killAll()
 		}
+		s.killAll()
 	}
 }
 
@@ -665,6 +676,7 @@ func (s *supervisor) drainAll(why string, pendingErr error) {
 	// next start; after a handover the successor holds them all.
 	closeListeners(s.listeners, s.sharesSockets())
 	s.listeners = nil
+	s.sweepOrphans()
 	s.after(longest, timerEvent{kind: stopDeadline})
 	if len(s.workers) > 0 {
 		// A drain longer than TimeoutStopSec= must not be cut by systemd.
@@ -678,10 +690,12 @@ func (s *supervisor) drainAll(why string, pendingErr error) {
 // are then closed without unlinking their paths or leaving the fd store.
 func (s *supervisor) sharesSockets() bool { return s.takingOver || s.handedOver || s.upgrading() }
 
+// killAll kills every worker and, once baton is stopping, every orphan.
 func (s *supervisor) killAll() {
 	for _, w := range s.workers {
 		w.signalGroup(sigkill)
 	}
+	s.sweepOrphans()
 }
 
 // sendSystemd notifies systemd, unless another supervisor speaks for the

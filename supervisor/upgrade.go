@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -209,6 +206,7 @@ func (s *supervisor) onUpgradeDone(ev upgradeDone) {
 	if ev.pid == 0 {
 		ev.pid = s.successorPID() // it did not say (not a baton of this kind?)
 	}
+	s.successor = ev.pid
 	state := "READY=1"
 	if ev.pid > 0 {
 		state = fmt.Sprintf("MAINPID=%d\nREADY=1", ev.pid)
@@ -275,13 +273,9 @@ func (s *supervisor) onSuccessorInfo(ev successorInfo) {
 // successorPID finds the child that is no worker: the successor (or, very
 // rarely, an orphan being reaped), 0 if none.
 func (s *supervisor) successorPID() int {
-	tasks, _ := filepath.Glob("/proc/self/task/*/children")
-	for _, t := range tasks {
-		b, _ := os.ReadFile(t)
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil && s.workers[pid] == nil {
-				return pid
-			}
+	for _, pid := range childPIDs() {
+		if s.workers[pid] == nil {
+			return pid
 		}
 	}
 	return 0

@@ -287,11 +287,14 @@ func (s *supervisor) drainWorker(w *worker) {
 }
 
 func (s *supervisor) onExit(ev exitEvent) {
+	// A child that exits may leave its own children to baton.
+	defer s.sweepOrphans()
 	w := s.workers[ev.pid]
 	if w == nil {
 		if s.reload != nil && s.reload.exits != nil {
 			s.reload.exits[ev.pid] = describeExit(ev.status)
 		}
+		delete(s.orphans, ev.pid)
 		s.log.Debug("reaped a child that is no worker", "pid", ev.pid, "how", describeExit(ev.status))
 		return
 	}
