@@ -232,13 +232,14 @@ func (l *logLines) String() string {
 // proc is a process started by a test, in its own process group, ended
 // and checked in Cleanup.
 type proc struct {
-	t      testing.TB
-	cmd    *exec.Cmd
-	out    *logLines // stdout and stderr together
-	exited chan struct{}
-	err    error // from Wait, valid once exited is closed
-	seen   map[int]bool
-	seenMu sync.Mutex
+	t       testing.TB
+	cmd     *exec.Cmd
+	out     *logLines // stdout and stderr together
+	outPipe *os.File  // the read end of their pipe
+	exited  chan struct{}
+	err     error // from Wait, valid once exited is closed
+	seen    map[int]bool
+	seenMu  sync.Mutex
 
 	succMu     sync.Mutex
 	successors []*successor // batons that took over from p (self-upgrade), oldest first
@@ -246,6 +247,27 @@ type proc struct {
 
 // start runs argv with extra environment, its output collected.
 func start(t testing.TB, env []string, argv ...string) *proc {
+	t.Helper()
+	p, read := startUnread(t, env, argv...)
+	read()
+	return p
+}
+
+// gate is a reader that blocks until opened.
+type gate struct {
+	r    io.Reader
+	open chan struct{}
+}
+
+func (g gate) Read(b []byte) (int, error) {
+	<-g.open
+	return g.r.Read(b)
+}
+
+// startUnread runs argv like start, but its output goes into a pipe that
+// nothing reads (so that it fills) until read is called. Cleanup calls
+// read.
+func startUnread(t testing.TB, env []string, argv ...string) (p *proc, read func()) {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = repoRoot
@@ -260,13 +282,17 @@ func start(t testing.TB, env []string, argv ...string) *proc {
 		t.Fatal(err)
 	}
 	pw.Close()
-	p := &proc{t: t, cmd: cmd, exited: make(chan struct{}), seen: map[int]bool{}}
-	p.out = newLogLines(t, filepath.Base(argv[0]), pr)
+	p = &proc{t: t, cmd: cmd, exited: make(chan struct{}), seen: map[int]bool{}, outPipe: pr}
+	open := make(chan struct{})
+	var once sync.Once
+	read = func() { once.Do(func() { close(open) }) }
+	p.out = newLogLines(t, filepath.Base(argv[0]), gate{r: pr, open: open})
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
+		read()
 		p.stop()
 		select {
 		case <-p.out.done:
@@ -280,7 +306,7 @@ func start(t testing.TB, env []string, argv ...string) *proc {
 		}
 		p.checkNoDescendants()
 	})
-	return p
+	return p, read
 }
 
 // stop ends the process and its group if it is still running, and the

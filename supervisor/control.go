@@ -63,6 +63,9 @@ type Stats struct {
 	Restarts    int    `json:"restarts"`
 	Reloading   bool   `json:"reloading"`
 	NotifyDrops int64  `json:"notify_dropped"`
+	// OutputDrops counts output lines (baton's and the workers') dropped
+	// because baton's standard error was not read fast enough.
+	OutputDrops int64 `json:"output_dropped"`
 }
 
 // controlEvent carries a request to the loop; reply is buffered.
@@ -281,6 +284,9 @@ func (s *supervisor) stats() *Stats {
 	}
 	if s.current != nil {
 		st.Generation = s.current.n
+	}
+	if d, ok := s.out.w.(interface{ Dropped() int64 }); ok {
+		st.OutputDrops = d.Dropped()
 	}
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		st.FDs = len(ents)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/batonhq/baton/config"
 	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/systemd"
 )
 
@@ -50,7 +51,11 @@ type Options struct {
 	// Shim is the argv prefix that runs handoff.ExecWorker; nil means this
 	// executable with "exec-worker --".
 	Shim []string
-	// Output receives the workers' output lines; nil means os.Stderr.
+	// Output receives the workers' output lines, one Write per line. It
+	// must not block, or a worker flooding its output stalls behind it:
+	// give baton's standard error through a logbuf.Writer's Bulk, as the
+	// baton command does (its own log lines go to the Writer itself). nil
+	// means os.Stderr through one, flushed when Run returns.
 	Output io.Writer
 	// Notify sends a message to systemd; nil means systemd.Notify.
 	Notify func(state string) error
@@ -122,6 +127,8 @@ type supervisor struct {
 	notifyS func(string) error
 	shim    []string
 	out     *lineWriter
+	// closeOut flushes the output buffer baton made itself, if any.
+	closeOut func()
 	// exePath is the executable a self-upgrade runs; exe is the running
 	// one, to notice a package upgrade replaced it.
 	exePath string
@@ -241,7 +248,8 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		s.notifyS = systemd.Notify
 	}
 	if s.out.w == nil {
-		s.out.w = os.Stderr
+		buf := logbuf.New(os.Stderr, logbuf.Options{})
+		s.out.w, s.closeOut = buf.Bulk(), func() { buf.Close(time.Second) }
 	}
 	// A self-upgrade runs the file at os.Args[0], as tableflip does.
 	if p, err := exec.LookPath(os.Args[0]); err == nil {
@@ -336,6 +344,9 @@ func (s *supervisor) close() {
 	closeListeners(s.listeners, s.sharesSockets())
 	if !s.sharesSockets() {
 		s.dir.remove()
+	}
+	if s.closeOut != nil {
+		s.closeOut()
 	}
 }
 

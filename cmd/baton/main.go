@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/batonhq/baton/config"
 	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/supervisor"
 )
 
@@ -105,11 +107,21 @@ func runCmd(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "baton: %v\n", uerr)
 		return exitFailed
 	}
-	var handler slog.Handler = slog.NewTextHandler(stderr, nil)
-	if opts.LogFormat == "json" {
-		handler = slog.NewJSONHandler(stderr, nil)
+	handler := func(w io.Writer) slog.Handler {
+		if opts.LogFormat == "json" {
+			return slog.NewJSONHandler(w, nil)
+		}
+		return slog.NewTextHandler(w, nil)
 	}
-	log := slog.New(handler)
+	// baton's log and the workers' output share one buffer that never
+	// blocks the supervisor's loop, however slowly stderr is read.
+	out := logbuf.New(stderr, logbuf.Options{Note: func(n int) []byte {
+		var b bytes.Buffer
+		slog.New(handler(&b)).Warn("output dropped: baton's standard error is not read fast enough", "lines", n)
+		return b.Bytes()
+	}})
+	defer out.Close(2 * time.Second)
+	log := slog.New(handler(out))
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
@@ -121,11 +133,11 @@ func runCmd(args []string, stderr io.Writer) int {
 		return c, err
 	}
 	err = supervisor.Run(context.Background(), cfg, supervisor.Options{
-		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version,
+		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version, Output: out.Bulk(),
 	})
 	if err != nil {
 		upg.Fail(err)
-		fmt.Fprintf(stderr, "baton: %v\n", err)
+		fmt.Fprintf(out, "baton: %v\n", err)
 		if errors.Is(err, supervisor.ErrGiveUp) {
 			return exitGiveUp
 		}
