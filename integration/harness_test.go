@@ -33,6 +33,9 @@ var bin struct {
 var repoRoot string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(holdControlEnv); path != "" {
+		os.Exit(holdControl(path)) // a helper process of TestControlFlood
+	}
 	os.Exit(runMain(m))
 }
 
@@ -69,35 +72,52 @@ func runMain(m *testing.M) int {
 // nextVersion is the version of the baton batonNext builds.
 const nextVersion = "0.1.0-it-next"
 
-var next struct {
+// lazyBuild is a build of ./cmd/baton made on first use.
+type lazyBuild struct {
 	once sync.Once
 	path string
 	err  error
 }
+
+// get builds ./cmd/baton as name in the binaries' directory, once, with
+// the race detector as the test binary has it unless race is false.
+func (b *lazyBuild) get(t testing.TB, name string, race bool, flags ...string) string {
+	t.Helper()
+	b.once.Do(func() {
+		path := filepath.Join(bin.dir, name)
+		args := append([]string{"build", "-o", path}, flags...)
+		if race && raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/baton")...)
+		cmd.Dir = repoRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("build ./cmd/baton %v: %w\n%s", flags, err, out)
+			return
+		}
+		b.path = path
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+var next, plain lazyBuild
 
 // batonNext returns a second build of baton that says it is nextVersion
 // (-ldflags "-X main.version=..."), built on first use: a baton upgraded
 // to it shows which executable it runs.
 func batonNext(t testing.TB) string {
 	t.Helper()
-	next.once.Do(func() {
-		path := filepath.Join(bin.dir, "baton-next")
-		args := []string{"build", "-o", path, "-ldflags", "-X main.version=" + nextVersion}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "./cmd/baton")...)
-		cmd.Dir = repoRoot
-		if b, err := cmd.CombinedOutput(); err != nil {
-			next.err = fmt.Errorf("build ./cmd/baton with version %s: %w\n%s", nextVersion, err, b)
-			return
-		}
-		next.path = path
-	})
-	if next.err != nil {
-		t.Fatal(next.err)
-	}
-	return next.path
+	return next.get(t, "baton-next", true, "-ldflags", "-X main.version="+nextVersion)
+}
+
+// batonPlain returns a build of baton without the race detector, whose
+// shadow memory would hide baton's own: for tests of its memory use.
+func batonPlain(t testing.TB) string {
+	t.Helper()
+	return plain.get(t, "baton-plain", false)
 }
 
 // freePort returns a loopback port that was free a moment ago.

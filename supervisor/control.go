@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +11,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,8 +24,20 @@ import (
 // directory.
 const ControlSocketName = "baton.sock"
 
-// maxControlRequest bounds one request line.
-const maxControlRequest = 64 << 10
+// Bounds on the control socket, so that its clients (root and baton's own
+// user: the socket is 0600) cannot make baton run out of descriptors or
+// memory, or hold it up.
+const (
+	// maxControlRequest bounds one request line.
+	maxControlRequest = 4 << 10
+	// maxControlConns is how many connections are served at once; one
+	// more is answered "busy" and closed at once.
+	maxControlConns = 64
+	// controlReadTimeout is how long a client has to send its request,
+	// controlWriteTimeout to take the answer.
+	controlReadTimeout  = 5 * time.Second
+	controlWriteTimeout = time.Second
+)
 
 // ControlRequest is one request on the control socket: a JSON object on
 // one line.
@@ -156,6 +168,7 @@ func (c *controlServer) close(keepPath bool) {
 func (c *controlServer) serve(post func(event), quit <-chan struct{}) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	slots := make(chan struct{}, maxControlConns)
 	var delay time.Duration
 	for {
 		conn, err := c.ln.AcceptUnix()
@@ -174,9 +187,19 @@ func (c *controlServer) serve(post func(event), quit <-chan struct{}) {
 			}
 		}
 		delay = 0
+		select {
+		case slots <- struct{}{}:
+		default:
+			// Refused at once: waiting behind idle clients would take
+			// minutes, and the answer says why.
+			writeResponse(conn, ControlResponse{Error: fmt.Sprintf("control: busy: %d requests are being served; try again", maxControlConns)})
+			conn.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-slots }()
 			defer conn.Close()
 			// An idle client must not hold up baton's exit, but an
 			// answer given just before it (a self-upgrade's) still goes
@@ -196,7 +219,7 @@ func (c *controlServer) serve(post func(event), quit <-chan struct{}) {
 }
 
 func handleControl(conn net.Conn, post func(event), quit <-chan struct{}) ControlResponse {
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(controlReadTimeout))
 	line, err := bufio.NewReaderSize(conn, maxControlRequest).ReadSlice('\n')
 	switch {
 	case errors.Is(err, bufio.ErrBufferFull):
@@ -205,10 +228,13 @@ func handleControl(conn net.Conn, post func(event), quit <-chan struct{}) Contro
 		return ControlResponse{Error: "control: no request (want one JSON line)"}
 	}
 	var req ControlRequest
-	dec := json.NewDecoder(strings.NewReader(string(line)))
+	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return ControlResponse{Error: fmt.Sprintf("control: bad request: %v", err)}
+	}
+	if rest := bytes.TrimSpace(line[dec.InputOffset():]); len(rest) > 0 {
+		return ControlResponse{Error: fmt.Sprintf("control: bad request: %q after the JSON object (want one object on one line)", truncate(rest, 32))}
 	}
 	switch req.Command {
 	case "reload", "upgrade", "stats":
@@ -243,8 +269,18 @@ func receive[T any](c <-chan T, quit <-chan struct{}) (T, bool) {
 	}
 }
 
+// truncate shortens b to at most n bytes, for messages.
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return append(b[:n:n], "..."...)
+	}
+	return b
+}
+
+// writeResponse sends r; a client that does not read it (the answer fits
+// in the socket's buffer) costs at most the write timeout.
 func writeResponse(conn net.Conn, r ControlResponse) {
-	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
 	b, _ := json.Marshal(r)
 	conn.Write(append(b, '\n'))
 }
