@@ -100,7 +100,7 @@ func nextPIDs(t *testing.T, n int) []string {
 }
 
 // controlOf returns the control socket baton logged at start.
-func controlOf(t *testing.T, p *proc) string {
+func controlOf(t testing.TB, p *proc) string {
 	t.Helper()
 	m := regexp.MustCompile(`control=(\S+)`).FindStringSubmatch(p.out.wait(regexp.MustCompile(`control=`), 10*time.Second))
 	return m[1]

@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/batonhq/baton/systemd"
 )
@@ -17,14 +18,17 @@ var knownFields = map[string]bool{
 }
 
 func (s *supervisor) onNotify(m systemd.Message) {
-	w := s.owner(m.PID)
+	w := s.workers[m.PID]
 	if w == nil && slices.Contains(s.exited[:], m.PID) {
 		s.log.Debug("notify message from a worker that has just exited, ignored", "pid", m.PID)
 		return
 	}
 	if w == nil {
+		w = s.descendantOf(m.PID)
+	}
+	if w == nil {
 		s.dropped++
-		s.log.Debug("notify message from a process that is not a worker, dropped", "pid", m.PID, "dropped", s.dropped)
+		s.log.Debug("notify message from a process that is not a worker, dropped", "pid", m.PID, "uid", m.UID, "dropped", s.dropped)
 		return
 	}
 	for k := range m.Fields {
@@ -48,16 +52,37 @@ func (s *supervisor) onNotify(m systemd.Message) {
 	}
 }
 
-// owner returns the live worker that sent a message: the worker itself, or
-// a process descended from it (a shell wrapper's child, a pre-fork
-// server's master). Ancestry is read from /proc; a sender that already
-// exited is not a worker.
-func (s *supervisor) owner(pid int) *worker {
-	for depth := 0; depth < 16 && pid > 1; depth++ {
+// Looking up a sender's ancestry reads /proc (up to maxAncestry files):
+// at most maxWalks lookups are made per second, so that a flood of
+// datagrams from processes that are no workers stays cheap. A worker's
+// own messages need none.
+const (
+	maxAncestry = 16
+	maxWalks    = 200
+)
+
+// descendantOf returns the live worker a process descends from (a shell
+// wrapper's child, a pre-fork server's master), or nil: for a sender
+// that already exited, one that is no worker's, or when this second's
+// lookups are spent. The walk ends at baton itself: above it no process
+// is a worker's.
+func (s *supervisor) descendantOf(pid int) *worker {
+	now := time.Now()
+	if now.Sub(s.walkSecond) >= time.Second {
+		s.walkSecond, s.walks = now, 0
+	}
+	if s.walks >= maxWalks {
+		return nil
+	}
+	s.walks++
+	self := os.Getpid()
+	for range maxAncestry {
+		if pid = parentPID(pid); pid <= 1 || pid == self {
+			return nil
+		}
 		if w := s.workers[pid]; w != nil {
 			return w
 		}
-		pid = parentPID(pid)
 	}
 	return nil
 }

@@ -166,6 +166,9 @@ type supervisor struct {
 	restartTimes []time.Time
 	gaveUp       bool // the restart budget was spent
 	dropped      int  // notify messages from unknown senders
+	// walks ancestry lookups were made in the second from walkSecond.
+	walks      int
+	walkSecond time.Time
 	// exited remembers the last worker pids reaped: the notify socket and
 	// the reaper are read by different goroutines, so a worker's last
 	// message (STOPPING=1 as it leaves) may arrive after its exit. That is

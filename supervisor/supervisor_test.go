@@ -261,16 +261,7 @@ func TestNotifyFromStrangerIsDropped(t *testing.T) {
 	h := startHarness(t, testConfig("silent", 1, func(c *config.Config) {
 		c.Reload.Timeout = config.Duration(2 * time.Second)
 	}))
-	path := filepath.Join(h.dir, "notify-"+strconv.Itoa(os.Getpid())+".sock")
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if _, err := os.Stat(path); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("notify socket %s never appeared", path)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	path := waitNotifySocket(t, h)
 	c, err := net.Dial("unixgram", path)
 	if err != nil {
 		t.Fatal(err)
@@ -281,6 +272,21 @@ func TestNotifyFromStrangerIsDropped(t *testing.T) {
 	}
 	if err := h.wait(); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("Run = %v, want ErrNotReady: a stranger's READY=1 was taken", err)
+	}
+}
+
+// waitNotifySocket waits for the supervisor's notify socket and returns
+// its path.
+func waitNotifySocket(t *testing.T, h *harness) string {
+	t.Helper()
+	path := filepath.Join(h.dir, "notify-"+strconv.Itoa(os.Getpid())+".sock")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return path
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("notify socket %s never appeared", path)
+		}
 	}
 }
 
