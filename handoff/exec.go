@@ -165,14 +165,21 @@ func Env(base []string, extra []string, listeners []File) []string {
 }
 
 // ExecWorker is the shim: it sets LISTEN_PID to its own pid, which the real
-// command keeps across exec, and replaces itself with argv. It returns only
-// on failure.
+// command keeps across exec, and replaces itself with argv. The command
+// gets descriptors 0, 1, 2 and the LISTEN_FDS listeners from 3 on, as
+// under systemd, and nothing else: any other descriptor the supervisor
+// inherited without close-on-exec (from the shell that started it) is
+// closed at exec. It returns only on failure.
 func ExecWorker(argv []string) error {
 	if len(argv) == 0 {
 		return errors.New("handoff: exec-worker: no command given")
 	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
+		return fmt.Errorf("handoff: exec-worker: %w", err)
+	}
+	n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err := closeOnExecFrom(listenFdsStart + max(n, 0)); err != nil {
 		return fmt.Errorf("handoff: exec-worker: %w", err)
 	}
 	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
@@ -202,4 +209,26 @@ func DupFd(c syscall.Conn) (int, error) {
 		return -1, fmt.Errorf("handoff: dup: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr))
 	}
 	return dup, nil
+}
+
+// listenFdsStart is the first listener's descriptor (SD_LISTEN_FDS_START).
+const listenFdsStart = 3
+
+// closeOnExecFrom marks every descriptor from first on close-on-exec.
+func closeOnExecFrom(first int) error {
+	err := unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	// Before Linux 5.11: one by one.
+	ents, rerr := os.ReadDir("/proc/self/fd")
+	if rerr != nil {
+		return fmt.Errorf("close stray descriptors: %w (and %w)", os.NewSyscallError("close_range", err), rerr)
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= first {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
 }

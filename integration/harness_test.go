@@ -292,9 +292,17 @@ func (g gate) Read(b []byte) (int, error) {
 // read.
 func startUnread(t testing.TB, env []string, argv ...string) (p *proc, read func()) {
 	t.Helper()
+	return startFiles(t, nil, env, argv...)
+}
+
+// startFiles runs argv like startUnread, with files open at descriptors
+// 3, 4, ...
+func startFiles(t testing.TB, files []*os.File, env []string, argv ...string) (p *proc, read func()) {
+	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), env...)
+	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw, err := os.Pipe()
 	if err != nil {

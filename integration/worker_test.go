@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"syscall"
@@ -101,5 +102,39 @@ func TestWorkerSIGKILLNoRefused(t *testing.T) {
 				t.Errorf("%d failures from 3 kills with 32 clients: more than the in-flight requests", r.Failed())
 			}
 		})
+	}
+}
+
+// Descriptors baton inherited without close-on-exec (from the shell that
+// started it) do not reach the workers: they get their listeners at 3..
+// and stdio, as under systemd.
+func TestWorkersGetNoStrayDescriptors(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	stray, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// At 3, 4 and 5 in baton: the listener lands on 3 in a worker, and
+	// 4 and 5 would be left there.
+	p, read := startFiles(t, []*os.File{r, r, r}, nil, bin.baton, "run", "--listen", "http=tcp://"+addr, "--workers", "2", "--", bin.hello)
+	read()
+	p.out.wait(reAllReady, 30*time.Second)
+	b := &baton{proc: p, addr: addr}
+	for _, pid := range b.workerPIDs() {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); link == stray {
+				t.Errorf("worker %d has baton's inherited %s at descriptor %s", pid, stray, e.Name())
+			}
+		}
 	}
 }
