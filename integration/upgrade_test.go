@@ -754,3 +754,26 @@ func TestUpgradeNewWorkersNeverReady(t *testing.T) {
 	u.checkUpgraded(t, before, pid, second, from)
 	t.Logf("with the config fixed: %s", said)
 }
+
+// A stop during a self-upgrade cancels it: the new baton gives up, the
+// client is told the upgrade was cancelled because baton is stopping (not
+// that this baton keeps serving), and the old baton drains and exits 0.
+func TestUpgradeCancelledByStop(t *testing.T) {
+	u := startUpgradable(t, hellosUpTo("30s"))
+	before := u.settle(t)
+	u.writeConfig(t, upgradeConfig(u.addr, u.control, []string{"sleep", "60"}, "30s"))
+	from := u.out.len()
+	client := start(t, []string{noRaceExitSleep}, bin.baton, "upgrade", "--control", u.control, "--timeout", "60s")
+	reStarted := regexp.MustCompile(`msg="worker started" slot=\d+ pid=\d+ generation=` + strconv.Itoa(before.Generation+1))
+	u.out.waitFrom(from, reStarted, 20*time.Second)
+	syscall.Kill(before.PID, syscall.SIGTERM)
+	code := client.waitExit(30 * time.Second)
+	<-client.out.done
+	out := client.out.String()
+	if code != 1 || !strings.Contains(out, "self-upgrade cancelled: baton is stopping") || strings.Contains(out, "keeps serving") {
+		t.Errorf("baton upgrade cancelled by a stop: exit %d, %q; want exit 1 saying it was cancelled because baton is stopping", code, out)
+	}
+	if got := u.exitOf(before.PID, 30*time.Second); got != "exit status 0" {
+		t.Errorf("the old baton ended with %s after SIGTERM, want exit status 0", got)
+	}
+}

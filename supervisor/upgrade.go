@@ -195,11 +195,12 @@ func (s *supervisor) onUpgradeDone(ev upgradeDone) {
 		} else if how, ok := r.exits[ev.pid]; ok && ev.pid > 0 {
 			err = fmt.Errorf("%w (%s)", err, how) // reaped here, not by the upgrader
 		}
-		s.finishReload(fmt.Errorf("supervisor: self-upgrade failed, this baton keeps serving: %w", err))
 		if s.stopping {
+			s.finishReload(fmt.Errorf("supervisor: self-upgrade cancelled: baton is stopping (the new baton said: %w)", err))
 			s.beginStop()
 			return
 		}
+		s.finishReload(fmt.Errorf("supervisor: self-upgrade failed, this baton keeps serving: %w", err))
 		s.releaseListeners() // held back while the successor shared them
 		return
 	}
