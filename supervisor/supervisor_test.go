@@ -511,6 +511,24 @@ func TestRuntimeDir(t *testing.T) {
 	}
 }
 
+// A runtime directory too deep for a unix socket's path is refused saying
+// so, not with bind's "invalid argument".
+func TestRuntimeDirTooLong(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 100))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := Run(context.Background(), testConfig("serve", 1, nil), Options{
+		Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+		RuntimeDir: dir,
+		Notify:     func(string) error { return nil },
+		Inherited:  []systemd.Socket{},
+	})
+	if err == nil || !strings.Contains(err.Error(), "more than the 107 a unix socket path may have") || strings.Contains(err.Error(), "invalid argument") {
+		t.Fatalf("Run = %v, want the path named as too long", err)
+	}
+}
+
 // With WatchdogSec= (WATCHDOG_USEC) baton pings systemd from its loop at
 // half the interval.
 func TestPingsSystemdWatchdog(t *testing.T) {
