@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// DefaultSize is the ring's size when Options.Size is zero.
-const DefaultSize = 1 << 20
+// DefaultSize is the ring's size when Options.Size is zero: room for a
+// few thousand lines while the reader lags.
+const DefaultSize = 256 << 10
 
 // Options configure a Writer. The zero value is usable.
 type Options struct {
@@ -62,6 +63,12 @@ func New(out io.Writer, o Options) *Writer {
 		}
 	}
 	w := &Writer{out: out, note: o.Note, reserve: o.Reserve, ring: make([]byte, o.Size), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	// Touch every page now: the ring's share of baton's resident memory
+	// is then paid at start, not page by page over the first hours of
+	// output, where it would look like a leak.
+	for i := 0; i < len(w.ring); i += 4096 {
+		w.ring[i] = 0
+	}
 	go w.drain()
 	return w
 }
