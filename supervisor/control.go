@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -347,12 +348,17 @@ func Request(ctx context.Context, path string, req ControlRequest) (ControlRespo
 		return ControlResponse{}, fmt.Errorf("supervisor: control socket: %w", err)
 	}
 	var resp ControlResponse
-	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&resp); err != nil {
+	br := bufio.NewReader(conn)
+	if err := json.NewDecoder(br).Decode(&resp); err != nil {
 		if ctx.Err() != nil {
 			return resp, fmt.Errorf("supervisor: control socket: no answer: %w", ctx.Err())
 		}
 		return resp, fmt.Errorf("supervisor: control socket: %w", err)
 	}
+	// baton closes the connection after its answer: once that is seen,
+	// the request holds none of baton's descriptors (which a request
+	// that follows at once may be counting).
+	io.Copy(io.Discard, io.LimitReader(br, maxControlRequest))
 	if !resp.OK && resp.Error != "" {
 		return resp, errors.New(resp.Error)
 	}
