@@ -191,6 +191,9 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 		served = nil
 	}
 
+	// Responses carry "Connection: close" from before STOPPING=1 on: a
+	// client that learns of the drain must not see one without.
+	t.draining.Store(true)
 	notify("STOPPING=1")
 	errs = append(errs, serveErr, t.drain(srv, tl, served, opts.Timeout))
 	return result()
@@ -207,7 +210,6 @@ func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, 
 		return fmt.Errorf("%w: %d open at the %v deadline", ErrForced, n, timeout)
 	}
 
-	t.draining.Store(true)
 	ln.Close()
 	// srv.Serve has run the StateNew hook of every connection it accepted
 	// before it returns, so once it has, the tracker knows them all.
