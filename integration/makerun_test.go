@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,8 +20,20 @@ func TestMakeRun(t *testing.T) {
 	}
 	port := freePort(t)
 	p := start(t, nil, "make", "--no-print-directory", "run", fmt.Sprintf("PORT=%d", port))
-	p.out.wait(regexp.MustCompile(`try, in another terminal`), 3*time.Minute)
+	hint := p.out.wait(regexp.MustCompile(`^baton \(pid (\d+)\): .*try, in another terminal`), 3*time.Minute)
 	p.out.wait(reAllReady, time.Minute)
+	// The pid it prints is baton's, and baton reload --pid takes it.
+	pid := regexp.MustCompile(`pid (\d+)`).FindStringSubmatch(hint)[1]
+	if !strings.Contains(p.out.String(), "bin/baton reload --pid "+pid+" ") {
+		t.Errorf("make run does not say to reload with --pid %s:\n%s", pid, p.out)
+	}
+	n, _ := strconv.Atoi(pid)
+	if comm(n) != "baton" || !slices.Contains(p.descendants(), n) {
+		t.Errorf("make run printed pid %s, which is %q, not the baton it started", pid, comm(n))
+	}
+	if code, out := ctl(t, "reload", "--pid", pid); code != 0 {
+		t.Errorf("baton reload --pid %s, as make run says: exit %d: %s", pid, code, out)
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	pids := map[string]bool{}
 	for i := 0; i < 200 && len(pids) < 2; i++ {
