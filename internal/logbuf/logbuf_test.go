@@ -13,23 +13,14 @@ import (
 // gate is a writer that blocks until opened, like a pipe nobody reads.
 type gate struct {
 	open chan struct{}
-	mu   sync.Mutex
-	b    bytes.Buffer
+	syncBuffer
 }
 
 func newGate() *gate { return &gate{open: make(chan struct{})} }
 
 func (g *gate) Write(p []byte) (int, error) {
 	<-g.open
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.b.Write(p)
-}
-
-func (g *gate) String() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.b.String()
+	return g.syncBuffer.Write(p)
 }
 
 // within fails the test if f does not return within d.
