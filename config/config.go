@@ -113,7 +113,7 @@ type Reload struct {
 }
 
 // Restart is the restart budget for workers that crash or leave on their
-// own (DESIGN.md §4.3).
+// own (docs/architecture.md, "Worker exit, crash and leaving").
 type Restart struct {
 	// Limit is how many unplanned restarts are allowed per Window.
 	Limit  int      `toml:"limit"`

@@ -342,7 +342,7 @@ func startFiles(t testing.TB, files []*os.File, env []string, argv ...string) (p
 
 // stop ends the process and its group if it is still running, and the
 // batons that took over from it by self-upgrade, which stay in its process
-// group (DESIGN.md §2).
+// group (docs/architecture.md, "Self-upgrade").
 func (p *proc) stop() {
 	p.descendants() // remember the tree before it goes
 	select {
@@ -469,7 +469,7 @@ func (p *proc) checkNoDescendants() {
 }
 
 // successor is a baton that took over from a proc by self-upgrade: the
-// previous baton started it and then exited (DESIGN.md §2), so the test
+// previous baton started it and then exited (docs/architecture.md, "Self-upgrade"), so the test
 // did not start it and os/exec cannot wait for it. A pidfd pins it (a
 // signal never reaches a recycled pid) and tells when it exits. Once its
 // predecessor has exited it is this process's child (see childSubreaper),

@@ -105,7 +105,7 @@ func (a *reloadApp) status(t *testing.T, ctx context.Context) string {
 	return text
 }
 
-// reStatus matches baton's status line (DESIGN.md §3.4) for 2 workers.
+// reStatus matches baton's status line (docs/architecture.md, "baton → systemd") for 2 workers.
 var reStatus = regexp.MustCompile(`^2/2 workers ready, generation (\d+), \d+ restarts`)
 
 func statusGeneration(t *testing.T, status string) int {

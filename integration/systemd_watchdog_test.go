@@ -143,7 +143,7 @@ func TestSystemdWatchdog(t *testing.T) {
 			// in the kernel), a Go worker of the new baton told to drain
 			// while keep-alive clients sit idle on it exits 0 within
 			// drainBound, and the shared listener is non-blocking in
-			// every process holding it (DESIGN.md §3.2).
+			// every process holding it (docs/architecture.md, "baton → worker").
 			checkNonBlocking(t, a.procRoot(), ino, append([]int{main}, workers...)...)
 			conns := idleConns(t, a.addr, 8)
 			victim, most := 0, 0

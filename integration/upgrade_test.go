@@ -25,7 +25,7 @@ import (
 	"github.com/batonhq/baton/supervisor"
 )
 
-// upBaton is a baton that can replace itself (DESIGN.md §2). It runs from
+// upBaton is a baton that can replace itself (docs/architecture.md, "Self-upgrade"). It runs from
 // its own copy of the executable, which a test replaces as a deploy would
 // (never the shared build other tests use), and its control socket is at a
 // fixed path (control.socket), where every successor answers: without it
@@ -458,7 +458,7 @@ func socketFlags(procRoot string, pid int, ino string) (int, error) {
 
 // checkNonBlocking checks that every one of pids holds the listener with
 // inode ino in non-blocking mode: the Go workers set it so, and nothing
-// may turn it back (DESIGN.md §3.2).
+// may turn it back (docs/architecture.md, "baton → worker").
 func checkNonBlocking(t testing.TB, procRoot, ino string, pids ...int) {
 	t.Helper()
 	for _, pid := range pids {
@@ -523,8 +523,9 @@ func drainedConns(t testing.TB, conns []net.Conn) {
 // non-blocking in the new baton and in every worker, and a Go worker of
 // the new generation told to drain while keep-alive clients sit idle on
 // it exits 0 within drainBound: no process flipped the socket to blocking
-// mode (DESIGN.md §3.2), which would leave the worker's accept blocked in
-// the kernel and its drain hung until worker.drain_timeout (20s).
+// mode (docs/architecture.md, "baton → worker"), which would leave the
+// worker's accept blocked in the kernel and its drain hung until
+// worker.drain_timeout (20s).
 func TestUpgradeKeepsListenerNonBlocking(t *testing.T) {
 	first, second := versions(t)
 	exes := []struct{ exe, version string }{{batonNext(t), second}, {bin.baton, first}, {batonNext(t), second}}

@@ -25,7 +25,7 @@ type reloadReply struct {
 type reloadState struct {
 	started time.Time
 	waiters []chan<- reloadReply
-	upgrade bool // a self-upgrade (DESIGN.md §2)
+	upgrade bool // a self-upgrade (docs/architecture.md)
 	// signalled: the successor was sent SIGTERM (deadline, or a stop).
 	signalled bool
 	// exits are children that were no worker, reaped during the
@@ -87,7 +87,7 @@ func (s *supervisor) runPending() {
 }
 
 // beginReload re-reads the configuration and starts the next generation
-// (DESIGN.md §4.2). The serving generation is untouched until the new one
+// (docs/architecture.md, "Reload"). The serving generation is untouched until the new one
 // is all ready. A new baton executable on disk makes it a self-upgrade.
 func (s *supervisor) beginReload(waiters []chan<- reloadReply, upgrade bool) {
 	s.reload = &reloadState{started: time.Now(), waiters: waiters}

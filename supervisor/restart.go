@@ -53,10 +53,10 @@ func (s *supervisor) backoff(w *worker) time.Duration {
 	return min(d, r.BackoffMax.Std())
 }
 
-// giveUp stops replacing workers (DESIGN.md §4.3): with on_giveup = "exit"
-// baton drains what is left and exits non-zero, so that systemd's
-// Restart= and OnFailure= take over; with "degrade" the survivors keep
-// serving.
+// giveUp stops replacing workers (docs/architecture.md, "Worker exit,
+// crash and leaving"): with on_giveup = "exit" baton drains what is left
+// and exits non-zero, so that systemd's Restart= and OnFailure= take over;
+// with "degrade" the survivors keep serving.
 func (s *supervisor) giveUp(err error) {
 	s.gaveUp = true
 	s.log.Error("giving up on restarts", "err", err, "on_giveup", s.cfg.Restart.OnGiveUp)

@@ -15,7 +15,7 @@ import (
 	"github.com/batonhq/baton/systemd"
 )
 
-// A self-upgrade (DESIGN.md §2) replaces the running supervisor by a new
+// A self-upgrade (docs/architecture.md, "Self-upgrade") replaces the running supervisor by a new
 // process of the executable on disk, without closing a socket:
 //
 //  1. The old supervisor starts its successor through the upgrader, which

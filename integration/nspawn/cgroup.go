@@ -23,7 +23,7 @@ type cgroup struct {
 
 // newCgroup creates "nspawn-<name>" below the caller's cgroup in each
 // hierarchy systemd-nspawn uses. It returns an empty cgroup (nspawn then
-// uses the caller's, as in TESTING.md) when there is no hierarchy to use.
+// uses the caller's, as docs/testing.md says) when there is no hierarchy to use.
 func newCgroup(name string) (*cgroup, error) {
 	dirs, err := cgroupDirs(name)
 	if err != nil {

@@ -4,7 +4,7 @@
 // whose root is a fresh tmpfs (--volatile=yes) with the host's /usr mounted
 // read-only, sharing the host's network: a socket unit inside listens on the
 // host's loopback, so a test connects to it directly. The sequence and its
-// pitfalls are those of TESTING.md ("Real systemd, in a throw-away container").
+// pitfalls are those of docs/testing.md ("Real systemd, in a throw-away container").
 // A Machine runs commands inside through nsenter(1) into its leader (the
 // container's PID 1): Run, Systemctl, Show, WaitActive, MainPID, Journal and
 // WriteFile. Shutdown powers the container off through the leader, waits with

@@ -275,7 +275,7 @@ func TestParentDeath(t *testing.T) {
 		nspawn = proc{pid: nspawnPid, start: st.start}
 	}
 	t.Cleanup(func() {
-		// Only if the promise failed: power off by the leader, as TESTING.md says.
+		// Only if the promise failed: power off by the leader, as docs/testing.md says.
 		if leader.alive() {
 			exec.Command("nsenter", "-t", strconv.Itoa(leader.pid), "-a", "systemctl", "poweroff").Run()
 			if !leader.waitGone(DefaultShutdownTimeout) {
