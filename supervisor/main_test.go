@@ -49,6 +49,7 @@ func TestMain(m *testing.M) {
 // GET /grow makes any serving worker allocate and touch 64 MiB.
 //
 //	stopping  notify READY=1, then STOPPING=1 on the first request and exit after it
+//	stop-exit  notify READY=1, 300ms later STOPPING=1 and at once exit 1
 //	child-stopping  serve, and if it can create the file $STOP_ONCE, start
 //	                a child that sends STOPPING=1 for it (and stays)
 func testWorker(mode string) int {
@@ -103,6 +104,11 @@ func testWorker(mode string) int {
 	fmt.Printf("worker %d serving\n", os.Getpid())
 	if mode != "silent" {
 		daemon.SdNotify(false, "READY=1")
+	}
+	if mode == "stop-exit" {
+		time.Sleep(300 * time.Millisecond) // its generation is serving by then
+		daemon.SdNotify(false, "STOPPING=1")
+		return 1
 	}
 	if f, err := os.OpenFile(os.Getenv("STOP_ONCE"), os.O_CREATE|os.O_EXCL, 0o600); mode == "child-stopping" && err == nil {
 		f.Close()

@@ -18,9 +18,13 @@ type exitEvent struct {
 
 // reap is the only code that waits for children. wait4(-1) would steal the
 // status of any child someone else waits for, so nothing else may wait.
-// It ends when quit is closed.
-func reap(sigchld <-chan os.Signal, out chan<- event, quit <-chan struct{}) {
+// Before it reports the exits it reaped, it calls before (the notify
+// socket's Sync): whatever those processes sent before they exited then
+// reaches the loop ahead of their exit. It ends when quit is closed.
+func reap(sigchld <-chan os.Signal, out chan<- event, quit <-chan struct{}, before func()) {
+	var exits []exitEvent
 	for {
+		exits = exits[:0]
 		for {
 			var ws unix.WaitStatus
 			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -30,8 +34,14 @@ func reap(sigchld <-chan os.Signal, out chan<- event, quit <-chan struct{}) {
 			if err != nil || pid <= 0 {
 				break // ECHILD (no children) or none exited yet
 			}
+			exits = append(exits, exitEvent{pid: pid, status: ws})
+		}
+		if len(exits) > 0 {
+			before()
+		}
+		for _, ev := range exits {
 			select {
-			case out <- exitEvent{pid: pid, status: ws}:
+			case out <- ev:
 			case <-quit:
 				return
 			}

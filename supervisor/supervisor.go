@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -356,7 +357,7 @@ func (s *supervisor) close() {
 func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 	sigchld := notifySIGCHLD()
 	defer signal.Stop(sigchld)
-	s.goTask(func() { reap(sigchld, s.events, s.quit) })
+	s.goTask(func() { reap(sigchld, s.events, s.quit, s.syncNotify) })
 	s.goTask(s.readNotify)
 	if !s.takingOver {
 		s.serveControl()
@@ -464,6 +465,17 @@ func (s *supervisor) post(ev event) {
 // stopped.
 func (s *supervisor) after(d time.Duration, ev event) *time.Timer {
 	return time.AfterFunc(d, func() { s.post(ev) })
+}
+
+// syncNotify lets the notify reader pass on every datagram already
+// queued, so that a worker's last message (STOPPING=1 as it leaves) comes
+// before its exit. Bounded: ordering is not worth holding up reaping.
+func (s *supervisor) syncNotify() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.notify.Sync(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+		s.log.Debug("notify socket not synced before reporting exits", "err", err)
+	}
 }
 
 func (s *supervisor) readNotify() {

@@ -354,6 +354,29 @@ func TestStoppingFromChildDrainsWorker(t *testing.T) {
 	}
 }
 
+// A worker's last message, sent just before it exits, is taken before its
+// exit: STOPPING=1 then exit 1 is a worker leaving (its replacement
+// starts at once), never a crash, however the notify reader and the
+// reaper are scheduled.
+func TestLastMessageBeforeExitIsTakenFirst(t *testing.T) {
+	const leaves = 60
+	h := startHarness(t, testConfig("stop-exit", 4, func(c *config.Config) {
+		c.Restart.Limit = leaves
+	}))
+	if err := h.wait(); !errors.Is(err, ErrGiveUp) {
+		t.Fatalf("Run = %v, want ErrGiveUp once %d workers left", err, leaves)
+	}
+	// Every worker says STOPPING=1 before it exits: none may be taken
+	// for a crash.
+	out := h.out.String()
+	if n := strings.Count(out, `msg="worker is leaving, starting its replacement"`); n != leaves {
+		t.Errorf("%d workers were taken as leaving, want all %d the budget allowed", n, leaves)
+	}
+	for _, m := range regexp.MustCompile(`msg="worker exited unexpectedly, replacing it" .*`).FindAllString(out, -1) {
+		t.Errorf("a worker that said STOPPING=1 was taken for a crash: %s", m)
+	}
+}
+
 func TestSecondSignalKills(t *testing.T) {
 	h := startHarness(t, testConfig("stubborn", 2, func(c *config.Config) {
 		c.Worker.DrainTimeout = config.Duration(time.Minute)

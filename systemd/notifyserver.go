@@ -2,10 +2,13 @@ package systemd
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -31,9 +34,20 @@ type Message struct {
 type NotifyServer struct {
 	conn *net.UnixConn
 	path string
+	self int // this process's pid, the sender of Sync's markers
 
 	malformed atomic.Int64
+
+	syncMu   sync.Mutex
+	syncConn *net.UnixConn // to the socket itself, for Sync's markers
+	syncSeq  uint64
+	waiting  map[string]chan struct{} // by marker
+	closed   chan struct{}
+	close    sync.Once
 }
+
+// syncKey is the field of Sync's marker datagrams.
+const syncKey = "BATON_SYNC"
 
 // ListenNotify creates a notify socket at path (a filesystem path; an
 // existing file there is replaced), mode 0600 from the start, with
@@ -48,7 +62,7 @@ func ListenNotify(path string) (*NotifyServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("systemd: notify socket: %w", err)
 	}
-	return &NotifyServer{conn: conn, path: path}, nil
+	return &NotifyServer{conn: conn, path: path, self: os.Getpid(), waiting: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
 }
 
 // Path is the socket's address, the value for a worker's NOTIFY_SOCKET.
@@ -58,11 +72,75 @@ func (s *NotifyServer) Path() string { return s.path }
 // no credentials, or were not KEY=VALUE text.
 func (s *NotifyServer) Malformed() int64 { return s.malformed.Load() }
 
-// Close stops Receive and removes the socket file.
+// Close stops Receive and Sync and removes the socket file.
 func (s *NotifyServer) Close() error {
 	err := s.conn.Close()
 	os.Remove(s.path)
+	s.close.Do(func() {
+		close(s.closed)
+		s.syncMu.Lock()
+		if s.syncConn != nil {
+			s.syncConn.Close()
+		}
+		s.syncMu.Unlock()
+	})
 	return err
+}
+
+// Sync returns once Receive has returned every datagram that was in the
+// socket's queue when Sync was called, and has been called again. A
+// caller that learns of something after those datagrams were sent (a
+// sender's exit, seen by whoever reaps it) can thus take them first: a
+// worker's last message before it exits is not mistaken for one that
+// came after. Sync queues a marker datagram of its own behind them and
+// waits for Receive to reach it. It returns ctx's error when ctx is done
+// first, net.ErrClosed once the server is closed.
+func (s *NotifyServer) Sync(ctx context.Context) error {
+	s.syncMu.Lock()
+	if s.syncConn == nil {
+		c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: s.path, Net: "unixgram"})
+		if err != nil {
+			s.syncMu.Unlock()
+			return fmt.Errorf("systemd: notify sync: %w", err)
+		}
+		s.syncConn = c
+	}
+	s.syncSeq++
+	marker := syncKey + "=" + strconv.FormatUint(s.syncSeq, 10)
+	reached := make(chan struct{})
+	s.waiting[marker] = reached
+	c := s.syncConn
+	s.syncMu.Unlock()
+	defer func() {
+		s.syncMu.Lock()
+		delete(s.waiting, marker)
+		s.syncMu.Unlock()
+	}()
+
+	if d, ok := ctx.Deadline(); ok {
+		c.SetWriteDeadline(d)
+	}
+	if _, err := c.Write([]byte(marker)); err != nil {
+		return fmt.Errorf("systemd: notify sync: %w", err)
+	}
+	select {
+	case <-reached:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closed:
+		return net.ErrClosed
+	}
+}
+
+// reached releases the Sync waiting for marker, if any.
+func (s *NotifyServer) reached(marker []byte) {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if c, ok := s.waiting[string(marker)]; ok {
+		close(c)
+		delete(s.waiting, string(marker))
+	}
 }
 
 // Receive returns the next well-formed message. Malformed datagrams are
@@ -80,6 +158,10 @@ func (s *NotifyServer) Receive() (Message, error) {
 		pid, uid, ok := parseControl(oob[:oobn])
 		if !ok || n > MaxNotifySize || flags&unix.MSG_TRUNC != 0 {
 			s.malformed.Add(1)
+			continue
+		}
+		if pid == s.self && bytes.HasPrefix(buf[:n], []byte(syncKey+"=")) {
+			s.reached(buf[:n]) // every datagram before it was returned
 			continue
 		}
 		fields, ok := ParseNotify(buf[:n])

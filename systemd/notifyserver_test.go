@@ -2,9 +2,11 @@ package systemd
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,5 +115,51 @@ func TestNotifyServerClosesPassedFDs(t *testing.T) {
 	r.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := r.Read(make([]byte, 1)); n != 0 || err == nil || os.IsTimeout(err) {
 		t.Errorf("read = %d, %v; want end of file: the passed descriptor was kept open", n, err)
+	}
+}
+
+// Sync returns only once every datagram queued before it was returned by
+// Receive (and Receive was called again), and its markers are never
+// returned themselves; it ends at Close.
+func TestSync(t *testing.T) {
+	s := listenNotify(t)
+	const n = 200
+	var mu sync.Mutex
+	got := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			m, err := s.Receive()
+			if err != nil {
+				return
+			}
+			if _, ok := m.Fields[syncKey]; ok {
+				t.Errorf("Receive returned a Sync marker: %v", m.Fields)
+			}
+			time.Sleep(100 * time.Microsecond) // a slow reader
+			mu.Lock()
+			got++
+			mu.Unlock()
+		}
+	}()
+	for i := range 3 {
+		for range n {
+			send(t, s.Path(), []byte("WATCHDOG=1"), nil)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.Sync(ctx)
+		cancel()
+		mu.Lock()
+		g := got
+		mu.Unlock()
+		if err != nil || g != (i+1)*n {
+			t.Fatalf("Sync = %v with %d of %d datagrams received, want nil once all were", err, g, (i+1)*n)
+		}
+	}
+	s.Close()
+	<-done
+	if err := s.Sync(context.Background()); err == nil {
+		t.Error("Sync after Close returned nil")
 	}
 }
