@@ -8,4 +8,4 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require github.com/cloudflare/tableflip v1.2.3 // indirect
+require github.com/cloudflare/tableflip v1.2.3
