@@ -38,8 +38,8 @@ type NotifyServer struct {
 
 	malformed atomic.Int64
 
-	syncMu   sync.Mutex
 	syncConn *net.UnixConn // to the socket itself, for Sync's markers
+	syncMu   sync.Mutex
 	syncSeq  uint64
 	waiting  map[string]chan struct{} // by marker
 	closed   chan struct{}
@@ -62,7 +62,15 @@ func ListenNotify(path string) (*NotifyServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("systemd: notify socket: %w", err)
 	}
-	return &NotifyServer{conn: conn, path: path, self: os.Getpid(), waiting: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
+	// Sync's way in, open from the start so that baton's descriptor count
+	// does not change with the first exit it reaps.
+	sc, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		conn.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("systemd: notify socket: %w", err)
+	}
+	return &NotifyServer{conn: conn, path: path, self: os.Getpid(), syncConn: sc, waiting: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
 }
 
 // Path is the socket's address, the value for a worker's NOTIFY_SOCKET.
@@ -78,11 +86,7 @@ func (s *NotifyServer) Close() error {
 	os.Remove(s.path)
 	s.close.Do(func() {
 		close(s.closed)
-		s.syncMu.Lock()
-		if s.syncConn != nil {
-			s.syncConn.Close()
-		}
-		s.syncMu.Unlock()
+		s.syncConn.Close()
 	})
 	return err
 }
@@ -97,14 +101,6 @@ func (s *NotifyServer) Close() error {
 // first, net.ErrClosed once the server is closed.
 func (s *NotifyServer) Sync(ctx context.Context) error {
 	s.syncMu.Lock()
-	if s.syncConn == nil {
-		c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: s.path, Net: "unixgram"})
-		if err != nil {
-			s.syncMu.Unlock()
-			return fmt.Errorf("systemd: notify sync: %w", err)
-		}
-		s.syncConn = c
-	}
 	s.syncSeq++
 	marker := syncKey + "=" + strconv.FormatUint(s.syncSeq, 10)
 	reached := make(chan struct{})
