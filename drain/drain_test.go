@@ -21,7 +21,7 @@ import (
 
 	"github.com/batonhq/baton/drain"
 	"github.com/batonhq/baton/drain/draintest"
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // eventTimeout bounds every wait for an event; reaching it fails the test.
@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 // checkGoroutines waits up to 5s for the goroutines of the code under test
 // to end: connection goroutines may still be on their way out.
 func checkGoroutines() error {
-	suspects := []string{"net/http.(*conn).serve", "net/http.(*Server).Serve", "baton/drain.", "baton/integration/load."}
+	suspects := []string{"net/http.(*conn).serve", "net/http.(*Server).Serve", "baton/drain.", "baton/loadtest."}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		buf := make([]byte, 1<<20)
@@ -230,13 +230,13 @@ func dup(t *testing.T, ln *net.TCPListener) net.Listener {
 // newer one keeps accepting on the same socket, and no request fails.
 func TestDrainUnderLoad(t *testing.T) {
 	const drains = 10
-	for _, mode := range []load.Mode{load.KeepAlive, load.PerRequest} {
+	for _, mode := range []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest} {
 		t.Run(mode.String(), func(t *testing.T) {
 			base := listen(t)
 			opts := drain.Options{Timeout: 10 * time.Second}
 			old := startServer(t, dup(t, base), "s0", opts, nil)
 
-			g, err := load.Start(context.Background(), load.Options{
+			g, err := loadtest.Start(context.Background(), loadtest.Options{
 				Addr:        base.Addr().String(),
 				Concurrency: 32,
 				Mode:        mode,
@@ -259,7 +259,7 @@ func TestDrainUnderLoad(t *testing.T) {
 				if n := old.open.Load(); n != 0 {
 					t.Errorf("drain %d: Serve returned with %d connections open", i, n)
 				}
-				if mode == load.KeepAlive && old.atStop == 0 {
+				if mode == loadtest.KeepAlive && old.atStop == 0 {
 					t.Errorf("drain %d: no connection was open when the drain started: it tested nothing", i)
 				}
 				// The survivor goes on serving.
@@ -527,7 +527,7 @@ func TestNaiveShutdown(t *testing.T) {
 		return srv, done
 	}
 	old, _ := serve("n0")
-	g, err := load.Start(context.Background(), load.Options{Addr: base.Addr().String(), Concurrency: 32, Mode: load.KeepAlive})
+	g, err := loadtest.Start(context.Background(), loadtest.Options{Addr: base.Addr().String(), Concurrency: 32, Mode: loadtest.KeepAlive})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/drain"
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // panicked records what a Guard's OnPanic reports.
@@ -175,7 +175,7 @@ func wait[T any](t *testing.T, ch <-chan T, what string) T {
 // wrapping ErrPanicked.
 func TestPanicDrainsUnderLoad(t *testing.T) {
 	for _, trigger := range []string{"handler", "goroutine"} {
-		for _, mode := range []load.Mode{load.KeepAlive, load.PerRequest} {
+		for _, mode := range []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest} {
 			t.Run(trigger+"/"+mode.String(), func(t *testing.T) {
 				testPanicUnderLoad(t, trigger, mode)
 			})
@@ -183,7 +183,7 @@ func TestPanicDrainsUnderLoad(t *testing.T) {
 	}
 }
 
-func testPanicUnderLoad(t *testing.T, trigger string, mode load.Mode) {
+func testPanicUnderLoad(t *testing.T, trigger string, mode loadtest.Mode) {
 	const inFlight = 2
 	base := listen(t)
 	addr := base.Addr().String()
@@ -211,7 +211,7 @@ func testPanicUnderLoad(t *testing.T, trigger string, mode load.Mode) {
 
 	// The load starts on s0 alone too: with keep-alive, all its
 	// connections are s0's when s0 panics.
-	g, err := load.Start(context.Background(), load.Options{Addr: addr, Concurrency: 32, Mode: mode, Timeout: 5 * time.Second})
+	g, err := loadtest.Start(context.Background(), loadtest.Options{Addr: addr, Concurrency: 32, Mode: mode, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // getOnce does one request on a new connection and returns the body.
@@ -46,7 +46,7 @@ func getOnce(addr, path string) (string, error) {
 // exits 0 within drain_timeout, and nothing of its tree is left.
 func TestBatonSIGTERMCompletesAcceptedRequests(t *testing.T) {
 	b := startBaton(t, "--workers", "2", "--drain-timeout", "10s", "--", bin.hello)
-	g := startLoad(t, b.addr, load.KeepAlive, 32)
+	g := startLoad(t, b.addr, loadtest.KeepAlive, 32)
 	const n = 16
 	var wg sync.WaitGroup
 	errs := make(chan error, n)

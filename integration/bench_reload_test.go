@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // reloadsPerRun is how many reloads one iteration of BenchmarkReload makes.
@@ -85,10 +85,10 @@ func BenchmarkReload(b *testing.B) {
 
 // startBenchLoad starts a load that lasts the whole benchmark (bounded)
 // and waits until it flows.
-func startBenchLoad(b *testing.B, addr string, mode load.Mode) *load.Generator {
+func startBenchLoad(b *testing.B, addr string, mode loadtest.Mode) *loadtest.Generator {
 	b.Helper()
 	ctx := withTimeout(b, 20*time.Minute)
-	g, err := load.Start(ctx, load.Options{Addr: addr, Concurrency: 32, Mode: mode, Duration: 15 * time.Minute})
+	g, err := loadtest.Start(ctx, loadtest.Options{Addr: addr, Concurrency: 32, Mode: mode, Duration: 15 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}

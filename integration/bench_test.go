@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // benchDuration is how long each throughput measurement runs.
@@ -48,12 +48,12 @@ func BenchmarkServe(b *testing.B) {
 	}
 }
 
-func benchLoad(b *testing.B, addr string, mode load.Mode) load.Result {
+func benchLoad(b *testing.B, addr string, mode loadtest.Mode) loadtest.Result {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	b.ResetTimer()
-	r, err := load.Run(ctx, load.Options{Addr: addr, Concurrency: 32, Duration: benchDuration, Mode: mode})
+	r, err := loadtest.Run(ctx, loadtest.Options{Addr: addr, Concurrency: 32, Duration: benchDuration, Mode: mode})
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)

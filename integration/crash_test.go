@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // A worker told to drain while a response streams for 60 s is gone by
@@ -20,7 +20,7 @@ import (
 // serving.
 func TestDrainDeadlineCutsLongStream(t *testing.T) {
 	b := startBaton(t, "--workers", "2", "--drain-timeout", "2s", "--", bin.hello)
-	g := startLoad(t, b.addr, load.KeepAlive, 16)
+	g := startLoad(t, b.addr, loadtest.KeepAlive, 16)
 	c, err := net.Dial("tcp", b.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +79,7 @@ func TestCrashLoopGiveUp(t *testing.T) {
 		p, addr := b.proc, b.addr
 		p.out.wait(regexp.MustCompile(`msg="giving up on restarts"`), 30*time.Second)
 		p.out.wait(reAllReady, 10*time.Second)
-		r, err := load.Run(withTimeout(t, time.Minute), load.Options{Addr: addr, Concurrency: 8, Requests: 500})
+		r, err := loadtest.Run(withTimeout(t, time.Minute), loadtest.Options{Addr: addr, Concurrency: 8, Requests: 500})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func TestKillStorm(t *testing.T) {
 	// sockets, not the budget.
 	b := startConfigBaton(t, hellos(2, "\n[restart]\nlimit = 1000\nbackoff_min = \"10ms\"\nbackoff_max = \"100ms\"\n"))
 	p, addr := b.proc, b.addr
-	results := map[load.Mode]*load.Generator{}
+	results := map[loadtest.Mode]*loadtest.Generator{}
 	for _, mode := range modes {
 		results[mode] = startLoad(t, addr, mode, 16)
 	}

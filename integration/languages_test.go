@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // Workers in other languages serve under baton through the plain
@@ -35,7 +35,7 @@ func TestOtherLanguageWorkers(t *testing.T) {
 				t.Errorf("the Python workers did not get the listener in blocking mode:\n%s", b.out)
 			}
 			for _, mode := range modes {
-				r, err := load.Run(withTimeout(t, time.Minute), load.Options{Addr: b.addr, Concurrency: 8, Requests: 400, Mode: mode})
+				r, err := loadtest.Run(withTimeout(t, time.Minute), loadtest.Options{Addr: b.addr, Concurrency: 8, Requests: 400, Mode: mode})
 				if err != nil {
 					t.Fatal(err)
 				}

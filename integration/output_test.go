@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 	"github.com/batonhq/baton/supervisor"
 )
 
@@ -30,7 +30,7 @@ func TestUnreadStderrStallsNothing(t *testing.T) {
 	p, read := startUnread(t, []string{noRaceExitSleep}, bin.baton, "run", "--listen", "http=tcp://"+addr, "--workers", "2",
 		"--control", control, "--reload-timeout", "10s", "--", "sh", "-c", flood, bin.hello)
 	waitServing(t, control)
-	g := startLoad(t, addr, load.KeepAlive, 32)
+	g := startLoad(t, addr, loadtest.KeepAlive, 32)
 
 	// Once baton's stderr pipe is full, everything baton writes meets a
 	// reader that does not read.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // 50 panics under load, in each mode: every request but the 50 that
@@ -59,7 +59,7 @@ func TestPanicsUnderLoad(t *testing.T) {
 func TestMaxMemoryUnderLoad(t *testing.T) {
 	b := startConfigBaton(t, func(addr string) string { return batonConfig(addr, 2, nil, `max_memory = "64MiB"`) })
 	addr := b.addr
-	g := startLoad(t, addr, load.KeepAlive, 32)
+	g := startLoad(t, addr, loadtest.KeepAlive, 32)
 	body, err := getOnce(addr, "/grow?mb=128")
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 	"github.com/batonhq/baton/supervisor"
 )
 
@@ -224,7 +224,7 @@ func TestReloadFailuresKeepOldWorkers(t *testing.T) {
 // reloads, never overlapping, and the last configuration wins.
 func TestReloadStorm(t *testing.T) {
 	b := startConfigBaton(t, hellos(2, ""))
-	g := startLoad(t, b.addr, load.KeepAlive, 32)
+	g := startLoad(t, b.addr, loadtest.KeepAlive, 32)
 	from := b.out.len()
 	start := time.Now()
 	for i := 1; i <= 100; i++ {

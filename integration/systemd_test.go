@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
 	"github.com/batonhq/baton/integration/nspawn"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // optDir is where the test's binaries and config appear inside the
@@ -139,7 +139,7 @@ func TestSystemdUnits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, mode := range modes {
-		r, err := load.Run(ctx, load.Options{Addr: addr, Concurrency: 32, Duration: 2 * time.Second, Mode: mode})
+		r, err := loadtest.Run(ctx, loadtest.Options{Addr: addr, Concurrency: 32, Duration: 2 * time.Second, Mode: mode})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +149,7 @@ func TestSystemdUnits(t *testing.T) {
 		}
 		// 32 keep-alive connections made at once can all land on one
 		// worker of a shared socket; fresh connections reach both.
-		if mode == load.PerRequest && len(r.PIDs) != 2 {
+		if mode == loadtest.PerRequest && len(r.PIDs) != 2 {
 			t.Errorf("under systemd: answers from %d workers, want 2", len(r.PIDs))
 		}
 	}

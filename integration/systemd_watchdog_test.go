@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // watchdogDropIn shortens contrib's WatchdogSec= for the test, so that a
@@ -61,7 +61,7 @@ func TestSystemdWatchdog(t *testing.T) {
 	t.Run("reloads", func(t *testing.T) {
 		begin := time.Now()
 		before := a.settled(t, ctx)
-		g := startLoad(t, a.addr, load.KeepAlive, 32)
+		g := startLoad(t, a.addr, loadtest.KeepAlive, 32)
 		const reloads = 10
 		for i := 0; i < reloads; i++ {
 			if out, err := m.Systemctl(ctx, "reload", "app.service"); err != nil {
@@ -126,7 +126,7 @@ func TestSystemdWatchdog(t *testing.T) {
 		var failed int64
 		var last time.Time
 		for i, e := range exes {
-			g := startLoad(t, a.addr, load.KeepAlive, 32)
+			g := startLoad(t, a.addr, loadtest.KeepAlive, 32)
 			workers, main := a.selfUpgrade(t, ctx, dir, e.exe, e.version)
 			last = time.Now()
 			waitServed(t, g, 300)

@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 	"github.com/batonhq/baton/supervisor"
 )
 
@@ -611,7 +611,7 @@ func (u *upBaton) checkUnchanged(t testing.TB, what string, before batonState) {
 
 // checkOnlyOld stops g and checks that no request failed and only the
 // workers of before answered.
-func checkOnlyOld(t testing.TB, what string, g *load.Generator, before batonState) {
+func checkOnlyOld(t testing.TB, what string, g *loadtest.Generator, before batonState) {
 	t.Helper()
 	r := g.Stop()
 	t.Logf("%s: %s", what, r)
@@ -666,7 +666,7 @@ func TestUpgradeBrokenBinary(t *testing.T) {
 	}
 	// A good executable in place: the same baton upgrades.
 	before := u.settle(t)
-	g := startLoad(t, u.addr, load.PerRequest, 32)
+	g := startLoad(t, u.addr, loadtest.PerRequest, 32)
 	u.install(t, batonNext(t))
 	from := u.out.len()
 	pid, said := u.upgradeBy(t, "baton upgrade", before)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // Spec describes a worker program for Conformance.
@@ -47,7 +47,7 @@ func Conformance(t *testing.T, spec Spec) {
 		w.Serving(t, spec.Serving)
 		return w
 	}
-	for _, mode := range []load.Mode{load.KeepAlive, load.PerRequest} {
+	for _, mode := range []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest} {
 		t.Run("drain under load/"+mode.String(), func(t *testing.T) {
 			DrainUnderLoad(t, mode, func(t *testing.T, s Socket) *Worker { return start(t, s) })
 		})

@@ -24,7 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // EventTimeout bounds every wait for an event; reaching it fails the test.
@@ -234,13 +234,13 @@ func NotifySocket(t testing.TB, abstract bool) (string, <-chan string) {
 // SIGTERM to the first and checks that it exits 0, that no request failed,
 // and that the second worker serves on. start must return once the worker
 // serves. The workers must answer with X-Pid: <their pid>.
-func DrainUnderLoad(t *testing.T, mode load.Mode, start func(t *testing.T, s Socket) *Worker) load.Result {
+func DrainUnderLoad(t *testing.T, mode loadtest.Mode, start func(t *testing.T, s Socket) *Worker) loadtest.Result {
 	t.Helper()
 	ln, sock := Listen(t, "http")
 	a := start(t, sock)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*EventTimeout)
 	defer cancel()
-	g, err := load.Start(ctx, load.Options{Addr: ln.Addr().String(), Concurrency: 32, Mode: mode})
+	g, err := loadtest.Start(ctx, loadtest.Options{Addr: ln.Addr().String(), Concurrency: 32, Mode: mode})
 	if err != nil {
 		t.Fatal(err)
 	}

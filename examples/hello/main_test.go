@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/drain/draintest"
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // roleEnv makes the re-executed test binary run main instead of the tests.
@@ -165,7 +165,7 @@ func TestInheritedListener(t *testing.T) {
 // TestDrainUnderLoad: two hello processes share one socket, as under baton;
 // one gets SIGTERM while 32 clients that never retry hammer the socket.
 func TestDrainUnderLoad(t *testing.T) {
-	for _, mode := range []load.Mode{load.KeepAlive, load.PerRequest} {
+	for _, mode := range []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest} {
 		t.Run(mode.String(), func(t *testing.T) {
 			draintest.DrainUnderLoad(t, mode, func(t *testing.T, s draintest.Socket) *draintest.Worker {
 				return startHello(t, []draintest.Socket{s}, "").Worker
@@ -208,12 +208,12 @@ func TestNotify(t *testing.T) {
 // stack, finishes the stream it was sending, and exits 1; no other request
 // fails.
 func TestPanic(t *testing.T) {
-	for _, mode := range []load.Mode{load.KeepAlive, load.PerRequest} {
+	for _, mode := range []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest} {
 		t.Run(mode.String(), func(t *testing.T) { testPanic(t, mode) })
 	}
 }
 
-func testPanic(t *testing.T, mode load.Mode) {
+func testPanic(t *testing.T, mode loadtest.Mode) {
 	const streamLines = 20 // /stream?s=2
 	ln, sock := draintest.Listen(t, "http")
 	addr := ln.Addr().String()
@@ -266,7 +266,7 @@ func testPanic(t *testing.T, mode load.Mode) {
 	// are a's when a panics.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*draintest.EventTimeout)
 	defer cancel()
-	g, err := load.Start(ctx, load.Options{Addr: addr, Concurrency: 32, Mode: mode})
+	g, err := loadtest.Start(ctx, loadtest.Options{Addr: addr, Concurrency: 32, Mode: mode})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Command loadgen runs package load against a loopback address and prints
+// Command loadgen runs package loadtest against a loopback address and prints
 // one line of totals. It exits 1 if any request failed, 2 on bad usage.
 //
 //	loadgen -addr 127.0.0.1:8080 -c 32 -d 10s -mode keep-alive
@@ -14,34 +14,34 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/batonhq/baton/integration/load"
+	"github.com/batonhq/baton/loadtest"
 )
 
 func main() { os.Exit(run()) }
 
 func run() int {
-	var o load.Options
+	var o loadtest.Options
 	flag.StringVar(&o.Addr, "addr", "127.0.0.1:8080", "loopback `host:port` to load")
-	flag.StringVar(&o.Path, "path", load.DefaultPath, "request `path`")
-	flag.IntVar(&o.Concurrency, "c", load.DefaultConcurrency, "concurrent clients")
+	flag.StringVar(&o.Path, "path", loadtest.DefaultPath, "request `path`")
+	flag.IntVar(&o.Concurrency, "c", loadtest.DefaultConcurrency, "concurrent clients")
 	flag.DurationVar(&o.Duration, "d", 0, "stop after this `duration` (0: no limit)")
 	flag.Int64Var(&o.Requests, "n", 0, "stop after this many requests (0: no limit)")
-	flag.DurationVar(&o.Timeout, "timeout", load.DefaultTimeout, "per-request timeout")
-	mode := flag.String("mode", load.KeepAlive.String(), "keep-alive or per-request")
+	flag.DurationVar(&o.Timeout, "timeout", loadtest.DefaultTimeout, "per-request timeout")
+	mode := flag.String("mode", loadtest.KeepAlive.String(), "keep-alive or per-request")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "loadgen: unexpected arguments %q\n", flag.Args())
 		return 2
 	}
 	var err error
-	if o.Mode, err = load.ParseMode(*mode); err != nil {
+	if o.Mode, err = loadtest.ParseMode(*mode); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		return 2
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	r, err := load.Run(ctx, o)
+	r, err := loadtest.Run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		return 2

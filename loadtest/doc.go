@@ -1,4 +1,4 @@
-// Package load is a loopback HTTP/1.1 load generator that counts and
+// Package loadtest is a loopback HTTP/1.1 load generator that counts and
 // classifies the failures a non-retrying client sees.
 //
 // It exists to prove that a reload loses no request. Go's http.Transport
@@ -19,4 +19,4 @@
 //
 // Only loopback addresses are accepted: the package is for integration tests
 // and benchmarks on one machine, never for loading another host.
-package load
+package loadtest

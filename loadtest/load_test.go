@@ -1,4 +1,4 @@
-package load
+package loadtest
 
 import (
 	"bufio"
@@ -70,7 +70,7 @@ func loadGoroutines() string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "integration/load.(*Generator)") || strings.Contains(g, "integration/load.Start") {
+		if strings.Contains(g, "baton/loadtest.(*Generator)") || strings.Contains(g, "baton/loadtest.Start") {
 			out = append(out, g)
 		}
 	}
