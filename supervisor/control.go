@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/unixsock"
 )
 
@@ -126,7 +126,7 @@ func (s *supervisor) openControl(path string, note *upgradeNote) (*controlServer
 		// A key of its own: the upgrader would leak a passed copy that a
 		// new registration under its key replaced.
 		c.passKey = "control-" + strconv.Itoa(os.Getpid())
-		fd, err := handoff.DupFd(c.ln)
+		fd, err := spawn.DupFd(c.ln)
 		if err == nil {
 			err = s.upg.Add(c.passKey, fd)
 			unix.Close(fd)

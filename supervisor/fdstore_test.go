@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/config"
-	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/systemd"
 )
 
@@ -24,7 +24,7 @@ func TestFDStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fd, err := handoff.DupFd(ln.(*net.TCPListener))
+		fd, err := spawn.DupFd(ln.(*net.TCPListener))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/config"
-	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/systemd"
 )
 
@@ -296,7 +296,7 @@ func bind(ctx context.Context, l config.Listener) (listener, error) {
 	if err != nil {
 		return listener{}, fmt.Errorf("supervisor: listener %q: %w", l.Name, err)
 	}
-	fd, err := handoff.DupFd(conn.(syscall.Conn))
+	fd, err := spawn.DupFd(conn.(syscall.Conn))
 	conn.Close()
 	if err == nil {
 		if serr := unix.SetNonblock(fd, false); serr != nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/spawn"
 )
 
 // TestMain lets the test binary play the shim and the workers, the way
@@ -25,8 +25,8 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case handoff.ShimCommand:
-			err := handoff.ExecWorker(os.Args[3:])
+		case spawn.ShimCommand:
+			err := spawn.ExecWorker(os.Args[3:])
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(127)
 		case "worker":

@@ -20,8 +20,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/config"
-	"github.com/batonhq/baton/handoff"
 	"github.com/batonhq/baton/internal/logbuf"
+	"github.com/batonhq/baton/internal/spawn"
+	"github.com/batonhq/baton/internal/upgrade"
 	"github.com/batonhq/baton/systemd"
 )
 
@@ -49,7 +50,7 @@ type Options struct {
 	// Load re-reads the configuration for a reload; nil means reloads
 	// reuse the configuration Run was given.
 	Load func() (*config.Config, error)
-	// Shim is the argv prefix that runs handoff.ExecWorker; nil means this
+	// Shim is the argv prefix that runs spawn.ExecWorker; nil means this
 	// executable with "exec-worker --".
 	Shim []string
 	// Output receives the workers' output lines, one Write per line. It
@@ -70,7 +71,7 @@ type Options struct {
 	// Upgrader replaces this baton by a new process of its executable
 	// (self-upgrade) and, in a process it started, passes the sockets on;
 	// nil means self-upgrades are refused.
-	Upgrader *handoff.Upgrader
+	Upgrader *upgrade.Upgrader
 	// Version is reported by stats and logged at start.
 	Version string
 }
@@ -138,7 +139,7 @@ type supervisor struct {
 	listeners []*listener
 	notify    *systemd.NotifyServer
 	control   *controlServer
-	spawner   *handoff.Spawner
+	spawner   *spawn.Spawner
 	devNull   int
 
 	events  chan event
@@ -181,7 +182,7 @@ type supervisor struct {
 	// WatchdogSec=); 0 when systemd set none.
 	wdPing time.Duration
 
-	upg     *handoff.Upgrader
+	upg     *upgrade.Upgrader
 	version string
 	dir     runtimeDir // notify and (by default) control socket
 	// takingOver is set in a supervisor started by a self-upgrade until
@@ -271,7 +272,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		if _, err := os.Stat(selfExe); err == nil {
 			exe = selfExe
 		}
-		s.shim = []string{exe, handoff.ShimCommand, "--"}
+		s.shim = []string{exe, spawn.ShimCommand, "--"}
 	}
 	defer func() {
 		if err != nil {
@@ -326,7 +327,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	if s.devNull, err = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 		return nil, fmt.Errorf("supervisor: open %s: %w", os.DevNull, os.NewSyscallError("open", err))
 	}
-	s.spawner = handoff.NewSpawner()
+	s.spawner = spawn.NewSpawner()
 	return s, nil
 }
 

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/config"
-	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/systemd"
 )
 
@@ -96,7 +96,7 @@ func startHarness(t *testing.T, cfg *config.Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, err := handoff.DupFd(ln.(*net.TCPListener))
+	fd, err := spawn.DupFd(ln.(*net.TCPListener))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func startHarness(t *testing.T, cfg *config.Config) *harness {
 	opts := Options{
 		Logger:     slog.New(slog.NewTextHandler(io.MultiWriter(h.out, tlogWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Signals:    h.sigs,
-		Shim:       []string{self, handoff.ShimCommand, "--"},
+		Shim:       []string{self, spawn.ShimCommand, "--"},
 		Output:     io.MultiWriter(h.out, tlogWriter{t}),
 		Notify:     func(s string) error { h.notes <- s; return nil },
 		RuntimeDir: h.dir,
@@ -430,7 +430,7 @@ func TestUnclaimedInheritedSocketIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	fd, _ := handoff.DupFd(ln.(*net.TCPListener))
+	fd, _ := spawn.DupFd(ln.(*net.TCPListener))
 	cfg := testConfig("serve", 1, func(c *config.Config) {
 		c.Listen[0].Address = "tcp://127.0.0.1:0"
 	})
@@ -455,7 +455,7 @@ func TestDuplicateInheritedNamesAreAnError(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		fd, _ := handoff.DupFd(ln.(*net.TCPListener))
+		fd, _ := spawn.DupFd(ln.(*net.TCPListener))
 		socks = append(socks, systemd.Socket{Name: "http", Fd: fd})
 	}
 	err := Run(context.Background(), testConfig("serve", 1, nil), Options{
@@ -581,7 +581,7 @@ func runUntilReady(t *testing.T, cfg *config.Config, inherited []systemd.Socket)
 	go func() {
 		done <- Run(ctx, cfg, Options{
 			Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
-			Shim:       []string{self, handoff.ShimCommand, "--"},
+			Shim:       []string{self, spawn.ShimCommand, "--"},
 			Output:     tlogWriter{t},
 			Notify:     func(s string) error { notes <- s; return nil },
 			RuntimeDir: t.TempDir(),

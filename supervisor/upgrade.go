@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/config"
-	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/upgrade"
 	"github.com/batonhq/baton/systemd"
 )
 
@@ -190,7 +190,7 @@ func (s *supervisor) onUpgradeDone(ev upgradeDone) {
 	r.stopTimers()
 	if ev.err != nil {
 		err := ev.err
-		if errors.Is(err, handoff.ErrParentRunning) {
+		if errors.Is(err, upgrade.ErrParentRunning) {
 			err = fmt.Errorf("the baton this one took over from (pid %d) is still draining its workers: upgrade again once it has exited", s.parent)
 		} else if how, ok := r.exits[ev.pid]; ok && ev.pid > 0 {
 			err = fmt.Errorf("%w (%s)", err, how) // reaped here, not by the upgrader

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/config"
-	"github.com/batonhq/baton/handoff"
+	"github.com/batonhq/baton/internal/spawn"
 )
 
 type workerState int
@@ -156,16 +156,16 @@ func forward(r *os.File, prefix string, out *lineWriter) {
 }
 
 // spec builds the handoff spec for a worker of g.
-func (s *supervisor) spec(g *generation, slot int, stdout int) handoff.Spec {
-	files := make([]handoff.File, len(g.ls))
+func (s *supervisor) spec(g *generation, slot int, stdout int) spawn.Spec {
+	files := make([]spawn.File, len(g.ls))
 	for i, l := range g.ls {
-		files[i] = handoff.File{Name: g.cfg.Listen[i].Name, Fd: l.fd}
+		files[i] = spawn.File{Name: g.cfg.Listen[i].Name, Fd: l.fd}
 	}
 	w := g.cfg.Worker
-	return handoff.Spec{
+	return spawn.Spec{
 		Shim:      s.shim,
 		Command:   w.Command,
-		Env:       handoff.Env(os.Environ(), workerEnv(s.notify.Path(), slot, g.n, w), files),
+		Env:       spawn.Env(os.Environ(), workerEnv(s.notify.Path(), slot, g.n, w), files),
 		Listeners: files,
 		Stdin:     s.devNull,
 		Stdout:    stdout,

@@ -3,10 +3,10 @@ package systemd
 import (
 	"fmt"
 
-	"github.com/batonhq/baton/handoff"
-
 	"github.com/coreos/go-systemd/v22/activation"
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/spawn"
 )
 
 // Socket is a socket passed by systemd: its name (FileDescriptorName=) and a
@@ -29,7 +29,7 @@ func Inherited() ([]Socket, error) {
 	files := activation.Files(true)
 	var out []Socket
 	for _, f := range files {
-		fd, err := handoff.DupFd(f)
+		fd, err := spawn.DupFd(f)
 		f.Close()
 		if err != nil {
 			for _, s := range out {

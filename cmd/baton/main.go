@@ -23,8 +23,9 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/config"
-	"github.com/batonhq/baton/handoff"
 	"github.com/batonhq/baton/internal/logbuf"
+	"github.com/batonhq/baton/internal/spawn"
+	"github.com/batonhq/baton/internal/upgrade"
 	"github.com/batonhq/baton/supervisor"
 )
 
@@ -68,11 +69,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return controlCmd(cmd, rest, stdout, stderr)
 	case "check":
 		return checkCmd(rest, stdout, stderr)
-	case handoff.ShimCommand:
+	case spawn.ShimCommand:
 		if len(rest) > 0 && rest[0] == "--" {
 			rest = rest[1:]
 		}
-		err := handoff.ExecWorker(rest)
+		err := spawn.ExecWorker(rest)
 		fmt.Fprintf(stderr, "baton: %v\n", err)
 		return exitNoExec
 	case "version", "--version":
@@ -95,7 +96,7 @@ func runCmd(args []string, stderr io.Writer) int {
 	// The upgrader comes first: in a baton started by a self-upgrade it
 	// takes the sockets passed at descriptors 3 and up, and it tells the
 	// waiting parent why this one fails.
-	upg, uerr := handoff.NewUpgrader(supervisor.UpgradeBackstop)
+	upg, uerr := upgrade.NewUpgrader(supervisor.UpgradeBackstop)
 	if err != nil {
 		if upg != nil {
 			upg.Fail(err)

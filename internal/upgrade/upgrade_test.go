@@ -1,4 +1,4 @@
-package handoff
+package upgrade
 
 import (
 	"errors"
@@ -12,10 +12,19 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/spawn"
 )
 
-func init() {
-	helpers["upgrade"] = upgradeHelper
+// helperEnv set tells a re-executed test binary to play the upgrading
+// supervisors instead of running the tests.
+const helperEnv = "UPGRADE_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(upgradeHelper())
+	}
+	os.Exit(m.Run())
 }
 
 // childModeEnv tells the successor started by the "upgrade" helper how to
@@ -40,7 +49,7 @@ func upgradeHelper() int {
 			fmt.Println("error:", err)
 			return 1
 		}
-		fd, err := DupFd(ln.(*net.TCPListener))
+		fd, err := spawn.DupFd(ln.(*net.TCPListener))
 		if err != nil {
 			fmt.Println("error:", err)
 			return 1
@@ -155,13 +164,13 @@ func TestUpgradeFails(t *testing.T) {
 	for mode, want := range map[string]string{
 		"exit":   "exit status 3",
 		"hang":   "timed out",
-		"fail":   "parent: upgrade failed: handoff: upgrade: config: bad.toml:3: worker.count: must be positive\n",
-		"signal": "parent: upgrade failed: handoff: upgrade: stopped by SIGTERM\n",
+		"fail":   "parent: upgrade failed: upgrade: config: bad.toml:3: worker.count: must be positive\n",
+		"signal": "parent: upgrade failed: upgrade: stopped by SIGTERM\n",
 	} {
 		t.Run(mode, func(t *testing.T) {
 			start := time.Now()
 			out, err := runUpgradeHelper(t, mode)
-			if err == nil || !strings.Contains(out, "parent: upgrade failed: handoff: upgrade: ") || !strings.Contains(out, want) {
+			if err == nil || !strings.Contains(out, "parent: upgrade failed: upgrade: ") || !strings.Contains(out, want) {
 				t.Fatalf("helper: %v, want the upgrade to fail with %q:\n%s", err, want, out)
 			}
 			if mode == "hang" && time.Since(start) > 30*time.Second {

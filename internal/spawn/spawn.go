@@ -1,4 +1,4 @@
-package handoff
+package spawn
 
 import (
 	"errors"
@@ -96,7 +96,7 @@ func (s *Spawner) Start(spec Spec) (int, error) {
 
 func start(spec Spec) (int, error) {
 	if len(spec.Command) == 0 {
-		return 0, errors.New("handoff: start worker: empty command")
+		return 0, errors.New("spawn: start worker: empty command")
 	}
 	argv := append(append([]string(nil), spec.Shim...), spec.Command...)
 	files := []uintptr{uintptr(spec.Stdin), uintptr(spec.Stdout), uintptr(spec.Stderr)}
@@ -113,7 +113,7 @@ func start(spec Spec) (int, error) {
 		},
 	})
 	if err != nil {
-		return 0, fmt.Errorf("handoff: start worker %q: %w", spec.Command[0], os.NewSyscallError("fork/exec "+argv[0], err))
+		return 0, fmt.Errorf("spawn: start worker %q: %w", spec.Command[0], os.NewSyscallError("fork/exec "+argv[0], err))
 	}
 	return pid, nil
 }
@@ -172,19 +172,19 @@ func Env(base []string, extra []string, listeners []File) []string {
 // closed at exec. It returns only on failure.
 func ExecWorker(argv []string) error {
 	if len(argv) == 0 {
-		return errors.New("handoff: exec-worker: no command given")
+		return errors.New("spawn: exec-worker: no command given")
 	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
-		return fmt.Errorf("handoff: exec-worker: %w", err)
+		return fmt.Errorf("spawn: exec-worker: %w", err)
 	}
 	n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	if err := closeOnExecFrom(listenFdsStart + max(n, 0)); err != nil {
-		return fmt.Errorf("handoff: exec-worker: %w", err)
+		return fmt.Errorf("spawn: exec-worker: %w", err)
 	}
 	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
 	if err := syscall.Exec(path, argv, env); err != nil {
-		return fmt.Errorf("handoff: exec-worker: %w", os.NewSyscallError("exec "+path, err))
+		return fmt.Errorf("spawn: exec-worker: %w", os.NewSyscallError("exec "+path, err))
 	}
 	return nil
 }
@@ -196,17 +196,17 @@ func ExecWorker(argv []string) error {
 func DupFd(c syscall.Conn) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return -1, fmt.Errorf("handoff: dup: %w", err)
+		return -1, fmt.Errorf("spawn: dup: %w", err)
 	}
 	dup := -1
 	var dupErr error
 	if err := rc.Control(func(fd uintptr) {
 		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
 	}); err != nil {
-		return -1, fmt.Errorf("handoff: dup: %w", err)
+		return -1, fmt.Errorf("spawn: dup: %w", err)
 	}
 	if dupErr != nil {
-		return -1, fmt.Errorf("handoff: dup: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr))
+		return -1, fmt.Errorf("spawn: dup: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr))
 	}
 	return dup, nil
 }

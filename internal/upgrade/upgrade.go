@@ -1,4 +1,4 @@
-package handoff
+package upgrade
 
 import (
 	"errors"
@@ -14,6 +14,8 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/spawn"
 )
 
 // The parent's note and the report file, where the successor writes its
@@ -52,7 +54,7 @@ type Upgrader struct {
 func NewUpgrader(timeout time.Duration) (*Upgrader, error) {
 	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: timeout})
 	if err != nil {
-		return nil, fmt.Errorf("handoff: upgrader: %w", err)
+		return nil, fmt.Errorf("upgrade: upgrader: %w", err)
 	}
 	u := &Upgrader{tf: tf}
 	if tf.HasParent() {
@@ -82,12 +84,12 @@ func (u *Upgrader) Add(name string, fd int) error {
 	// AddFile wants an *os.File, and dups it again through SyscallConn.
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
-		return fmt.Errorf("handoff: pass %q to the next supervisor: %w", name, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+		return fmt.Errorf("upgrade: pass %q to the next supervisor: %w", name, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
 	}
 	f := os.NewFile(uintptr(dup), name)
 	defer f.Close()
 	if err := u.tf.AddFile(name, f); err != nil {
-		return fmt.Errorf("handoff: pass %q to the next supervisor: %w", name, err)
+		return fmt.Errorf("upgrade: pass %q to the next supervisor: %w", name, err)
 	}
 	return nil
 }
@@ -98,15 +100,15 @@ func (u *Upgrader) Add(name string, fd int) error {
 func (u *Upgrader) Take(name string) (int, error) {
 	f, err := u.tf.File(name)
 	if err != nil {
-		return -1, fmt.Errorf("handoff: take %q from the previous supervisor: %w", name, err)
+		return -1, fmt.Errorf("upgrade: take %q from the previous supervisor: %w", name, err)
 	}
 	if f == nil {
 		return -1, nil
 	}
 	defer f.Close()
-	fd, err := DupFd(f)
+	fd, err := spawn.DupFd(f)
 	if err != nil {
-		return -1, fmt.Errorf("handoff: take %q from the previous supervisor: %w", name, err)
+		return -1, fmt.Errorf("upgrade: take %q from the previous supervisor: %w", name, err)
 	}
 	return fd, nil
 }
@@ -116,7 +118,7 @@ func (u *Upgrader) Take(name string) (int, error) {
 // process must be Ready before it can Upgrade itself.
 func (u *Upgrader) Ready() error {
 	if err := u.tf.Ready(); err != nil {
-		return fmt.Errorf("handoff: upgrade: %w", err)
+		return fmt.Errorf("upgrade: %w", err)
 	}
 	u.ready.Store(true)
 	return nil
@@ -145,7 +147,7 @@ func (u *Upgrader) writeReport(flag int, s string) {
 
 // ErrParentRunning is returned by Upgrade while the supervisor this one
 // took over from has not exited yet.
-var ErrParentRunning = errors.New("handoff: the previous supervisor has not exited yet")
+var ErrParentRunning = errors.New("upgrade: the previous supervisor has not exited yet")
 
 // Upgrade starts the successor with note and every registered descriptor,
 // and waits until it is Ready (nil), exits or runs out of time (an error;
@@ -155,7 +157,7 @@ var ErrParentRunning = errors.New("handoff: the previous supervisor has not exit
 func (u *Upgrader) Upgrade(note string) (int, error) {
 	report, err := os.CreateTemp("", "baton-upgrade-*")
 	if err != nil {
-		return 0, fmt.Errorf("handoff: upgrade: %w", err)
+		return 0, fmt.Errorf("upgrade: %w", err)
 	}
 	report.Close()
 	u.mu.Lock()
@@ -192,12 +194,12 @@ func (u *Upgrader) Upgrade(note string) (int, error) {
 	}
 	switch {
 	case why != "":
-		return pid, fmt.Errorf("handoff: upgrade: %w", errors.New(why))
+		return pid, fmt.Errorf("upgrade: %w", errors.New(why))
 	case errors.Is(err, unix.ECHILD) || strings.Contains(err.Error(), unix.ECHILD.Error()):
 		// The caller's own reaper collected the exit status first.
-		return pid, fmt.Errorf("handoff: upgrade: the new process (pid %d) exited", pid)
+		return pid, fmt.Errorf("upgrade: the new process (pid %d) exited", pid)
 	}
-	return pid, fmt.Errorf("handoff: upgrade: %w", err)
+	return pid, fmt.Errorf("upgrade: %w", err)
 }
 
 // childPID reads the pid out of tableflip's "child pid=N ..." errors, for
