@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/internal/supervisor"
 	"github.com/batonhq/baton/loadtest"
-	"github.com/batonhq/baton/supervisor"
 )
 
 // A worker printing 100 MB while nobody reads baton's standard error (a

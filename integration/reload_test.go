@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/internal/supervisor"
 	"github.com/batonhq/baton/loadtest"
-	"github.com/batonhq/baton/supervisor"
 )
 
 // configBaton runs baton from a config file the test can rewrite, and

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/integration/nspawn"
-	"github.com/batonhq/baton/supervisor"
+	"github.com/batonhq/baton/internal/supervisor"
 )
 
 // appConfig is where contrib's app.service reads its config. The

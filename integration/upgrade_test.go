@@ -21,8 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/internal/supervisor"
 	"github.com/batonhq/baton/loadtest"
-	"github.com/batonhq/baton/supervisor"
 )
 
 // upBaton is a baton that can replace itself (docs/architecture.md, "Self-upgrade"). It runs from

@@ -22,11 +22,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/internal/spawn"
+	"github.com/batonhq/baton/internal/supervisor"
 	"github.com/batonhq/baton/internal/upgrade"
-	"github.com/batonhq/baton/supervisor"
 )
 
 // Exit codes.

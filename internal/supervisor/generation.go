@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 )
 
 type genState int

@@ -10,9 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/systemd"
 	"github.com/batonhq/baton/internal/upgrade"
-	"github.com/batonhq/baton/systemd"
 )
 
 // A self-upgrade (docs/architecture.md, "Self-upgrade") replaces the running supervisor by a new

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/internal/systemd"
 )
 
 // knownFields are the notify keys a worker may send; others are counted as

@@ -8,7 +8,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 )
 
 // reloadReply is what a reload request gets back once its reload is over.

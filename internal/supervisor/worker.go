@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/spawn"
 )
 

@@ -18,9 +18,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/spawn"
-	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/internal/systemd"
 )
 
 // harness runs a supervisor with test workers on a socket the test passes

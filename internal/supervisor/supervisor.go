@@ -19,11 +19,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/internal/spawn"
+	"github.com/batonhq/baton/internal/systemd"
 	"github.com/batonhq/baton/internal/upgrade"
-	"github.com/batonhq/baton/systemd"
 )
 
 // RespawnDelay is how long baton waits before trying again when it could

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 )
 
 func budget(limit int, onGiveUp string) func(*config.Config) {

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/spawn"
-	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/internal/systemd"
 )
 
 // With [systemd] fd_store, self-bound sockets go to systemd's fd store, and

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 )
 
 // reload asks for a reload over the control socket and waits for it.

@@ -13,9 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/config"
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/spawn"
-	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/internal/systemd"
 )
 
 // listener is a socket the supervisor holds, as a raw descriptor: never
