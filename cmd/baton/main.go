@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -216,7 +215,7 @@ func controlPath(control, cfgPath string, pid int) (string, error) {
 	case pid > 0:
 		return supervisor.ControlSocketOf(pid)
 	}
-	if dir, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); dir != "" {
+	if dir := supervisor.SystemdRuntimeDir(); dir != "" {
 		return filepath.Join(dir, supervisor.ControlSocketName), nil
 	}
 	return "", errors.New("cannot find the control socket: give --control PATH, --config FILE or --pid PID (outside systemd, baton logs its control socket at start)")

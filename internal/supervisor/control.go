@@ -317,7 +317,7 @@ func (s *supervisor) stats() *Stats {
 		Draining:    len(s.draining),
 		Restarts:    s.restarts,
 		Reloading:   s.reload != nil,
-		NotifyDrops: int64(s.dropped) + s.notify.Malformed(),
+		NotifyDrops: int64(s.dropped) + s.fromWorkers.Malformed(),
 	}
 	if s.current != nil {
 		st.Generation = s.current.n

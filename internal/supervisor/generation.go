@@ -70,9 +70,9 @@ func (s *supervisor) newGeneration(cfg *config.Config) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.gen++
+	s.lastGen++
 	return &generation{
-		n:        s.gen,
+		n:        s.lastGen,
 		cfg:      cfg,
 		ls:       ls,
 		slots:    make([]*worker, cfg.Worker.Count),

@@ -36,8 +36,7 @@ type runtimeDir struct {
 // `baton reload --pid PID` finds it through the process (ControlSocketOf).
 func openRuntimeDir(dir string, log *slog.Logger) (runtimeDir, error) {
 	if dir == "" {
-		// systemd may list several directories separated by ':'.
-		dir, _, _ = strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
+		dir = SystemdRuntimeDir()
 	}
 	if dir != "" {
 		return runtimeDir{path: dir}, nil
@@ -60,6 +59,14 @@ func openRuntimeDir(dir string, log *slog.Logger) (runtimeDir, error) {
 		return runtimeDir{}, fmt.Errorf("supervisor: runtime directory: %w (set RUNTIME_DIRECTORY or TMPDIR to a directory baton may write)", err)
 	}
 	return runtimeDir{path: path, created: true}, nil
+}
+
+// SystemdRuntimeDir returns the runtime directory systemd made for the
+// service (RuntimeDirectory=), "" if none: the first of RUNTIME_DIRECTORY,
+// which may list several separated by ':'.
+func SystemdRuntimeDir() string {
+	dir, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
+	return dir
 }
 
 // runtimeBase returns where to make a runtime directory: /run/baton for

@@ -123,12 +123,14 @@ const (
 )
 
 type supervisor struct {
-	cfg     *config.Config // the configuration in force (the serving generation's)
-	load    func() (*config.Config, error)
-	log     *slog.Logger
-	notifyS func(string) error
-	shim    []string
-	out     *lineWriter
+	cfg  *config.Config // the configuration in force (the serving generation's)
+	load func() (*config.Config, error)
+	log  *slog.Logger
+	// toSystemd sends a state to systemd; fromWorkers is the notify
+	// socket the workers send theirs to.
+	toSystemd func(string) error
+	shim      []string
+	out       *lineWriter
 	// closeOut flushes the output buffer baton made itself, if any.
 	closeOut func()
 	// exePath is the executable a self-upgrade runs; exe is the running
@@ -136,11 +138,11 @@ type supervisor struct {
 	exePath string
 	exe     os.FileInfo
 
-	listeners []*listener
-	notify    *systemd.NotifyServer
-	control   *controlServer
-	spawner   *spawn.Spawner
-	devNull   int
+	listeners   []*listener
+	fromWorkers *systemd.NotifyServer
+	control     *controlServer
+	spawner     *spawn.Spawner
+	devNull     int
 
 	events  chan event
 	quit    chan struct{} // closed when the loop ends: timers and readers stop sending
@@ -152,7 +154,7 @@ type supervisor struct {
 
 	phase    phase
 	err      error
-	gen      int                  // number of the newest generation
+	lastGen  int                  // number of the newest generation
 	current  *generation          // serving
 	next     *generation          // starting (first start, or a reload)
 	draining []*generation        // old generations whose workers are leaving
@@ -228,20 +230,20 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) {
 	s := &supervisor{
-		cfg:     cfg,
-		load:    opts.Load,
-		log:     opts.Logger,
-		notifyS: opts.Notify,
-		shim:    opts.Shim,
-		out:     &lineWriter{w: opts.Output},
-		events:  make(chan event, 64),
-		quit:    make(chan struct{}),
-		workers: map[int]*worker{},
-		orphans: map[int]bool{},
-		readers: map[*os.File]bool{},
-		devNull: -1,
-		upg:     opts.Upgrader,
-		version: opts.Version,
+		cfg:       cfg,
+		load:      opts.Load,
+		log:       opts.Logger,
+		toSystemd: opts.Notify,
+		shim:      opts.Shim,
+		out:       &lineWriter{w: opts.Output},
+		events:    make(chan event, 64),
+		quit:      make(chan struct{}),
+		workers:   map[int]*worker{},
+		orphans:   map[int]bool{},
+		readers:   map[*os.File]bool{},
+		devNull:   -1,
+		upg:       opts.Upgrader,
+		version:   opts.Version,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -249,8 +251,8 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	if s.load == nil {
 		s.load = func() (*config.Config, error) { return cfg, nil }
 	}
-	if s.notifyS == nil {
-		s.notifyS = systemd.Notify
+	if s.toSystemd == nil {
+		s.toSystemd = systemd.Notify
 	}
 	if s.out.w == nil {
 		buf := logbuf.New(os.Stderr, logbuf.Options{})
@@ -311,7 +313,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		return nil, err
 	}
 	path := filepath.Join(s.dir.path, "notify-"+strconv.Itoa(os.Getpid())+".sock")
-	if s.notify, err = systemd.ListenNotify(path); err != nil {
+	if s.fromWorkers, err = systemd.ListenNotify(path); err != nil {
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
 	ctlPath := cfg.Control.Socket
@@ -340,8 +342,8 @@ func (s *supervisor) close() {
 	if s.control != nil {
 		s.control.close(s.sharesSockets())
 	}
-	if s.notify != nil {
-		s.notify.Close()
+	if s.fromWorkers != nil {
+		s.fromWorkers.Close()
 	}
 	if s.devNull >= 0 {
 		unix.Close(s.devNull)
@@ -365,7 +367,7 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 	}
 	defer func() {
 		close(s.quit)
-		s.notify.Close() // unblocks readNotify
+		s.fromWorkers.Close() // unblocks readNotify
 		s.control.close(s.sharesSockets())
 		s.tasks.Wait()
 		s.waitOutputs()
@@ -474,14 +476,14 @@ func (s *supervisor) after(d time.Duration, ev event) *time.Timer {
 func (s *supervisor) syncNotify() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := s.notify.Sync(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := s.fromWorkers.Sync(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Debug("notify socket not synced before reporting exits", "err", err)
 	}
 }
 
 func (s *supervisor) readNotify() {
 	for {
-		m, err := s.notify.Receive()
+		m, err := s.fromWorkers.Receive()
 		if err != nil {
 			return // closed
 		}
@@ -731,7 +733,7 @@ func (s *supervisor) sendSystemd(state string) {
 	if s.sharesSockets() {
 		return
 	}
-	if err := s.notifyS(state); err != nil {
+	if err := s.toSystemd(state); err != nil {
 		s.log.Warn("cannot notify systemd", "err", err)
 	}
 }

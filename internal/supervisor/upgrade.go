@@ -150,7 +150,7 @@ func (s *supervisor) onUpgradeDeadline(kill bool) {
 }
 
 func (s *supervisor) upgradeNote() upgradeNote {
-	n := upgradeNote{Generation: s.gen, Control: s.control.path, ControlKey: s.control.passKey,
+	n := upgradeNote{Generation: s.lastGen, Control: s.control.path, ControlKey: s.control.passKey,
 		RuntimeDir: s.dir.path, OwnsRuntimeDir: s.dir.created}
 	for _, l := range s.listeners {
 		if l.passKey == "" {
@@ -212,7 +212,7 @@ func (s *supervisor) onUpgradeDone(ev upgradeDone) {
 	if ev.pid > 0 {
 		state = fmt.Sprintf("MAINPID=%d\nREADY=1", ev.pid)
 	}
-	if err := s.notifyS(state); err != nil {
+	if err := s.toSystemd(state); err != nil {
 		s.log.Warn("cannot tell systemd the new main pid", "err", err)
 	}
 	s.handedOver = true
@@ -292,7 +292,7 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 		return nil, fmt.Errorf("supervisor: self-upgrade: the previous baton's note: %w", err)
 	}
 	s.takingOver, s.parent = true, os.Getppid()
-	s.gen = note.Generation
+	s.lastGen = note.Generation
 	take := func(p passedListener) (int, error) {
 		fd, err := s.upg.Take(p.Key)
 		if err == nil && fd < 0 {
@@ -376,7 +376,7 @@ func (s *supervisor) takeOver() {
 	s.status = s.statusLine()
 	state := fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", os.Getpid(), s.status)
 	s.goTask(func() {
-		err := s.notifyS(state)
+		err := s.toSystemd(state)
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), barrierTimeout)
 			err = systemd.Barrier(ctx)

@@ -165,7 +165,7 @@ func (s *supervisor) spec(g *generation, slot int, stdout int) spawn.Spec {
 	return spawn.Spec{
 		Shim:      s.shim,
 		Command:   w.Command,
-		Env:       spawn.Env(os.Environ(), workerEnv(s.notify.Path(), slot, g.n, w), files),
+		Env:       spawn.Env(os.Environ(), workerEnv(s.fromWorkers.Path(), slot, g.n, w), files),
 		Listeners: files,
 		Stdin:     s.devNull,
 		Stdout:    stdout,
