@@ -64,6 +64,7 @@ func Conformance(t *testing.T, spec Spec) {
 		defer silent.Close()
 		mute := Dial(t, addr)
 		defer mute.Close()
+		Accepted(t, ln) // the worker holds all three, mute too
 
 		w.Signal(t, syscall.SIGTERM)
 		w.Serving(t, spec.Draining)
@@ -72,6 +73,9 @@ func Conformance(t *testing.T, spec Spec) {
 		resp := Request(t, talker, tbr)
 		if resp.StatusCode != http.StatusOK || !resp.Close {
 			t.Errorf("request during the grace: status %d, close %t; want 200 and Connection: close", resp.StatusCode, resp.Close)
+		}
+		for _, c := range []net.Conn{talker, silent, mute} {
+			c.SetReadDeadline(time.Now().Add(EventTimeout))
 		}
 		for name, br := range map[string]*bufio.Reader{"talker": tbr, "silent": sbr, "mute": bufio.NewReader(mute)} {
 			if _, err := br.ReadByte(); err != io.EOF {

@@ -60,6 +60,39 @@ func Listen(t testing.TB, name string) (*net.TCPListener, Socket) {
 	return ln.(*net.TCPListener), Socket{Name: name, Fd: fd}
 }
 
+// Accepted waits, up to EventTimeout, until no connection waits in ln's
+// accept queue: the worker has taken every connection made so far. A test
+// that expects the worker to close a silent connection must know it took
+// it: one left in the queue when the worker stops accepting stays open as
+// long as ln does.
+func Accepted(t testing.TB, ln *net.TCPListener) {
+	t.Helper()
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(EventTimeout); ; time.Sleep(time.Millisecond) {
+		var queued uint32
+		var qerr error
+		if err := rc.Control(func(fd uintptr) {
+			// For a listening socket, the accept queue's length.
+			ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if err == nil {
+				queued = ti.Unacked
+			}
+			qerr = err
+		}); err != nil || qerr != nil {
+			t.Fatalf("accept queue of %s: %v %v", ln.Addr(), err, qerr)
+		}
+		if queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still wait in the accept queue of %s after %s", queued, ln.Addr(), EventTimeout)
+		}
+	}
+}
+
 // Worker is a running worker process.
 type Worker struct {
 	Pid    int
