@@ -739,10 +739,7 @@ func (s *supervisor) sendSystemd(state string) {
 }
 
 func (s *supervisor) statusLine() string {
-	g := s.current
-	if g == nil {
-		g = s.next
-	}
+	g := s.serving()
 	if g == nil {
 		return "stopping"
 	}

@@ -235,7 +235,7 @@ func (s *supervisor) replaceFirst(w *worker, why string, then unix.Signal) {
 	}
 	s.log.Warn("replacing worker", "slot", w.slot, "pid", w.pid, "generation", g.n, "why", why)
 	w.state = draining
-	w.timers = append(w.timers, s.after(g.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
+	s.armDrainDeadline(w)
 	g.slots[w.slot] = nil
 	if !s.spendRestart(fmt.Sprintf("%s %s", w, why)) {
 		w.signalGroup(then)
@@ -283,6 +283,12 @@ func (s *supervisor) drainWorker(w *worker) {
 	}
 	w.state = draining
 	s.signalOld(w, unix.SIGTERM)
+	s.armDrainDeadline(w)
+}
+
+// armDrainDeadline kills w's group once its generation's drain_timeout has
+// passed, if it is still there.
+func (s *supervisor) armDrainDeadline(w *worker) {
 	w.timers = append(w.timers, s.after(w.gen.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
 }
 
@@ -412,7 +418,7 @@ func (s *supervisor) retire(w *worker) {
 	}
 	w.state = draining
 	g := w.gen
-	w.timers = append(w.timers, s.after(g.cfg.Worker.DrainTimeout.Std(), timerEvent{kind: drainDeadline, w: w}))
+	s.armDrainDeadline(w)
 	if g.slots[w.slot] != w || g != s.current || s.phase == phaseStopping {
 		return // a starting worker leaving fails its generation when it exits
 	}
