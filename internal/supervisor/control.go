@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/unixsock"
 )
@@ -79,12 +80,6 @@ type Stats struct {
 	// OutputDrops counts output lines (baton's and the workers') dropped
 	// because baton's standard error was not read fast enough.
 	OutputDrops int64 `json:"output_dropped"`
-}
-
-// controlEvent carries a request to the loop; reply is buffered.
-type controlEvent struct {
-	req   ControlRequest
-	reply chan ControlResponse
 }
 
 type controlServer struct {
@@ -166,7 +161,7 @@ func (c *controlServer) close(keepPath bool) {
 
 // serve accepts until the listener is closed. Each connection is one
 // request and one response.
-func (c *controlServer) serve(post func(event), quit <-chan struct{}) {
+func (c *controlServer) serve(post func(any), quit <-chan struct{}) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	slots := make(chan struct{}, maxControlConns)
@@ -219,7 +214,7 @@ func (c *controlServer) serve(post func(event), quit <-chan struct{}) {
 	}
 }
 
-func handleControl(conn net.Conn, post func(event), quit <-chan struct{}) ControlResponse {
+func handleControl(conn net.Conn, post func(any), quit <-chan struct{}) ControlResponse {
 	conn.SetReadDeadline(time.Now().Add(controlReadTimeout))
 	line, err := bufio.NewReaderSize(conn, maxControlRequest).ReadSlice('\n')
 	switch {
@@ -237,14 +232,17 @@ func handleControl(conn net.Conn, post func(event), quit <-chan struct{}) Contro
 	if rest := bytes.TrimSpace(line[dec.InputOffset():]); len(rest) > 0 {
 		return ControlResponse{Error: fmt.Sprintf("control: bad request: %q after the JSON object (want one object on one line)", truncate(rest, 32))}
 	}
+	// The reply channel is buffered: the loop never blocks on it.
+	reply := make(chan ControlResponse, 1)
 	switch req.Command {
-	case "reload", "upgrade", "stats":
+	case "stats":
+		post(statsEvent{reply: reply})
+	case "reload", "upgrade":
+		post(lifecycle.Reload{Upgrade: req.Command == "upgrade", Reply: func(r lifecycle.Result) { reply <- reloadResponse(r) }})
 	default:
 		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade or stats)", req.Command)}
 	}
-	ev := controlEvent{req: req, reply: make(chan ControlResponse, 1)}
-	post(ev)
-	r, ok := receive(ev.reply, quit)
+	r, ok := receive(reply, quit)
 	if !ok {
 		return ControlResponse{Error: "control: baton stopped"}
 	}
@@ -286,41 +284,28 @@ func writeResponse(conn net.Conn, r ControlResponse) {
 	conn.Write(append(b, '\n'))
 }
 
-// onControl answers a control request in the loop. A reload's answer
-// comes when the reload is over.
-func (s *supervisor) onControl(ev controlEvent) {
-	switch ev.req.Command {
-	case "stats":
-		ev.reply <- ControlResponse{OK: true, Stats: s.stats()}
-	case "reload", "upgrade":
-		done := make(chan reloadReply, 1)
-		s.requestReload(done, ev.req.Command == "upgrade")
-		s.goTask(func() {
-			if r, ok := receive(done, s.quit); ok {
-				resp := ControlResponse{OK: r.Err == nil, Generation: r.Generation, Workers: r.Workers, Seconds: r.Took.Seconds(),
-					Upgraded: r.Upgraded, PID: r.PID}
-				if r.Err != nil {
-					resp.Error = r.Err.Error()
-				}
-				ev.reply <- resp
-			}
-		})
+// reloadResponse is a reload's outcome as the control protocol says it.
+func reloadResponse(r lifecycle.Result) ControlResponse {
+	resp := ControlResponse{OK: r.Err == nil, Generation: r.Generation, Workers: r.Workers, Seconds: r.Took.Seconds(),
+		Upgraded: r.Upgraded, PID: r.PID}
+	if r.Err != nil {
+		resp.Error = r.Err.Error()
 	}
+	return resp
 }
 
 func (s *supervisor) stats() *Stats {
+	snap := s.m.Snapshot()
 	st := &Stats{
 		PID:         os.Getpid(),
 		Version:     s.version,
 		Goroutines:  runtime.NumGoroutine(),
-		Workers:     len(s.workers),
-		Draining:    len(s.draining),
-		Restarts:    s.restarts,
-		Reloading:   s.reload != nil,
-		NotifyDrops: int64(s.dropped) + s.fromWorkers.Malformed(),
-	}
-	if s.current != nil {
-		st.Generation = s.current.n
+		Generation:  snap.Generation,
+		Workers:     snap.Workers,
+		Draining:    snap.Draining,
+		Restarts:    snap.Restarts,
+		Reloading:   snap.Reloading,
+		NotifyDrops: int64(snap.NotifyDrops) + s.fromWorkers.Malformed(),
 	}
 	if d, ok := s.out.w.(interface{ Dropped() int64 }); ok {
 		st.OutputDrops = d.Dropped()

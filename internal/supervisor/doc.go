@@ -1,11 +1,14 @@
 // Package supervisor runs baton's worker pool: it holds the listening
-// sockets, starts workers on them through the handoff shim, tracks their
-// readiness over the notify socket, replaces workers that leave, and drains
-// them on stop.
+// sockets, starts workers on them through the handoff shim, runs the
+// notify and control sockets, and carries out what the lifecycle
+// package's Machine decides.
 //
-// One goroutine, the event loop in Run, owns all of the supervisor's state.
-// The other goroutines only feed it events: the reaper (the one and only
-// caller of wait4, turning every child exit into an event), the notify
-// socket reader, timers, and per-worker output forwarders, which own
-// nothing but their pipe.
+// It decides nothing itself. One goroutine, the event loop in Run, owns
+// the Machine and feeds it every event; the supervisor is the Machine's
+// lifecycle.Env (env.go), forking, signalling and sending on its behalf.
+// The other goroutines only feed the loop events: the reaper (the one and
+// only caller of wait4, turning every child exit into an event), the
+// notify socket reader, timers, the control server, the self-upgrade's
+// tasks, and per-worker output forwarders, which own nothing but their
+// pipe.
 package supervisor

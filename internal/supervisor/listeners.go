@@ -141,32 +141,34 @@ func sameAddress(fd int, l config.Listener) bool {
 	return host == "" || want == nil && host == "localhost" && ip.IsLoopback() || want != nil && (want.IsUnspecified() && ip.IsUnspecified() || want.Equal(ip))
 }
 
-// listenersFor returns the listeners for cfg, in its order: a socket from
+// Open makes sure every listener cfg names is open: a socket from
 // systemd of the same name, an open one of the same address, or a newly
-// bound one.
-func (s *supervisor) listenersFor(cfg *config.Config) ([]*listener, error) {
-	out := make([]*listener, 0, len(cfg.Listen))
+// bound one; store: new ones may go to systemd's fd store.
+func (s *supervisor) Open(cfg *config.Config, store bool) error {
 	var bound []*listener
 	for _, c := range cfg.Listen {
-		l := s.findListener(c)
-		if l == nil {
-			nl, err := bind(context.Background(), c)
-			if err != nil {
-				for _, b := range bound {
-					b.close(false)
-				}
-				return nil, err
-			}
-			l = &nl
-			bound = append(bound, l)
+		if s.findListener(c) != nil {
+			continue
 		}
-		out = append(out, l)
+		l, err := bind(context.Background(), c)
+		if err != nil {
+			closeListeners(bound, false)
+			return err
+		}
+		bound = append(bound, &l)
 	}
 	s.listeners = append(s.listeners, bound...)
-	if !s.takingOver {
-		s.storeListeners(cfg) // else once in charge: the parent may still fail over
+	if store {
+		s.storeListeners(cfg)
 	}
-	return out, nil
+	return nil
+}
+
+// CloseAll closes every listener (at stop); shared: another baton uses
+// them, so their paths stay.
+func (s *supervisor) CloseAll(shared bool) {
+	closeListeners(s.listeners, shared)
+	s.listeners = nil
 }
 
 // storeListeners puts every self-bound listener not yet there into
@@ -202,17 +204,14 @@ func (s *supervisor) findListener(c config.Listener) *listener {
 	return nil
 }
 
-// releaseListeners closes the self-bound listeners that no generation uses
-// any more (a listener removed from the config, once the generations that
+// Release closes the self-bound listeners that no configuration in inUse
+// names (a listener removed from the config, once the generations that
 // used it have drained).
-func (s *supervisor) releaseListeners() {
-	if s.sharesSockets() {
-		return // the other supervisor may still use them
-	}
+func (s *supervisor) Release(inUse []*config.Config, inForce *config.Config) {
 	used := map[*listener]bool{}
-	for _, g := range s.generations() {
-		for _, l := range g.ls {
-			used[l] = true
+	for _, cfg := range inUse {
+		for _, c := range cfg.Listen {
+			used[s.findListener(c)] = true
 		}
 	}
 	kept := s.listeners[:0]
@@ -247,7 +246,7 @@ func (s *supervisor) releaseListeners() {
 	clear(s.listeners[len(kept):])
 	s.listeners = kept
 	if restore {
-		s.storeListeners(s.cfg)
+		s.storeListeners(inForce)
 	}
 }
 

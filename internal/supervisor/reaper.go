@@ -7,22 +7,17 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-)
 
-// exitEvent reports a reaped child: a worker or an orphan that was
-// re-parented to baton as child subreaper (or PID 1).
-type exitEvent struct {
-	pid    int
-	status unix.WaitStatus
-}
+	"github.com/batonhq/baton/internal/lifecycle"
+)
 
 // reap is the only code that waits for children. wait4(-1) would steal the
 // status of any child someone else waits for, so nothing else may wait.
 // Before it reports the exits it reaped, it calls before (the notify
 // socket's Sync): whatever those processes sent before they exited then
 // reaches the loop ahead of their exit. It ends when quit is closed.
-func reap(sigchld <-chan os.Signal, out chan<- event, quit <-chan struct{}, before func()) {
-	var exits []exitEvent
+func reap(sigchld <-chan os.Signal, out chan<- any, quit <-chan struct{}, before func()) {
+	var exits []lifecycle.Exited
 	for {
 		exits = exits[:0]
 		for {
@@ -34,7 +29,7 @@ func reap(sigchld <-chan os.Signal, out chan<- event, quit <-chan struct{}, befo
 			if err != nil || pid <= 0 {
 				break // ECHILD (no children) or none exited yet
 			}
-			exits = append(exits, exitEvent{pid: pid, status: ws})
+			exits = append(exits, lifecycle.Exited{PID: pid, How: describeExit(ws)})
 		}
 		if len(exits) > 0 {
 			before()

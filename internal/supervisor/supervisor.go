@@ -20,23 +20,24 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/systemd"
 	"github.com/batonhq/baton/internal/upgrade"
 )
 
-// RespawnDelay is how long baton waits before trying again when it could
-// not start a worker at all (fork or exec failed). Workers that start and
-// then crash follow the restart budget's backoff instead.
-const RespawnDelay = 100 * time.Millisecond
-
 // selfExe is the running executable, even once its file was replaced.
 const selfExe = "/proc/self/exe"
 
-// ErrNotReady is wrapped by the error Run returns when the first generation
-// of workers did not become ready.
-var ErrNotReady = errors.New("supervisor: workers did not become ready")
+// Errors Run returns, wrapped.
+var (
+	// ErrNotReady: the first generation of workers did not become ready.
+	ErrNotReady = lifecycle.ErrNotReady
+	// ErrGiveUp: the restart budget was spent and restart.on_giveup is
+	// "exit".
+	ErrGiveUp = lifecycle.ErrGiveUp
+)
 
 // Options are the parts of a run that are not configuration. The zero
 // value is usable.
@@ -76,54 +77,15 @@ type Options struct {
 	Version string
 }
 
-// event is anything the loop reacts to.
-type event any
+// statsEvent asks the loop for stats; the other events it reads are
+// lifecycle.Events.
+type statsEvent struct{ reply chan<- ControlResponse }
 
-type timerKind int
-
-const (
-	readyDelayDone   timerKind = iota // a delay-ready worker stayed up long enough
-	readyDeadline                     // a generation's time to become ready ran out
-	respawnSlot                       // time to refill an empty slot
-	drainDeadline                     // a draining worker's time is up
-	stopDeadline                      // the drain on stop ran out of time
-	watchdogExpired                   // a worker sent no WATCHDOG=1 for worker.watchdog
-	ownWatchdog                       // time to tell systemd baton is alive (WatchdogSec=)
-	handoverDeadline                  // the successor did not answer after taking over
-	upgradeDeadline                   // the successor neither took over nor gave up: SIGTERM
-	upgradeKill                       // nor after SIGTERM: SIGKILL
-	memoryCheck                       // time to compare workers' memory with worker.max_memory
-)
-
-// MemoryCheckInterval is how often workers' resident memory is compared
-// with worker.max_memory.
-const MemoryCheckInterval = time.Second
-
-type timerEvent struct {
-	kind timerKind
-	w    *worker     // readyDelayDone, drainDeadline
-	g    *generation // readyDeadline, respawnSlot
-	slot int         // respawnSlot
-	seq  int         // watchdogExpired
-}
-
-type notifyEvent struct{ msg systemd.Message }
-
-type phase int
-
-const (
-	phaseStarting phase = iota // the first generation is not ready yet
-	phaseRunning
-	phaseStopping
-)
-
-const (
-	sigkill = unix.SIGKILL
-	sigterm = unix.SIGTERM
-)
-
+// supervisor is the imperative shell around the lifecycle.Machine: it
+// holds the sockets, processes and goroutines, runs the loop that feeds
+// the Machine its events, and carries out the Machine's actions (env.go).
 type supervisor struct {
-	cfg  *config.Config // the configuration in force (the serving generation's)
+	m    *lifecycle.Machine
 	load func() (*config.Config, error)
 	log  *slog.Logger
 	// toSystemd sends a state to systemd; fromWorkers is the notify
@@ -144,7 +106,7 @@ type supervisor struct {
 	spawner     *spawn.Spawner
 	devNull     int
 
-	events  chan event
+	events  chan any
 	quit    chan struct{} // closed when the loop ends: timers and readers stop sending
 	tasks   sync.WaitGroup
 	outputs sync.WaitGroup
@@ -152,67 +114,17 @@ type supervisor struct {
 	readersMu sync.Mutex
 	readers   map[*os.File]bool
 
-	phase    phase
-	err      error
-	lastGen  int                  // number of the newest generation
-	current  *generation          // serving
-	next     *generation          // starting (first start, or a reload)
-	draining []*generation        // old generations whose workers are leaving
-	workers  map[int]*worker      // every live worker process, by pid
-	reload   *reloadState         // the reload under way, nil if none
-	pending  []chan<- reloadReply // reload requests that came during one
-	// pendingUpgrade: one of the pending requests asked for a self-upgrade;
-	// pendingSignal: one came from a signal (no one waits for its answer).
-	pendingUpgrade, pendingSignal bool
-	last                          reloadOutcome
-	restarts                      int
-	// restartTimes are the unplanned restarts within restart.window.
-	restartTimes []time.Time
-	gaveUp       bool // the restart budget was spent
-	dropped      int  // notify messages from unknown senders
-	// walks ancestry lookups were made in the second from walkSecond.
-	walks      int
-	walkSecond time.Time
-	// exited remembers the last worker pids reaped: the notify socket and
-	// the reaper are read by different goroutines, so a worker's last
-	// message (STOPPING=1 as it leaves) may arrive after its exit. That is
-	// no stranger's message and is not counted as dropped.
-	exited [64]int
-	nexit  int
-	status string
-	// wdPing is how often systemd's watchdog is pinged (half of
-	// WatchdogSec=); 0 when systemd set none.
-	wdPing time.Duration
-
 	upg     *upgrade.Upgrader
 	version string
 	dir     runtimeDir // notify and (by default) control socket
-	// takingOver is set in a supervisor started by a self-upgrade until
-	// it has told systemd it is the main process and its parent that it
-	// is ready; parent is that supervisor's pid. Until then it says
-	// nothing to systemd and leaves shared sockets and paths alone.
-	takingOver bool
-	parent     int
-	// handedOver is set once a successor took over: this supervisor
-	// drains its workers and exits, silent towards systemd, leaving the
-	// sockets and their paths to the successor.
-	handedOver bool
+	// parent is the baton this one takes over from (0 if none): until
+	// this one is in charge, it leaves shared sockets and paths alone.
+	parent int
 	// unstore are sockets in systemd's fd store the config no longer has,
 	// dropped once this supervisor is in charge.
 	unstore []string
 	// passSeq numbers the sockets registered with the upgrader.
 	passSeq int
-	// stopping: a stop was asked for (it waits while a self-upgrade is
-	// under way); stopSignalled: by a signal, so the next one kills.
-	stopping, stopSignalled bool
-	// orphans are the children that are no worker, signalled since baton
-	// began to stop (sweepOrphans); baton exits once they are reaped.
-	// stopKilled: the stop deadline passed (or a second signal came), so
-	// they get SIGKILL.
-	orphans    map[int]bool
-	stopKilled bool
-	// successor is the pid of the baton that took over, once known.
-	successor int
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until
@@ -225,21 +137,18 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		return err
 	}
 	defer s.close()
-	return s.run(ctx, opts.Signals)
+	return s.run(ctx, cfg, opts.Signals)
 }
 
 func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) {
 	s := &supervisor{
-		cfg:       cfg,
 		load:      opts.Load,
 		log:       opts.Logger,
 		toSystemd: opts.Notify,
 		shim:      opts.Shim,
 		out:       &lineWriter{w: opts.Output},
-		events:    make(chan event, 64),
+		events:    make(chan any, 64),
 		quit:      make(chan struct{}),
-		workers:   map[int]*worker{},
-		orphans:   map[int]bool{},
 		readers:   map[*os.File]bool{},
 		devNull:   -1,
 		upg:       opts.Upgrader,
@@ -330,7 +239,21 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		return nil, fmt.Errorf("supervisor: open %s: %w", os.DevNull, os.NewSyscallError("open", err))
 	}
 	s.spawner = spawn.NewSpawner()
+	lastGen := 0
+	if note != nil {
+		lastGen = note.Generation
+	}
+	s.m = lifecycle.New(s, lifecycle.Options{Logger: s.log, PID: os.Getpid(), Parent: s.parent, LastGen: lastGen})
 	return s, nil
+}
+
+// sharing reports whether another baton uses this one's sockets, so that
+// closing them must leave their paths and the fd store alone.
+func (s *supervisor) sharing() bool {
+	if s.m == nil {
+		return s.parent != 0
+	}
+	return s.m.Sharing()
 }
 
 // close releases what newSupervisor acquired. Every worker has exited by
@@ -340,7 +263,7 @@ func (s *supervisor) close() {
 		s.spawner.Close()
 	}
 	if s.control != nil {
-		s.control.close(s.sharesSockets())
+		s.control.close(s.sharing())
 	}
 	if s.fromWorkers != nil {
 		s.fromWorkers.Close()
@@ -348,8 +271,8 @@ func (s *supervisor) close() {
 	if s.devNull >= 0 {
 		unix.Close(s.devNull)
 	}
-	closeListeners(s.listeners, s.sharesSockets())
-	if !s.sharesSockets() {
+	closeListeners(s.listeners, s.sharing())
+	if !s.sharing() {
 		s.dir.remove()
 	}
 	if s.closeOut != nil {
@@ -357,46 +280,34 @@ func (s *supervisor) close() {
 	}
 }
 
-func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
+func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan os.Signal) error {
 	sigchld := notifySIGCHLD()
 	defer signal.Stop(sigchld)
 	s.goTask(func() { reap(sigchld, s.events, s.quit, s.syncNotify) })
 	s.goTask(s.readNotify)
-	if !s.takingOver {
-		s.serveControl()
+	if s.parent == 0 {
+		s.serveControl() // a baton taking over answers once in charge
 	}
 	defer func() {
 		close(s.quit)
 		s.fromWorkers.Close() // unblocks readNotify
-		s.control.close(s.sharesSockets())
+		s.control.close(s.sharing())
 		s.tasks.Wait()
 		s.waitOutputs()
 	}()
 
-	s.log.Info("starting workers", "count", s.cfg.Worker.Count, "command", strings.Join(s.cfg.Worker.Command, " "),
-		"listeners", listenerNames(s.cfg), "control", s.control.path, "version", s.version)
-	g, err := s.newGeneration(s.cfg)
-	if err == nil {
-		s.next = g
-		err = s.startGeneration(g)
+	s.log.Info("starting workers", "count", cfg.Worker.Count, "command", strings.Join(cfg.Worker.Command, " "),
+		"listeners", listenerNames(cfg), "control", s.control.path, "version", s.version)
+	if err := s.m.Start(cfg); err != nil {
+		s.log.Error("giving up", "err", err)
+		return err
 	}
-	if err != nil {
-		s.fail(err)
-	}
-	s.after(MemoryCheckInterval, timerEvent{kind: memoryCheck})
-	if !s.takingOver {
-		s.armOwnWatchdog()
-	}
-
 	done := ctx.Done()
-	// After a handover the loop also waits for the successor's answer to
-	// the upgrade's requester (bounded by handoverDeadline).
-	for s.phase != phaseStopping || len(s.workers) > 0 || len(s.orphans) > 0 || s.reload != nil && s.handedOver {
+	for !s.m.Done() {
 		select {
 		case <-done:
 			done = nil
-			s.log.Info("stopping: context cancelled")
-			s.beginStop()
+			s.m.Step(lifecycle.Stop{})
 		case sig, ok := <-signals:
 			if !ok {
 				signals = nil
@@ -404,48 +315,19 @@ func (s *supervisor) run(ctx context.Context, signals <-chan os.Signal) error {
 			}
 			s.onSignal(sig)
 		case ev := <-s.events:
-			s.handle(ev)
+			if st, ok := ev.(statsEvent); ok {
+				st.reply <- ControlResponse{OK: true, Stats: s.stats()}
+				break
+			}
+			s.m.Step(ev.(lifecycle.Event))
 		}
 	}
-	s.answerPending(errors.New("supervisor: baton is stopping"))
-	if s.takingOver && s.err == nil {
-		s.err = errors.New("supervisor: stopped before taking over from the previous baton")
-	}
-	switch {
-	case s.handedOver:
-		s.log.Info("handed over: exiting")
-	case s.err == nil:
-		s.log.Info("stopped")
-	}
-	return s.err
+	return s.m.Finish()
 }
 
-// serveControl starts answering on the control socket. A supervisor
-// taking over starts only once it is in charge: until then its parent
-// answers.
+// serveControl starts answering on the control socket.
 func (s *supervisor) serveControl() {
 	s.goTask(func() { s.control.serve(s.post, s.quit) })
-}
-
-// armOwnWatchdog starts pinging systemd's watchdog when WatchdogSec= is
-// set. The pings come from the loop itself, so a loop that hangs stops
-// them and systemd restarts baton. A supervisor started by a self-upgrade
-// inherited WATCHDOG_PID naming its parent; once in charge it takes the
-// watchdog over, and names itself for its own successor.
-func (s *supervisor) armOwnWatchdog() {
-	d, err := systemd.WatchdogFor(s.parent)
-	if err != nil {
-		s.log.Warn("ignoring systemd's watchdog setting", "err", err)
-		return
-	}
-	if d <= 0 {
-		return
-	}
-	os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	s.wdPing = d / 2
-	s.log.Info("pinging systemd's watchdog", "every", s.wdPing)
-	s.sendSystemd("WATCHDOG=1")
-	s.after(s.wdPing, timerEvent{kind: ownWatchdog})
 }
 
 func (s *supervisor) goTask(f func()) {
@@ -457,17 +339,11 @@ func (s *supervisor) goTask(f func()) {
 }
 
 // post hands an event to the loop, or drops it once the loop has ended.
-func (s *supervisor) post(ev event) {
+func (s *supervisor) post(ev any) {
 	select {
 	case s.events <- ev:
 	case <-s.quit:
 	}
-}
-
-// after posts ev once d has passed; the timer is returned so it can be
-// stopped.
-func (s *supervisor) after(d time.Duration, ev event) *time.Timer {
-	return time.AfterFunc(d, func() { s.post(ev) })
 }
 
 // syncNotify lets the notify reader pass on every datagram already
@@ -487,62 +363,22 @@ func (s *supervisor) readNotify() {
 		if err != nil {
 			return // closed
 		}
-		s.post(notifyEvent{m})
+		s.post(lifecycle.Notified{PID: m.PID, UID: m.UID, Fields: m.Fields})
 	}
 }
 
-func (s *supervisor) handle(ev event) {
-	switch ev := ev.(type) {
-	case exitEvent:
-		s.onExit(ev)
-	case notifyEvent:
-		s.onNotify(ev.msg)
-	case timerEvent:
-		s.onTimer(ev)
-	case controlEvent:
-		s.onControl(ev)
-	case upgradeDone:
-		s.onUpgradeDone(ev)
-	case successorInfo:
-		s.onSuccessorInfo(ev)
-	}
-}
-
+// onSignal turns a signal into the Machine's event.
 func (s *supervisor) onSignal(sig os.Signal) {
 	switch sig {
 	case syscall.SIGTERM, syscall.SIGINT:
-		if s.stopSignalled {
-			s.log.Warn("second stop signal: killing workers", "signal", sig.String())
-			if s.upgrading() {
-				s.upg.Stop() // kills the successor
-			}
-			s.stopKilled = true
-			s.killAll()
-			return
-		}
-		s.stopSignalled = true
-		s.log.Info("stopping", "signal", sig.String())
-		s.beginStop()
+		s.m.Step(lifecycle.Stop{Signal: sig.String()})
 	case syscall.SIGHUP:
-		s.requestReload(nil, false)
+		s.m.Step(lifecycle.Reload{})
 	case syscall.SIGUSR2:
-		s.requestReload(nil, true)
+		s.m.Step(lifecycle.Reload{Upgrade: true})
 	default:
 		s.log.Debug("signal ignored", "signal", sig.String())
 	}
-}
-
-// generations returns every generation that still has workers or is
-// about to: the serving one, the starting one and the draining ones.
-func (s *supervisor) generations() []*generation {
-	gs := append([]*generation(nil), s.draining...)
-	if s.current != nil {
-		gs = append(gs, s.current)
-	}
-	if s.next != nil {
-		gs = append(gs, s.next)
-	}
-	return gs
 }
 
 // waitOutputs lets the forwarders print what the workers wrote last, then
@@ -566,214 +402,6 @@ func (s *supervisor) waitOutputs() {
 	}
 	s.readersMu.Unlock()
 	<-done
-}
-
-func (s *supervisor) onTimer(ev timerEvent) {
-	switch ev.kind {
-	case readyDelayDone:
-		if s.workers[ev.w.pid] == ev.w && ev.w.state == starting {
-			s.markReady(ev.w)
-		}
-	case readyDeadline:
-		if ev.g != s.next {
-			return
-		}
-		why := fmt.Errorf("%s did not become ready within %s", ev.g, ev.g.cfg.Reload.Timeout.Std())
-		if w := ev.g.firstNotReady(); w != nil {
-			why = fmt.Errorf("%s did not become ready within %s (ready = %q)", w, ev.g.cfg.Reload.Timeout.Std(), ev.g.cfg.Worker.Ready)
-		} else {
-			for slot, last := range ev.g.lastExit {
-				if ev.g.slots[slot] == nil && last != "" {
-					why = fmt.Errorf("worker %d was not ready within %s: %s", slot, ev.g.cfg.Reload.Timeout.Std(), last)
-					break
-				}
-			}
-		}
-		s.abandonNext(why)
-	case respawnSlot:
-		g := ev.g
-		if s.phase == phaseStopping || g.state == genDraining || g.slots[ev.slot] != nil {
-			return
-		}
-		s.refill(g, ev.slot, nil, 0)
-		s.publishStatus()
-	case drainDeadline:
-		if s.workers[ev.w.pid] == ev.w {
-			s.log.Warn("worker did not finish draining in time, killing it", "slot", ev.w.slot, "pid", ev.w.pid, "drain_timeout", ev.w.gen.cfg.Worker.DrainTimeout.Std())
-			ev.w.signalGroup(sigkill)
-		}
-	case watchdogExpired:
-		if w := ev.w; s.workers[w.pid] == w && ev.seq == w.wdSeq {
-			s.replaceFirst(w, fmt.Sprintf("sent no WATCHDOG=1 for %s", w.gen.cfg.Worker.Watchdog.Std()), sigkill)
-		}
-	case memoryCheck:
-		s.checkMemory()
-	case ownWatchdog:
-		if s.handedOver {
-			return // the successor pings now
-		}
-		s.sendSystemd("WATCHDOG=1")
-		s.after(s.wdPing, ev)
-	case handoverDeadline:
-		if s.handedOver && s.reload != nil {
-			s.onSuccessorInfo(successorInfo{err: errors.New("the new baton did not answer")})
-		}
-	case upgradeDeadline, upgradeKill:
-		s.onUpgradeDeadline(ev.kind == upgradeKill)
-	case stopDeadline:
-		s.stopKilled = true
-		if len(s.workers) > 0 {
-			s.log.Warn("drain timed out, killing workers", "left", len(s.workers))
-		}
-		s.killAll()
-	}
-}
-
-// abandonNext gives up on the starting generation: at start baton fails;
-// on a reload the new workers are stopped and the serving generation,
-// which never stopped serving, stays.
-func (s *supervisor) abandonNext(why error) {
-	g := s.next
-	s.next = nil
-	if s.current == nil {
-		s.drainGeneration(g, "start failed")
-		s.fail(fmt.Errorf("%w: %w", ErrNotReady, why))
-		return
-	}
-	s.drainGeneration(g, "reload rolled back")
-	s.finishReload(fmt.Errorf("supervisor: reload rolled back: %w", why))
-}
-
-// fail records why the service cannot run and stops it.
-func (s *supervisor) fail(err error) {
-	if s.err == nil {
-		s.err = err
-		s.log.Error("giving up", "err", err)
-	}
-	s.beginStop()
-}
-
-// beginStop tells systemd and every worker that the service is stopping.
-// The loop ends once every worker has exited; the drain deadline of each
-// worker's generation then kills the rest.
-func (s *supervisor) beginStop() {
-	if s.phase == phaseStopping {
-		return
-	}
-	if s.upgrading() {
-		// The successor shares every socket and may be about to take
-		// over: ask it to give up (it drains what it started), and stop
-		// once the upgrade has ended, one way or the other.
-		if s.stopping {
-			return // asked already
-		}
-		s.stopping = true
-		if s.reload.signalled || s.signalSuccessor(unix.SIGTERM) {
-			s.log.Info("stopping: the self-upgrade under way is cancelled")
-		} else {
-			s.log.Info("stopping once the self-upgrade under way has ended")
-		}
-		return
-	}
-	s.stopping = true
-	if s.upg != nil {
-		s.upg.Stop() // no self-upgrade from now on
-	}
-	s.sendSystemd("STOPPING=1")
-	s.phase = phaseStopping // no queued reload starts now
-	s.finishReload(errors.New("supervisor: baton is stopping"))
-	s.drainAll("stopping", errors.New("supervisor: baton is stopping"))
-}
-
-// drainAll drains every generation and closes baton's copies of the
-// sockets: no worker will start again.
-func (s *supervisor) drainAll(why string, pendingErr error) {
-	s.phase = phaseStopping
-	var longest time.Duration
-	for _, g := range s.generations() {
-		longest = max(longest, g.cfg.Worker.DrainTimeout.Std())
-		if g.state != genDraining {
-			s.drainGeneration(g, why)
-		}
-	}
-	s.current, s.next = nil, nil
-	s.answerPending(pendingErr)
-	// Closing the sockets now lets each one close as soon as the draining
-	// workers have closed theirs: a new client is refused at once instead
-	// of waiting in a queue nobody accepts from until baton exits. A
-	// socket from systemd stays open in systemd, its queue kept for the
-	// next start; after a handover the successor holds them all.
-	closeListeners(s.listeners, s.sharesSockets())
-	s.listeners = nil
-	s.sweepOrphans()
-	s.after(longest, timerEvent{kind: stopDeadline})
-	if len(s.workers) > 0 {
-		// A drain longer than TimeoutStopSec= must not be cut by systemd.
-		s.sendSystemd(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (longest + 5*time.Second).Microseconds()))
-	}
-}
-
-// sharesSockets reports whether another supervisor uses this one's
-// sockets: this one's successor (starting, or in charge), or the one this
-// one is taking over from. Sockets
-// are then closed without unlinking their paths or leaving the fd store.
-func (s *supervisor) sharesSockets() bool { return s.takingOver || s.handedOver || s.upgrading() }
-
-// killAll kills every worker and, once baton is stopping, every orphan.
-func (s *supervisor) killAll() {
-	for _, w := range s.workers {
-		w.signalGroup(sigkill)
-	}
-	s.sweepOrphans()
-}
-
-// sendSystemd notifies systemd, unless another supervisor speaks for the
-// service: the one being taken over, or the successor.
-func (s *supervisor) sendSystemd(state string) {
-	if s.sharesSockets() {
-		return
-	}
-	if err := s.toSystemd(state); err != nil {
-		s.log.Warn("cannot notify systemd", "err", err)
-	}
-}
-
-func (s *supervisor) statusLine() string {
-	g := s.serving()
-	if g == nil {
-		return "stopping"
-	}
-	line := fmt.Sprintf("%d/%d workers ready, generation %d, %d restarts in %s", g.readyCount(), len(g.slots), g.n,
-		s.recentRestarts(), s.cfg.Restart.Window.Std())
-	if s.gaveUp {
-		line += ", gave up restarting (budget spent)"
-	}
-	if s.reload != nil && s.next != nil {
-		line += fmt.Sprintf(", reloading to generation %d", s.next.n)
-	}
-	return line + s.last.String()
-}
-
-// publishStatus sends STATUS= to systemd when it changed.
-func (s *supervisor) publishStatus() {
-	if s.phase == phaseStopping || s.takingOver {
-		return
-	}
-	if line := s.statusLine(); line != s.status {
-		s.status = line
-		s.sendSystemd("STATUS=" + line)
-	}
-}
-
-// recentRestarts counts the unplanned restarts within restart.window.
-func (s *supervisor) recentRestarts() int {
-	n := 0
-	for _, t := range s.restartTimes {
-		if time.Since(t) < s.cfg.Restart.Window.Std() {
-			n++
-		}
-	}
-	return n
 }
 
 func listenerNames(cfg *config.Config) string {

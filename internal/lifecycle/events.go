@@ -1,0 +1,91 @@
+package lifecycle
+
+import "time"
+
+// Event is what Step takes: one of the types below.
+type Event interface{ event() }
+
+// Exited: a child was reaped (a worker, an orphan, or the successor of
+// a self-upgrade). How says how it ended ("exit status 1").
+type Exited struct {
+	PID int
+	How string
+}
+
+// Notified: a datagram on the notify socket from PID, parsed.
+type Notified struct {
+	PID, UID int
+	Fields   map[string]string
+}
+
+// Reload asks for a reload (Upgrade: a self-upgrade). Reply, if not nil,
+// gets the outcome once the reload is over; nil when it came from a
+// signal. Reply must not block.
+type Reload struct {
+	Upgrade bool
+	Reply   func(Result)
+}
+
+// Stop asks baton to drain and exit. Signal names the signal it came
+// from ("" when not from one: a cancelled context); a second stop signal
+// kills every worker at once.
+type Stop struct{ Signal string }
+
+// UpgradeDone: the self-upgrade started by Upgrades.Upgrade ended. Err
+// is nil when the successor took over; ParentRunning: it could not even
+// start because the baton this one took over from is still there.
+type UpgradeDone struct {
+	PID           int
+	Err           error
+	ParentRunning bool
+}
+
+// SuccessorInfo: what the successor answered after a handover, or why
+// it did not.
+type SuccessorInfo struct {
+	PID, Generation, Workers int
+	Err                      error
+}
+
+// Result is the outcome of a reload.
+type Result struct {
+	Generation int
+	Workers    int
+	Took       time.Duration
+	Err        error
+	Upgraded   bool // a self-upgrade: a new baton took over
+	PID        int  // the new baton's pid (0 if unknown)
+}
+
+// Timer is an event the Machine armed through Env.After.
+type Timer struct {
+	kind timerKind
+	w    *worker     // readyDelayDone, drainDeadline, watchdogExpired
+	g    *generation // readyDeadline, respawnSlot
+	slot int         // respawnSlot
+	seq  int         // watchdogExpired
+}
+
+type timerKind int
+
+const (
+	readyDelayDone   timerKind = iota // a delay-ready worker stayed up long enough
+	readyDeadline                     // a generation's time to become ready ran out
+	respawnSlot                       // time to refill an empty slot
+	drainDeadline                     // a draining worker's time is up
+	stopDeadline                      // the drain on stop ran out of time
+	watchdogExpired                   // a worker sent no WATCHDOG=1 for worker.watchdog
+	ownWatchdog                       // time to tell systemd baton is alive (WatchdogSec=)
+	handoverDeadline                  // the successor did not answer after taking over
+	upgradeDeadline                   // the successor neither took over nor gave up: SIGTERM
+	upgradeKill                       // nor after SIGTERM: SIGKILL
+	memoryCheck                       // time to compare workers' memory with worker.max_memory
+)
+
+func (Exited) event()        {}
+func (Notified) event()      {}
+func (Reload) event()        {}
+func (Stop) event()          {}
+func (UpgradeDone) event()   {}
+func (SuccessorInfo) event() {}
+func (Timer) event()         {}

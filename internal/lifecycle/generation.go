@@ -1,0 +1,214 @@
+package lifecycle
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/batonhq/baton/internal/config"
+)
+
+type genState int
+
+const (
+	genStarting genState = iota // its workers are starting; not serving yet
+	genServing                  // the current generation
+	genDraining                 // replaced, rolled back, or stopping: its workers are leaving
+)
+
+// generation is one set of workers started from one configuration. A
+// reload starts a new generation; only when all of it is ready does the
+// previous one drain.
+type generation struct {
+	n     int
+	cfg   *config.Config // the configuration it was started from
+	state genState
+	// slots holds the serving (or starting) worker of each slot; nil while
+	// a slot waits for its replacement.
+	slots []*worker
+	// crashes counts each slot's consecutive crashes, for the backoff.
+	crashes []int
+	// lastExit says how each slot's last worker ended, for messages.
+	lastExit []string
+	// started is how many slots have been started so far (reload.surge).
+	started int
+	// live counts its worker processes not yet reaped.
+	live         int
+	stopDeadline func()
+	since        time.Time // when it was started, or when its drain began
+}
+
+func (g *generation) String() string { return fmt.Sprintf("generation %d", g.n) }
+
+// readyCount returns how many slots hold a ready worker.
+func (g *generation) readyCount() int {
+	n := 0
+	for _, w := range g.slots {
+		if w != nil && w.state == wReady {
+			n++
+		}
+	}
+	return n
+}
+
+func (g *generation) allReady() bool { return g.readyCount() == len(g.slots) }
+
+// notReadyError says why g is not ready by its deadline: a worker still
+// starting, else how the last worker of an empty slot ended.
+func (g *generation) notReadyError() error {
+	timeout := g.cfg.Reload.Timeout.Std()
+	for _, w := range g.slots {
+		if w != nil && w.state != wReady {
+			return fmt.Errorf("%s did not become ready within %s (ready = %q)", w, timeout, g.cfg.Worker.Ready)
+		}
+	}
+	for slot, last := range g.lastExit {
+		if g.slots[slot] == nil && last != "" {
+			return fmt.Errorf("worker %d was not ready within %s: %s", slot, timeout, last)
+		}
+	}
+	return fmt.Errorf("%s did not become ready within %s", g, timeout)
+}
+
+// newGeneration opens (or reuses) the sockets cfg names and returns the
+// next generation, not yet started.
+func (m *Machine) newGeneration(cfg *config.Config) (*generation, error) {
+	// A baton taking over stores sockets once in charge: until then its
+	// parent may still fail over.
+	if err := m.env.Open(cfg, m.charge == inCharge); err != nil {
+		return nil, err
+	}
+	m.lastGen++
+	return &generation{
+		n:        m.lastGen,
+		cfg:      cfg,
+		slots:    make([]*worker, cfg.Worker.Count),
+		crashes:  make([]int, cfg.Worker.Count),
+		lastExit: make([]string, cfg.Worker.Count),
+		since:    m.env.Now(),
+	}, nil
+}
+
+// startGeneration starts the first batch of g's workers and its readiness
+// deadline.
+func (m *Machine) startGeneration(g *generation) error {
+	g.stopDeadline = m.env.After(g.cfg.Reload.Timeout.Std(), Timer{kind: readyDeadline, g: g})
+	return m.startMore(g)
+}
+
+// startMore starts g's next slots: all of them, or up to reload.surge
+// beyond those ready.
+func (m *Machine) startMore(g *generation) error {
+	limit := len(g.slots)
+	if surge := g.cfg.Reload.Surge; surge > 0 {
+		limit = min(limit, g.readyCount()+surge)
+	}
+	for g.started < limit {
+		slot := g.started
+		g.started++
+		if _, err := m.startWorker(g, slot); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// promote makes a generation whose workers are all ready the serving one,
+// and drains the one it replaces.
+func (m *Machine) promote(g *generation) {
+	g.stopDeadline()
+	g.state = genServing
+	old := m.current
+	m.current, m.next, m.inForce = g, nil, g
+	if old != nil && m.budget.spent {
+		m.log.Info("restart budget: a reload brings a full generation back, restarts resume")
+		m.budget.spent = false
+	}
+	if old != nil {
+		m.drainGeneration(old, "replaced by "+g.String())
+		m.finishReload(nil)
+		return
+	}
+	m.log.Info("all workers ready", "count", len(g.slots), "generation", g.n)
+	if m.charge == parentInCharge {
+		m.takeOver()
+		return
+	}
+	m.phase = running
+	m.status = m.statusLine()
+	m.sendSystemd("READY=1\nSTATUS=" + m.status)
+	m.env.Serving() // until then no self-upgrade may start
+	m.runQueued()
+}
+
+// abandonNext gives up on the starting generation: at start baton fails;
+// on a reload the new workers are stopped and the serving generation,
+// which never stopped serving, stays.
+func (m *Machine) abandonNext(why error) {
+	g := m.next
+	m.next = nil
+	if m.current == nil {
+		m.drainGeneration(g, "start failed")
+		m.fail(fmt.Errorf("%w: %w", ErrNotReady, why))
+		return
+	}
+	m.drainGeneration(g, "reload rolled back")
+	m.finishReload(fmt.Errorf("supervisor: reload rolled back: %w", why))
+}
+
+// drainGeneration tells every worker of g to stop, with the drain
+// deadline, and keeps at most reload.max_draining generations draining.
+func (m *Machine) drainGeneration(g *generation, why string) {
+	if g.stopDeadline != nil {
+		g.stopDeadline()
+	}
+	g.state = genDraining
+	g.since = m.env.Now()
+	for _, w := range m.live() {
+		if w.gen == g {
+			m.drainWorker(w)
+		}
+	}
+	clear(g.slots)
+	if g.live == 0 {
+		m.generationGone(g)
+		return
+	}
+	m.log.Info("draining "+g.String(), "why", why, "workers", g.live)
+	m.draining = append(m.draining, g)
+	limit := m.config().Reload.MaxDraining
+	for i := 0; !m.stoppingOrGone() && len(m.draining)-i > limit; i++ {
+		oldest := m.draining[i]
+		m.log.Warn("too many generations draining, killing the oldest", "generation", oldest.n, "max_draining", limit)
+		for _, w := range m.live() {
+			if w.gen == oldest {
+				m.env.Signal(w.pid, SIGKILL, Group)
+			}
+		}
+	}
+}
+
+// generationGone forgets a drained generation and closes the sockets no
+// generation uses any more.
+func (m *Machine) generationGone(g *generation) {
+	for i, d := range m.draining {
+		if d == g {
+			m.draining = append(m.draining[:i], m.draining[i+1:]...)
+			m.log.Info(g.String()+" drained", "generation", g.n, "after", m.env.Now().Sub(g.since).Round(time.Millisecond))
+			break
+		}
+	}
+	m.releaseSockets()
+}
+
+// releaseSockets closes the sockets no generation uses, unless another
+// baton may still use them.
+func (m *Machine) releaseSockets() {
+	if m.Sharing() {
+		return
+	}
+	var inUse []*config.Config
+	for _, g := range m.generations() {
+		inUse = append(inUse, g.cfg)
+	}
+	m.env.Release(inUse, m.config())
+}

@@ -1,0 +1,619 @@
+package lifecycle
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/internal/config"
+)
+
+func TestStartPromotesOnceAllReady(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.start()
+	if len(pids) != 2 {
+		t.Fatalf("started %v, want 2 workers", pids)
+	}
+	h.ready(pids[0])
+	h.none("systemd READY=1", "serving")
+	h.ready(pids[1])
+	h.want("systemd READY=1 STATUS=2/2 workers ready, generation 1", "serving")
+	if s := h.m.Snapshot(); s.Generation != 1 || s.Workers != 2 {
+		t.Errorf("snapshot %+v", s)
+	}
+}
+
+func TestStartNotReadyInTime(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) { c.Reload.Timeout = config.Duration(time.Second) }), Options{})
+	pids := h.start()
+	h.ready(pids[0])
+	h.advance(time.Second)
+	h.want("signal 101 SIGTERM group", "signal 102 SIGTERM group", "systemd STOPPING=1")
+	for _, pid := range pids {
+		h.exit(pid, "killed by SIGTERM")
+	}
+	if !h.m.Done() {
+		t.Fatal("not done once every worker exited")
+	}
+	err := h.m.Finish()
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "worker 1 (pid 102) did not become ready within 1s") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestReloadPromotesThenDrains(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	old := h.serve()
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	h.want("systemd RELOADING=1", "open store=true", "start g2 s0", "start g2 s1")
+	nw := []int{103, 104}
+	h.ready(nw[0])
+	if len(*got) != 0 {
+		t.Fatal("answered before the new generation was ready")
+	}
+	h.ready(nw[1])
+	acts := h.take()
+	for _, pid := range old {
+		if s := signalsTo(acts, pid); len(s) != 1 || s[0] != "SIGTERM group" {
+			t.Errorf("old worker %d got %v, want one SIGTERM", pid, s)
+		}
+	}
+	if len(*got) != 1 || (*got)[0].Err != nil || (*got)[0].Generation != 2 {
+		t.Fatalf("reply %+v", *got)
+	}
+	h.exit(old[0], "exit status 0")
+	h.exit(old[1], "exit status 0")
+	h.want("release 1")
+	if s := h.m.Snapshot(); s.Draining != 0 || s.Workers != 2 || s.Generation != 2 {
+		t.Errorf("snapshot %+v", s)
+	}
+}
+
+func TestReloadRollsBack(t *testing.T) {
+	tests := []struct {
+		name string
+		fail func(h *harness, nw []int)
+		want string
+	}{
+		{"new worker exits", func(h *harness, nw []int) { h.exit(nw[1], "exit status 1") },
+			"worker 1 (pid 104) exited before it was ready: exit status 1"},
+		{"new ready worker exits", func(h *harness, nw []int) { h.ready(nw[0]); h.exit(nw[0], "exit status 2") },
+			"worker 0 (pid 103) exited before its generation was ready: exit status 2"},
+		{"ready timeout", func(h *harness, nw []int) { h.advance(time.Minute) },
+			"did not become ready within 1m0s"},
+		{"new worker cannot start", nil, "cannot start"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t, nil), Options{})
+			old := h.serve()
+			rep, got := reply()
+			if tt.fail == nil {
+				h.env.failStarts = 1
+			}
+			h.step(Reload{Reply: rep})
+			if tt.fail != nil {
+				tt.fail(h, h.started())
+			}
+			acts := h.take()
+			for _, pid := range old {
+				if s := signalsTo(acts, pid); len(s) > 0 {
+					t.Errorf("serving worker %d got %v during a failed reload", pid, s)
+				}
+			}
+			if len(*got) != 1 || (*got)[0].Err == nil || (*got)[0].Generation != 1 {
+				t.Fatalf("reply %+v", *got)
+			}
+			if err := (*got)[0].Err.Error(); !strings.Contains(err, tt.want) && !(tt.fail == nil && strings.Contains(err, "fork/exec")) {
+				t.Errorf("err = %s, want %q", err, tt.want)
+			}
+			// Still serving: the next reload runs.
+			h.step(Reload{})
+			h.want("systemd RELOADING=1", "start g3 s0")
+		})
+	}
+}
+
+func TestReloadFailsBeforeStarting(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.serve()
+	h.env.loadErr = errors.New("config: baton.toml:3: worker.count: must be at least 1")
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	h.want("systemd RELOADING=1", "systemd READY=1 STATUS=2/2 workers ready, generation 1, 0 restarts in 1m0s, last reload failed 0s ago: supervisor: reload: config: baton.toml:3")
+	if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "worker.count") {
+		t.Fatalf("reply %+v", *got)
+	}
+	h.env.loadErr = nil
+	h.env.nextCfg = testConfig(t, func(c *config.Config) { c.Control.Socket = "/run/elsewhere.sock" })
+	h.step(Reload{Reply: rep})
+	if len(*got) != 2 || !strings.Contains((*got)[1].Err.Error(), "restart baton to move the control socket") {
+		t.Fatalf("reply %+v", *got)
+	}
+}
+
+func TestReloadRequestsCoalesce(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.serve()
+	r1, got1 := reply()
+	h.step(Reload{Reply: r1})
+	first := h.started()
+	h.take()
+	var queued []*[]Result
+	for range 3 {
+		r, got := reply()
+		h.step(Reload{Reply: r})
+		queued = append(queued, got)
+	}
+	h.step(Reload{}) // a SIGHUP too
+	h.none("start ")
+	h.ready(first...)
+	if len(*got1) != 1 || (*got1)[0].Generation != 2 {
+		t.Fatalf("first reply %+v", *got1)
+	}
+	second := h.started()
+	h.take()
+	if len(second) != 2 {
+		t.Fatalf("after the first reload, started %v; want one more generation of 2", second)
+	}
+	h.ready(second...)
+	h.none("start ")
+	for i, got := range queued {
+		if len(*got) != 1 || (*got)[0].Err != nil || (*got)[0].Generation != 3 {
+			t.Errorf("queued request %d: %+v, want generation 3", i, *got)
+		}
+	}
+}
+
+func TestReloadQueuedDuringStartRunsOnceServing(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.start()
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	h.none("systemd RELOADING=1")
+	h.ready(pids...)
+	h.want("systemd READY=1", "serving", "systemd RELOADING=1", "start g2 s0")
+	if len(*got) != 0 {
+		t.Fatal("answered before its reload ran")
+	}
+}
+
+func TestCrashDuringReload(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	old := h.serve()
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	nw := h.started()
+	h.exit(old[0], "killed by SIGSEGV")
+	h.advance(100 * time.Millisecond) // restart.backoff_min
+	h.want("signal 101 SIGKILL group", "start g1 s0 = 105")
+	h.ready(105)
+	h.ready(nw...)
+	acts := h.take()
+	for _, pid := range []int{105, old[1]} {
+		if s := signalsTo(acts, pid); len(s) != 1 || s[0] != "SIGTERM group" {
+			t.Errorf("generation 1's worker %d got %v, want SIGTERM once generation 2 is ready", pid, s)
+		}
+	}
+	if len(*got) != 1 || (*got)[0].Err != nil {
+		t.Fatalf("reply %+v", *got)
+	}
+	if s := h.m.Snapshot(); s.Restarts != 1 {
+		t.Errorf("restarts = %d, want 1", s.Restarts)
+	}
+}
+
+func TestReplaceFirst(t *testing.T) {
+	tests := []struct {
+		name  string
+		cfg   func(*config.Config)
+		cause func(h *harness, pid int)
+		then  string
+	}{
+		{"STOPPING=1", nil, func(h *harness, pid int) { h.notify(pid, "STOPPING=1") }, "SIGTERM group"},
+		{"watchdog", func(c *config.Config) { c.Worker.Watchdog = config.Duration(2 * time.Second) },
+			func(h *harness, pid int) {
+				h.advance(time.Second)
+				h.notify(102, "WATCHDOG=1")
+				h.advance(time.Second)
+			}, "SIGKILL group"},
+		{"max_memory", func(c *config.Config) { c.Worker.MaxMemory = 64 << 20 },
+			func(h *harness, pid int) { h.env.rss[pid] = 65 << 20; h.advance(MemoryCheckInterval) }, "SIGTERM group"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t, tt.cfg), Options{})
+			pids := h.start()
+			h.ready(pids...)
+			h.take()
+			tt.cause(h, pids[0])
+			acts := h.take()
+			if s := signalsTo(acts, pids[0]); len(s) != 0 {
+				t.Fatalf("old worker got %v before its replacement was ready", s)
+			}
+			if !contains(acts, "start g1 s0 = 103") {
+				t.Fatalf("no replacement started in slot 0: %v", acts)
+			}
+			h.ready(103)
+			if s := signalsTo(h.take(), pids[0]); len(s) != 1 || s[0] != tt.then {
+				t.Errorf("old worker got %v once its replacement was ready, want %s", s, tt.then)
+			}
+			if s := h.m.Snapshot(); s.Restarts != 1 {
+				t.Errorf("restarts = %d, want 1", s.Restarts)
+			}
+		})
+	}
+}
+
+func TestLeavingWorkerDrainsWhenNoReplacementStarts(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.serve()
+	h.env.failStarts = 1
+	h.notify(pids[0], "STOPPING=1")
+	h.want("start g1 s0 failed", "signal 101 SIGTERM group")
+	h.advance(RespawnDelay)
+	h.want("start g1 s0 = 103")
+}
+
+func TestRestartBackoffThenGiveUp(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) {
+		c.Worker.Count = 1
+		c.Restart.Limit = 3
+		c.Restart.BackoffMin = config.Duration(time.Second)
+	}), Options{})
+	pid := h.serve()[0]
+	for _, delay := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		h.exit(pid, "exit status 1")
+		h.advance(delay - time.Millisecond)
+		h.none("start ")
+		h.advance(time.Millisecond)
+		if s := h.started(); len(s) != 1 {
+			t.Fatalf("after %s: started %v, want the replacement", delay, s)
+		} else {
+			pid = s[0]
+		}
+		h.take()
+	}
+	h.exit(pid, "exit status 1")
+	h.want("systemd STOPPING=1")
+	if !h.m.Done() {
+		t.Fatal("not done")
+	}
+	if err := h.m.Finish(); !errors.Is(err, ErrGiveUp) || !strings.Contains(err.Error(), "3 restarts within 1m0s") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestGiveUpDegradeThenReloadResumes(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) {
+		c.Restart.Limit = 1
+		c.Restart.OnGiveUp = "degrade"
+	}), Options{})
+	pids := h.serve()
+	h.exit(pids[0], "exit status 1")
+	h.advance(time.Second)
+	h.ready(h.started()...)
+	h.take()
+	h.exit(103, "exit status 1")
+	h.want("systemd STATUS=1/2 workers ready, generation 1, 1 restarts in 1m0s, gave up restarting")
+	h.advance(time.Minute)
+	h.none("start ")
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	h.ready(h.started()...)
+	if len(*got) != 1 || (*got)[0].Err != nil {
+		t.Fatalf("reply %+v", *got)
+	}
+	h.take()
+	h.exit(104, "exit status 1")
+	h.advance(time.Second)
+	if s := h.started(); len(s) != 1 {
+		t.Errorf("after the reload, a crash was not replaced: %v", h.take())
+	}
+}
+
+func TestNotifySenders(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.start()
+	// A wrapper's child speaks for the worker; a stranger is dropped.
+	h.env.parents[500] = pids[0]
+	h.notify(500, "READY=1")
+	h.notify(999, "READY=1")
+	h.notify(pids[1], "READY=1", "STATUS=warm")
+	h.want("systemd READY=1")
+	if s := h.m.Snapshot(); s.NotifyDrops != 1 {
+		t.Errorf("dropped %d, want 1 (the stranger)", s.NotifyDrops)
+	}
+	// A worker's last message may come after its exit: not a stranger's,
+	// and it starts nothing.
+	h.exit(pids[1], "exit status 0")
+	h.take()
+	h.notify(pids[1], "STOPPING=1")
+	if s := h.m.Snapshot(); s.NotifyDrops != 1 {
+		t.Errorf("dropped %d after a late message, want still 1", s.NotifyDrops)
+	}
+	h.none("start ")
+}
+
+func TestDelayReady(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) { c.Worker.Ready = "delay:500ms" }), Options{})
+	pids := h.start()
+	h.ready(pids...) // ignored: readiness is staying up
+	h.none("systemd READY=1")
+	h.advance(500 * time.Millisecond)
+	h.want("systemd READY=1")
+}
+
+func TestStop(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.serve()
+	h.env.live[777] = true // something a worker left behind
+	h.step(Stop{Signal: "terminated"})
+	h.want("no more upgrades", "systemd STOPPING=1", "signal 101 SIGTERM group", "signal 102 SIGTERM group",
+		"close sockets shared=false", "signal 777 SIGTERM orphan", "systemd EXTEND_TIMEOUT_USEC=35000000")
+	h.exit(pids[0], "exit status 0")
+	h.none("start ")
+	h.advance(30 * time.Second)
+	h.want("signal 102 SIGKILL group", "signal 777 SIGKILL orphan")
+	h.exit(pids[1], "killed by SIGKILL")
+	if h.m.Done() {
+		t.Fatal("done while an orphan lives")
+	}
+	h.exit(777, "killed by SIGKILL")
+	if !h.m.Done() || h.m.Finish() != nil {
+		t.Fatalf("done %v, err %v", h.m.Done(), h.m.Finish())
+	}
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	if len(*got) != 1 || !errors.Is((*got)[0].Err, errStopping) {
+		t.Errorf("reload while stopping: %+v", *got)
+	}
+}
+
+func TestSecondStopSignalKills(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.serve()
+	h.step(Stop{Signal: "interrupt"})
+	h.take()
+	h.step(Stop{Signal: "interrupt"})
+	acts := h.take()
+	for _, pid := range []int{101, 102} {
+		if s := signalsTo(acts, pid); len(s) != 1 || s[0] != "SIGKILL group" {
+			t.Errorf("worker %d got %v on the second signal, want SIGKILL", pid, s)
+		}
+	}
+}
+
+func TestStopDuringReload(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.serve()
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	h.step(Stop{Signal: "terminated"})
+	if len(*got) != 1 || !errors.Is((*got)[0].Err, errStopping) {
+		t.Fatalf("reply %+v", *got)
+	}
+	acts := h.take()
+	for _, pid := range []int{101, 102, 103, 104} {
+		if s := signalsTo(acts, pid); len(s) != 1 || s[0] != "SIGTERM group" {
+			t.Errorf("worker %d got %v, want SIGTERM", pid, s)
+		}
+	}
+	if contains(acts, "systemd READY=1") {
+		t.Error("READY=1 sent while stopping")
+	}
+}
+
+// upgradeUnderWayHarness returns a harness whose Machine serves and has a self-upgrade
+// under way.
+func upgradeUnderWayHarness(t *testing.T, reply func(Result)) *harness {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.serve()
+	h.step(Reload{Upgrade: true, Reply: reply})
+	h.want("systemd RELOADING=1", "upgrade after g1")
+	h.env.live[900] = true // the successor
+	return h
+}
+
+func TestUpgradeHandsOver(t *testing.T) {
+	rep, got := reply()
+	h := upgradeUnderWayHarness(t, rep)
+	h.step(UpgradeDone{PID: 900})
+	h.want("hand over to 900", "signal 101 SIGTERM group", "signal 102 SIGTERM group", "close sockets shared=true")
+	h.exit(101, "exit status 0")
+	h.exit(102, "exit status 0")
+	h.none("systemd", "release")
+	if h.m.Done() {
+		t.Fatal("done before the requester was answered")
+	}
+	h.step(SuccessorInfo{PID: 900, Generation: 2, Workers: 2})
+	if len(*got) != 1 || !(*got)[0].Upgraded || (*got)[0].PID != 900 || (*got)[0].Generation != 2 {
+		t.Fatalf("reply %+v", *got)
+	}
+	if !h.m.Done() || h.m.Finish() != nil {
+		t.Fatal("not done once answered")
+	}
+	if !h.m.Sharing() {
+		t.Error("a baton that handed over must leave the sockets' paths to the successor")
+	}
+}
+
+func TestUpgradeHandOverSuccessorSilent(t *testing.T) {
+	rep, got := reply()
+	h := upgradeUnderWayHarness(t, rep)
+	h.step(UpgradeDone{PID: 900})
+	h.advance(BarrierTimeout + SuccessorTimeout)
+	if len(*got) != 1 || (*got)[0].PID != 900 || !(*got)[0].Upgraded {
+		t.Fatalf("reply %+v", *got)
+	}
+}
+
+func TestUpgradeFailsKeepsServing(t *testing.T) {
+	rep, got := reply()
+	h := upgradeUnderWayHarness(t, rep)
+	h.exit(900, "exit status 1")
+	h.step(UpgradeDone{PID: 900, Err: errors.New("upgrade: the new baton exited")})
+	h.want("systemd READY=1", "release 1")
+	if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "this baton keeps serving: upgrade: the new baton exited (exit status 1)") {
+		t.Fatalf("reply %+v", *got)
+	}
+	h.step(Reload{})
+	h.want("systemd RELOADING=1", "start g2 s0")
+}
+
+func TestUpgradeRefused(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.serve()
+	h.env.cannot = errors.New("supervisor: self-upgrade: baton is PID 1 here")
+	rep, got := reply()
+	h.step(Reload{Upgrade: true, Reply: rep})
+	if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "PID 1") || h.env.upgrades != 0 {
+		t.Fatalf("reply %+v, upgrades %d", *got, h.env.upgrades)
+	}
+}
+
+func TestUpgradeDeadline(t *testing.T) {
+	rep, got := reply()
+	h := upgradeUnderWayHarness(t, rep)
+	h.env.knowsSucc = true
+	h.advance(upgradeTimeout(h.cfg))
+	h.want("signal successor SIGTERM true")
+	h.advance(h.cfg.Worker.DrainTimeout.Std() + 5*time.Second)
+	h.want("signal successor SIGKILL true")
+	h.step(UpgradeDone{PID: 900, Err: errors.New("upgrade: the new baton was killed")})
+	if len(*got) != 1 || (*got)[0].Err == nil {
+		t.Fatalf("reply %+v", *got)
+	}
+}
+
+func TestReloadDuringUpgrade(t *testing.T) {
+	rep, got := reply()
+	h := upgradeUnderWayHarness(t, rep)
+	ctl, ctlGot := reply()
+	h.step(Reload{Reply: ctl})
+	h.step(Reload{}) // SIGHUP
+	h.none("systemd RELOADING=1", "start ")
+	h.step(UpgradeDone{PID: 900})
+	h.want("hand over to 900", "signal 900 SIGHUP process")
+	if len(*ctlGot) != 1 || !strings.Contains((*ctlGot)[0].Err.Error(), "replaced this baton by pid 900: send the request again") {
+		t.Fatalf("queued control reload: %+v", *ctlGot)
+	}
+	if len(*got) != 0 {
+		t.Fatal("the upgrade's requester answered before the successor did")
+	}
+}
+
+func TestStopDuringUpgrade(t *testing.T) {
+	tests := []struct {
+		name      string
+		knowsSucc bool
+		done      UpgradeDone
+		want      []string
+	}{
+		// The successor was told to give up and did: stop for real.
+		{"successor gives up", true, UpgradeDone{PID: 900, Err: errors.New("upgrade: the new baton gave up")},
+			[]string{"no more upgrades", "systemd STOPPING=1", "signal 101 SIGTERM group"}},
+		// It could not be told: once it took over, the stop is passed on.
+		{"successor takes over", false, UpgradeDone{PID: 900},
+			[]string{"hand over to 900", "signal 900 SIGTERM process", "signal 101 SIGTERM group"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep, got := reply()
+			h := upgradeUnderWayHarness(t, rep)
+			h.env.knowsSucc = tt.knowsSucc
+			delete(h.env.live, 900) // the upgrader alone knows it, if anyone
+			h.step(Stop{Signal: "terminated"})
+			h.want("signal successor SIGTERM")
+			h.none("systemd STOPPING=1", "signal 101")
+			if h.m.Done() {
+				t.Fatal("done during the upgrade")
+			}
+			h.step(tt.done)
+			h.want(tt.want...)
+			if tt.done.Err != nil && (len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "self-upgrade cancelled: baton is stopping")) {
+				t.Errorf("reply %+v", *got)
+			}
+		})
+	}
+}
+
+func TestStopDuringHandover(t *testing.T) {
+	rep, _ := reply()
+	h := upgradeUnderWayHarness(t, rep)
+	h.step(UpgradeDone{PID: 900})
+	h.take()
+	h.step(Stop{Signal: "terminated"})
+	h.none("systemd", "signal 900", "no more upgrades")
+	h.step(Stop{Signal: "terminated"})
+	acts := h.take()
+	for _, pid := range []int{101, 102} {
+		if s := signalsTo(acts, pid); len(s) != 1 || s[0] != "SIGKILL group" {
+			t.Errorf("worker %d got %v on the second signal, want SIGKILL", pid, s)
+		}
+	}
+	if s := signalsTo(acts, 900); len(s) > 0 {
+		t.Errorf("the successor got %v", s)
+	}
+}
+
+func TestTakeOver(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{Parent: 50, LastGen: 4})
+	h.env.watchdog = 10 * time.Second
+	pids := h.start()
+	h.want("open store=false", "start g5 s0")
+	h.step(Reload{}) // a SIGHUP before it is in charge waits
+	h.ready(pids...)
+	h.want("take over: 2/2 workers ready, generation 5", "systemd WATCHDOG=1", "systemd RELOADING=1", "start g6 s0")
+	if h.m.Sharing() || !h.m.InCharge() {
+		t.Error("still sharing once in charge")
+	}
+}
+
+func TestStopBeforeTakingOver(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{Parent: 50})
+	pids := h.start()
+	h.step(Stop{Signal: "terminated"})
+	h.want("signal 101 SIGTERM group", "close sockets shared=true")
+	h.none("systemd")
+	for _, pid := range pids {
+		h.exit(pid, "exit status 0")
+	}
+	if !h.m.Done() {
+		t.Fatal("not done")
+	}
+	if err := h.m.Finish(); err == nil || !strings.Contains(err.Error(), "stopped before taking over") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestOwnWatchdog(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.env.watchdog = 5 * time.Second
+	h.serve()
+	h.advance(10 * time.Second)
+	if n := strings.Count(strings.Join(h.take(), "\n"), "systemd WATCHDOG=1"); n != 2 {
+		t.Errorf("%d pings in 10s, want 2", n)
+	}
+}
+
+func TestMaxDraining(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) { c.Reload.MaxDraining = 1; c.Worker.Count = 1 }), Options{})
+	h.serve()
+	for range 2 {
+		h.step(Reload{})
+		h.ready(h.started()...)
+	}
+	h.want("signal 101 SIGTERM group", "signal 102 SIGTERM group", "signal 101 SIGKILL group")
+}
+
+func contains(acts []string, prefix string) bool {
+	for _, a := range acts {
+		if strings.HasPrefix(a, prefix) {
+			return true
+		}
+	}
+	return false
+}

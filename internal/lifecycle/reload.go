@@ -1,0 +1,182 @@
+package lifecycle
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/batonhq/baton/internal/config"
+)
+
+// reload is the reload under way.
+type reload struct {
+	started time.Time
+	waiters []func(Result)
+	// successorTermed: a self-upgrade's successor was sent SIGTERM (its
+	// deadline passed, or a stop came).
+	successorTermed bool
+	// exits are children that were no worker, reaped during a
+	// self-upgrade: the successor's exit status may be among them.
+	exits  map[int]string
+	timers []func()
+}
+
+func (r *reload) stopTimers() {
+	for _, stop := range r.timers {
+		stop()
+	}
+	r.timers = nil
+}
+
+// queue holds the reload requests that came while a reload could not
+// start; one more reload after the current one serves them all.
+type queue struct {
+	waiters []func(Result) // a nil one came from a signal
+	// upgrade: one asked for a self-upgrade; signal: one came from a
+	// signal (no one waits for its answer).
+	upgrade, signal bool
+}
+
+// outcome is the last reload's result, for the status line.
+type outcome struct {
+	at  time.Time
+	err error
+}
+
+func (o outcome) describe(now time.Time) string {
+	switch {
+	case o.at.IsZero():
+		return ""
+	case o.err != nil:
+		return fmt.Sprintf(", last reload failed %s ago: %v", now.Sub(o.at).Round(time.Second), o.err)
+	}
+	return fmt.Sprintf(", last reload ok %s ago", now.Sub(o.at).Round(time.Second))
+}
+
+// requestReload starts a reload (a self-upgrade when upgrade is set, or
+// when the executable was replaced), or, while one runs (or the first
+// generation is still starting), queues the request: every request queued
+// meanwhile is served by one more reload after it, so reloads never
+// overlap and none is lost. reply, if not nil, gets the outcome.
+func (m *Machine) requestReload(reply func(Result), upgrade bool) {
+	switch m.phase {
+	case stopping, killing:
+		answer(reply, Result{Err: errStopping})
+	case running:
+		m.beginReload([]func(Result){reply}, upgrade)
+	default:
+		m.log.Info("reload requested while another is under way: queued", "upgrade", upgrade)
+		m.queued.waiters = append(m.queued.waiters, reply)
+		m.queued.upgrade = m.queued.upgrade || upgrade
+		m.queued.signal = m.queued.signal || reply == nil
+	}
+}
+
+// runQueued starts the queued reload, if any.
+func (m *Machine) runQueued() {
+	if len(m.queued.waiters) == 0 || m.phase != running || m.charge != inCharge {
+		return
+	}
+	q := m.queued
+	m.queued = queue{}
+	m.beginReload(q.waiters, q.upgrade)
+}
+
+// beginReload re-reads the configuration and starts the next generation
+// (docs/architecture.md, "Reload"). The serving generation is untouched
+// until the new one is all ready. A new baton executable on disk makes it
+// a self-upgrade.
+func (m *Machine) beginReload(waiters []func(Result), upgrade bool) {
+	m.phase = reloading
+	m.reload = &reload{started: m.env.Now(), waiters: waiters}
+	m.sendSystemd("RELOADING=1")
+	changed, cannot := m.env.ExeChanged(), m.env.CanUpgrade()
+	if !upgrade && changed && cannot == nil {
+		m.log.Info("the baton executable on disk changed since start: upgrading to it")
+		upgrade = true
+	}
+	if upgrade {
+		m.beginUpgrade()
+		return
+	}
+	m.log.Info("reloading")
+	if changed {
+		m.log.Warn("the baton executable on disk changed since start, and this baton cannot upgrade itself: restart the service to run the new version", "why", cannot)
+	}
+	cfg, err := m.env.Load()
+	if err != nil {
+		m.finishReload(fmt.Errorf("supervisor: reload: %w", err))
+		return
+	}
+	if err := m.checkReloadable(cfg); err != nil {
+		m.finishReload(fmt.Errorf("supervisor: reload: %w", err))
+		return
+	}
+	g, err := m.newGeneration(cfg)
+	if err != nil {
+		m.finishReload(fmt.Errorf("supervisor: reload: %w", err))
+		return
+	}
+	m.next = g
+	m.log.Info("starting "+g.String(), "count", len(g.slots), "command", cfg.Worker.Command)
+	if err := m.startGeneration(g); err != nil {
+		m.abandonNext(err)
+		return
+	}
+	m.publishStatus()
+}
+
+// checkReloadable refuses what a reload cannot change in place.
+func (m *Machine) checkReloadable(cfg *config.Config) error {
+	if was := m.config().Control.Socket; cfg.Control.Socket != was {
+		return fmt.Errorf("control.socket: changed from %q to %q: restart baton to move the control socket", was, cfg.Control.Socket)
+	}
+	return nil
+}
+
+// finishReload ends the reload under way (if any): it tells systemd and
+// every waiter the outcome, then starts a queued reload.
+func (m *Machine) finishReload(err error) {
+	r := m.reload
+	if r == nil {
+		return
+	}
+	upgrade := m.phase != reloading
+	m.reload = nil
+	r.stopTimers()
+	now := m.env.Now()
+	m.last = outcome{at: now, err: err}
+	res := Result{Err: err, Took: now.Sub(r.started)}
+	if g := m.current; g != nil {
+		res.Generation, res.Workers = g.n, len(g.slots)
+	}
+	switch {
+	case err != nil:
+		m.log.Error("reload failed; the serving generation stays", "err", err, "generation", res.Generation)
+	case !upgrade:
+		m.log.Info("reload done", "generation", res.Generation, "took", res.Took.Round(time.Millisecond))
+	}
+	for _, w := range r.waiters {
+		answer(w, res)
+	}
+	if m.phase != reloading && m.phase != upgrading {
+		return // stopping: no READY=1, nothing queued starts
+	}
+	m.phase = running
+	m.status = m.statusLine()
+	m.sendSystemd("READY=1\nSTATUS=" + m.status)
+	m.runQueued()
+}
+
+// answerQueued fails every queued request.
+func (m *Machine) answerQueued(err error) {
+	for _, w := range m.queued.waiters {
+		answer(w, Result{Err: err})
+	}
+	m.queued = queue{}
+}
+
+func answer(reply func(Result), r Result) {
+	if reply != nil {
+		reply(r)
+	}
+}

@@ -1,0 +1,310 @@
+package lifecycle
+
+import (
+	"fmt"
+	"time"
+)
+
+type workerState int
+
+const (
+	wStarting workerState = iota // started, not ready yet
+	wReady                       // serving
+	wDraining                    // told to stop, or leaving on its own
+)
+
+func (s workerState) String() string {
+	return [...]string{"starting", "ready", "draining"}[s]
+}
+
+// worker is one worker process.
+type worker struct {
+	slot    int
+	gen     *generation
+	pid     int
+	state   workerState
+	started time.Time
+	// status is the worker's last STATUS= message.
+	status string
+	timers []func()
+	// termSent is set once SIGTERM went to its group.
+	termSent bool
+	// stopWatchdog ends the watchdog timer, which fires when no
+	// WATCHDOG=1 came for worker.watchdog; wdSeq tells a stale expiry
+	// from the current one.
+	stopWatchdog func()
+	wdSeq        int
+	// replaces is the worker this one was started to replace (new first);
+	// once this one is ready, that one gets thenSignal.
+	replaces   *worker
+	thenSignal Signal
+}
+
+func (w *worker) String() string { return fmt.Sprintf("worker %d (pid %d)", w.slot, w.pid) }
+
+func (w *worker) stopTimers() {
+	for _, stop := range w.timers {
+		stop()
+	}
+	w.timers = nil
+	if w.stopWatchdog != nil {
+		w.stopWatchdog()
+	}
+}
+
+// startWorker starts the worker of g's slot.
+func (m *Machine) startWorker(g *generation, slot int) (*worker, error) {
+	pid, err := m.env.Start(Spawn{Generation: g.n, Slot: slot, Config: g.cfg})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: start worker %d: %w", slot, err)
+	}
+	w := &worker{slot: slot, gen: g, pid: pid, started: m.env.Now()}
+	m.workers[pid] = w
+	g.slots[slot] = w
+	g.live++
+	if d := g.cfg.Worker.ReadyDelay; d > 0 {
+		w.timers = append(w.timers, m.env.After(d, Timer{kind: readyDelayDone, w: w}))
+	}
+	m.armWatchdog(w)
+	m.log.Info("worker started", "slot", slot, "pid", pid, "generation", g.n)
+	return w, nil
+}
+
+// armWatchdog (re)starts the worker's watchdog, if worker.watchdog is set.
+func (m *Machine) armWatchdog(w *worker) {
+	d := w.gen.cfg.Worker.Watchdog.Std()
+	if d <= 0 {
+		return
+	}
+	if w.stopWatchdog != nil {
+		w.stopWatchdog()
+	}
+	w.wdSeq++
+	w.stopWatchdog = m.env.After(d, Timer{kind: watchdogExpired, w: w, seq: w.wdSeq})
+}
+
+// replaceFirst starts w's replacement and, once that is ready, sends w
+// then: SIGTERM to drain it (it grew too big), SIGKILL (it hangs). w's
+// drain deadline applies meanwhile, in case no replacement gets ready.
+func (m *Machine) replaceFirst(w *worker, why string, then Signal) {
+	g := w.gen
+	if w.state == wDraining {
+		return
+	}
+	if g != m.current || g.slots[w.slot] != w || m.stoppingOrGone() {
+		m.env.Signal(w.pid, then, Group) // not serving: nothing to replace it for
+		return
+	}
+	m.log.Warn("replacing worker", "slot", w.slot, "pid", w.pid, "generation", g.n, "why", why)
+	w.state = wDraining
+	m.armDrainDeadline(w)
+	g.slots[w.slot] = nil
+	if !m.spendRestart(fmt.Sprintf("%s %s", w, why)) {
+		m.env.Signal(w.pid, then, Group)
+		m.publishStatus()
+		return
+	}
+	m.refill(g, w.slot, w, then)
+	m.publishStatus()
+}
+
+// refill starts a worker in g's empty slot, to take over from old (if not
+// nil): once the new one is ready, old gets then. When no worker can be
+// started at all (fork or exec failed), old gets then at once and the
+// slot is tried again after RespawnDelay.
+func (m *Machine) refill(g *generation, slot int, old *worker, then Signal) {
+	nw, err := m.startWorker(g, slot)
+	if err != nil {
+		m.log.Error("cannot start worker, retrying", "slot", slot, "err", err, "after", RespawnDelay)
+		m.env.After(RespawnDelay, Timer{kind: respawnSlot, g: g, slot: slot})
+		if old != nil {
+			m.signalOld(old, then)
+		}
+		return
+	}
+	nw.replaces, nw.thenSignal = old, then
+}
+
+// signalOld sends sig to a worker being replaced, unless it has exited or
+// was told to drain already.
+func (m *Machine) signalOld(old *worker, sig Signal) {
+	if m.workers[old.pid] != old || sig == SIGTERM && old.termSent {
+		return
+	}
+	if sig == SIGTERM {
+		old.termSent = true
+	}
+	m.env.Signal(old.pid, sig, Group)
+}
+
+// drainWorker sends SIGTERM to a worker that is not draining yet and arms
+// its drain deadline.
+func (m *Machine) drainWorker(w *worker) {
+	if w.termSent {
+		return
+	}
+	w.state = wDraining
+	m.signalOld(w, SIGTERM)
+	m.armDrainDeadline(w)
+}
+
+// armDrainDeadline kills w's group once its generation's drain_timeout has
+// passed, if it is still there.
+func (m *Machine) armDrainDeadline(w *worker) {
+	w.timers = append(w.timers, m.env.After(w.gen.cfg.Worker.DrainTimeout.Std(), Timer{kind: drainDeadline, w: w}))
+}
+
+func (m *Machine) onExit(ev Exited) {
+	// A child that exits may leave its own children to baton.
+	defer m.sweepOrphans()
+	w := m.workers[ev.PID]
+	if w == nil {
+		if m.reload != nil && m.reload.exits != nil {
+			m.reload.exits[ev.PID] = ev.How
+		}
+		delete(m.orphans, ev.PID)
+		m.log.Debug("reaped a child that is no worker", "pid", ev.PID, "how", ev.How)
+		return
+	}
+	delete(m.workers, ev.PID)
+	m.exited[m.nexit%len(m.exited)] = ev.PID
+	m.nexit++
+	w.stopTimers()
+	// Anything the worker left in its group is an orphan now.
+	m.env.Signal(w.pid, SIGKILL, Group)
+	g := w.gen
+	g.live--
+	if g.slots[w.slot] != w {
+		// Replaced already: it was draining.
+		m.log.Info("worker exited", "slot", w.slot, "pid", w.pid, "generation", g.n, "how", ev.How)
+		if g.state == genDraining && g.live == 0 {
+			m.generationGone(g)
+		}
+		m.publishStatus()
+		return
+	}
+	g.slots[w.slot] = nil
+	g.lastExit[w.slot] = fmt.Sprintf("%s exited: %s", w, ev.How)
+	if g == m.next && m.current != nil {
+		// A new worker that exits before its whole generation is ready
+		// fails the reload, and does not use the restart budget.
+		what := "before it was ready"
+		if w.state == wReady {
+			what = "before its generation was ready"
+		}
+		m.abandonNext(fmt.Errorf("%s exited %s: %s", w, what, ev.How))
+		return
+	}
+	if m.stoppingOrGone() || g.state == genDraining {
+		m.publishStatus()
+		return
+	}
+	if !m.spendRestart(fmt.Sprintf("%s exited: %s", w, ev.How)) {
+		m.publishStatus()
+		return
+	}
+	delay := m.backoff(w)
+	m.log.Warn("worker exited unexpectedly, replacing it", "slot", w.slot, "pid", w.pid, "generation", g.n, "how", ev.How, "after", delay)
+	m.env.After(delay, Timer{kind: respawnSlot, g: g, slot: w.slot})
+	m.publishStatus()
+}
+
+func (m *Machine) markReady(w *worker) {
+	w.state = wReady
+	g := w.gen
+	m.log.Info("worker ready", "slot", w.slot, "pid", w.pid, "generation", g.n, "after", m.env.Now().Sub(w.started).Round(time.Millisecond))
+	if old := w.replaces; old != nil {
+		w.replaces = nil
+		m.signalOld(old, w.thenSignal)
+	}
+	if g != m.next {
+		m.publishStatus()
+		return
+	}
+	if !g.allReady() {
+		if err := m.startMore(g); err != nil {
+			m.abandonNext(err)
+			return
+		}
+		m.publishStatus()
+		return
+	}
+	m.promote(g)
+}
+
+// retire takes a worker that announced it is leaving (STOPPING=1) out of
+// its slot and starts its replacement at once, before it has finished
+// draining: the socket never lacks a ready worker for longer than the
+// replacement takes to start. Once the replacement is ready the leaving
+// worker gets SIGTERM, so that it drains even when its STOPPING=1 came
+// from a process it started rather than from the one that serves (a
+// worker draining already ignores it).
+func (m *Machine) retire(w *worker) {
+	if w.state == wDraining {
+		return
+	}
+	w.state = wDraining
+	g := w.gen
+	m.armDrainDeadline(w)
+	if g.slots[w.slot] != w || g != m.current || m.stoppingOrGone() {
+		return // a starting worker leaving fails its generation when it exits
+	}
+	g.slots[w.slot] = nil
+	if !m.spendRestart(fmt.Sprintf("%s is leaving", w)) {
+		m.signalOld(w, SIGTERM) // no replacement: let it drain now
+		m.publishStatus()
+		return
+	}
+	m.log.Info("worker is leaving, starting its replacement", "slot", w.slot, "pid", w.pid, "generation", g.n)
+	m.refill(g, w.slot, w, SIGTERM)
+	m.publishStatus()
+}
+
+// checkMemory replaces, new first, every serving worker whose resident
+// memory is above worker.max_memory, then schedules the next check.
+func (m *Machine) checkMemory() {
+	if m.stoppingOrGone() {
+		return
+	}
+	m.env.After(MemoryCheckInterval, Timer{kind: memoryCheck})
+	g := m.current
+	if g == nil || g.cfg.Worker.MaxMemory <= 0 {
+		return
+	}
+	limit := int64(g.cfg.Worker.MaxMemory)
+	for _, w := range g.slots {
+		if w == nil || w.state != wReady {
+			continue
+		}
+		if rss := m.env.RSS(w.pid); rss > limit {
+			m.replaceFirst(w, fmt.Sprintf("uses %d MiB, above max_memory %d MiB", rss>>20, limit>>20), SIGTERM)
+		}
+	}
+}
+
+// sweepOrphans signals the children that are no worker (nor the
+// successor of a self-upgrade) and were not signalled yet; all of them
+// again, with SIGKILL, once killing. It does nothing until baton stops:
+// while it serves, orphans are only reaped when they exit. Each orphan
+// that exits may hand its own children to baton in turn, so the sweep
+// runs again on every exit.
+func (m *Machine) sweepOrphans() {
+	if !m.stoppingOrGone() || m.charge == successorInCharge && m.successor == 0 {
+		return // a successor we cannot tell from an orphan must live
+	}
+	kill := m.phase == killing
+	for _, pid := range m.env.Children() {
+		if m.workers[pid] != nil || pid == m.successor || m.orphans[pid] && !kill {
+			continue
+		}
+		sig := SIGTERM
+		if kill {
+			sig = SIGKILL
+		}
+		if !m.orphans[pid] {
+			m.log.Info("ending a process a worker left behind", "pid", pid, "signal", sig.String())
+		}
+		m.orphans[pid] = true
+		m.env.Signal(pid, sig, Orphan)
+	}
+}
