@@ -540,6 +540,30 @@ func TestStopDuringUpgrade(t *testing.T) {
 	}
 }
 
+func TestSecondStopSignalDuringUpgrade(t *testing.T) {
+	rep, got := reply()
+	h := upgradeUnderWayHarness(t, rep)
+	h.step(Stop{Signal: "terminated"})
+	h.take()
+	h.step(Stop{Signal: "terminated"})
+	// The successor goes (the upgrader kills it), and so does everything
+	// else, now: no worker is replaced.
+	h.want("no more upgrades", "systemd STOPPING=1", "signal 101 SIGTERM group", "signal 102 SIGTERM group",
+		"close sockets shared=false", "signal 101 SIGKILL group", "signal 102 SIGKILL group")
+	if len(*got) != 1 || !errors.Is((*got)[0].Err, errStopping) {
+		t.Errorf("reply %+v", *got)
+	}
+	h.exit(101, "killed by SIGKILL")
+	h.exit(102, "killed by SIGKILL")
+	h.advance(time.Minute)
+	h.none("start ")
+	h.step(UpgradeDone{PID: 900, Err: errors.New("upgrade: terminating")})
+	h.exit(900, "killed by SIGKILL")
+	if !h.m.Done() {
+		t.Error("not done once every child is gone")
+	}
+}
+
 func TestStopDuringHandover(t *testing.T) {
 	rep, _ := reply()
 	h := upgradeUnderWayHarness(t, rep)
