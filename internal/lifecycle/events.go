@@ -6,7 +6,8 @@ import "time"
 type Event interface{ event() }
 
 // Exited: a child was reaped (a worker, an orphan, or the successor of
-// a self-upgrade). How says how it ended ("exit status 1").
+// an earlier self-upgrade; never the one of an upgrade under way, which
+// the upgrader waits for). How says how it ended ("exit status 1").
 type Exited struct {
 	PID int
 	How string

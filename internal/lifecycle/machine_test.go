@@ -453,10 +453,9 @@ func TestUpgradeHandOverSuccessorSilent(t *testing.T) {
 func TestUpgradeFailsKeepsServing(t *testing.T) {
 	rep, got := reply()
 	h := upgradeUnderWayHarness(t, rep)
-	h.exit(900, "exit status 1")
-	h.step(UpgradeDone{PID: 900, Err: errors.New("upgrade: the new baton exited")})
+	h.step(UpgradeDone{PID: 900, Err: errors.New("upgrade: child pid=900 exited: exit status 1")})
 	h.want("systemd READY=1", "release 1")
-	if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "this baton keeps serving: upgrade: the new baton exited (exit status 1)") {
+	if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "this baton keeps serving: upgrade: child pid=900 exited: exit status 1") {
 		t.Fatalf("reply %+v", *got)
 	}
 	h.step(Reload{})

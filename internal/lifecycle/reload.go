@@ -14,10 +14,7 @@ type reload struct {
 	// successorTermed: a self-upgrade's successor was sent SIGTERM (its
 	// deadline passed, or a stop came).
 	successorTermed bool
-	// exits are children that were no worker, reaped during a
-	// self-upgrade: the successor's exit status may be among them.
-	exits  map[int]string
-	timers []func()
+	timers          []func()
 }
 
 func (r *reload) stopTimers() {

@@ -39,7 +39,6 @@ func (m *Machine) beginUpgrade() {
 		m.finishReload(err)
 		return
 	}
-	m.reload.exits = map[int]string{}
 	if err := m.env.Upgrade(m.lastGen); err != nil {
 		m.finishReload(fmt.Errorf("supervisor: self-upgrade: %w", err))
 		return
@@ -108,8 +107,6 @@ func (m *Machine) onUpgradeDone(ev UpgradeDone) {
 		err := ev.Err
 		if ev.ParentRunning {
 			err = fmt.Errorf("the baton this one took over from (pid %d) is still draining its workers: upgrade again once it has exited", m.parent)
-		} else if how, ok := r.exits[ev.PID]; ok && ev.PID > 0 {
-			err = fmt.Errorf("%w (%s)", err, how) // reaped by the loop, not by the upgrader
 		}
 		if m.phase == cancellingUpgrade {
 			m.finishReload(fmt.Errorf("supervisor: self-upgrade cancelled: baton is stopping (the new baton said: %w)", err))

@@ -159,9 +159,6 @@ func (m *Machine) onExit(ev Exited) {
 	defer m.sweepOrphans()
 	w := m.workers[ev.PID]
 	if w == nil {
-		if m.reload != nil && m.reload.exits != nil {
-			m.reload.exits[ev.PID] = ev.How
-		}
 		delete(m.orphans, ev.PID)
 		m.log.Debug("reaped a child that is no worker", "pid", ev.PID, "how", ev.How)
 		return

@@ -124,8 +124,11 @@ func (s *supervisor) Upgrade(lastGen int) error {
 	}
 	s.log.Info("self-upgrade: starting a new baton", "executable", os.Args[0])
 	note := string(b)
+	// tableflip waits for the new baton itself: the reaper leaves it be.
+	s.reaper.spareOthers(true)
 	s.goTask(func() {
 		pid, err := s.upg.Upgrade(note)
+		s.reaper.spareOthers(false)
 		s.post(lifecycle.UpgradeDone{PID: pid, Err: err, ParentRunning: errors.Is(err, upgrade.ErrParentRunning)})
 	})
 	return nil

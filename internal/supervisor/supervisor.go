@@ -104,6 +104,7 @@ type supervisor struct {
 	fromWorkers *systemd.NotifyServer
 	control     *controlServer
 	spawner     *spawn.Spawner
+	reaper      *reaper
 	devNull     int
 
 	events  chan any
@@ -151,6 +152,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		quit:      make(chan struct{}),
 		readers:   map[*os.File]bool{},
 		devNull:   -1,
+		reaper:    newReaper(),
 		upg:       opts.Upgrader,
 		version:   opts.Version,
 	}
@@ -283,7 +285,7 @@ func (s *supervisor) close() {
 func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan os.Signal) error {
 	sigchld := notifySIGCHLD()
 	defer signal.Stop(sigchld)
-	s.goTask(func() { reap(sigchld, s.events, s.quit, s.syncNotify) })
+	s.goTask(func() { s.reaper.run(sigchld, s.events, s.quit, s.syncNotify) })
 	s.goTask(s.readNotify)
 	if s.parent == 0 {
 		s.serveControl() // a baton taking over answers once in charge

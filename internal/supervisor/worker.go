@@ -134,6 +134,7 @@ func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
 		r.Close()
 		return 0, err
 	}
+	s.reaper.add(pid)
 	s.outputs.Add(1)
 	s.readersMu.Lock()
 	s.readers[r] = true

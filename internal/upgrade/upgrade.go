@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,14 @@ type Upgrader struct {
 	note   string
 	report string      // the parent's report file (successor side)
 	ready  atomic.Bool // Ready was called
+	// notReady is tableflip's answer to an Upgrade before Ready, asked
+	// once at the start: tableflip exports no sentinel for it, and the
+	// same value comes back each time.
+	notReady error
+	// parentGone is set once the supervisor this one took over from has
+	// exited (at once without one): until then tableflip refuses to
+	// upgrade.
+	parentGone atomic.Bool
 
 	mu      sync.Mutex
 	pending string // the report file of the Upgrade under way (parent side)
@@ -57,7 +66,18 @@ func NewUpgrader(timeout time.Duration) (*Upgrader, error) {
 		return nil, fmt.Errorf("upgrade: upgrader: %w", err)
 	}
 	u := &Upgrader{tf: tf}
-	if tf.HasParent() {
+	// Before Ready, tableflip answers every Upgrade with its "not ready"
+	// error and starts nothing.
+	u.notReady = tf.Upgrade()
+	if !tf.HasParent() {
+		u.parentGone.Store(true)
+	} else {
+		go func() {
+			// Ends when the parent has exited (tableflip sees its end of
+			// a pipe close), or never: then nothing may upgrade anyway.
+			tf.WaitForParent(context.Background())
+			u.parentGone.Store(true)
+		}()
 		// tableflip's pipes to the parent: no worker of ours may inherit
 		// them (it marks only the passed descriptors close-on-exec).
 		unix.CloseOnExec(3)
@@ -155,6 +175,9 @@ var ErrParentRunning = errors.New("upgrade: the previous supervisor has not exit
 // and an error carries the successor's own reason when it gave one with
 // Fail. Only one Upgrade runs at a time.
 func (u *Upgrader) Upgrade(note string) (int, error) {
+	if !u.parentGone.Load() {
+		return 0, ErrParentRunning
+	}
 	report, err := os.CreateTemp("", "baton-upgrade-*")
 	if err != nil {
 		return 0, fmt.Errorf("upgrade: %w", err)
@@ -176,45 +199,25 @@ func (u *Upgrader) Upgrade(note string) (int, error) {
 	err = u.tf.Upgrade()
 	// tableflip's loop may not have seen Ready yet when Upgrade follows it
 	// closely: then it answers "not ready" although it is.
-	for wait := time.Millisecond; err != nil && err.Error() == "process is not ready yet" && u.ready.Load() && wait < time.Second; wait *= 2 {
+	for wait := time.Millisecond; errors.Is(err, u.notReady) && u.ready.Load() && wait < time.Second; wait *= 2 {
 		time.Sleep(wait)
 		err = u.tf.Upgrade()
 	}
 	pid, why := readReport(report.Name())
-	switch {
-	case err == nil:
+	if err == nil {
 		return pid, nil
-	case err.Error() == "parent hasn't exited": // tableflip exports no sentinel
-		return 0, ErrParentRunning
 	}
-	// tableflip leaves its pipes to a failed successor to finalizers.
+	// tableflip never closes its copies of the two pipe ends it gave the
+	// failed successor: they are unreachable *os.Files, closed only by
+	// their cleanups, which a collection runs. Closing their numbers here
+	// instead would close whatever reuses them when the cleanups run.
 	runtime.GC()
-	if pid == 0 {
-		pid = childPID(err)
-	}
-	switch {
-	case why != "":
+	if why != "" {
 		return pid, fmt.Errorf("upgrade: %w", errors.New(why))
-	case errors.Is(err, unix.ECHILD) || strings.Contains(err.Error(), unix.ECHILD.Error()):
-		// The caller's own reaper collected the exit status first.
-		return pid, fmt.Errorf("upgrade: the new process (pid %d) exited", pid)
 	}
+	// tableflip says which process ended how ("child pid=N exited: exit
+	// status 1"): the supervisor's reaper leaves that process to it.
 	return pid, fmt.Errorf("upgrade: %w", err)
-}
-
-// childPID reads the pid out of tableflip's "child pid=N ..." errors, for
-// a successor that exited before it could write it (not a baton at all).
-func childPID(err error) int {
-	_, rest, ok := strings.Cut(err.Error(), "pid=")
-	if !ok {
-		return 0
-	}
-	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
-	if end < 0 {
-		end = len(rest)
-	}
-	pid, _ := strconv.Atoi(rest[:end])
-	return pid
 }
 
 // Signal sends sig to the successor of the Upgrade under way, once it has
