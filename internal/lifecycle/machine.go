@@ -141,8 +141,9 @@ func New(env Env, opts Options) *Machine {
 }
 
 // Start starts the first generation of workers from cfg. It fails when
-// cfg's sockets cannot be opened; a worker that cannot start fails the
-// service through Step's events like any later failure.
+// cfg's sockets cannot be opened. A worker that cannot start stops the
+// service as any later failure does: Step then runs until Done, and
+// Finish returns why.
 func (m *Machine) Start(cfg *config.Config) error {
 	g, err := m.newGeneration(cfg)
 	if err != nil {
