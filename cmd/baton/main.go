@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -151,7 +152,7 @@ func runCmd(args []string, stderr io.Writer) int {
 func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("baton "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	control := fs.String("control", "", "control socket `path` (default: control.socket of --config, else $RUNTIME_DIRECTORY/baton.sock)")
+	control := fs.String("control", "", "control socket `path` (default: control.socket of --config, else $BATON_SOCKET, else $RUNTIME_DIRECTORY/baton.sock, else the one baton of this user running)")
 	cfgPath := fs.String("config", "", "the running baton's configuration `file`, to find its control socket")
 	pid := fs.Int("pid", 0, "`PID` of the baton: its control socket is found through the process")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
@@ -181,6 +182,10 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	resp, err := supervisor.Request(ctx, path, supervisor.ControlRequest{Command: cmd})
+	if errors.Is(err, supervisor.ErrNoAnswer) {
+		fmt.Fprintf(stderr, "baton: %s: %v (name another with --control PATH, --config FILE or --pid PID)\n", cmd, err)
+		return exitFailed
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "baton: %s: %v\n", cmd, err)
 		return exitFailed
@@ -199,7 +204,10 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// controlPath finds a running baton's control socket.
+// controlPath finds a running baton's control socket: --control, else
+// --config's control.socket, else --pid's, else $BATON_SOCKET, else
+// systemd's runtime directory (a command run by ExecReload=), else the
+// one baton of this user that is running.
 func controlPath(control, cfgPath string, pid int) (string, error) {
 	switch {
 	case control != "":
@@ -215,10 +223,24 @@ func controlPath(control, cfgPath string, pid int) (string, error) {
 	case pid > 0:
 		return supervisor.ControlSocketOf(pid)
 	}
+	if p := os.Getenv("BATON_SOCKET"); p != "" {
+		return p, nil
+	}
 	if dir := supervisor.SystemdRuntimeDir(); dir != "" {
 		return filepath.Join(dir, supervisor.ControlSocketName), nil
 	}
-	return "", errors.New("cannot find the control socket: give --control PATH, --config FILE or --pid PID (outside systemd, baton logs its control socket at start)")
+	found := supervisor.Running(os.Geteuid())
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("no baton of uid %d is running here, or none answers on a control socket: give --control PATH, --config FILE or --pid PID", os.Geteuid())
+	case 1:
+		return found[0].Control, nil
+	}
+	list := make([]string, len(found))
+	for i, b := range found {
+		list[i] = fmt.Sprintf("pid %d (%s)", b.PID, b.Control)
+	}
+	return "", fmt.Errorf("%d batons are running: %s: pick one with --pid PID", len(found), strings.Join(list, ", "))
 }
 
 func checkCmd(args []string, stdout, stderr io.Writer) int {

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -80,6 +81,9 @@ type Stats struct {
 	// OutputDrops counts output lines (baton's and the workers') dropped
 	// because baton's standard error was not read fast enough.
 	OutputDrops int64 `json:"output_dropped"`
+	// ControlRefused counts control connections refused because their
+	// peer was neither root nor baton's own user.
+	ControlRefused int64 `json:"control_refused"`
 }
 
 type controlServer struct {
@@ -87,6 +91,9 @@ type controlServer struct {
 	ln      *net.UnixListener
 	once    sync.Once
 	passKey string // its name for the upgrader, "" if not registered
+	// refused counts the connections of peers that may not control
+	// this baton.
+	refused atomic.Int64
 }
 
 // openControl returns the control socket at path: the one the parent
@@ -148,6 +155,43 @@ func listenControl(path string) (*controlServer, error) {
 	return &controlServer{path: path, ln: ln}, nil
 }
 
+// refuse says why conn's peer may not control this baton, "" if it may:
+// only root and baton's own user may (the socket is 0600, but a careless
+// chmod, or a directory another user can reach, must not hand control
+// over). Each refusal is counted.
+func (c *controlServer) refuse(conn *net.UnixConn) string {
+	uid, err := peerUID(conn)
+	switch {
+	case err != nil:
+		c.refused.Add(1)
+		return fmt.Sprintf("control: refused: cannot tell who is asking: %v", err)
+	case uid != 0 && uid != os.Geteuid():
+		c.refused.Add(1)
+		return fmt.Sprintf("control: refused: uid %d may not control this baton (only root and uid %d may)", uid, os.Geteuid())
+	}
+	return ""
+}
+
+// peerUID returns the uid of the process at the other end, as the kernel
+// recorded it when it connected (SO_PEERCRED).
+func peerUID(conn *net.UnixConn) (int, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return -1, err
+	}
+	if serr != nil {
+		return -1, os.NewSyscallError("getsockopt SO_PEERCRED", serr)
+	}
+	return int(cred.Uid), nil
+}
+
 // close stops accepting; the socket file is removed unless keepPath
 // (another supervisor answers on it).
 func (c *controlServer) close(keepPath bool) {
@@ -183,6 +227,11 @@ func (c *controlServer) serve(post func(any), quit <-chan struct{}) {
 			}
 		}
 		delay = 0
+		if why := c.refuse(conn); why != "" {
+			writeResponse(conn, ControlResponse{Error: why})
+			conn.Close()
+			continue
+		}
 		select {
 		case slots <- struct{}{}:
 		default:
@@ -314,8 +363,13 @@ func (s *supervisor) stats() *Stats {
 		st.FDs = len(ents)
 	}
 	st.RSSKB = int(processRSS(os.Getpid()) >> 10)
+	st.ControlRefused = s.control.refused.Load()
 	return st
 }
+
+// ErrNoAnswer is wrapped by Request's error when no baton listens at the
+// path.
+var ErrNoAnswer = errors.New("supervisor: control socket: no baton answers")
 
 // Request sends one request to the control socket at path and waits for
 // the answer (a reload's comes when it is over), bounded by ctx.
@@ -323,18 +377,21 @@ func Request(ctx context.Context, path string, req ControlRequest) (ControlRespo
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return ControlResponse{}, fmt.Errorf("supervisor: control socket: %w", err)
+		return ControlResponse{}, fmt.Errorf("%w on %s: %w", ErrNoAnswer, path, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	b, _ := json.Marshal(req)
-	if _, err := conn.Write(append(b, '\n')); err != nil {
-		return ControlResponse{}, fmt.Errorf("supervisor: control socket: %w", err)
-	}
+	_, werr := conn.Write(append(b, '\n'))
+	// A refusal (busy, or not allowed) may come, and the connection
+	// close, before the request is written: its answer is still there.
 	var resp ControlResponse
 	br := bufio.NewReader(conn)
 	if err := json.NewDecoder(br).Decode(&resp); err != nil {
+		if werr != nil {
+			return resp, fmt.Errorf("supervisor: control socket: %w", werr)
+		}
 		if ctx.Err() != nil {
 			return resp, fmt.Errorf("supervisor: control socket: no answer: %w", ctx.Err())
 		}
