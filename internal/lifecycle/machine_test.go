@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -639,4 +640,42 @@ func contains(acts []string, prefix string) bool {
 		}
 	}
 	return false
+}
+
+func TestSnapshot(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) { c.Restart.Limit = 5 }), Options{})
+	pids := h.start()
+	if s := h.m.Snapshot(); s.Ready || s.Phase != "starting" || len(s.Procs) != 2 || s.Procs[0].State != "starting" {
+		t.Fatalf("while starting: %+v", s)
+	}
+	h.ready(pids...)
+	h.notify(pids[1], "STATUS=warm")
+	h.exit(pids[0], "exit status 1")
+	h.advance(time.Second)
+	h.ready(h.started()...)
+	h.step(Reload{})
+	s := h.m.Snapshot()
+	if !s.Ready || s.Phase != "reloading" || s.Generation != 1 || s.Budget.Used != 1 || s.Budget.Limit != 5 || s.Budget.Window != time.Minute {
+		t.Errorf("during a reload: %+v", s)
+	}
+	type row struct {
+		slot, pid, gen int
+		state, status  string
+		restarts       int
+	}
+	var got []row
+	for _, p := range s.Procs {
+		got = append(got, row{p.Slot, p.PID, p.Generation, p.State, p.Status, p.Restarts})
+	}
+	want := []row{{0, 103, 1, "ready", "", 1}, {0, 104, 2, "starting", "", 1}, {1, 102, 1, "ready", "warm", 0}, {1, 105, 2, "starting", "", 0}}
+	if !slices.Equal(got, want) {
+		t.Errorf("procs\n%v, want\n%v", got, want)
+	}
+	if len(s.Listeners) != 1 || s.Listeners[0] != (Listener{"http", "tcp://127.0.0.1:8080"}) {
+		t.Errorf("listeners %v", s.Listeners)
+	}
+	h.step(Stop{Signal: "terminated"})
+	if s := h.m.Snapshot(); s.Ready || s.Procs[0].State != "stopping" || s.LastReload.Err == nil {
+		t.Errorf("stopping: %+v", s)
+	}
 }

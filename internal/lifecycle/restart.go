@@ -8,7 +8,8 @@ import (
 // budget is the restart budget: restart.limit unplanned restarts per
 // sliding restart.window.
 type budget struct {
-	total int // unplanned restarts since start
+	total  int         // unplanned restarts since start
+	bySlot map[int]int // and of each slot
 	// times are the unplanned restarts within restart.window.
 	times []time.Time
 	spent bool // the budget ran out: no more replacements until a reload
@@ -25,10 +26,10 @@ func (b *budget) recent(now time.Time, window time.Duration) int {
 	return n
 }
 
-// spendRestart counts one unplanned replacement against the restart
-// budget. When the budget is already spent it gives up and returns
+// spendRestart counts one unplanned replacement of slot's worker against
+// the restart budget. When the budget is already spent it gives up and returns
 // false: the caller must not replace.
-func (m *Machine) spendRestart(why string) bool {
+func (m *Machine) spendRestart(slot int, why string) bool {
 	if m.budget.spent {
 		return false
 	}
@@ -47,6 +48,10 @@ func (m *Machine) spendRestart(why string) bool {
 	}
 	m.budget.times = append(m.budget.times, now)
 	m.budget.total++
+	if m.budget.bySlot == nil {
+		m.budget.bySlot = map[int]int{}
+	}
+	m.budget.bySlot[slot]++
 	return true
 }
 

@@ -1,22 +1,64 @@
 package lifecycle
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"time"
+)
 
-// Snapshot is the Machine's state as counts, for stats.
+// Snapshot is the Machine's state, as stats, status and health read it:
+// the one function that reads the state is Machine.Snapshot.
 type Snapshot struct {
-	Generation int // the serving one, 0 if none
-	Workers    int // live worker processes, draining ones included
-	Draining   int // generations draining
-	Restarts   int // unplanned restarts since start
-	Reloading  bool
+	Phase      string // starting, running, reloading, upgrading, stopping...
+	Generation int    // the serving one, 0 if none
+	Workers    int    // live worker processes, draining ones included
+	Draining   int    // generations draining
+	Restarts   int    // unplanned restarts since start
+	Reloading  bool   // a reload or self-upgrade is under way
 	// NotifyDrops counts notify messages from processes that are no
 	// worker's.
 	NotifyDrops int
+	// Ready: a generation whose workers are all ready serves (also during
+	// a reload), and baton is not stopping.
+	Ready bool
+	// Budget is the restart budget: Used restarts within Window of
+	// Limit; Spent once baton gave up restarting.
+	Budget struct {
+		Used, Limit int
+		Window      time.Duration
+		Spent       bool
+	}
+	// LastReload is the last reload's outcome; At is zero if none.
+	LastReload struct {
+		At  time.Time
+		Err error
+	}
+	// Listeners are the names and addresses of the configuration in
+	// force ("" for a socket from systemd).
+	Listeners []Listener
+	// Procs are the live workers, by slot, then generation.
+	Procs []Proc
 }
 
-// Snapshot returns the state as counts.
+// Listener is a configured socket.
+type Listener struct{ Name, Address string }
+
+// Proc is one live worker.
+type Proc struct {
+	Slot, PID, Generation int
+	// State is starting, ready, draining (replaced or leaving) or
+	// stopping (baton is stopping).
+	State   string
+	Started time.Time
+	// Restarts counts the unplanned restarts of its slot.
+	Restarts int
+	Status   string // its last STATUS=
+}
+
+// Snapshot returns the state.
 func (m *Machine) Snapshot() Snapshot {
 	s := Snapshot{
+		Phase:       m.phase.String(),
 		Workers:     len(m.workers),
 		Draining:    len(m.draining),
 		Restarts:    m.budget.total,
@@ -25,7 +67,30 @@ func (m *Machine) Snapshot() Snapshot {
 	}
 	if m.current != nil {
 		s.Generation = m.current.n
+		s.Ready = m.phase == running || m.phase == reloading || m.phase == upgrading
 	}
+	if m.inForce != nil {
+		r := m.config().Restart
+		s.Budget.Used, s.Budget.Limit, s.Budget.Window, s.Budget.Spent = m.budget.recent(m.env.Now(), r.Window.Std()), r.Limit, r.Window.Std(), m.budget.spent
+		for _, l := range m.config().Listen {
+			s.Listeners = append(s.Listeners, Listener{Name: l.Name, Address: l.Address})
+		}
+	}
+	s.LastReload.At, s.LastReload.Err = m.last.at, m.last.err
+	for _, w := range m.live() {
+		st := w.state.String()
+		if w.state == wDraining && m.stoppingOrGone() {
+			st = "stopping"
+		}
+		s.Procs = append(s.Procs, Proc{Slot: w.slot, PID: w.pid, Generation: w.gen.n, State: st, Started: w.started,
+			Restarts: m.budget.bySlot[w.slot], Status: w.status})
+	}
+	slices.SortStableFunc(s.Procs, func(a, b Proc) int {
+		if a.Slot != b.Slot {
+			return a.Slot - b.Slot
+		}
+		return a.Generation - b.Generation
+	})
 	return s
 }
 

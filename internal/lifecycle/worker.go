@@ -99,7 +99,7 @@ func (m *Machine) replaceFirst(w *worker, why string, then Signal) {
 	w.state = wDraining
 	m.armDrainDeadline(w)
 	g.slots[w.slot] = nil
-	if !m.spendRestart(fmt.Sprintf("%s %s", w, why)) {
+	if !m.spendRestart(w.slot, fmt.Sprintf("%s %s", w, why)) {
 		m.env.Signal(w.pid, then, Group)
 		m.publishStatus()
 		return
@@ -196,7 +196,7 @@ func (m *Machine) onExit(ev Exited) {
 		m.publishStatus()
 		return
 	}
-	if !m.spendRestart(fmt.Sprintf("%s exited: %s", w, ev.How)) {
+	if !m.spendRestart(w.slot, fmt.Sprintf("%s exited: %s", w, ev.How)) {
 		m.publishStatus()
 		return
 	}
@@ -247,7 +247,7 @@ func (m *Machine) retire(w *worker) {
 		return // a starting worker leaving fails its generation when it exits
 	}
 	g.slots[w.slot] = nil
-	if !m.spendRestart(fmt.Sprintf("%s is leaving", w)) {
+	if !m.spendRestart(w.slot, fmt.Sprintf("%s is leaving", w)) {
 		m.signalOld(w, SIGTERM) // no replacement: let it drain now
 		m.publishStatus()
 		return

@@ -46,7 +46,7 @@ const (
 // one line.
 type ControlRequest struct {
 	// Command is "reload" (wait for a reload's outcome), "upgrade" (wait
-	// for a self-upgrade's) or "stats".
+	// for a self-upgrade's), "stats" or "status".
 	Command string `json:"command"`
 }
 
@@ -61,8 +61,9 @@ type ControlResponse struct {
 	// Upgraded is set when a new baton process took over; PID is its pid.
 	Upgraded bool `json:"upgraded,omitempty"`
 	PID      int  `json:"pid,omitempty"`
-	// Stats.
-	Stats *Stats `json:"stats,omitempty"`
+	// Stats and Status.
+	Stats  *Stats  `json:"stats,omitempty"`
+	Status *Status `json:"status,omitempty"`
 }
 
 // Stats are baton's own resource counts, for leak checks and monitoring.
@@ -284,12 +285,12 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}) ControlR
 	// The reply channel is buffered: the loop never blocks on it.
 	reply := make(chan ControlResponse, 1)
 	switch req.Command {
-	case "stats":
-		post(statsEvent{reply: reply})
+	case "stats", "status":
+		post(readEvent{command: req.Command, reply: reply})
 	case "reload", "upgrade":
 		post(lifecycle.Reload{Upgrade: req.Command == "upgrade", Reply: func(r lifecycle.Result) { reply <- reloadResponse(r) }})
 	default:
-		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade or stats)", req.Command)}
+		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade, stats or status)", req.Command)}
 	}
 	r, ok := receive(reply, quit)
 	if !ok {

@@ -3,7 +3,6 @@ package supervisor
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,8 +16,9 @@ type Instance struct {
 }
 
 // Running lists the batons of user uid that answer on a control socket,
-// by pid: the processes of uid running `baton run` (the executable's name
-// starts with "baton") whose control socket ControlSocketOf finds. During
+// by pid: the processes of uid running `baton run` (whatever the
+// executable is called: their second argument is "run") whose control
+// socket ControlSocketOf finds. During
 // a self-upgrade the old and the new baton share one control socket: it
 // is listed once, under the lower pid.
 func Running(uid int) []Instance {
@@ -39,7 +39,7 @@ func Running(uid int) []Instance {
 		}
 		b, err := os.ReadFile(proc + "/cmdline")
 		argv := strings.Split(string(bytes.TrimRight(b, "\x00")), "\x00")
-		if err != nil || len(argv) < 2 || !strings.HasPrefix(filepath.Base(argv[0]), "baton") || argv[1] != "run" {
+		if err != nil || len(argv) < 2 || argv[1] != "run" {
 			continue
 		}
 		path, err := ControlSocketOf(pid)

@@ -25,24 +25,44 @@ func processRSS(pid int) int64 {
 	return 0
 }
 
-// parentPID reads a process's parent from /proc/PID/stat, or 0.
-func parentPID(pid int) int {
+// statFields returns the fields of /proc/PID/stat after the command
+// name (state, ppid, ...), nil if unknown. The name is in parentheses and
+// may itself contain ") ": the fields start after the last ')'.
+func statFields(pid int) [][]byte {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return nil
 	}
-	// The command name is in parentheses and may itself contain ") ":
-	// the fields after the last ')' are "state ppid ...".
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return nil
 	}
-	f := bytes.Fields(b[i+1:])
+	return bytes.Fields(b[i+1:])
+}
+
+// parentPID reads a process's parent, or 0.
+func parentPID(pid int) int {
+	f := statFields(pid)
 	if len(f) < 2 {
 		return 0
 	}
 	ppid, _ := strconv.Atoi(string(f[1]))
 	return ppid
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times on every Linux.
+const clockTicks = 100
+
+// processCPU returns a process's user and system CPU time in seconds
+// (stat's utime and stime), 0 if unknown.
+func processCPU(pid int) float64 {
+	f := statFields(pid)
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(string(f[11]), 10, 64)
+	stime, _ := strconv.ParseInt(string(f[12]), 10, 64)
+	return float64(utime+stime) / clockTicks
 }
 
 // childPIDs returns this process's children, zombies included.

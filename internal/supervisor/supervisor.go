@@ -77,9 +77,12 @@ type Options struct {
 	Version string
 }
 
-// statsEvent asks the loop for stats; the other events it reads are
-// lifecycle.Events.
-type statsEvent struct{ reply chan<- ControlResponse }
+// readEvent asks the loop for stats or status; the other events it reads
+// are lifecycle.Events.
+type readEvent struct {
+	command string
+	reply   chan<- ControlResponse
+}
 
 // supervisor is the imperative shell around the lifecycle.Machine: it
 // holds the sockets, processes and goroutines, runs the loop that feeds
@@ -117,6 +120,7 @@ type supervisor struct {
 
 	upg     *upgrade.Upgrader
 	version string
+	started time.Time  // when this baton process started
 	dir     runtimeDir // notify and (by default) control socket
 	// parent is the baton this one takes over from (0 if none): until
 	// this one is in charge, it leaves shared sockets and paths alone.
@@ -155,6 +159,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		reaper:    newReaper(),
 		upg:       opts.Upgrader,
 		version:   opts.Version,
+		started:   time.Now(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -317,8 +322,12 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 			}
 			s.onSignal(sig)
 		case ev := <-s.events:
-			if st, ok := ev.(statsEvent); ok {
-				st.reply <- ControlResponse{OK: true, Stats: s.stats()}
+			if r, ok := ev.(readEvent); ok {
+				if r.command == "status" {
+					r.reply <- ControlResponse{OK: true, Status: s.status()}
+				} else {
+					r.reply <- ControlResponse{OK: true, Stats: s.stats()}
+				}
 				break
 			}
 			s.m.Step(ev.(lifecycle.Event))

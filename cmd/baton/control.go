@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/console"
+	"github.com/batonhq/baton/internal/supervisor"
+)
+
+// target is how a command names the running baton it talks to.
+type target struct {
+	control, config string
+	pid             int
+}
+
+// flags adds --control, --config and --pid to fs.
+func (t *target) flags(fs *flag.FlagSet) {
+	fs.StringVar(&t.control, "control", "", "control socket `path` (default: control.socket of --config, else $BATON_SOCKET, else $RUNTIME_DIRECTORY/baton.sock, else the one baton of this user running)")
+	fs.StringVar(&t.config, "config", "", "the running baton's configuration `file`, to find its control socket")
+	fs.IntVar(&t.pid, "pid", 0, "`PID` of the baton: its control socket is found through the process")
+}
+
+// parse parses a control command's flags; ok is false when the command
+// is over (help, or a usage error: code says which).
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "baton: %s: unexpected argument %q\n", strings.TrimPrefix(fs.Name(), "baton "), fs.Arg(0))
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// request sends req to the baton t names; the error is ready to print.
+func (t *target) request(ctx context.Context, req supervisor.ControlRequest) (supervisor.ControlResponse, int, error) {
+	path, err := controlPath(t.control, t.config, t.pid)
+	if err != nil {
+		return supervisor.ControlResponse{}, exitUsage, err
+	}
+	resp, err := supervisor.Request(ctx, path, req)
+	if errors.Is(err, supervisor.ErrNoAnswer) {
+		err = fmt.Errorf("%w (name another with --control PATH, --config FILE or --pid PID)", err)
+	}
+	if err != nil {
+		return resp, exitFailed, err
+	}
+	return resp, exitOK, nil
+}
+
+// controlCmd is `baton reload` and `baton upgrade`: one request to the
+// running baton's control socket, waiting for the outcome.
+func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("baton "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var t target
+	t.flags(fs)
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
+	what := "Starts a new generation of workers and waits: exit 0 once it serves, 1 if the reload failed or was rolled back (the old workers still serve). When the baton executable on disk was replaced, the reload is a self-upgrade."
+	if cmd == "upgrade" {
+		what = "Starts a new baton from the executable on disk, which takes over every socket and starts its own workers, and waits: exit 0 once it serves (the old baton then drains and exits), 1 if it failed (the old baton and its workers still serve)."
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: baton %s [--control PATH | --config FILE | --pid PID] [--timeout D]\n\n%s\n\nflags:\n", cmd, what)
+		fs.PrintDefaults()
+	}
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	resp, code, err := t.request(ctx, supervisor.ControlRequest{Command: cmd})
+	if err != nil {
+		fmt.Fprintf(stderr, "baton: %s: %v\n", cmd, err)
+		return code
+	}
+	switch {
+	case resp.Upgraded && resp.Generation == 0:
+		// The new baton answers elsewhere (its control socket moved).
+		fmt.Fprintf(stdout, "%s ok: upgraded to baton pid %d (%.2fs)\n", cmd, resp.PID, resp.Seconds)
+	case cmd == "upgrade":
+		fmt.Fprintf(stdout, "upgrade ok: baton pid %d serving generation %d with %d workers (%.2fs)\n", resp.PID, resp.Generation, resp.Workers, resp.Seconds)
+	case resp.Upgraded:
+		fmt.Fprintf(stdout, "reload ok: upgraded to baton pid %d, generation %d serving with %d workers (%.2fs)\n", resp.PID, resp.Generation, resp.Workers, resp.Seconds)
+	default:
+		fmt.Fprintf(stdout, "reload ok: generation %d serving with %d workers (%.2fs)\n", resp.Generation, resp.Workers, resp.Seconds)
+	}
+	return exitOK
+}
+
+// statusCmd is `baton status`: the running baton and its workers, as a
+// table (redrawn every second with --watch) or JSON.
+func statusCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("baton status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var t target
+	t.flags(fs)
+	asJSON := fs.Bool("json", false, "print the status as JSON (schema: docs/control.md)")
+	watch := fs.Bool("watch", false, "redraw the table every second until interrupted")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: baton status [--control PATH | --config FILE | --pid PID] [--json | --watch]\n\nShows baton (pid, version, uptime, generation, listeners, restart budget, last reload) and a row per worker: slot, pid, generation, state, uptime, restarts of its slot, cpu, memory, its last STATUS=.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	if *asJSON && *watch {
+		fmt.Fprintln(stderr, "baton status: --json and --watch do not go together")
+		return exitUsage
+	}
+	get := func() (*supervisor.Status, int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, code, err := t.request(ctx, supervisor.ControlRequest{Command: "status"})
+		if err == nil && resp.Status == nil {
+			err, code = errors.New("the baton sent no status (an older version?)"), exitFailed
+		}
+		return resp.Status, code, err
+	}
+	st, code, err := get()
+	if err != nil {
+		fmt.Fprintf(stderr, "baton status: %v\n", err)
+		return code
+	}
+	switch {
+	case *asJSON:
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(st); err != nil {
+			return exitFailed
+		}
+		return exitOK
+	case !*watch:
+		if err := console.Table(stdout, st, nil, st.At); err != nil {
+			return exitFailed
+		}
+		return exitOK
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(stop)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var prev *supervisor.Status
+	for clear := "\x1b[2J"; ; clear = "" {
+		// Home, draw, clear what the last frame left below.
+		var b strings.Builder
+		b.WriteString("\x1b[H" + clear)
+		console.Table(&b, st, prev, st.At)
+		b.WriteString("\x1b[J")
+		if _, err := io.WriteString(stdout, strings.ReplaceAll(b.String(), "\n", "\x1b[K\n")); err != nil {
+			return exitFailed
+		}
+		select {
+		case <-stop:
+			return exitOK
+		case <-tick.C:
+		}
+		next, code, err := get()
+		if err != nil {
+			fmt.Fprintf(stderr, "baton status: %v\n", err)
+			return code
+		}
+		prev, st = st, next
+	}
+}
+
+// controlPath finds a running baton's control socket: --control, else
+// --config's control.socket, else --pid's, else $BATON_SOCKET, else
+// systemd's runtime directory (a command run by ExecReload=), else the
+// one baton of this user that is running.
+func controlPath(control, cfgPath string, pid int) (string, error) {
+	switch {
+	case control != "":
+		return control, nil
+	case cfgPath != "":
+		c, err := config.Load(cfgPath)
+		if err != nil {
+			return "", err
+		}
+		if c.Control.Socket != "" {
+			return c.Control.Socket, nil
+		}
+	case pid > 0:
+		return supervisor.ControlSocketOf(pid)
+	}
+	if p := os.Getenv("BATON_SOCKET"); p != "" {
+		return p, nil
+	}
+	if dir := supervisor.SystemdRuntimeDir(); dir != "" {
+		return filepath.Join(dir, supervisor.ControlSocketName), nil
+	}
+	found := supervisor.Running(os.Geteuid())
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("no baton of uid %d is running here, or none answers on a control socket: give --control PATH, --config FILE or --pid PID", os.Geteuid())
+	case 1:
+		return found[0].Control, nil
+	}
+	list := make([]string, len(found))
+	for i, b := range found {
+		list[i] = fmt.Sprintf("pid %d (%s)", b.PID, b.Control)
+	}
+	return "", fmt.Errorf("%d batons are running: %s: pick one with --pid PID", len(found), strings.Join(list, ", "))
+}

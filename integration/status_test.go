@@ -1,0 +1,102 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/internal/supervisor"
+)
+
+// statusRows returns the pids and states of `baton status`'s worker rows.
+func statusRows(t *testing.T, control string) (pids []int, states []string) {
+	t.Helper()
+	code, out := ctl(t, "status", "--control", control)
+	if code != 0 {
+		t.Fatalf("baton status: exit %d: %s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 2 || !strings.HasPrefix(lines[0], "baton pid ") || !strings.HasPrefix(lines[1], "slot  pid  ") {
+		t.Fatalf("baton status printed no table:\n%s", out)
+	}
+	for _, l := range lines[2:] {
+		f := strings.Fields(l)
+		pid, err := strconv.Atoi(f[1])
+		if err != nil {
+			t.Fatalf("row %q: %v", l, err)
+		}
+		pids, states = append(pids, pid), append(states, f[3])
+	}
+	slices.Sort(pids)
+	return pids, states
+}
+
+// `baton status` lists exactly the live workers, and new ones after a
+// reload; `--json` has exactly the fields docs/control.md documents.
+func TestStatusShowsLiveWorkers(t *testing.T) {
+	control := filepath.Join(t.TempDir(), "ctl.sock")
+	b := startBaton(t, "--workers", "2", "--control", control, "--", bin.hello)
+	pid := b.cmd.Process.Pid
+	before, states := statusRows(t, control)
+	if live := children(pid); !slices.Equal(before, live) || !slices.Equal(states, []string{"ready", "ready"}) {
+		t.Errorf("status lists %v %v, baton's children are %v", before, states, live)
+	}
+	if code, out := ctl(t, "reload", "--control", control); code != 0 {
+		t.Fatalf("reload: exit %d: %s", code, out)
+	}
+	// The old generation drains: wait until only the new one is left.
+	b.out.waitFrom(0, regexp.MustCompile(`generation 1 drained`), 30*time.Second)
+	after, states := statusRows(t, control)
+	if live := children(pid); !slices.Equal(after, live) || len(after) != 2 || slices.ContainsFunc(after, func(p int) bool { return slices.Contains(before, p) }) {
+		t.Errorf("after a reload status lists %v %v, baton's children are %v, before %v", after, states, live, before)
+	}
+
+	code, out := ctl(t, "status", "--control", control, "--json")
+	if code != 0 {
+		t.Fatalf("status --json: exit %d: %s", code, out)
+	}
+	var st supervisor.Status
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil || st.PID != pid || st.Generation != 2 || len(st.Workers) != 2 || !st.Ready || st.LastReload == nil || !st.LastReload.OK {
+		t.Errorf("status --json: %v: %+v", err, st)
+	}
+	// Every key printed is documented, and every documented key printed.
+	var doc map[string]any
+	json.Unmarshal([]byte(out), &doc)
+	keys := map[string]bool{}
+	for k := range doc {
+		keys[k] = true
+	}
+	for _, w := range doc["workers"].([]any) {
+		for k := range w.(map[string]any) {
+			keys[k] = true
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(repoRoot, "docs", "control.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := md[bytes.Index(md, []byte("## Status")):bytes.Index(md, []byte("## Finding the socket"))]
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\|").FindAllSubmatch(section, -1) {
+		documented[string(m[1])] = true
+	}
+	for k := range keys {
+		if !documented[k] {
+			t.Errorf("status --json prints %q, which docs/control.md does not document", k)
+		}
+	}
+	for k := range documented {
+		if !keys[k] && k != "status" { // a worker's STATUS=, absent when it sent none
+			t.Errorf("docs/control.md documents %q, which status --json does not print", k)
+		}
+	}
+}
