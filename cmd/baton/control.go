@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -102,6 +103,82 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "reload ok: generation %d serving with %d workers (%.2fs)\n", resp.Generation, resp.Workers, resp.Seconds)
 	}
 	return exitOK
+}
+
+// operatorCmd is `baton scale N|+N|-N`, `baton restart SLOT` and `baton
+// stop`: one request, waiting for its outcome.
+func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("baton "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var t target
+	t.flags(fs)
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
+	help := map[string][2]string{
+		"scale":   {"N|+N|-N", "Sets the number of workers: new ones start and are waited for until ready; the extras drain, as on a reload. The count holds until the next reload, which applies the configuration's worker.count again."},
+		"restart": {"SLOT", "Replaces the worker of SLOT (see baton status): a new one starts, and once it is ready the old one drains."},
+		"stop":    {"", "Stops baton as SIGTERM does (every worker drains) and waits until it has."},
+	}[cmd]
+	usage, what := help[0], help[1]
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: baton %s [--control PATH | --config FILE | --pid PID] [--timeout D] %s\n\n%s\n\nflags:\n", cmd, usage, what)
+		fs.PrintDefaults()
+	}
+	// The count or slot may come anywhere, and "-1" is no flag.
+	var numbers, rest []string
+	for _, a := range args {
+		if isCount(a) {
+			numbers = append(numbers, a)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	numbers = append(numbers, fs.Args()...)
+	req := supervisor.ControlRequest{Command: cmd}
+	want := 1
+	if cmd == "stop" {
+		want = 0
+	}
+	if len(numbers) != want {
+		fmt.Fprintf(stderr, "baton %s: want %d argument(s) (%s), got %q\n", cmd, want, usage, numbers)
+		return exitUsage
+	}
+	switch cmd {
+	case "scale":
+		req.Workers = numbers[0]
+	case "restart":
+		slot, err := strconv.Atoi(numbers[0])
+		if err != nil || slot < 0 {
+			fmt.Fprintf(stderr, "baton restart: slot %q: want a number, as baton status shows it\n", numbers[0])
+			return exitUsage
+		}
+		req.Slot = &slot
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	resp, code, err := t.request(ctx, req)
+	if err != nil {
+		fmt.Fprintf(stderr, "baton: %s: %v\n", cmd, err)
+		return code
+	}
+	switch cmd {
+	case "stop":
+		fmt.Fprintln(stdout, "stop ok: every worker drained, baton exited")
+	default:
+		fmt.Fprintf(stdout, "%s ok: generation %d serving with %d workers\n", cmd, resp.Generation, resp.Workers)
+	}
+	return exitOK
+}
+
+// isCount reports whether a is a number, signed or not ("4", "+1", "-1").
+func isCount(a string) bool {
+	_, err := strconv.Atoi(a)
+	return err == nil
 }
 
 // statusCmd is `baton status`: the running baton and its workers, as a

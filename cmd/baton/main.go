@@ -46,6 +46,9 @@ commands:
   reload   reload a running baton and wait for the outcome
   upgrade  replace a running baton by the executable on disk, sockets kept open
   status   show a running baton and its workers (--json, --watch)
+  scale    set the number of workers: baton scale 4, +1, -1
+  restart  replace one worker, new first: baton restart SLOT
+  stop     drain every worker and stop baton, waiting until it has
   check    validate a configuration file:  baton check --config FILE
   version  print the version
 
@@ -68,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return controlCmd(cmd, rest, stdout, stderr)
 	case "status":
 		return statusCmd(rest, stdout, stderr)
+	case "scale", "restart", "stop":
+		return operatorCmd(cmd, rest, stdout, stderr)
 	case "check":
 		return checkCmd(rest, stdout, stderr)
 	case spawn.ShimCommand:

@@ -28,9 +28,31 @@ type Reload struct {
 }
 
 // Stop asks baton to drain and exit. Signal names the signal it came
-// from ("" when not from one: a cancelled context); a second stop signal
-// kills every worker at once.
-type Stop struct{ Signal string }
+// from ("" when not from one: a cancelled context, or a control request);
+// a second stop signal kills every worker at once. Reply, if not nil,
+// gets the outcome once every worker is gone (Finish).
+type Stop struct {
+	Signal string
+	Reply  func(Result)
+}
+
+// Restart replaces the serving worker of Slot: a new one first, then the
+// old one drains. Reply gets the outcome once the new one is ready.
+type Restart struct {
+	Slot  int
+	Reply func(Result)
+}
+
+// Scale sets the serving generation's number of workers to N (to the
+// current number plus N when Relative; N may be negative): new workers
+// start, readiness-gated; the extras drain. The count holds until the
+// next reload, which applies the configuration's again. Reply gets the
+// outcome once every worker of the new count is ready.
+type Scale struct {
+	N        int
+	Relative bool
+	Reply    func(Result)
+}
 
 // UpgradeDone: the self-upgrade started by Upgrades.Upgrade ended. Err
 // is nil when the successor took over; ParentRunning: it could not even
@@ -81,12 +103,16 @@ const (
 	upgradeDeadline                   // the successor neither took over nor gave up: SIGTERM
 	upgradeKill                       // nor after SIGTERM: SIGKILL
 	memoryCheck                       // time to compare workers' memory with worker.max_memory
+	scaleDeadline                     // a scale-up's workers are not all ready in reload.timeout
+	orphanCheck                       // time to see whether the orphans signalled are gone
 )
 
 func (Exited) event()        {}
 func (Notified) event()      {}
 func (Reload) event()        {}
 func (Stop) event()          {}
+func (Restart) event()       {}
+func (Scale) event()         {}
 func (UpgradeDone) event()   {}
 func (SuccessorInfo) event() {}
 func (Timer) event()         {}

@@ -52,6 +52,20 @@ func (g *generation) readyCount() int {
 
 func (g *generation) allReady() bool { return g.readyCount() == len(g.slots) }
 
+// holds reports whether w is the worker of its slot (not replaced, and
+// the slot not scaled away).
+func (g *generation) holds(w *worker) bool { return w.slot < len(g.slots) && g.slots[w.slot] == w }
+
+// resize makes g n slots wide: new slots are empty, the ones beyond n
+// are forgotten (their workers drain).
+func (g *generation) resize(n int) {
+	for len(g.slots) < n {
+		g.slots, g.crashes, g.lastExit = append(g.slots, nil), append(g.crashes, 0), append(g.lastExit, "")
+	}
+	g.slots, g.crashes, g.lastExit = g.slots[:n], g.crashes[:n], g.lastExit[:n]
+	g.started = min(g.started, n)
+}
+
 // notReadyError says why g is not ready by its deadline: a worker still
 // starting, else how the last worker of an empty slot ended.
 func (g *generation) notReadyError() error {

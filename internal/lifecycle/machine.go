@@ -17,6 +17,10 @@ import (
 // then crash follow the restart budget's backoff instead.
 const RespawnDelay = 100 * time.Millisecond
 
+// OrphanCheckInterval is how often a stopping baton looks whether the
+// orphans it signalled are gone, when no exit told it.
+const OrphanCheckInterval = 200 * time.Millisecond
+
 // MemoryCheckInterval is how often workers' resident memory is compared
 // with worker.max_memory.
 const MemoryCheckInterval = time.Second
@@ -94,16 +98,22 @@ type Machine struct {
 	draining []*generation   // old generations whose workers are leaving
 	workers  map[int]*worker // every live worker process, by pid
 	// orphans are the children that are no worker, signalled since baton
-	// began to stop (sweepOrphans); baton exits once they are reaped.
-	orphans map[int]bool
+	// began to stop (sweepOrphans); baton exits once they are gone.
+	// orphanCheck: a timer to look again is armed.
+	orphans     map[int]bool
+	orphanCheck bool
 	// successor is the pid of the baton that took over, once known.
 	successor int
 
-	reload  *reload // the reload under way, nil if none
-	queued  queue   // reload requests that came while one could not start
-	last    outcome
-	budget  budget
-	stopSig int // stop signals received
+	reload *reload // the reload under way, nil if none
+	// scaling is the scale-up waiting for its new workers, nil if none;
+	// stopWaiters wait for the end of a stop.
+	scaling     func(Result)
+	stopWaiters []func(Result)
+	queued      queue // reload requests that came while one could not start
+	last        outcome
+	budget      budget
+	stopSig     int // stop signals received
 
 	dropped int // notify messages from unknown senders
 	// walks ancestry lookups were made in the second from walkSecond.
@@ -173,6 +183,10 @@ func (m *Machine) Step(ev Event) {
 		m.requestReload(ev.Reply, ev.Upgrade)
 	case Stop:
 		m.onStop(ev)
+	case Restart:
+		m.onRestart(ev)
+	case Scale:
+		m.onScale(ev)
 	case UpgradeDone:
 		m.onUpgradeDone(ev)
 	case SuccessorInfo:
@@ -196,6 +210,10 @@ func (m *Machine) Finish() error {
 	if m.charge == parentInCharge && m.err == nil {
 		m.err = errors.New("supervisor: stopped before taking over from the previous baton")
 	}
+	for _, reply := range m.stopWaiters {
+		reply(Result{Err: m.err})
+	}
+	m.stopWaiters = nil
 	switch {
 	case m.charge == successorInCharge:
 		m.log.Info("handed over: exiting")
@@ -217,8 +235,15 @@ func (m *Machine) Sharing() bool {
 func (m *Machine) InCharge() bool { return m.charge == inCharge }
 
 func (m *Machine) onStop(ev Stop) {
+	if ev.Reply != nil {
+		m.stopWaiters = append(m.stopWaiters, ev.Reply)
+	}
 	if ev.Signal == "" {
-		m.log.Info("stopping: context cancelled")
+		if ev.Reply != nil {
+			m.log.Info("stopping: asked on the control socket")
+		} else {
+			m.log.Info("stopping: context cancelled")
+		}
 		m.beginStop()
 		return
 	}
@@ -247,7 +272,7 @@ func (m *Machine) onTimer(t Timer) {
 		}
 	case respawnSlot:
 		g := t.g
-		if m.stoppingOrGone() || g.state == genDraining || g.slots[t.slot] != nil {
+		if m.stoppingOrGone() || g.state == genDraining || t.slot >= len(g.slots) || g.slots[t.slot] != nil {
 			return
 		}
 		m.refill(g, t.slot, nil, 0)
@@ -275,6 +300,11 @@ func (m *Machine) onTimer(t Timer) {
 		}
 	case upgradeDeadline, upgradeKill:
 		m.onUpgradeDeadline(t.kind == upgradeKill)
+	case scaleDeadline:
+		m.scaleTimedOut(t.g)
+	case orphanCheck:
+		m.orphanCheck = false
+		m.sweepOrphans()
 	case stopDeadline:
 		if len(m.workers) > 0 {
 			m.log.Warn("drain timed out, killing workers", "left", len(m.workers))
@@ -336,6 +366,7 @@ func (m *Machine) beginStop() {
 // drains.
 func (m *Machine) stopNow() {
 	m.env.NoMoreUpgrades()
+	m.endScaling(errStopping)
 	m.phase = stopping // no queued reload starts now; no successor shares
 	m.sendSystemd("STOPPING=1")
 	m.finishReload(errStopping)

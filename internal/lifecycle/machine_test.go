@@ -557,8 +557,11 @@ func TestSecondStopSignalDuringUpgrade(t *testing.T) {
 	h.exit(102, "killed by SIGKILL")
 	h.advance(time.Minute)
 	h.none("start ")
+	// The upgrader, not the reaper, waits for the new baton: its end is
+	// never an Exited event, but baton must still see it gone.
 	h.step(UpgradeDone{PID: 900, Err: errors.New("upgrade: terminating")})
-	h.exit(900, "killed by SIGKILL")
+	delete(h.env.live, 900)
+	h.advance(time.Second)
 	if !h.m.Done() {
 		t.Error("not done once every child is gone")
 	}
@@ -677,5 +680,130 @@ func TestSnapshot(t *testing.T) {
 	h.step(Stop{Signal: "terminated"})
 	if s := h.m.Snapshot(); s.Ready || s.Procs[0].State != "stopping" || s.LastReload.Err == nil {
 		t.Errorf("stopping: %+v", s)
+	}
+}
+
+func TestOperatorRestart(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.serve()
+	rep, got := reply()
+	h.step(Restart{Slot: 1, Reply: rep})
+	h.want("start g1 s1 = 103")
+	if s := signalsTo(h.take(), pids[1]); len(s) != 0 || len(*got) != 0 {
+		t.Fatalf("before the replacement is ready: old got %v, reply %+v", s, *got)
+	}
+	h.ready(103)
+	if s := signalsTo(h.take(), pids[1]); len(s) != 1 || s[0] != "SIGTERM group" {
+		t.Errorf("old worker got %v once its replacement was ready, want SIGTERM", s)
+	}
+	if len(*got) != 1 || (*got)[0].Err != nil || h.m.Snapshot().Restarts != 0 {
+		t.Errorf("reply %+v, restarts %d (an operator's restart spends no budget)", *got, h.m.Snapshot().Restarts)
+	}
+	for _, tt := range []struct {
+		slot int
+		want string
+	}{{2, "no slot 2 (the slots are 0 to 1)"}, {-1, "no slot -1"}} {
+		rep, got := reply()
+		h.step(Restart{Slot: tt.slot, Reply: rep})
+		if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), tt.want) {
+			t.Errorf("restart %d: %+v, want %q", tt.slot, *got, tt.want)
+		}
+	}
+	// A replacement that dies before it is ready fails the restart.
+	rep, got = reply()
+	h.step(Restart{Slot: 0, Reply: rep})
+	h.exit(104, "exit status 1")
+	if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "worker 0 (pid 104) exited before it was ready: exit status 1") {
+		t.Errorf("reply %+v", *got)
+	}
+	// While a reload runs, the pool is not the operator's to change.
+	h.step(Reload{})
+	rep, got = reply()
+	h.step(Restart{Slot: 0, Reply: rep})
+	if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "baton is reloading: try again once it serves") {
+		t.Errorf("during a reload: %+v", *got)
+	}
+}
+
+func TestScale(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.serve()
+	rep, got := reply()
+	h.step(Scale{N: 4, Reply: rep})
+	h.want("start g1 s2 = 103", "start g1 s3 = 104")
+	h.ready(103)
+	if len(*got) != 0 {
+		t.Fatal("answered before every new worker was ready")
+	}
+	h.ready(104)
+	if len(*got) != 1 || (*got)[0].Err != nil || (*got)[0].Workers != 4 {
+		t.Fatalf("scale to 4: %+v", *got)
+	}
+	rep, got = reply()
+	h.step(Scale{N: -3, Relative: true, Reply: rep})
+	acts := h.take()
+	for _, pid := range []int{pids[1], 103, 104} {
+		if s := signalsTo(acts, pid); len(s) != 1 || s[0] != "SIGTERM group" {
+			t.Errorf("worker %d got %v on the scale down, want SIGTERM (a drain)", pid, s)
+		}
+	}
+	if len(*got) != 1 || (*got)[0].Workers != 1 {
+		t.Fatalf("scale -3: %+v", *got)
+	}
+	// The drained extras exit; nothing replaces them.
+	for _, pid := range []int{pids[1], 103, 104} {
+		h.exit(pid, "exit status 0")
+	}
+	h.advance(time.Minute)
+	h.none("start ")
+	if s := h.m.Snapshot(); len(s.Procs) != 1 || s.Procs[0].PID != pids[0] {
+		t.Errorf("after the scale down: %+v", s.Procs)
+	}
+	for _, tt := range []Scale{{N: 0}, {N: -1, Relative: true}, {N: 1025}} {
+		rep, got := reply()
+		tt.Reply = rep
+		h.step(tt)
+		if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "want 1 to 1024") {
+			t.Errorf("%+v: %+v", tt, *got)
+		}
+	}
+	// A reload applies the configuration's count again.
+	h.step(Reload{})
+	if s := h.started(); len(s) != 2 {
+		t.Errorf("the reload after scaling started %v, want the config's 2 workers", s)
+	}
+}
+
+func TestScaleUpNotReadyInTime(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.serve()
+	rep, got := reply()
+	h.step(Scale{N: 1, Relative: true, Reply: rep})
+	h.advance(time.Minute)
+	if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "not every worker was ready within 1m0s (2 of 3 are)") {
+		t.Fatalf("reply %+v", *got)
+	}
+	// The pool may be changed again.
+	rep, got = reply()
+	h.step(Scale{N: 2, Reply: rep})
+	if len(*got) != 1 || (*got)[0].Err != nil {
+		t.Errorf("scale back to 2: %+v", *got)
+	}
+}
+
+func TestStopAnswersOnceDone(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.serve()
+	rep, got := reply()
+	h.step(Stop{Reply: rep})
+	h.want("no more upgrades", "systemd STOPPING=1", "signal 101 SIGTERM group")
+	for _, pid := range pids {
+		h.exit(pid, "exit status 0")
+	}
+	if !h.m.Done() || len(*got) != 0 {
+		t.Fatalf("done %v, reply %+v before Finish", h.m.Done(), *got)
+	}
+	if err := h.m.Finish(); err != nil || len(*got) != 1 || (*got)[0].Err != nil {
+		t.Errorf("finish: %v, reply %+v", err, *got)
 	}
 }

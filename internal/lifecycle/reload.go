@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -83,6 +84,7 @@ func (m *Machine) runQueued() {
 // until the new one is all ready. A new baton executable on disk makes it
 // a self-upgrade.
 func (m *Machine) beginReload(waiters []func(Result), upgrade bool) {
+	m.endScaling(errors.New("supervisor: scale: a reload came before every new worker was ready"))
 	m.phase = reloading
 	m.reload = &reload{started: m.env.Now(), waiters: waiters}
 	m.sendSystemd("RELOADING=1")

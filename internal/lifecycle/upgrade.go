@@ -121,13 +121,14 @@ func (m *Machine) onUpgradeDone(ev UpgradeDone) {
 		ev.PID = m.successorPID() // it did not say (not a baton of this kind?)
 	}
 	m.successor = ev.PID
+	stopAsked := m.phase == cancellingUpgrade
 	m.charge = successorInCharge
 	m.log.Info("self-upgrade done, draining this baton's workers", "new_pid", ev.PID)
 	m.env.HandOver(ev.PID)
 	switch {
-	case m.stopSig > 0 && !r.successorTermed && ev.PID > 0:
-		// The stop signal was meant for the service: pass it on (once:
-		// a second SIGTERM kills).
+	case stopAsked && !r.successorTermed && ev.PID > 0:
+		// The stop was meant for the service: pass it on (once: a
+		// second SIGTERM kills).
 		m.log.Info("passing the stop on to the new baton", "pid", ev.PID)
 		m.env.Signal(ev.PID, SIGTERM, Process)
 	case m.queued.signal && ev.PID > 0:

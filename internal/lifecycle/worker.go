@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -38,6 +39,9 @@ type worker struct {
 	// once this one is ready, that one gets thenSignal.
 	replaces   *worker
 	thenSignal Signal
+	// onReady, if not nil, is told once this worker is ready (or that it
+	// exited before): an operator's restart waits for it.
+	onReady func(Result)
 }
 
 func (w *worker) String() string { return fmt.Sprintf("worker %d (pid %d)", w.slot, w.pid) }
@@ -91,7 +95,7 @@ func (m *Machine) replaceFirst(w *worker, why string, then Signal) {
 	if w.state == wDraining {
 		return
 	}
-	if g != m.current || g.slots[w.slot] != w || m.stoppingOrGone() {
+	if g != m.current || !g.holds(w) || m.stoppingOrGone() {
 		m.env.Signal(w.pid, then, Group) // not serving: nothing to replace it for
 		return
 	}
@@ -164,6 +168,10 @@ func (m *Machine) onExit(ev Exited) {
 		return
 	}
 	delete(m.workers, ev.PID)
+	if reply := w.onReady; reply != nil {
+		w.onReady = nil
+		reply(Result{Err: fmt.Errorf("supervisor: %s exited before it was ready: %s", w, ev.How)})
+	}
 	m.exited[m.nexit%len(m.exited)] = ev.PID
 	m.nexit++
 	w.stopTimers()
@@ -171,8 +179,8 @@ func (m *Machine) onExit(ev Exited) {
 	m.env.Signal(w.pid, SIGKILL, Group)
 	g := w.gen
 	g.live--
-	if g.slots[w.slot] != w {
-		// Replaced already: it was draining.
+	if !g.holds(w) {
+		// Replaced (or scaled away) already: it was draining.
 		m.log.Info("worker exited", "slot", w.slot, "pid", w.pid, "generation", g.n, "how", ev.How)
 		if g.state == genDraining && g.live == 0 {
 			m.generationGone(g)
@@ -214,6 +222,13 @@ func (m *Machine) markReady(w *worker) {
 		w.replaces = nil
 		m.signalOld(old, w.thenSignal)
 	}
+	if reply := w.onReady; reply != nil {
+		w.onReady = nil
+		reply(Result{Generation: g.n, Workers: len(g.slots)})
+	}
+	if g == m.current {
+		m.checkScaled()
+	}
 	if g != m.next {
 		m.publishStatus()
 		return
@@ -243,7 +258,7 @@ func (m *Machine) retire(w *worker) {
 	w.state = wDraining
 	g := w.gen
 	m.armDrainDeadline(w)
-	if g.slots[w.slot] != w || g != m.current || m.stoppingOrGone() {
+	if !g.holds(w) || g != m.current || m.stoppingOrGone() {
 		return // a starting worker leaving fails its generation when it exits
 	}
 	g.slots[w.slot] = nil
@@ -284,13 +299,22 @@ func (m *Machine) checkMemory() {
 // again, with SIGKILL, once killing. It does nothing until baton stops:
 // while it serves, orphans are only reaped when they exit. Each orphan
 // that exits may hand its own children to baton in turn, so the sweep
-// runs again on every exit.
+// runs again on every exit. An orphan that is no longer a child is gone
+// even without an Exited event: the new baton of a self-upgrade cut
+// short is the upgrader's to reap, not the reaper's. So while orphans
+// are left, the sweep runs again every OrphanCheckInterval.
 func (m *Machine) sweepOrphans() {
 	if !m.stoppingOrGone() || m.charge == successorInCharge && m.successor == 0 {
 		return // a successor we cannot tell from an orphan must live
 	}
 	kill := m.phase == killing
-	for _, pid := range m.env.Children() {
+	children := m.env.Children()
+	for pid := range m.orphans {
+		if !slices.Contains(children, pid) {
+			delete(m.orphans, pid)
+		}
+	}
+	for _, pid := range children {
 		if m.workers[pid] != nil || pid == m.successor || m.orphans[pid] && !kill {
 			continue
 		}
@@ -303,5 +327,9 @@ func (m *Machine) sweepOrphans() {
 		}
 		m.orphans[pid] = true
 		m.env.Signal(pid, sig, Orphan)
+	}
+	if len(m.orphans) > 0 && !m.orphanCheck {
+		m.orphanCheck = true
+		m.env.After(OrphanCheckInterval, Timer{kind: orphanCheck})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,8 +47,13 @@ const (
 // one line.
 type ControlRequest struct {
 	// Command is "reload" (wait for a reload's outcome), "upgrade" (wait
-	// for a self-upgrade's), "stats" or "status".
+	// for a self-upgrade's), "stats", "status", "scale", "restart" or
+	// "stop" (each waits for its outcome).
 	Command string `json:"command"`
+	// Workers is scale's count: "N", "+N" or "-N".
+	Workers string `json:"workers,omitempty"`
+	// Slot is restart's slot.
+	Slot *int `json:"slot,omitempty"`
 }
 
 // ControlResponse answers a ControlRequest, as one JSON line.
@@ -288,9 +294,22 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}) ControlR
 	case "stats", "status":
 		post(readEvent{command: req.Command, reply: reply})
 	case "reload", "upgrade":
-		post(lifecycle.Reload{Upgrade: req.Command == "upgrade", Reply: func(r lifecycle.Result) { reply <- reloadResponse(r) }})
+		post(lifecycle.Reload{Upgrade: req.Command == "upgrade", Reply: answerWith(reply)})
+	case "scale":
+		n, rel, err := parseScale(req.Workers)
+		if err != nil {
+			return ControlResponse{Error: "control: scale: " + err.Error()}
+		}
+		post(lifecycle.Scale{N: n, Relative: rel, Reply: answerWith(reply)})
+	case "restart":
+		if req.Slot == nil {
+			return ControlResponse{Error: `control: restart: no "slot" (want {"command":"restart","slot":N})`}
+		}
+		post(lifecycle.Restart{Slot: *req.Slot, Reply: answerWith(reply)})
+	case "stop":
+		post(lifecycle.Stop{Reply: answerWith(reply)})
 	default:
-		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade, stats or status)", req.Command)}
+		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade, stats, status, scale, restart or stop)", req.Command)}
 	}
 	r, ok := receive(reply, quit)
 	if !ok {
@@ -334,8 +353,25 @@ func writeResponse(conn net.Conn, r ControlResponse) {
 	conn.Write(append(b, '\n'))
 }
 
-// reloadResponse is a reload's outcome as the control protocol says it.
-func reloadResponse(r lifecycle.Result) ControlResponse {
+// answerWith returns a Reply that answers on c (buffered: the loop never
+// blocks on it).
+func answerWith(c chan<- ControlResponse) func(lifecycle.Result) {
+	return func(r lifecycle.Result) { c <- resultResponse(r) }
+}
+
+// parseScale reads scale's count: "N" (that many), "+N" or "-N" (that
+// many more or fewer).
+func parseScale(s string) (n int, relative bool, err error) {
+	relative = strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-")
+	n, err = strconv.Atoi(s)
+	if err != nil || s == "" {
+		return 0, false, fmt.Errorf("workers %q: want N, +N or -N", s)
+	}
+	return n, relative, nil
+}
+
+// resultResponse is an outcome as the control protocol says it.
+func resultResponse(r lifecycle.Result) ControlResponse {
 	resp := ControlResponse{OK: r.Err == nil, Generation: r.Generation, Workers: r.Workers, Seconds: r.Took.Seconds(),
 		Upgraded: r.Upgraded, PID: r.PID}
 	if r.Err != nil {
