@@ -26,6 +26,16 @@ type target struct {
 	pid             int
 }
 
+// commandFlags returns the flag set of a command that talks to a running
+// baton, with --control, --config and --pid.
+func commandFlags(name string, stderr io.Writer) (*flag.FlagSet, *target) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	t := &target{}
+	t.flags(fs)
+	return fs, t
+}
+
 // flags adds --control, --config and --pid to fs.
 func (t *target) flags(fs *flag.FlagSet) {
 	fs.StringVar(&t.control, "control", "", "control socket `path` (default: control.socket of --config, else $BATON_SOCKET, else $RUNTIME_DIRECTORY/baton.sock, else the one baton of this user running)")
@@ -68,10 +78,7 @@ func (t *target) request(ctx context.Context, req supervisor.ControlRequest) (su
 // controlCmd is `baton reload` and `baton upgrade`: one request to the
 // running baton's control socket, waiting for the outcome.
 func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("baton "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var t target
-	t.flags(fs)
+	fs, t := commandFlags("baton "+cmd, stderr)
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
 	what := "Starts a new generation of workers and waits: exit 0 once it serves, 1 if the reload failed or was rolled back (the old workers still serve). When the baton executable on disk was replaced, the reload is a self-upgrade."
 	if cmd == "upgrade" {
@@ -108,10 +115,7 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 // operatorCmd is `baton scale N|+N|-N`, `baton restart SLOT` and `baton
 // stop`: one request, waiting for its outcome.
 func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("baton "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var t target
-	t.flags(fs)
+	fs, t := commandFlags("baton "+cmd, stderr)
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
 	help := map[string][2]string{
 		"scale":   {"N|+N|-N", "Sets the number of workers: new ones start and are waited for until ready; the extras drain, as on a reload. The count holds until the next reload, which applies the configuration's worker.count again."},
@@ -123,22 +127,28 @@ func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: baton %s [--control PATH | --config FILE | --pid PID] [--timeout D] %s\n\n%s\n\nflags:\n", cmd, usage, what)
 		fs.PrintDefaults()
 	}
-	// The count or slot may come anywhere, and "-1" is no flag.
+	// The count or slot may come before or after the flags, and "-1" is
+	// no flag.
 	var numbers, rest []string
 	for _, a := range args {
-		if isCount(a) {
+		if len(a) > 1 && a[0] == '-' && isCount(a) {
 			numbers = append(numbers, a)
 		} else {
 			rest = append(rest, a)
 		}
 	}
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
 		}
-		return exitUsage
+		if fs.NArg() == 0 {
+			break
+		}
+		numbers, rest = append(numbers, fs.Arg(0)), fs.Args()[1:]
 	}
-	numbers = append(numbers, fs.Args()...)
 	req := supervisor.ControlRequest{Command: cmd}
 	want := 1
 	if cmd == "stop" {
@@ -181,13 +191,61 @@ func isCount(a string) bool {
 	return err == nil
 }
 
+// logsCmd is `baton logs`: the workers' last lines, and with -f every new
+// one until interrupted or baton stops.
+func logsCmd(args []string, stdout, stderr io.Writer) int {
+	fs, t := commandFlags("baton logs", stderr)
+	follow := fs.Bool("f", false, "follow: print every new line, of the workers started later too, until interrupted")
+	n := fs.Int("n", supervisor.DefaultLogLines, "how many of the last lines to print")
+	asJSON := fs.Bool("json", false, "print each line as a JSON object (docs/control.md)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: baton logs [--control PATH | --config FILE | --pid PID] [-f] [-n N] [--json]\n\nPrints the workers' last output lines, each with its time, slot, pid and stream, from the ring baton keeps (1 MiB; lines cut at 4 KiB).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
+	}
+	path, err := controlPath(t.control, t.config, t.pid)
+	if err != nil {
+		fmt.Fprintf(stderr, "baton logs: %v\n", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if !*follow {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	enc := json.NewEncoder(stdout)
+	err = supervisor.Logs(ctx, path, supervisor.ControlRequest{Lines: n, Follow: *follow}, func(l supervisor.LogLine) {
+		if *asJSON {
+			enc.Encode(l)
+			return
+		}
+		if l.Dropped > 0 {
+			fmt.Fprintf(stdout, "... %d lines dropped: this terminal did not read fast enough\n", l.Dropped)
+		}
+		cut := ""
+		if l.Cut {
+			cut = " [cut]"
+		}
+		fmt.Fprintf(stdout, "%s [worker %d pid %d %s] %s%s\n", l.Time.Format("2006-01-02T15:04:05.000Z07:00"), l.Slot, l.PID, l.Stream, l.Line, cut)
+	})
+	if errors.Is(err, supervisor.ErrNoAnswer) {
+		err = fmt.Errorf("%w (name another with --control PATH, --config FILE or --pid PID)", err)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "baton logs: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
 // statusCmd is `baton status`: the running baton and its workers, as a
 // table (redrawn every second with --watch) or JSON.
 func statusCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("baton status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var t target
-	t.flags(fs)
+	fs, t := commandFlags("baton status", stderr)
 	asJSON := fs.Bool("json", false, "print the status as JSON (schema: docs/control.md)")
 	watch := fs.Bool("watch", false, "redraw the table every second until interrupted")
 	fs.Usage = func() {

@@ -46,6 +46,7 @@ commands:
   reload   reload a running baton and wait for the outcome
   upgrade  replace a running baton by the executable on disk, sockets kept open
   status   show a running baton and its workers (--json, --watch)
+  logs     the workers' last output lines (-f follows, -n N, --json)
   scale    set the number of workers: baton scale 4, +1, -1
   restart  replace one worker, new first: baton restart SLOT
   stop     drain every worker and stop baton, waiting until it has
@@ -71,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return controlCmd(cmd, rest, stdout, stderr)
 	case "status":
 		return statusCmd(rest, stdout, stderr)
+	case "logs":
+		return logsCmd(rest, stdout, stderr)
 	case "scale", "restart", "stop":
 		return operatorCmd(cmd, rest, stdout, stderr)
 	case "check":

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/lifecycle"
+	"github.com/batonhq/baton/internal/linering"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/unixsock"
 )
@@ -54,6 +55,11 @@ type ControlRequest struct {
 	Workers string `json:"workers,omitempty"`
 	// Slot is restart's slot.
 	Slot *int `json:"slot,omitempty"`
+	// Lines is how many of the last lines logs sends (absent:
+	// DefaultLogLines); Follow: then every new line until the client
+	// closes.
+	Lines  *int `json:"lines,omitempty"`
+	Follow bool `json:"follow,omitempty"`
 }
 
 // ControlResponse answers a ControlRequest, as one JSON line.
@@ -70,7 +76,33 @@ type ControlResponse struct {
 	// Stats and Status.
 	Stats  *Stats  `json:"stats,omitempty"`
 	Status *Status `json:"status,omitempty"`
+	// Log is one line of `logs`, which answers with one response per
+	// line.
+	Log *LogLine `json:"log,omitempty"`
+
+	// streamed: the answer was written already (logs).
+	streamed bool
 }
+
+// LogLine is a line a worker wrote.
+type LogLine struct {
+	Time   time.Time `json:"time"`
+	Slot   int       `json:"slot"`
+	PID    int       `json:"pid"`
+	Stream string    `json:"stream"` // stdout or stderr
+	Line   string    `json:"line"`
+	// Cut: the line was longer, and only its start is kept.
+	Cut bool `json:"cut,omitempty"`
+	// Dropped counts the lines lost before this one because the client
+	// did not read fast enough.
+	Dropped int `json:"dropped,omitempty"`
+}
+
+// Bounds of `logs`.
+const (
+	DefaultLogLines = 15
+	maxLogLines     = 10000
+)
 
 // Stats are baton's own resource counts, for leak checks and monitoring.
 type Stats struct {
@@ -98,6 +130,7 @@ type controlServer struct {
 	ln      *net.UnixListener
 	once    sync.Once
 	passKey string // its name for the upgrader, "" if not registered
+	ring    *linering.Ring
 	// refused counts the connections of peers that may not control
 	// this baton.
 	refused atomic.Int64
@@ -265,12 +298,14 @@ func (c *controlServer) serve(post func(any), quit <-chan struct{}) {
 				case <-stop:
 				}
 			}()
-			writeResponse(conn, handleControl(conn, post, quit))
+			if r := handleControl(conn, post, quit, c.ring); !r.streamed {
+				writeResponse(conn, r)
+			}
 		}()
 	}
 }
 
-func handleControl(conn net.Conn, post func(any), quit <-chan struct{}) ControlResponse {
+func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *linering.Ring) ControlResponse {
 	conn.SetReadDeadline(time.Now().Add(controlReadTimeout))
 	line, err := bufio.NewReaderSize(conn, maxControlRequest).ReadSlice('\n')
 	switch {
@@ -308,14 +343,85 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}) ControlR
 		post(lifecycle.Restart{Slot: *req.Slot, Reply: answerWith(reply)})
 	case "stop":
 		post(lifecycle.Stop{Reply: answerWith(reply)})
+	case "logs":
+		if l := req.Lines; l != nil && (*l < 0 || *l > maxLogLines) {
+			return ControlResponse{Error: fmt.Sprintf("control: logs: lines %d: want 0 to %d", *l, maxLogLines)}
+		}
+		streamLogs(conn, ring, req, quit)
+		return ControlResponse{streamed: true}
 	default:
-		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade, stats, status, scale, restart or stop)", req.Command)}
+		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade, stats, status, scale, restart, stop or logs)", req.Command)}
 	}
 	r, ok := receive(reply, quit)
 	if !ok {
 		return ControlResponse{Error: "control: baton stopped"}
 	}
 	return r
+}
+
+// streamLogs answers logs: the last lines, one response each, then with
+// Follow every new line until the client closes its end or baton stops.
+// A client that does not read within the write timeout is cut off; one
+// that reads slowly loses lines, and is told how many.
+func streamLogs(conn net.Conn, ring *linering.Ring, req ControlRequest, quit <-chan struct{}) {
+	n := DefaultLogLines
+	if req.Lines != nil {
+		n = *req.Lines
+	}
+	bw := bufio.NewWriter(conn)
+	send := func(l linering.Line, dropped int) {
+		b, _ := json.Marshal(ControlResponse{OK: true, Log: &LogLine{Time: l.Time, Slot: l.Slot, PID: l.PID, Stream: l.Stream,
+			Line: l.Text, Cut: l.Cut, Dropped: dropped}})
+		bw.Write(append(b, '\n'))
+	}
+	flush := func() bool {
+		conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
+		return bw.Flush() == nil
+	}
+	if !req.Follow {
+		for _, l := range ring.Last(n) {
+			send(l, 0)
+		}
+		flush()
+		return
+	}
+	last, f := ring.Follow(n)
+	defer f.Close()
+	for _, l := range last {
+		send(l, 0)
+	}
+	if !flush() {
+		return
+	}
+	// The client says it is done by closing its end.
+	gone := make(chan struct{})
+	conn.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(gone)
+		io.Copy(io.Discard, io.LimitReader(conn, maxControlRequest))
+	}()
+	for {
+		select {
+		case l := <-f.Lines():
+			send(l, f.Dropped())
+			// Take what else is there before writing.
+			for more := true; more; {
+				select {
+				case l := <-f.Lines():
+					send(l, f.Dropped())
+				default:
+					more = false
+				}
+			}
+			if !flush() {
+				return
+			}
+		case <-gone:
+			return
+		case <-quit:
+			return
+		}
+	}
 }
 
 // receive waits for c until quit is closed, and a moment more: the loop
@@ -402,6 +508,40 @@ func (s *supervisor) stats() *Stats {
 	st.RSSKB = int(processRSS(os.Getpid()) >> 10)
 	st.ControlRefused = s.control.refused.Load()
 	return st
+}
+
+// Logs sends req (a logs request) to the control socket at path and calls
+// each for every line of the answer, until it ends (at once without
+// Follow; with it, when baton stops) or ctx is done, which is no error.
+func Logs(ctx context.Context, path string, req ControlRequest, each func(LogLine)) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return fmt.Errorf("%w on %s: %w", ErrNoAnswer, path, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	req.Command = "logs"
+	b, _ := json.Marshal(req)
+	_, werr := conn.Write(append(b, '\n'))
+	dec := json.NewDecoder(bufio.NewReader(conn))
+	for {
+		var resp ControlResponse
+		err := dec.Decode(&resp)
+		switch {
+		case errors.Is(err, io.EOF) || err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil && werr != nil:
+			return fmt.Errorf("supervisor: control socket: %w", werr)
+		case err != nil:
+			return fmt.Errorf("supervisor: control socket: %w", err)
+		case !resp.OK:
+			return errors.New(resp.Error)
+		case resp.Log != nil:
+			each(*resp.Log)
+		}
+	}
 }
 
 // ErrNoAnswer is wrapped by Request's error when no baton listens at the

@@ -34,7 +34,10 @@ func Running(uid int) []Instance {
 	for _, pid := range pids {
 		proc := "/proc/" + strconv.Itoa(pid)
 		fi, err := os.Stat(proc)
-		if st, ok := fi.Sys().(*syscall.Stat_t); err != nil || !ok || int(st.Uid) != uid {
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid {
 			continue
 		}
 		b, err := os.ReadFile(proc + "/cmdline")

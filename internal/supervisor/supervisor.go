@@ -21,6 +21,7 @@ import (
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/lifecycle"
+	"github.com/batonhq/baton/internal/linering"
 	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/systemd"
@@ -96,6 +97,8 @@ type supervisor struct {
 	toSystemd func(string) error
 	shim      []string
 	out       *lineWriter
+	// ring keeps the workers' last lines for `baton logs`.
+	ring *linering.Ring
 	// closeOut flushes the output buffer baton made itself, if any.
 	closeOut func()
 	// exePath is the executable a self-upgrade runs; exe is the running
@@ -152,6 +155,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		toSystemd: opts.Notify,
 		shim:      opts.Shim,
 		out:       &lineWriter{w: opts.Output},
+		ring:      linering.New(linering.Options{}),
 		events:    make(chan any, 64),
 		quit:      make(chan struct{}),
 		readers:   map[*os.File]bool{},
@@ -239,6 +243,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	if s.control, err = s.openControl(ctlPath, note); err != nil {
 		return nil, err
 	}
+	s.control.ring = s.ring
 	if err := s.passListeners(true); err != nil {
 		return nil, err
 	}

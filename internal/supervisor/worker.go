@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/lifecycle"
+	"github.com/batonhq/baton/internal/linering"
 	"github.com/batonhq/baton/internal/spawn"
 )
 
@@ -87,17 +89,25 @@ func (lw *lineWriter) writeLine(prefix string, line []byte) {
 	lw.mu.Unlock()
 }
 
-// forward copies a worker's output line by line, prefixed with its slot
-// and pid. It ends at end of file, when every process holding the write
-// end is gone, or when r is closed.
-func forward(r *os.File, prefix string, out *lineWriter) {
+// forward copies one of a worker's output streams line by line to out,
+// prefixed with its slot and pid, and keeps each line in ring for `baton
+// logs` (a line longer than the reader's buffer only once, cut). It ends
+// at end of file, when every process holding the write end is gone, or
+// when r is closed.
+func forward(r *os.File, prefix string, out *lineWriter, ring *linering.Ring, keep linering.Line) {
 	defer r.Close()
 	br := bufio.NewReaderSize(r, maxLine)
+	continued := false
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			out.writeLine(prefix, line)
+			if !continued {
+				keep.Time, keep.Text, keep.Cut = time.Now(), string(bytes.TrimSuffix(line, []byte("\n"))), err == bufio.ErrBufferFull
+				ring.Add(keep)
+			}
 		}
+		continued = err == bufio.ErrBufferFull
 		if err != nil && err != bufio.ErrBufferFull {
 			return
 		}
@@ -105,7 +115,7 @@ func forward(r *os.File, prefix string, out *lineWriter) {
 }
 
 // spec builds the handoff spec for the worker of a generation's slot.
-func (s *supervisor) spec(w lifecycle.Spawn, stdout int) spawn.Spec {
+func (s *supervisor) spec(w lifecycle.Spawn, stdout, stderr int) spawn.Spec {
 	files := make([]spawn.File, len(w.Config.Listen))
 	for i, c := range w.Config.Listen {
 		files[i] = spawn.File{Name: c.Name, Fd: s.findListener(c).fd}
@@ -118,33 +128,49 @@ func (s *supervisor) spec(w lifecycle.Spawn, stdout int) spawn.Spec {
 		Listeners: files,
 		Stdin:     s.devNull,
 		Stdout:    stdout,
-		Stderr:    stdout,
+		Stderr:    stderr,
 	}
 }
 
-// Start starts a worker, its output forwarded line by line.
+// Start starts a worker, its standard output and error forwarded line by
+// line.
 func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
-	r, wfd, err := outputPipe()
-	if err != nil {
-		return 0, err
+	var reads [2]*os.File
+	var writes [2]int
+	for i := range reads {
+		r, wfd, err := outputPipe()
+		if err != nil {
+			for j := range i {
+				reads[j].Close()
+				unix.Close(writes[j])
+			}
+			return 0, err
+		}
+		reads[i], writes[i] = r, wfd
 	}
-	pid, err := s.spawner.Start(s.spec(w, wfd))
-	unix.Close(wfd)
+	pid, err := s.spawner.Start(s.spec(w, writes[0], writes[1]))
+	unix.Close(writes[0])
+	unix.Close(writes[1])
 	if err != nil {
-		r.Close()
+		reads[0].Close()
+		reads[1].Close()
 		return 0, err
 	}
 	s.reaper.add(pid)
-	s.outputs.Add(1)
-	s.readersMu.Lock()
-	s.readers[r] = true
-	s.readersMu.Unlock()
-	go func() {
-		defer s.outputs.Done()
-		forward(r, fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid), s.out)
+	prefix := fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid)
+	for i, r := range reads {
+		keep := linering.Line{Slot: w.Slot, PID: pid, Stream: [...]string{"stdout", "stderr"}[i]}
+		s.outputs.Add(1)
 		s.readersMu.Lock()
-		delete(s.readers, r)
+		s.readers[r] = true
 		s.readersMu.Unlock()
-	}()
+		go func() {
+			defer s.outputs.Done()
+			forward(r, prefix, s.out, s.ring, keep)
+			s.readersMu.Lock()
+			delete(s.readers, r)
+			s.readersMu.Unlock()
+		}()
+	}
 	return pid, nil
 }
