@@ -187,6 +187,9 @@ type Control struct {
 	// $RUNTIME_DIRECTORY/baton.sock, else baton-PID/baton.sock in the
 	// temporary directory.
 	Socket string `toml:"socket"`
+	// Metrics is the host:port of the HTTP listener for Prometheus
+	// (/metrics) and health probes (/livez, /readyz); empty means none.
+	Metrics string `toml:"metrics"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").
@@ -346,6 +349,15 @@ func (c *Config) Validate() error {
 	case "exit", "degrade":
 	default:
 		return c.errorf("restart.on_giveup", "%q: want \"exit\" or \"degrade\"", r.OnGiveUp)
+	}
+	if a := c.Control.Metrics; a != "" {
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+			return c.errorf("control.metrics", "%q: want host:port, such as 127.0.0.1:9100", a)
+		}
+		if host == "" {
+			return c.errorf("control.metrics", "%q: name the address to listen on (127.0.0.1:%s for this machine only, 0.0.0.0:%s for all)", a, port, port)
+		}
 	}
 	if p := c.Control.Socket; p != "" && (!strings.HasPrefix(p, "/") || len(p) > 107) {
 		return c.errorf("control.socket", "%q: want an absolute path of at most 107 bytes", p)

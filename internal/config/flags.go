@@ -31,6 +31,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		drainTimeout  = fs.String("drain-timeout", "", "how long a stopping worker may drain (worker.drain_timeout; default 30s)")
 		reloadTimeout = fs.String("reload-timeout", "", "how long workers have to become ready (reload.timeout; default 60s)")
 		control       = fs.String("control", "", "control socket `path` (control.socket; default $RUNTIME_DIRECTORY/baton.sock)")
+		metrics       = fs.String("metrics", "", "`host:port` for Prometheus /metrics and the /livez, /readyz probes (control.metrics; default none)")
 	)
 	fs.Var(&listens, "listen", "listener `NAME=URL`, repeatable (e.g. http=tcp://127.0.0.1:8080); replaces the file's [[listen]]")
 	fs.StringVar(&opts.LogFormat, "log-format", "text", "baton's own log format: text or json")
@@ -87,6 +88,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		{"drain-timeout", "worker.drain_timeout", *drainTimeout, durationInto(&c.Worker.DrainTimeout)},
 		{"reload-timeout", "reload.timeout", *reloadTimeout, durationInto(&c.Reload.Timeout)},
 		{"control", "control.socket", *control, func(s string) error { c.Control.Socket = s; return nil }},
+		{"metrics", "control.metrics", *metrics, func(s string) error { c.Control.Metrics = s; return nil }},
 	}
 	for _, s := range set {
 		if s.value == "" {

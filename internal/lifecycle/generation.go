@@ -166,7 +166,7 @@ func (m *Machine) abandonNext(why error) {
 		return
 	}
 	m.drainGeneration(g, "reload rolled back")
-	m.finishReload(fmt.Errorf("supervisor: reload rolled back: %w", why))
+	m.finishReload(fmt.Errorf("%w: %w", errRolledBack, why))
 }
 
 // drainGeneration tells every worker of g to stop, with the drain

@@ -34,6 +34,9 @@ var (
 	ErrGiveUp = errors.New("supervisor: restart budget spent")
 	// errStopping answers the requests a stop ends.
 	errStopping = errors.New("supervisor: baton is stopping")
+	// errRolledBack is wrapped by a reload's error when its new
+	// generation failed and was stopped.
+	errRolledBack = errors.New("supervisor: reload rolled back")
 )
 
 // phase is where baton is in its own life.
@@ -113,6 +116,7 @@ type Machine struct {
 	queued      queue // reload requests that came while one could not start
 	last        outcome
 	budget      budget
+	counts      counts
 	stopSig     int // stop signals received
 
 	dropped int // notify messages from unknown senders
@@ -284,7 +288,7 @@ func (m *Machine) onTimer(t Timer) {
 		}
 	case watchdogExpired:
 		if w := t.w; m.workers[w.pid] == w && t.seq == w.wdSeq {
-			m.replaceFirst(w, fmt.Sprintf("sent no WATCHDOG=1 for %s", w.gen.cfg.Worker.Watchdog.Std()), SIGKILL)
+			m.replaceFirst(w, "watchdog", fmt.Sprintf("sent no WATCHDOG=1 for %s", w.gen.cfg.Worker.Watchdog.Std()), SIGKILL)
 		}
 	case memoryCheck:
 		m.checkMemory()

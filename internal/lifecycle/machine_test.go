@@ -696,6 +696,9 @@ func TestOperatorRestart(t *testing.T) {
 	if s := signalsTo(h.take(), pids[1]); len(s) != 1 || s[0] != "SIGTERM group" {
 		t.Errorf("old worker got %v once its replacement was ready, want SIGTERM", s)
 	}
+	if c := h.m.Snapshot().Counts.Restarts; c["operator"] != 1 || c["crash"] != 0 {
+		t.Errorf("restarts by reason %v, want one by the operator", c)
+	}
 	if len(*got) != 1 || (*got)[0].Err != nil || h.m.Snapshot().Restarts != 0 {
 		t.Errorf("reply %+v, restarts %d (an operator's restart spends no budget)", *got, h.m.Snapshot().Restarts)
 	}
@@ -805,5 +808,36 @@ func TestStopAnswersOnceDone(t *testing.T) {
 	}
 	if err := h.m.Finish(); err != nil || len(*got) != 1 || (*got)[0].Err != nil {
 		t.Errorf("finish: %v, reply %+v", err, *got)
+	}
+}
+
+func TestCounts(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) { c.Worker.Count = 1 }), Options{})
+	pid := h.serve()[0]
+	for range 3 { // crashes
+		h.exit(pid, "exit status 1")
+		h.advance(time.Minute)
+		pid = h.started()[0]
+		h.ready(pid)
+		h.take()
+	}
+	for range 2 { // reloads that work
+		h.step(Reload{})
+		h.advance(200 * time.Millisecond)
+		old := pid
+		pid = h.started()[0]
+		h.ready(pid)
+		h.exit(old, "exit status 0")
+		h.take()
+	}
+	h.step(Reload{}) // one rolled back
+	h.exit(h.started()[0], "exit status 1")
+	c := h.m.Snapshot().Counts
+	if c.Restarts["crash"] != 3 || c.Reloads["ok"] != 2 || c.Reloads["rolled_back"] != 1 || c.Reloads["failed"] != 0 || c.GiveUps != 0 {
+		t.Errorf("counts %+v", c)
+	}
+	// 0.2 s each for the two that worked, 0 for the rollback.
+	if c.ReloadSeconds[0] != 1 || c.ReloadSeconds[2] != 3 || c.ReloadSeconds[len(ReloadBuckets)] != 3 || c.ReloadSum != 400*time.Millisecond {
+		t.Errorf("reload seconds %v, sum %s", c.ReloadSeconds, c.ReloadSum)
 	}
 }

@@ -14,7 +14,7 @@ import (
 // touches the world goes through Env.
 func TestNoIO(t *testing.T) {
 	allowed := map[string]bool{
-		"cmp": true, "errors": true, "fmt": true, "log/slog": true, "slices": true, "strconv": true, "strings": true, "time": true,
+		"cmp": true, "errors": true, "fmt": true, "log/slog": true, "maps": true, "slices": true, "strconv": true, "strings": true, "time": true,
 		"github.com/batonhq/baton/internal/config": true,
 	}
 	ents, err := os.ReadDir(".")

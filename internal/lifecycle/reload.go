@@ -129,6 +129,9 @@ func (m *Machine) checkReloadable(cfg *config.Config) error {
 	if was := m.config().Control.Socket; cfg.Control.Socket != was {
 		return fmt.Errorf("control.socket: changed from %q to %q: restart baton to move the control socket", was, cfg.Control.Socket)
 	}
+	if was := m.config().Control.Metrics; cfg.Control.Metrics != was {
+		return fmt.Errorf("control.metrics: changed from %q to %q: restart baton (or upgrade it) to move the metrics listener", was, cfg.Control.Metrics)
+	}
 	return nil
 }
 
@@ -148,6 +151,7 @@ func (m *Machine) finishReload(err error) {
 	if g := m.current; g != nil {
 		res.Generation, res.Workers = g.n, len(g.slots)
 	}
+	m.counts.reloaded(upgrade, err, res.Took)
 	switch {
 	case err != nil:
 		m.log.Error("reload failed; the serving generation stays", "err", err, "generation", res.Generation)
@@ -178,4 +182,44 @@ func answer(reply func(Result), r Result) {
 	if reply != nil {
 		reply(r)
 	}
+}
+
+// ReloadBuckets are the upper bounds, in seconds, of the reload duration
+// histogram.
+var ReloadBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// counts are the Machine's counters since start, for metrics.
+type counts struct {
+	reloads, upgrades map[string]int // by result: ok, failed, rolled_back
+	// reloadSeconds counts the reloads that took at most each of
+	// ReloadBuckets (the last one: all of them); reloadSum is their total.
+	reloadSeconds []int
+	reloadSum     time.Duration
+}
+
+// reloaded counts a finished reload (or a failed self-upgrade).
+func (c *counts) reloaded(upgrade bool, err error, took time.Duration) {
+	if c.reloads == nil {
+		c.reloads, c.upgrades = map[string]int{}, map[string]int{}
+		c.reloadSeconds = make([]int, len(ReloadBuckets)+1)
+	}
+	result := "ok"
+	switch {
+	case errors.Is(err, errRolledBack):
+		result = "rolled_back"
+	case err != nil:
+		result = "failed"
+	}
+	if upgrade {
+		c.upgrades[result]++
+		return
+	}
+	c.reloads[result]++
+	c.reloadSum += took
+	for i, b := range ReloadBuckets {
+		if took.Seconds() <= b {
+			c.reloadSeconds[i]++
+		}
+	}
+	c.reloadSeconds[len(ReloadBuckets)]++
 }

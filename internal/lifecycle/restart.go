@@ -8,8 +8,10 @@ import (
 // budget is the restart budget: restart.limit unplanned restarts per
 // sliding restart.window.
 type budget struct {
-	total  int         // unplanned restarts since start
-	bySlot map[int]int // and of each slot
+	total    int            // unplanned restarts since start
+	bySlot   map[int]int    // and of each slot
+	byReason map[string]int // and for each reason: crash, stopping, watchdog, memory
+	giveUps  int            // times the budget ran out
 	// times are the unplanned restarts within restart.window.
 	times []time.Time
 	spent bool // the budget ran out: no more replacements until a reload
@@ -29,7 +31,7 @@ func (b *budget) recent(now time.Time, window time.Duration) int {
 // spendRestart counts one unplanned replacement of slot's worker against
 // the restart budget. When the budget is already spent it gives up and returns
 // false: the caller must not replace.
-func (m *Machine) spendRestart(slot int, why string) bool {
+func (m *Machine) spendRestart(slot int, reason, why string) bool {
 	if m.budget.spent {
 		return false
 	}
@@ -49,9 +51,10 @@ func (m *Machine) spendRestart(slot int, why string) bool {
 	m.budget.times = append(m.budget.times, now)
 	m.budget.total++
 	if m.budget.bySlot == nil {
-		m.budget.bySlot = map[int]int{}
+		m.budget.bySlot, m.budget.byReason = map[int]int{}, map[string]int{}
 	}
 	m.budget.bySlot[slot]++
+	m.budget.byReason[reason]++
 	return true
 }
 
@@ -79,6 +82,7 @@ func (m *Machine) backoff(w *worker) time.Duration {
 // with "degrade" the survivors keep serving.
 func (m *Machine) giveUp(err error) {
 	m.budget.spent = true
+	m.budget.giveUps++
 	m.log.Error("giving up on restarts", "err", err, "on_giveup", m.config().Restart.OnGiveUp)
 	survivors := 0
 	if g := m.serving(); g != nil {

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -38,6 +39,24 @@ type Snapshot struct {
 	Listeners []Listener
 	// Procs are the live workers, by slot, then generation.
 	Procs []Proc
+	// Counts since this baton started.
+	Counts Counts
+}
+
+// Counts are the Machine's counters since start.
+type Counts struct {
+	// Restarts by reason: crash, stopping (a worker leaving),
+	// watchdog, memory; operator restarts are not in the budget.
+	Restarts map[string]int
+	GiveUps  int
+	// Reloads and Upgrades by result: ok, failed, rolled_back (an upgrade
+	// this baton took over counts as ok).
+	Reloads, Upgrades map[string]int
+	// ReloadSeconds[i] counts the reloads that took at most
+	// ReloadBuckets[i] seconds, the last one all of them; ReloadSum is
+	// their total time.
+	ReloadSeconds []int
+	ReloadSum     time.Duration
 }
 
 // Listener is a configured socket.
@@ -77,6 +96,11 @@ func (m *Machine) Snapshot() Snapshot {
 		}
 	}
 	s.LastReload.At, s.LastReload.Err = m.last.at, m.last.err
+	s.Counts = Counts{Restarts: maps.Clone(m.budget.byReason), GiveUps: m.budget.giveUps, Reloads: maps.Clone(m.counts.reloads),
+		Upgrades: maps.Clone(m.counts.upgrades), ReloadSeconds: slices.Clone(m.counts.reloadSeconds), ReloadSum: m.counts.reloadSum}
+	if s.Counts.ReloadSeconds == nil {
+		s.Counts.ReloadSeconds = make([]int, len(ReloadBuckets)+1)
+	}
 	for _, w := range m.live() {
 		st := w.state.String()
 		if w.state == wDraining && m.stoppingOrGone() {

@@ -169,6 +169,7 @@ func (m *Machine) onSuccessorInfo(ev SuccessorInfo) {
 // control socket, systemd's watchdog and fd store.
 func (m *Machine) takeOver() {
 	m.charge, m.phase = inCharge, running
+	m.counts.reloaded(true, nil, 0)
 	m.log.Info("took over from the previous baton", "parent", m.parent, "generation", m.current.n)
 	// The self-upgrade was a reload, and its outcome is this one.
 	m.last = outcome{at: m.env.Now()}

@@ -90,7 +90,7 @@ func (m *Machine) armWatchdog(w *worker) {
 // replaceFirst starts w's replacement and, once that is ready, sends w
 // then: SIGTERM to drain it (it grew too big), SIGKILL (it hangs). w's
 // drain deadline applies meanwhile, in case no replacement gets ready.
-func (m *Machine) replaceFirst(w *worker, why string, then Signal) {
+func (m *Machine) replaceFirst(w *worker, reason, why string, then Signal) {
 	g := w.gen
 	if w.state == wDraining {
 		return
@@ -103,7 +103,7 @@ func (m *Machine) replaceFirst(w *worker, why string, then Signal) {
 	w.state = wDraining
 	m.armDrainDeadline(w)
 	g.slots[w.slot] = nil
-	if !m.spendRestart(w.slot, fmt.Sprintf("%s %s", w, why)) {
+	if !m.spendRestart(w.slot, reason, fmt.Sprintf("%s %s", w, why)) {
 		m.env.Signal(w.pid, then, Group)
 		m.publishStatus()
 		return
@@ -204,7 +204,7 @@ func (m *Machine) onExit(ev Exited) {
 		m.publishStatus()
 		return
 	}
-	if !m.spendRestart(w.slot, fmt.Sprintf("%s exited: %s", w, ev.How)) {
+	if !m.spendRestart(w.slot, "crash", fmt.Sprintf("%s exited: %s", w, ev.How)) {
 		m.publishStatus()
 		return
 	}
@@ -262,7 +262,7 @@ func (m *Machine) retire(w *worker) {
 		return // a starting worker leaving fails its generation when it exits
 	}
 	g.slots[w.slot] = nil
-	if !m.spendRestart(w.slot, fmt.Sprintf("%s is leaving", w)) {
+	if !m.spendRestart(w.slot, "stopping", fmt.Sprintf("%s is leaving", w)) {
 		m.signalOld(w, SIGTERM) // no replacement: let it drain now
 		m.publishStatus()
 		return
@@ -289,7 +289,7 @@ func (m *Machine) checkMemory() {
 			continue
 		}
 		if rss := m.env.RSS(w.pid); rss > limit {
-			m.replaceFirst(w, fmt.Sprintf("uses %d MiB, above max_memory %d MiB", rss>>20, limit>>20), SIGTERM)
+			m.replaceFirst(w, "memory", fmt.Sprintf("uses %d MiB, above max_memory %d MiB", rss>>20, limit>>20), SIGTERM)
 		}
 	}
 }

@@ -166,6 +166,7 @@ func (s *supervisor) HandOver(pid int) {
 		s.log.Warn("cannot tell systemd the new main pid", "err", err)
 	}
 	s.control.close(true)
+	s.metrics.close()
 	path := s.control.path // the successor answers where this one did
 	s.goTask(func() {
 		// This baton exits only once systemd has switched to the new one.
@@ -211,6 +212,7 @@ func (s *supervisor) TakeOver(status string, cfg *config.Config) {
 		}
 	})
 	s.serveControl()
+	s.serveMetrics()
 	// Drop before storing: FDSTOREREMOVE= drops every socket of a name.
 	for _, name := range s.unstore {
 		if err := systemd.RemoveStoredFD(name); err != nil {

@@ -109,6 +109,7 @@ type supervisor struct {
 	listeners   []*listener
 	fromWorkers *systemd.NotifyServer
 	control     *controlServer
+	metrics     *metricsServer // nil without control.metrics
 	spawner     *spawn.Spawner
 	reaper      *reaper
 	devNull     int
@@ -244,6 +245,11 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		return nil, err
 	}
 	s.control.ring = s.ring
+	if addr := cfg.Control.Metrics; addr != "" {
+		if s.metrics, err = s.openMetrics(addr, note); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.passListeners(true); err != nil {
 		return nil, err
 	}
@@ -277,6 +283,7 @@ func (s *supervisor) close() {
 	if s.control != nil {
 		s.control.close(s.sharing())
 	}
+	s.metrics.close()
 	if s.fromWorkers != nil {
 		s.fromWorkers.Close()
 	}
@@ -298,12 +305,15 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 	s.goTask(func() { s.reaper.run(sigchld, s.events, s.quit, s.syncNotify) })
 	s.goTask(s.readNotify)
 	if s.parent == 0 {
-		s.serveControl() // a baton taking over answers once in charge
+		// A baton taking over answers once in charge.
+		s.serveControl()
+		s.serveMetrics()
 	}
 	defer func() {
 		close(s.quit)
 		s.fromWorkers.Close() // unblocks readNotify
 		s.control.close(s.sharing())
+		s.metrics.close()
 		s.tasks.Wait()
 		s.waitOutputs()
 	}()
@@ -327,6 +337,10 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 			}
 			s.onSignal(sig)
 		case ev := <-s.events:
+			if c, ok := ev.(loopCall); ok {
+				c.do()
+				break
+			}
 			if r, ok := ev.(readEvent); ok {
 				if r.command == "status" {
 					r.reply <- ControlResponse{OK: true, Status: s.status()}

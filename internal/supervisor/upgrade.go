@@ -40,6 +40,9 @@ type upgradeNote struct {
 	Generation int    `json:"generation"`  // the newest so far; the successor's is the next
 	Control    string `json:"control"`     // control socket path
 	ControlKey string `json:"control_key"` // and its name for the upgrader
+	// Metrics is the metrics listener's address, MetricsKey its name.
+	Metrics    string `json:"metrics,omitempty"`
+	MetricsKey string `json:"metrics_key,omitempty"`
 	// RuntimeDir is the runtime directory, which the successor keeps;
 	// OwnsRuntimeDir: a baton made it, and the last one removes it.
 	RuntimeDir     string           `json:"runtime_dir,omitempty"`
@@ -65,6 +68,9 @@ const UpgradeBackstop = time.Hour
 func (s *supervisor) upgradeNote(lastGen int) upgradeNote {
 	n := upgradeNote{Generation: lastGen, Control: s.control.path, ControlKey: s.control.passKey,
 		RuntimeDir: s.dir.path, OwnsRuntimeDir: s.dir.created}
+	if m := s.metrics; m != nil {
+		n.Metrics, n.MetricsKey = m.addr, m.passKey
+	}
 	for _, l := range s.listeners {
 		if l.passKey == "" {
 			continue // could not be registered (logged then)

@@ -1,0 +1,190 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// get returns the status code and body of a GET, 0 when nothing answers.
+func httpGet(url string) (int, string) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// scrape parses baton's /metrics as Prometheus does.
+func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := httpGet(base + "/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d %s", code, body)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mf, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v\n%s", err, body)
+	}
+	return mf
+}
+
+// value returns the value of family name's metric with the label, or -1.
+func value(mf map[string]*dto.MetricFamily, name, label, want string) float64 {
+	f := mf[name]
+	if f == nil {
+		return -1
+	}
+	for _, m := range f.Metric {
+		ok := label == ""
+		for _, l := range m.Label {
+			ok = ok || l.GetName() == label && l.GetValue() == want
+		}
+		if !ok {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return -1
+}
+
+// /readyz is 503 before the first generation is ready, 200 while it
+// serves and throughout 10 reloads, 503 once a stop begins; /livez is 200
+// all along. A scrape counts what happened: 10 reloads ok, 1 rolled
+// back, 3 crashes, and shows the pool after a scale.
+func TestMetricsAndHealth(t *testing.T) {
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	cfg := func(command []string) func(addr string) string {
+		return func(addr string) string {
+			return batonConfig(addr, 2, command, `ready = "delay:1s"`) + fmt.Sprintf("\n[control]\nmetrics = \"127.0.0.1:%d\"\n", port)
+		}
+	}
+	b := newConfigBaton(t, cfg(nil))
+	// The listener is there before the workers are ready.
+	var first int
+	for deadline := time.Now().Add(10 * time.Second); first == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		first, _ = httpGet(base + "/readyz")
+	}
+	if first != 503 {
+		t.Errorf("/readyz before the first generation is ready: %d, want 503", first)
+	}
+	b.out.wait(reAllReady, 30*time.Second)
+	if code, body := httpGet(base + "/readyz"); code != 200 {
+		t.Errorf("/readyz once serving: %d %s", code, body)
+	}
+
+	// Probes all along the reloads.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var bad []string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			for _, probe := range []string{"/readyz", "/livez"} {
+				if code, body := httpGet(base + probe); code != 200 {
+					bad = append(bad, fmt.Sprintf("%s %d %s", probe, code, body))
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	for i := range 10 {
+		if code, out := b.reloadCmd(t); code != 0 {
+			t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if len(bad) > 0 {
+		t.Errorf("%d probes failed during 10 reloads, first: %s", len(bad), bad[0])
+	}
+
+	b.write(t, cfg([]string{"false"})(b.addr))
+	if code, out := b.reloadCmd(t); code != 1 || !strings.Contains(out, "rolled back") {
+		t.Fatalf("reload to a failing worker: exit %d: %s", code, out)
+	}
+	b.write(t, cfg(nil)(b.addr))
+	for range 3 {
+		pids := b.workerPIDs()
+		from := b.out.len()
+		syscall.Kill(pids[0], syscall.SIGKILL)
+		b.out.waitFrom(from, reWorkerReady, 30*time.Second)
+	}
+	if code, out := ctl(t, "scale", "--control", b.control, "3"); code != 0 {
+		t.Fatalf("scale 3: exit %d: %s", code, out)
+	}
+
+	mf := scrape(t, base)
+	for _, c := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"baton_reloads_total", "result", "ok", 10},
+		{"baton_reloads_total", "result", "rolled_back", 1},
+		{"baton_reloads_total", "result", "failed", 0},
+		{"baton_restarts_total", "reason", "crash", 3},
+		{"baton_restarts_total", "reason", "watchdog", 0},
+		{"baton_workers", "state", "ready", 3},
+		{"baton_workers", "state", "starting", 0},
+		{"baton_reload_duration_seconds", "", "", 11},
+		{"baton_generation", "", "", 11},
+		{"baton_ready", "", "", 1},
+		{"baton_restart_budget_remaining", "", "", 7},
+		{"baton_worker_resident_memory_bytes", "slot", "2", -2}, // present
+		{"go_goroutines", "", "", -2},
+		{"process_open_fds", "", "", -2},
+	} {
+		got := value(mf, c.name, c.label, c.value)
+		if c.want == -2 && got > 0 || got == c.want {
+			continue
+		}
+		t.Errorf("%s{%s=%q} = %v, want %v", c.name, c.label, c.value, got, c.want)
+	}
+
+	// A stop: /readyz says so at once, while the workers drain (these
+	// ignore SIGTERM: the stop lasts until a second signal).
+	b.write(t, cfg([]string{"sh", "-c", `trap "" TERM; exec sleep 600`})(b.addr))
+	if code, out := b.reloadCmd(t); code != 0 {
+		t.Fatalf("reload to workers that ignore SIGTERM: exit %d: %s", code, out)
+	}
+	from := b.out.len()
+	syscall.Kill(b.cmd.Process.Pid, syscall.SIGTERM)
+	b.out.waitFrom(from, regexp.MustCompile(`msg=stopping`), 10*time.Second)
+	if code, body := httpGet(base + "/readyz"); code != 503 || !strings.Contains(body, "stopping") {
+		t.Errorf("/readyz once stopping: %d %s, want 503", code, body)
+	}
+	if code, _ := httpGet(base + "/livez"); code != 200 {
+		t.Errorf("/livez while stopping: %d, want 200", code)
+	}
+	syscall.Kill(b.cmd.Process.Pid, syscall.SIGTERM) // the second one kills
+	if code := b.waitExit(30 * time.Second); code != 0 {
+		t.Errorf("baton exited %d", code)
+	}
+}

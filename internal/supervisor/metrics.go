@@ -1,0 +1,251 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/lifecycle"
+	"github.com/batonhq/baton/internal/spawn"
+)
+
+// The metrics listener (control.metrics) answers over HTTP:
+//
+//	/metrics  Prometheus' text format: baton's state from the Machine's
+//	          snapshot, and the Go and process collectors
+//	/livez    200 while baton's event loop answers (never its workers: a
+//	          liveness probe must not restart a service whose workers
+//	          are merely busy)
+//	/readyz   200 while a generation whose workers are all ready serves,
+//	          also during a reload; 503 before and from the moment a stop
+//	          begins
+//
+// Like the control socket it is passed to a self-upgraded successor,
+// which answers on it once in charge.
+
+// loopCall runs do on the loop's goroutine, the one that owns the
+// Machine.
+type loopCall struct{ do func() }
+
+// inLoop runs f on the loop and waits for it, at most timeout; false if
+// the loop did not get to it (stopped, or hung).
+func (s *supervisor) inLoop(f func(), timeout time.Duration) bool {
+	done := make(chan struct{})
+	select {
+	case s.events <- loopCall{do: func() { f(); close(done) }}:
+	case <-s.quit:
+		return false
+	case <-time.After(timeout):
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-s.quit:
+		return false
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// loopTimeout bounds how long a probe or scrape waits for the loop.
+const loopTimeout = 2 * time.Second
+
+type metricsServer struct {
+	addr    string
+	ln      *net.TCPListener
+	passKey string // its name for the upgrader, "" if not registered
+	once    sync.Once
+	srv     *http.Server
+}
+
+// openMetrics returns the metrics listener at addr: the one the parent
+// passed when it is at the same address, else a new one, registered with
+// the upgrader.
+func (s *supervisor) openMetrics(addr string, note *upgradeNote) (*metricsServer, error) {
+	m := &metricsServer{addr: addr}
+	if note != nil && note.Metrics == addr && note.MetricsKey != "" {
+		fd, err := s.upg.Take(note.MetricsKey)
+		if err == nil && fd < 0 {
+			err = errors.New("the previous baton did not pass it")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: metrics listener %s: %w", addr, err)
+		}
+		f := os.NewFile(uintptr(fd), addr)
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: metrics listener %s from the previous baton: %w", addr, err)
+		}
+		m.ln, m.passKey = ln.(*net.TCPListener), note.MetricsKey
+		return m, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: metrics listener: %w", err)
+	}
+	m.ln = ln.(*net.TCPListener)
+	if s.upg != nil {
+		m.passKey = "metrics-" + strconv.Itoa(os.Getpid())
+		fd, err := spawn.DupFd(m.ln)
+		if err == nil {
+			err = s.upg.Add(m.passKey, fd)
+			unix.Close(fd)
+		}
+		if err != nil {
+			m.ln.Close()
+			return nil, fmt.Errorf("supervisor: metrics listener: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// serveMetrics starts answering on the metrics listener, if any.
+func (s *supervisor) serveMetrics() {
+	m := s.metrics
+	if m == nil {
+		return
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &machineCollector{s: s})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
+		if !s.inLoop(func() {}, loopTimeout) {
+			http.Error(w, "baton's event loop does not answer", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		var snap lifecycle.Snapshot
+		if !s.inLoop(func() { snap = s.m.Snapshot() }, loopTimeout) {
+			http.Error(w, "baton's event loop does not answer", http.StatusServiceUnavailable)
+			return
+		}
+		if !snap.Ready {
+			http.Error(w, "not ready: "+snap.Phase, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ready: generation %d\n", snap.Generation)
+	})
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+		IdleTimeout: 30 * time.Second, MaxHeaderBytes: 8 << 10}
+	srv := m.srv
+	s.goTask(func() { srv.Serve(m.ln) })
+}
+
+// close stops answering; the socket stays open in the upgrader (and in a
+// successor) if they hold it.
+func (m *metricsServer) close() {
+	if m == nil {
+		return
+	}
+	m.once.Do(func() {
+		if m.srv != nil {
+			m.srv.Close()
+		}
+		m.ln.Close()
+	})
+}
+
+// machineCollector reads the Machine's snapshot (through the loop) at
+// each scrape.
+type machineCollector struct{ s *supervisor }
+
+var (
+	descWorkers    = prometheus.NewDesc("baton_workers", "Live worker processes by state.", []string{"state"}, nil)
+	descRestarts   = prometheus.NewDesc("baton_restarts_total", "Worker replacements by reason (crash, stopping, watchdog, memory: the restart budget's; operator: baton restart).", []string{"reason"}, nil)
+	descGiveUps    = prometheus.NewDesc("baton_giveups_total", "Times the restart budget ran out.", nil, nil)
+	descReloads    = prometheus.NewDesc("baton_reloads_total", "Reloads by result (ok, failed, rolled_back).", []string{"result"}, nil)
+	descUpgrades   = prometheus.NewDesc("baton_upgrades_total", "Self-upgrades by result (ok: the one this baton took over; failed).", []string{"result"}, nil)
+	descReloadTime = prometheus.NewDesc("baton_reload_duration_seconds", "How long reloads took, from the request to the outcome.", nil, nil)
+	descGeneration = prometheus.NewDesc("baton_generation", "The serving generation (0 before the first is ready).", nil, nil)
+	descDraining   = prometheus.NewDesc("baton_draining_generations", "Generations draining.", nil, nil)
+	descBudget     = prometheus.NewDesc("baton_restart_budget_remaining", "Unplanned restarts left in the restart window.", nil, nil)
+	descReady      = prometheus.NewDesc("baton_ready", "1 while a ready generation serves and no stop has begun.", nil, nil)
+	descDropped    = prometheus.NewDesc("baton_notify_dropped_total", "Notify datagrams dropped: not from a worker, or malformed.", nil, nil)
+	descRefused    = prometheus.NewDesc("baton_control_refused_total", "Control connections refused: neither root nor baton's user.", nil, nil)
+	descOutput     = prometheus.NewDesc("baton_output_dropped_total", "Output lines dropped because baton's standard error was not read fast enough.", nil, nil)
+	descMemory     = prometheus.NewDesc("baton_worker_resident_memory_bytes", "Resident memory of the serving worker of each slot.", []string{"slot"}, nil)
+	descCPU        = prometheus.NewDesc("baton_worker_cpu_seconds_total", "User and system CPU time of the serving worker of each slot.", []string{"slot"}, nil)
+)
+
+// Describe sends nothing: the collector is unchecked (its slots come and
+// go with the pool).
+func (c *machineCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	var snap lifecycle.Snapshot
+	var st *Status
+	var stats *Stats
+	if !s.inLoop(func() { snap, st, stats = s.m.Snapshot(), s.status(), s.stats() }, loopTimeout) {
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	states := map[string]int{"starting": 0, "ready": 0, "draining": 0, "stopping": 0}
+	for _, p := range snap.Procs {
+		states[p.State]++
+	}
+	for state, n := range states {
+		gauge(descWorkers, float64(n), state)
+	}
+	for _, reason := range []string{"crash", "stopping", "watchdog", "memory", "operator"} {
+		counter(descRestarts, float64(snap.Counts.Restarts[reason]), reason)
+	}
+	counter(descGiveUps, float64(snap.Counts.GiveUps))
+	for _, result := range []string{"ok", "failed", "rolled_back"} {
+		counter(descReloads, float64(snap.Counts.Reloads[result]), result)
+	}
+	for _, result := range []string{"ok", "failed"} {
+		counter(descUpgrades, float64(snap.Counts.Upgrades[result]), result)
+	}
+	buckets := map[float64]uint64{}
+	for i, b := range lifecycle.ReloadBuckets {
+		buckets[b] = uint64(snap.Counts.ReloadSeconds[i])
+	}
+	ch <- prometheus.MustNewConstHistogram(descReloadTime, uint64(snap.Counts.ReloadSeconds[len(lifecycle.ReloadBuckets)]),
+		snap.Counts.ReloadSum.Seconds(), buckets)
+	gauge(descGeneration, float64(snap.Generation))
+	gauge(descDraining, float64(snap.Draining))
+	gauge(descBudget, float64(max(snap.Budget.Limit-snap.Budget.Used, 0)))
+	ready := 0.0
+	if snap.Ready {
+		ready = 1
+	}
+	gauge(descReady, ready)
+	counter(descDropped, float64(stats.NotifyDrops))
+	counter(descRefused, float64(stats.ControlRefused))
+	counter(descOutput, float64(stats.OutputDrops))
+	// The serving worker of each slot: the newest one not leaving.
+	serving := map[int]StatusWorker{}
+	for _, w := range st.Workers {
+		if w.State == "draining" || w.State == "stopping" {
+			continue
+		}
+		if cur, ok := serving[w.Slot]; !ok || w.Generation > cur.Generation {
+			serving[w.Slot] = w
+		}
+	}
+	for slot, w := range serving {
+		gauge(descMemory, float64(w.RSSBytes), strconv.Itoa(slot))
+		counter(descCPU, w.CPUSeconds, strconv.Itoa(slot))
+	}
+}
