@@ -51,6 +51,7 @@ commands:
   restart  replace one worker, new first: baton restart SLOT
   stop     drain every worker and stop baton, waiting until it has
   check    validate a configuration file:  baton check --config FILE
+  unit     systemd units for a service:  baton unit app --listen http=tcp://0.0.0.0:80 -- ./server
   version  print the version
 
 Run "baton COMMAND -h" for a command's flags.
@@ -78,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return operatorCmd(cmd, rest, stdout, stderr)
 	case "check":
 		return checkCmd(rest, stdout, stderr)
+	case "unit":
+		return unitCmd(rest, stdout, stderr)
 	case spawn.ShimCommand:
 		if len(rest) > 0 && rest[0] == "--" {
 			rest = rest[1:]

@@ -1,0 +1,157 @@
+package unit
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/batonhq/baton/internal/config"
+)
+
+// Spec is what the units are made of.
+type Spec struct {
+	// Name is the service's name: NAME.service, NAME.socket, /etc/NAME.
+	Name string
+	// Listen are the sockets, as `baton run --listen` takes them
+	// (NAME=URL); none means http=tcp://127.0.0.1:8080.
+	Listen []string
+	// User runs baton and its workers; empty means root.
+	User string
+	// Baton is the absolute path of the baton executable.
+	Baton string
+	// Command is the worker's command line.
+	Command []string
+}
+
+// File is one file to write.
+type File struct {
+	Path    string // absolute, under the root given to Files
+	Content string
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// Files returns the units and the config for s, at their paths under root
+// ("/" for the real system).
+func Files(s Spec, root string) ([]File, error) {
+	if !validName.MatchString(s.Name) || len(s.Name) > 200 {
+		return nil, fmt.Errorf("unit: name %q: want letters, digits, '_', '.' and '-', starting with a letter or digit", s.Name)
+	}
+	if !filepath.IsAbs(s.Baton) {
+		return nil, fmt.Errorf("unit: baton executable %q: want an absolute path", s.Baton)
+	}
+	if len(s.Command) == 0 {
+		return nil, errors.New("unit: no worker command: give it after --")
+	}
+	if s.User != "" && !validName.MatchString(s.User) {
+		return nil, fmt.Errorf("unit: user %q: not a user name", s.User)
+	}
+	listen := s.Listen
+	if len(listen) == 0 {
+		listen = []string{"http=tcp://127.0.0.1:8080"}
+	}
+	type socket struct{ unit, name, directive, addr, url string }
+	var sockets []socket
+	for i, l := range listen {
+		name, url, ok := strings.Cut(l, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("unit: --listen %q: want NAME=URL", l)
+		}
+		network, addr, err := config.ParseAddress(url)
+		if err != nil {
+			return nil, fmt.Errorf("unit: --listen %q: %w", l, err)
+		}
+		if strings.ContainsAny(name, " \t\n=:") {
+			return nil, fmt.Errorf("unit: --listen %q: the name may not hold spaces, '=' or ':'", l)
+		}
+		directive := "ListenStream"
+		if strings.HasPrefix(network, "udp") {
+			directive = "ListenDatagram"
+		}
+		unit := s.Name + ".socket"
+		if i > 0 {
+			unit = s.Name + "-" + name + ".socket"
+		}
+		sockets = append(sockets, socket{unit: unit, name: name, directive: directive, addr: addr, url: url})
+	}
+
+	etc := filepath.Join(root, "etc")
+	units := filepath.Join(etc, "systemd", "system")
+	cfgPath := filepath.Join("/etc", s.Name, "baton.toml")
+	var files []File
+	var socketUnits []string
+	for _, so := range sockets {
+		socketUnits = append(socketUnits, so.unit)
+		files = append(files, File{Path: filepath.Join(units, so.unit), Content: fmt.Sprintf(`# %s: listener %q of %s, held by systemd so that no connection is refused
+# while baton restarts; written by baton unit.
+[Unit]
+Description=%s listener %s (served by baton)
+
+[Socket]
+%s=%s
+FileDescriptorName=%s
+Service=%s.service
+
+[Install]
+WantedBy=sockets.target
+`, so.unit, so.name, s.Name, s.Name, so.name, so.directive, so.addr, so.name, s.Name)})
+	}
+	user := ""
+	if s.User != "" {
+		user = "User=" + s.User + "\n"
+	}
+	all := strings.Join(socketUnits, " ")
+	files = append(files, File{Path: filepath.Join(units, s.Name+".service"), Content: fmt.Sprintf(`# %[1]s.service: %[1]s's workers, supervised by baton; written by baton unit.
+# systemctl reload %[1]s: a new generation of workers, the old one drained once
+# it serves (the reload fails, and the old workers stay, if it does not).
+[Unit]
+Description=%[1]s (workers supervised by baton)
+Requires=%[2]s
+After=%[2]s network.target
+
+[Service]
+Type=notify
+# A self-upgraded baton is a new process that announces itself (MAINPID=).
+NotifyAccess=all
+ExecStart=%[3]s run --config %[4]s
+ExecReload=%[3]s reload
+# SIGTERM to baton alone: it drains its workers itself.
+KillMode=mixed
+# Above worker.drain_timeout (30s), so a drain is never cut short.
+TimeoutStopSec=45
+Restart=on-failure
+# baton pings the watchdog from its event loop every 5s.
+WatchdogSec=10
+# /run/%[1]s holds baton's control socket.
+RuntimeDirectory=%[1]s
+Sockets=%[2]s
+%[5]sNoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+
+[Install]
+WantedBy=multi-user.target
+`, s.Name, all, s.Baton, cfgPath, user)})
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "# baton's configuration for %s; written by baton unit. Reference: baton's README.\n", s.Name)
+	for _, so := range sockets {
+		fmt.Fprintf(&b, "\n[[listen]]\n# from %s (FileDescriptorName=%s)\nname = %s\naddress = %s\n", so.unit, so.name, strconv.Quote(so.name), strconv.Quote(so.url))
+	}
+	q := make([]string, len(s.Command))
+	for i, c := range s.Command {
+		q[i] = strconv.Quote(c)
+	}
+	fmt.Fprintf(&b, "\n[worker]\ncommand = [%s]\n# count = 4          # default: one per CPU\ndrain_timeout = \"30s\"\n\n[reload]\n# below systemd's TimeoutStartSec (90s), which bounds ExecReload= too\ntimeout = \"30s\"\n", strings.Join(q, ", "))
+	files = append(files, File{Path: filepath.Join(etc, s.Name, "baton.toml"), Content: b.String()})
+	return files, nil
+}
