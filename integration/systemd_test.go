@@ -68,29 +68,7 @@ func bootAppWith(t *testing.T, ctx context.Context, o appOptions) *reloadApp {
 	if !strings.Contains(files["app.service"], "--config "+appConfig) {
 		t.Fatalf("contrib's app.service does not read %s:\n%s", appConfig, files["app.service"])
 	}
-	dir := t.TempDir()
-	for _, f := range []struct{ from, to string }{{bin.baton, "baton"}, {bin.hello, "hello"}} {
-		b, err := os.ReadFile(f.from)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f.to), b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Chmod(dir, 0o755)
-	m, err := nspawn.Boot(ctx, nspawn.Options{Binds: map[string]string{dir: optDir}, Log: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("journal of app.service:\n%s", m.Journal(context.Background(), "app.service"))
-		}
-		if err := m.Shutdown(); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	m, dir := bootWithBinaries(t, ctx)
 	install := map[string]string{
 		"/run/systemd/system/app.service": files["app.service"],
 		appConfig:                         files["baton.toml"],
@@ -120,6 +98,37 @@ func bootAppWith(t *testing.T, ctx context.Context, o appOptions) *reloadApp {
 		}
 	}
 	return &reloadApp{m: m, addr: fmt.Sprintf("127.0.0.1:%d", port), config: files["baton.toml"], bin: dir}
+}
+
+// bootWithBinaries boots a throw-away systemd with baton and hello at
+// optDir (copied to a directory of their own, dir), shut down at the
+// end of the test, with app.service's journal logged if it failed.
+func bootWithBinaries(t *testing.T, ctx context.Context) (m *nspawn.Machine, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	for _, f := range []struct{ from, to string }{{bin.baton, "baton"}, {bin.hello, "hello"}} {
+		b, err := os.ReadFile(f.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.to), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(dir, 0o755)
+	m, err := nspawn.Boot(ctx, nspawn.Options{Binds: map[string]string{dir: optDir}, Log: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("journal of app.service:\n%s", m.Journal(context.Background(), "app.service"))
+		}
+		if err := m.Shutdown(); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return m, dir
 }
 
 // contrib's units under a real systemd: the first connection activates

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/journal"
+
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/internal/spawn"
@@ -145,8 +147,11 @@ func runCmd(args []string, stderr io.Writer) int {
 		c, _, err := config.FromArgs(args, io.Discard)
 		return c, err
 	}
+	// Under systemd, the workers' lines go to journald with fields that
+	// say whose they are.
+	toJournal, _ := journal.StderrIsJournalStream()
 	err = supervisor.Run(context.Background(), cfg, supervisor.Options{
-		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version, Output: out.Bulk(),
+		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version, Output: out.Bulk(), Journal: toJournal,
 	})
 	if err != nil {
 		upg.Fail(err)

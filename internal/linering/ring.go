@@ -15,12 +15,13 @@ const (
 
 // Line is one line a worker wrote.
 type Line struct {
-	Time   time.Time
-	Slot   int
-	PID    int
-	Stream string // "stdout" or "stderr"
-	Text   string // without its newline; cut at MaxLine
-	Cut    bool   // Text is the start of a longer line
+	Time       time.Time
+	Slot       int
+	Generation int
+	PID        int
+	Stream     string // "stdout" or "stderr"
+	Text       string // without its newline; cut at MaxLine
+	Cut        bool   // Text is the start of a longer line
 }
 
 // Options bound a Ring. The zero value is usable.

@@ -502,6 +502,9 @@ func (s *supervisor) stats() *Stats {
 	if d, ok := s.out.w.(interface{ Dropped() int64 }); ok {
 		st.OutputDrops = d.Dropped()
 	}
+	if s.journal != nil {
+		st.OutputDrops += s.journal.dropped.Load()
+	}
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		st.FDs = len(ents)
 	}

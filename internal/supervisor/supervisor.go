@@ -76,6 +76,10 @@ type Options struct {
 	Upgrader *upgrade.Upgrader
 	// Version is reported by stats and logged at start.
 	Version string
+	// Journal sends the workers' lines to journald natively, with
+	// BATON_WORKER, BATON_GENERATION and WORKER_PID fields, instead of to
+	// Output (set it when baton's stderr is the journal).
+	Journal bool
 }
 
 // readEvent asks the loop for stats or status; the other events it reads
@@ -97,8 +101,10 @@ type supervisor struct {
 	toSystemd func(string) error
 	shim      []string
 	out       *lineWriter
-	// ring keeps the workers' last lines for `baton logs`.
-	ring *linering.Ring
+	// ring keeps the workers' last lines for `baton logs`; journal, when
+	// not nil, takes their lines instead of out.
+	ring    *linering.Ring
+	journal *journalSink
 	// closeOut flushes the output buffer baton made itself, if any.
 	closeOut func()
 	// exePath is the executable a self-upgrade runs; exe is the running
@@ -174,6 +180,9 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	}
 	if s.toSystemd == nil {
 		s.toSystemd = systemd.Notify
+	}
+	if opts.Journal {
+		s.journal = newJournalSink()
 	}
 	if s.out.w == nil {
 		buf := logbuf.New(os.Stderr, logbuf.Options{})
@@ -293,6 +302,9 @@ func (s *supervisor) close() {
 	closeListeners(s.listeners, s.sharing())
 	if !s.sharing() {
 		s.dir.remove()
+	}
+	if s.journal != nil {
+		s.journal.close()
 	}
 	if s.closeOut != nil {
 		s.closeOut()

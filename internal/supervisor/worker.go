@@ -90,20 +90,26 @@ func (lw *lineWriter) writeLine(prefix string, line []byte) {
 }
 
 // forward copies one of a worker's output streams line by line to out,
-// prefixed with its slot and pid, and keeps each line in ring for `baton
+// prefixed with its slot and pid (or, when not nil, to journal, with
+// fields), and keeps each line in ring for `baton
 // logs` (a line longer than the reader's buffer only once, cut). It ends
 // at end of file, when every process holding the write end is gone, or
 // when r is closed.
-func forward(r *os.File, prefix string, out *lineWriter, ring *linering.Ring, keep linering.Line) {
+func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, ring *linering.Ring, keep linering.Line) {
 	defer r.Close()
 	br := bufio.NewReaderSize(r, maxLine)
 	continued := false
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			out.writeLine(prefix, line)
+			text := string(bytes.TrimSuffix(line, []byte("\n")))
+			keep.Time, keep.Text, keep.Cut = time.Now(), text, err == bufio.ErrBufferFull
+			if journal != nil {
+				journal.send(keep)
+			} else {
+				out.writeLine(prefix, line)
+			}
 			if !continued {
-				keep.Time, keep.Text, keep.Cut = time.Now(), string(bytes.TrimSuffix(line, []byte("\n"))), err == bufio.ErrBufferFull
 				ring.Add(keep)
 			}
 		}
@@ -159,14 +165,14 @@ func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
 	s.reaper.add(pid)
 	prefix := fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid)
 	for i, r := range reads {
-		keep := linering.Line{Slot: w.Slot, PID: pid, Stream: [...]string{"stdout", "stderr"}[i]}
+		keep := linering.Line{Slot: w.Slot, Generation: w.Generation, PID: pid, Stream: [...]string{"stdout", "stderr"}[i]}
 		s.outputs.Add(1)
 		s.readersMu.Lock()
 		s.readers[r] = true
 		s.readersMu.Unlock()
 		go func() {
 			defer s.outputs.Done()
-			forward(r, prefix, s.out, s.ring, keep)
+			forward(r, prefix, s.out, s.journal, s.ring, keep)
 			s.readersMu.Lock()
 			delete(s.readers, r)
 			s.readersMu.Unlock()
