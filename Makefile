@@ -4,9 +4,10 @@ GO       ?= go
 PORT     ?= 8080
 WORKERS  ?=
 TESTTIME ?= 14m
+FUZZTIME ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help deps build run test check fmt vet staticcheck bench clean
+.PHONY: help deps build run test check fmt vet staticcheck fuzz bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +42,11 @@ staticcheck: ## staticcheck (fetched through the Go module proxy)
 	$(GO) run $(STATICCHECK) ./...
 
 check: fmt vet staticcheck test ## gofmt, vet, staticcheck and the tests with -race
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s): control requests, notify datagrams, config files
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/supervisor
+	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) ./internal/systemd
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 
 bench: deps ## run the benchmarks (see BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...

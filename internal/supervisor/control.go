@@ -314,14 +314,9 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *li
 	case err != nil && len(line) == 0:
 		return ControlResponse{Error: "control: no request (want one JSON line)"}
 	}
-	var req ControlRequest
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return ControlResponse{Error: fmt.Sprintf("control: bad request: %v", err)}
-	}
-	if rest := bytes.TrimSpace(line[dec.InputOffset():]); len(rest) > 0 {
-		return ControlResponse{Error: fmt.Sprintf("control: bad request: %q after the JSON object (want one object on one line)", truncate(rest, 32))}
+	req, err := parseRequest(line)
+	if err != nil {
+		return ControlResponse{Error: err.Error()}
 	}
 	// The reply channel is buffered: the loop never blocks on it.
 	reply := make(chan ControlResponse, 1)
@@ -331,26 +326,15 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *li
 	case "reload", "upgrade":
 		post(lifecycle.Reload{Upgrade: req.Command == "upgrade", Reply: answerWith(reply)})
 	case "scale":
-		n, rel, err := parseScale(req.Workers)
-		if err != nil {
-			return ControlResponse{Error: "control: scale: " + err.Error()}
-		}
+		n, rel, _ := parseScale(req.Workers)
 		post(lifecycle.Scale{N: n, Relative: rel, Reply: answerWith(reply)})
 	case "restart":
-		if req.Slot == nil {
-			return ControlResponse{Error: `control: restart: no "slot" (want {"command":"restart","slot":N})`}
-		}
 		post(lifecycle.Restart{Slot: *req.Slot, Reply: answerWith(reply)})
 	case "stop":
 		post(lifecycle.Stop{Reply: answerWith(reply)})
 	case "logs":
-		if l := req.Lines; l != nil && (*l < 0 || *l > maxLogLines) {
-			return ControlResponse{Error: fmt.Sprintf("control: logs: lines %d: want 0 to %d", *l, maxLogLines)}
-		}
 		streamLogs(conn, ring, req, quit)
 		return ControlResponse{streamed: true}
-	default:
-		return ControlResponse{Error: fmt.Sprintf("control: unknown command %q (want reload, upgrade, stats, status, scale, restart, stop or logs)", req.Command)}
 	}
 	r, ok := receive(reply, quit)
 	if !ok {
@@ -358,6 +342,41 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *li
 	}
 	return r
 }
+
+// parseRequest decodes and checks one request line: an error says, in
+// one line, what is wrong with it.
+func parseRequest(line []byte) (ControlRequest, error) {
+	var req ControlRequest
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("control: bad request: %s", oneLine(err.Error()))
+	}
+	if rest := bytes.TrimSpace(line[dec.InputOffset():]); len(rest) > 0 {
+		return req, fmt.Errorf("control: bad request: %q after the JSON object (want one object on one line)", truncate(rest, 32))
+	}
+	switch req.Command {
+	case "stats", "status", "reload", "upgrade", "stop":
+	case "scale":
+		if _, _, err := parseScale(req.Workers); err != nil {
+			return req, fmt.Errorf("control: scale: %w", err)
+		}
+	case "restart":
+		if req.Slot == nil {
+			return req, errors.New(`control: restart: no "slot" (want {"command":"restart","slot":N})`)
+		}
+	case "logs":
+		if l := req.Lines; l != nil && (*l < 0 || *l > maxLogLines) {
+			return req, fmt.Errorf("control: logs: lines %d: want 0 to %d", *l, maxLogLines)
+		}
+	default:
+		return req, fmt.Errorf("control: unknown command %q (want reload, upgrade, stats, status, scale, restart, stop or logs)", truncate([]byte(req.Command), 32))
+	}
+	return req, nil
+}
+
+// oneLine keeps an error message on one line.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 // streamLogs answers logs: the last lines, one response each, then with
 // Follow every new line until the client closes its end or baton stops.
