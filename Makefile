@@ -19,15 +19,8 @@ build: ## build bin/baton and bin/hello
 	$(GO) build -o bin/baton ./cmd/baton
 	$(GO) build -o bin/hello ./examples/hello
 
-run: deps build ## start baton with the demo worker on 127.0.0.1:$(PORT)
-	@echo "baton (pid $$$$): serving the demo worker on http://127.0.0.1:$(PORT)/ -- try, in another terminal:"; \
-	echo "  curl -i http://127.0.0.1:$(PORT)/                  # 'hello from pid N': run it twice, see the pids change"; \
-	echo "  kill -9 <pid of a 'worker ready' line below>        # baton replaces it; no connection is refused"; \
-	echo "  kill -TERM <pid of a 'worker ready' line below>     # it drains while its replacement starts"; \
-	echo "  bin/baton status                                   # baton and its workers: pid, generation, state, uptime, restarts, cpu, memory"; \
-	echo "  bin/baton reload --pid $$$$                       # a new generation of workers, then the old one drains"; \
-	echo "  Ctrl-C here                                        # baton drains every worker and exits 0"; \
-	exec bin/baton run --listen http=tcp://127.0.0.1:$(PORT) $(if $(WORKERS),--workers $(WORKERS)) -- bin/hello
+run: deps build ## start baton with the demo worker on 127.0.0.1:$(PORT), then say what to try
+	@exec contrib/dev/run.sh $(PORT) $(WORKERS)
 
 test: deps ## run the whole suite with -race (unit, integration, real systemd)
 	$(GO) test -race -count=1 -timeout $(TESTTIME) ./...

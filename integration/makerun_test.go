@@ -22,14 +22,24 @@ func TestMakeRun(t *testing.T) {
 	p := start(t, nil, "make", "--no-print-directory", "run", fmt.Sprintf("PORT=%d", port))
 	hint := p.out.wait(regexp.MustCompile(`^baton \(pid (\d+)\): .*try, in another terminal`), 3*time.Minute)
 	p.out.wait(reAllReady, time.Minute)
-	// The pid it prints is baton's, and baton reload --pid takes it.
+	// The pid it prints is baton's, and baton reload --pid takes it; the
+	// worker pid it says to kill is one of baton's workers.
 	pid := regexp.MustCompile(`pid (\d+)`).FindStringSubmatch(hint)[1]
-	if !strings.Contains(p.out.String(), "bin/baton reload --pid "+pid+" ") {
-		t.Errorf("make run does not say to reload with --pid %s:\n%s", pid, p.out)
+	p.out.wait(regexp.MustCompile(`^  Ctrl-C here`), time.Minute) // the hint's last line
+	out := p.out.String()
+	for _, cmd := range []string{"\n  bin/baton status ", "\n  bin/baton logs -f ", "\n  bin/baton reload ", "bin/baton reload --pid " + pid + ")"} {
+		if !strings.Contains(out, cmd) {
+			t.Errorf("make run does not say %q:\n%s", strings.TrimSpace(cmd), out)
+		}
 	}
 	n, _ := strconv.Atoi(pid)
 	if comm(n) != "baton" || !slices.Contains(p.descendants(), n) {
 		t.Errorf("make run printed pid %s, which is %q, not the baton it started", pid, comm(n))
+	}
+	if m := regexp.MustCompile(`\n  kill -9 (\d+) `).FindStringSubmatch(out); m == nil {
+		t.Errorf("make run names no worker to kill:\n%s", out)
+	} else if w, _ := strconv.Atoi(m[1]); !slices.Contains(children(n), w) {
+		t.Errorf("make run says to kill pid %d, which is no worker of baton %d (%v)", w, n, children(n))
 	}
 	if code, out := ctl(t, "reload", "--pid", pid); code != 0 {
 		t.Errorf("baton reload --pid %s, as make run says: exit %d: %s", pid, code, out)
