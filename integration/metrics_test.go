@@ -1,10 +1,14 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/batonhq/baton/loadtest"
 )
 
 // get returns the status code and body of a GET, 0 when nothing answers.
@@ -186,5 +192,69 @@ func TestMetricsAndHealth(t *testing.T) {
 	syscall.Kill(b.cmd.Process.Pid, syscall.SIGTERM) // the second one kills
 	if code := b.waitExit(30 * time.Second); code != 0 {
 		t.Errorf("baton exited %d", code)
+	}
+}
+
+// baton as PID 1 of a PID namespace (as in a container), under load: on
+// SIGTERM /readyz says 503 at once while a stream still drains, the
+// workers drain, baton exits 0 and nothing of the namespace is left.
+func TestPID1UnderLoad(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare is not installed (Debian package util-linux): ", err)
+	}
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := start(t, nil, unshare, "--pid", "--fork", "--mount-proc", "--kill-child",
+		bin.baton, "run", "--listen", "http=tcp://"+addr, "--workers", "2", "--metrics", fmt.Sprintf("127.0.0.1:%d", port), "--", bin.hello)
+	p.out.wait(reAllReady, 30*time.Second)
+	var baton int
+	for _, pid := range p.descendants() {
+		if comm(pid) == "baton" && nsPid(pid) == 1 {
+			baton = pid
+		}
+	}
+	if baton == 0 {
+		t.Fatal("no baton with pid 1 under unshare")
+	}
+	tree := append(p.descendants(), baton)
+	g := startLoad(t, addr, loadtest.PerRequest, 16)
+	waitServed(t, g, 300)
+	if code, _ := httpGet(base + "/readyz"); code != 200 {
+		t.Fatalf("/readyz while serving: %d", code)
+	}
+	// A stream that lasts 2s keeps a worker draining after the stop.
+	resp, err := http.Get("http://" + addr + "/stream?s=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatalf("the stream's first line: %v", err)
+	}
+	if before := g.Snapshot(); before.Failed() != 0 {
+		t.Errorf("before the stop: %s %v", before, before.Samples)
+	}
+	from := p.out.len()
+	syscall.Kill(baton, syscall.SIGTERM)
+	p.out.waitFrom(from, regexp.MustCompile(`msg=stopping`), 10*time.Second)
+	if code, body := httpGet(base + "/readyz"); code != 503 {
+		t.Errorf("/readyz once stopping: %d %s, want 503", code, body)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil || strings.Count(string(rest), "\n") < 10 {
+		t.Errorf("the stream in flight at the stop: %v after %d more lines, want it to finish", err, strings.Count(string(rest), "\n"))
+	}
+	// From the stop on, new connections are refused: the service is going.
+	t.Logf("load, until baton exited: %s", g.Stop())
+	if code := p.waitExit(30 * time.Second); code != 0 {
+		t.Errorf("unshare (baton as PID 1) exited %d, want 0", code)
+	}
+	for _, pid := range tree {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil && ppid(pid) != 0 {
+			t.Errorf("pid %d (%s) of the namespace is still there", pid, comm(pid))
+		}
 	}
 }
