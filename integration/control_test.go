@@ -181,3 +181,31 @@ func TestControlFloodKeepsServing(t *testing.T) {
 		t.Errorf("baton's resident memory reached %d kB, want below 50 MB", peak)
 	}
 }
+
+// 200 control connections that send nothing: the workers serve on,
+// and once the connections close baton holds exactly the descriptors it
+// held before.
+func TestIdleControlClientsLeaveNothing(t *testing.T) {
+	control := filepath.Join(t.TempDir(), "ctl.sock")
+	b := startBaton(t, "--workers", "1", "--control", control, "--", bin.hello)
+	pid := b.cmd.Process.Pid
+	stats(t, control) // baton's own descriptors settle once it has answered
+	before := openFDs(t, pid)
+	end := holders(t, control, 200, 0)
+	if body, err := getOnce(b.addr, "/"); err != nil || !strings.HasPrefix(body, "hello from pid") {
+		t.Errorf("with 200 idle control clients: %q, %v", body, err)
+	}
+	end()
+	var now int
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if now = openFDs(t, pid); now == before || time.Now().After(deadline) {
+			break
+		}
+	}
+	if now != before {
+		t.Errorf("baton holds %d descriptors after the idle clients left, %d before", now, before)
+	}
+	if st := stats(t, control); st.Generation != 1 {
+		t.Errorf("stats after the idle clients left: %+v", st)
+	}
+}
