@@ -36,10 +36,11 @@ staticcheck: ## staticcheck (fetched through the Go module proxy)
 
 check: fmt vet staticcheck test ## gofmt, vet, staticcheck and the tests with -race
 
+# A short minimization per new input (default 60s) keeps a 30s run fuzzing.
 fuzz: ## run each fuzz target for FUZZTIME (default 30s): control requests, notify datagrams, config files
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/supervisor
-	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) ./internal/systemd
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/supervisor
+	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/systemd
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/config
 
 bench: deps ## run the benchmarks (see BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
