@@ -107,6 +107,11 @@ func runCmd(args []string, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
+	// Signals are caught before the upgrader reports this process's pid
+	// to a parent, which may send SIGTERM from then on.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(signals)
 	// The upgrader comes first: in a baton started by a self-upgrade it
 	// takes the sockets passed at descriptors 3 and up, and it tells the
 	// waiting parent why this one fails.
@@ -137,10 +142,6 @@ func runCmd(args []string, stderr io.Writer) int {
 	}})
 	defer out.Close(2 * time.Second)
 	log := slog.New(handler(out))
-
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
-	defer signal.Stop(signals)
 
 	// A reload re-reads the file and re-applies the same flags.
 	load := func() (*config.Config, error) {

@@ -38,6 +38,10 @@ const childModeEnv = "HANDOFF_TEST_CHILD"
 // upgrades; its successor (the same binary, started by Upgrade) takes the
 // socket and reports what it got. Both write to the same stdout.
 func upgradeHelper() int {
+	// A successor that waits for SIGTERM must catch it before its pid is
+	// known to the parent (NewUpgrader reports it), as baton does.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, unix.SIGTERM)
 	u, err := NewUpgrader(time.Second)
 	if err != nil {
 		fmt.Println("error:", err)
@@ -87,9 +91,7 @@ func upgradeHelper() int {
 		time.Sleep(time.Minute) // killed by the parent's timeout
 		return 1
 	case "signal":
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, unix.SIGTERM)
-		<-c
+		<-term
 		u.Fail(errors.New("stopped by SIGTERM"))
 		return 1
 	}
