@@ -109,21 +109,64 @@ func (m *Machine) startGeneration(g *generation) error {
 	return m.startMore(g)
 }
 
-// startMore starts g's next slots: all of them, or up to reload.surge
-// beyond those ready.
+// startMore starts g's next slots. The first generation starts whole (or
+// reload.surge beyond those ready). A reload with reload.surge = K > 0
+// rolls: new workers start while baton has fewer than count+K worker
+// processes (count: the larger of the old and the new generation's),
+// each new one that is ready drains the old worker of its slot, and the
+// next one starts once that has exited; so the pool never grows by more
+// than K. Without surge the whole new generation starts at once.
 func (m *Machine) startMore(g *generation) error {
 	limit := len(g.slots)
-	if surge := g.cfg.Reload.Surge; surge > 0 {
+	surge := g.cfg.Reload.Surge
+	if surge > 0 && !m.rolling(g) {
 		limit = min(limit, g.readyCount()+surge)
 	}
 	for g.started < limit {
+		if m.rolling(g) && len(m.workers) >= max(len(g.slots), len(m.current.slots))+surge {
+			return nil // once an old worker has exited
+		}
 		slot := g.started
 		g.started++
 		if _, err := m.startWorker(g, slot); err != nil {
 			return err
 		}
+		if m.rolling(g) {
+			// Each step has reload.timeout to get ready.
+			g.stopDeadline()
+			g.stopDeadline = m.env.After(g.cfg.Reload.Timeout.Std(), Timer{kind: readyDeadline, g: g})
+		}
 	}
 	return nil
+}
+
+// rolling reports whether g is a reload's new generation that replaces
+// the serving one slot by slot (reload.surge > 0).
+func (m *Machine) rolling(g *generation) bool {
+	return g == m.next && m.current != nil && g.cfg.Reload.Surge > 0
+}
+
+// switchSlot drains the serving worker of the slot a rolling reload's new
+// worker w just took over.
+func (m *Machine) switchSlot(w *worker) {
+	old := m.current
+	if w.slot >= len(old.slots) || old.slots[w.slot] == nil {
+		return
+	}
+	prev := old.slots[w.slot]
+	old.slots[w.slot] = nil
+	m.log.Info("rolling reload: slot switched", "slot", w.slot, "new", w.pid, "old", prev.pid, "generation", w.gen.n)
+	m.drainWorker(prev)
+}
+
+// continueRolling starts the next workers of a rolling reload, if there is
+// room now.
+func (m *Machine) continueRolling() {
+	if g := m.next; g != nil && m.rolling(g) {
+		if err := m.startMore(g); err != nil {
+			m.abandonNext(err)
+		}
+	}
 }
 
 // promote makes a generation whose workers are all ready the serving one,
@@ -166,6 +209,14 @@ func (m *Machine) abandonNext(why error) {
 		return
 	}
 	m.drainGeneration(g, "reload rolled back")
+	// A rolling reload switched some slots already: old-config workers
+	// take them back.
+	cur := m.current
+	for slot, w := range cur.slots {
+		if w == nil && cur.state == genServing {
+			m.refill(cur, slot, nil, 0)
+		}
+	}
 	m.finishReload(fmt.Errorf("%w: %w", errRolledBack, why))
 }
 

@@ -841,3 +841,71 @@ func TestCounts(t *testing.T) {
 		t.Errorf("reload seconds %v, sum %s", c.ReloadSeconds, c.ReloadSum)
 	}
 }
+
+func TestRollingReload(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) { c.Worker.Count = 3 }), Options{})
+	old := h.serve()
+	h.env.nextCfg = testConfig(t, func(c *config.Config) { c.Worker.Count = 3; c.Reload.Surge = 1 })
+	peak := 0
+	live := func() int {
+		n := len(h.env.live)
+		peak = max(peak, n)
+		return n
+	}
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	for i, oldPID := range old {
+		started := h.started()
+		h.take()
+		if len(started) != 1 {
+			t.Fatalf("step %d: started %v, want one new worker", i, started)
+		}
+		if n := live(); n != 4 {
+			t.Errorf("step %d: %d workers, want count+surge = 4", i, n)
+		}
+		h.ready(started[0])
+		if s := signalsTo(h.take(), oldPID); len(s) != 1 || s[0] != "SIGTERM group" {
+			t.Fatalf("step %d: old worker %d got %v once slot %d's new one was ready, want SIGTERM", i, oldPID, s, i)
+		}
+		if i < len(old)-1 && len(h.started()) != 0 {
+			t.Fatalf("step %d: a new worker started before the old one left", i)
+		}
+		h.exit(oldPID, "exit status 0")
+		live()
+	}
+	if peak != 4 || len(*got) != 1 || (*got)[0].Err != nil || (*got)[0].Generation != 2 {
+		t.Errorf("peak %d workers, reply %+v; want 4 and generation 2", peak, *got)
+	}
+}
+
+func TestRollingReloadRollsBack(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) { c.Worker.Count = 3 }), Options{})
+	old := h.serve()
+	h.env.nextCfg = testConfig(t, func(c *config.Config) { c.Worker.Count = 3; c.Reload.Surge = 1 })
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	first := h.started()[0]
+	h.ready(first)
+	h.exit(old[0], "exit status 0") // slot 0 switched
+	second := h.started()[1]
+	h.take()
+	h.exit(second, "exit status 1") // the new config is broken
+	acts := h.take()
+	if len(*got) != 1 || !errors.Is((*got)[0].Err, errRolledBack) {
+		t.Fatalf("reply %+v, want rolled back", *got)
+	}
+	if s := signalsTo(acts, first); len(s) != 1 || s[0] != "SIGTERM group" {
+		t.Errorf("the new generation's ready worker got %v, want SIGTERM", s)
+	}
+	if !contains(acts, "start g1 s0 = ") {
+		t.Errorf("slot 0 was not given back to an old-config worker: %v", acts)
+	}
+	for _, pid := range old[1:] {
+		if s := signalsTo(acts, pid); len(s) != 0 {
+			t.Errorf("old worker %d, never switched, got %v", pid, s)
+		}
+	}
+	if s := h.m.Snapshot(); s.Generation != 1 {
+		t.Errorf("serving generation %d after the rollback, want 1", s.Generation)
+	}
+}

@@ -159,8 +159,10 @@ func (m *Machine) armDrainDeadline(w *worker) {
 }
 
 func (m *Machine) onExit(ev Exited) {
-	// A child that exits may leave its own children to baton.
+	// A child that exits may leave its own children to baton; a worker
+	// that exits may make room for a rolling reload's next one.
 	defer m.sweepOrphans()
+	defer m.continueRolling()
 	w := m.workers[ev.PID]
 	if w == nil {
 		delete(m.orphans, ev.PID)
@@ -232,6 +234,9 @@ func (m *Machine) markReady(w *worker) {
 	if g != m.next {
 		m.publishStatus()
 		return
+	}
+	if m.rolling(g) {
+		m.switchSlot(w)
 	}
 	if !g.allReady() {
 		if err := m.startMore(g); err != nil {
