@@ -73,6 +73,12 @@ socket = %q
 // over is re-parented to it (and reaped, and ended at cleanup).
 func startUpgradable(t testing.TB, cfg func(addr, control string) string) *upBaton {
 	t.Helper()
+	return startUpgradableOf(t, bin.baton, cfg)
+}
+
+// startUpgradableOf is startUpgradable with another build of baton.
+func startUpgradableOf(t testing.TB, build string, cfg func(addr, control string) string) *upBaton {
+	t.Helper()
 	childSubreaper(t)
 	dir := t.TempDir()
 	u := &upBaton{
@@ -82,7 +88,7 @@ func startUpgradable(t testing.TB, cfg func(addr, control string) string) *upBat
 		control: filepath.Join(dir, "ctl.sock"),
 		addr:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
-	u.install(t, bin.baton)
+	u.install(t, build)
 	u.writeConfig(t, cfg(u.addr, u.control))
 	u.proc = start(t, []string{noRaceExitSleep}, u.exe, "run", "--config", u.cfgPath)
 	u.out.wait(reAllReady, 30*time.Second)
@@ -776,5 +782,30 @@ func TestUpgradeCancelledByStop(t *testing.T) {
 	}
 	if got := u.exitOf(before.PID, 30*time.Second); got != "exit status 0" {
 		t.Errorf("the old baton ended with %s after SIGTERM, want exit status 0", got)
+	}
+}
+
+// A failed self-upgrade leaves a plain build (no race detector, which
+// makes the runtime collect often) no descriptor more than the listener's
+// registration with the upgrader: the pipe ends tableflip leaves to their
+// cleanups are collected at once. Its descriptors are watched from /proc
+// alone: a request to baton would allocate, and a collection would then
+// hide the leak.
+func TestFailedUpgradeLeavesNoDescriptor(t *testing.T) {
+	u := startUpgradableOf(t, batonPlain(t), hellosUpTo("10s"))
+	pid := u.cmd.Process.Pid
+	u.settle(t)
+	before := openFDs(t, pid)
+	installExe(t, u.exe, []byte("#!/bin/sh\nexit 1\n"))
+	if code, out := u.ctl(t, "upgrade"); code != 1 || !strings.Contains(out, "exit status 1") {
+		t.Fatalf("upgrade to a script that exits 1: exit %d: %s", code, out)
+	}
+	want := before + 1 // the listener, registered by the first upgrade
+	got := openFDs(t, pid)
+	for deadline := time.Now().Add(3 * time.Second); got != want && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		got = openFDs(t, pid)
+	}
+	if got != want {
+		t.Errorf("baton holds %d descriptors after the failed upgrade, %d before; want %d", got, before, want)
 	}
 }
