@@ -61,19 +61,14 @@ func unitCmd(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	for _, f := range files {
-		if strings.HasSuffix(f.Path, ".toml") {
-			if _, err := os.Stat(f.Path); err == nil {
-				fmt.Fprintf(stdout, "kept %s (it exists already)\n", f.Path)
-				continue
-			}
-		}
-		err := os.MkdirAll(filepath.Dir(f.Path), 0o755)
-		if err == nil {
-			err = os.WriteFile(f.Path, []byte(f.Content), 0o644)
-		}
+		kept, err := writeNew(f, strings.HasSuffix(f.Path, ".toml"))
 		if err != nil {
 			fmt.Fprintf(stderr, "baton unit: %v\n", err)
 			return exitFailed
+		}
+		if kept {
+			fmt.Fprintf(stdout, "kept %s (it exists already)\n", f.Path)
+			continue
 		}
 		fmt.Fprintf(stdout, "wrote %s\n", f.Path)
 	}
@@ -85,4 +80,44 @@ func unitCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "next: systemctl enable --now %s.socket && systemctl start %s.service\n", name, name)
 	return exitOK
+}
+
+// writeNew writes f without following a link someone else may have put
+// in its place: into a new file beside it, renamed over it (a link is
+// replaced, not written through). With keep, an existing file (or link)
+// stays, and kept says so.
+func writeNew(f unit.File, keep bool) (kept bool, err error) {
+	if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+		return false, err
+	}
+	if keep {
+		if _, err := os.Lstat(f.Path); err == nil {
+			return true, nil
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(f.Path), "."+filepath.Base(f.Path)+".*") // O_EXCL: a new file
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(f.Content); err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, err
+	}
+	if keep {
+		// Link, not rename: fails if the config appeared meanwhile.
+		if err := os.Link(tmp.Name(), f.Path); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return true, nil
+			}
+			return false, err
+		}
+		return false, nil
+	}
+	return false, os.Rename(tmp.Name(), f.Path)
 }

@@ -11,6 +11,9 @@ const (
 	DefaultMaxLine = 4 << 10 // bytes of one line kept
 	// followBuffer is how many lines a follower may lag behind.
 	followBuffer = 1024
+	// lineOverhead is what a kept line costs besides its text: an empty
+	// line is no free line.
+	lineOverhead = 128
 )
 
 // Line is one line a worker wrote.
@@ -26,7 +29,8 @@ type Line struct {
 
 // Options bound a Ring. The zero value is usable.
 type Options struct {
-	// Size bounds the bytes of text kept; 0 means DefaultSize.
+	// Size bounds the bytes kept (each line's text and a fixed
+	// overhead); 0 means DefaultSize.
 	Size int
 	// MaxLine bounds one line; 0 means DefaultMaxLine.
 	MaxLine int
@@ -66,9 +70,9 @@ func (r *Ring) Add(l Line) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lines = append(r.lines, l)
-	r.bytes += len(l.Text)
+	r.bytes += len(l.Text) + lineOverhead
 	for r.bytes > r.opts.Size && r.start < len(r.lines) {
-		r.bytes -= len(r.lines[r.start].Text)
+		r.bytes -= len(r.lines[r.start].Text) + lineOverhead
 		r.lines[r.start] = Line{}
 		r.start++
 	}

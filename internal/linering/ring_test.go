@@ -12,7 +12,8 @@ func line(i int) Line {
 }
 
 func TestLastAndBounds(t *testing.T) {
-	r := New(Options{Size: 100, MaxLine: 10})
+	const size = 20 * (lineOverhead + 7)
+	r := New(Options{Size: size, MaxLine: 10})
 	for i := range 50 {
 		r.Add(line(i))
 	}
@@ -23,10 +24,10 @@ func TestLastAndBounds(t *testing.T) {
 	all := r.Last(1000)
 	total := 0
 	for _, l := range all {
-		total += len(l.Text)
+		total += len(l.Text) + lineOverhead
 	}
-	if total > 100 || len(all) < 10 {
-		t.Errorf("kept %d lines of %d bytes, want at most 100 bytes and the newest ones", len(all), total)
+	if total > size || len(all) < 10 {
+		t.Errorf("kept %d lines costing %d bytes, want at most %d and the newest ones", len(all), total, size)
 	}
 	r.Add(Line{Text: strings.Repeat("x", 1000)})
 	if l := r.Last(1)[0]; len(l.Text) != 10 || !l.Cut {
@@ -52,5 +53,20 @@ func TestFollow(t *testing.T) {
 	}
 	if n := f.Dropped(); n != 2*followBuffer {
 		t.Errorf("dropped %d, want %d", n, 2*followBuffer)
+	}
+}
+
+// Empty lines cost their overhead: a flood of them keeps the ring
+// bounded in lines too.
+func TestEmptyLinesAreBounded(t *testing.T) {
+	r := New(Options{Size: 64 << 10})
+	for range 100000 {
+		r.Add(Line{Stream: "stdout"})
+	}
+	if n := len(r.Last(1 << 20)); n > (64<<10)/lineOverhead {
+		t.Errorf("kept %d empty lines in a 64 KiB ring, want at most %d", n, (64<<10)/lineOverhead)
+	}
+	if cap(r.lines) > 4*(64<<10)/lineOverhead {
+		t.Errorf("the ring's slice grew to %d", cap(r.lines))
 	}
 }

@@ -34,14 +34,26 @@ type File struct {
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
+// plain reports whether s can stand in a unit file as it is: no control
+// character (a newline would start a directive of its own), no space (it
+// would split a command line) and no '%' (systemd expands specifiers).
+func plain(s string) bool {
+	for _, r := range s {
+		if r < ' ' || r == 0x7f || r == ' ' || r == '%' {
+			return false
+		}
+	}
+	return true
+}
+
 // Files returns the units and the config for s, at their paths under root
 // ("/" for the real system).
 func Files(s Spec, root string) ([]File, error) {
 	if !validName.MatchString(s.Name) || len(s.Name) > 200 {
 		return nil, fmt.Errorf("unit: name %q: want letters, digits, '_', '.' and '-', starting with a letter or digit", s.Name)
 	}
-	if !filepath.IsAbs(s.Baton) {
-		return nil, fmt.Errorf("unit: baton executable %q: want an absolute path", s.Baton)
+	if !filepath.IsAbs(s.Baton) || !plain(s.Baton) {
+		return nil, fmt.Errorf("unit: baton executable %q: want an absolute path without spaces, control characters or '%%'", s.Baton)
 	}
 	if len(s.Command) == 0 {
 		return nil, errors.New("unit: no worker command: give it after --")
@@ -64,8 +76,11 @@ func Files(s Spec, root string) ([]File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("unit: --listen %q: %w", l, err)
 		}
-		if strings.ContainsAny(name, " \t\n=:") {
-			return nil, fmt.Errorf("unit: --listen %q: the name may not hold spaces, '=' or ':'", l)
+		if !validName.MatchString(name) {
+			return nil, fmt.Errorf("unit: --listen %q: the name may hold letters, digits, '_', '.' and '-' only", l)
+		}
+		if !plain(addr) {
+			return nil, fmt.Errorf("unit: --listen %q: the address may not hold control characters, spaces or '%%'", l)
 		}
 		directive := "ListenStream"
 		if strings.HasPrefix(network, "udp") {

@@ -80,6 +80,13 @@ func TestFilesRefuse(t *testing.T) {
 		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, Listen: []string{"tcp://127.0.0.1:1"}}, "want NAME=URL"},
 		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, Listen: []string{"h=sctp://1"}}, "unknown scheme"},
 		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, User: "a b"}, "not a user name"},
+		// Nothing that would end a line or be expanded reaches a unit.
+		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, Listen: []string{"h=unix:///run/x%0AExecStartPre=/bin/sh"}}, "the address may not hold"},
+		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, Listen: []string{"h=unix:///run/%25n.sock"}}, "the address may not hold"},
+		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, Listen: []string{"x/../../etc/evil=tcp://127.0.0.1:1"}}, "the name may hold"},
+		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, Listen: []string{"h%n=tcp://127.0.0.1:1"}}, "the name may hold"},
+		{Spec{Name: "app", Baton: "/usr/bin/baton\nExecStartPre=/bin/sh", Command: []string{"x"}}, "want an absolute path without"},
+		{Spec{Name: "app", Baton: "/opt/my baton", Command: []string{"x"}}, "want an absolute path without"},
 	} {
 		if _, err := Files(tt.s, "/"); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%+v: %v, want %q", tt.s, err, tt.want)
