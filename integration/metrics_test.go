@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -258,3 +259,61 @@ func TestPID1UnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// Whoever reaches the metrics address cannot take baton's descriptors:
+// 300 idle connections cost it at most the 64 it serves at once, the
+// probes still answer (an idle connection is closed after 1 s), and once
+// they are gone baton holds what it held before.
+func TestMetricsListenerIsBounded(t *testing.T) {
+	port := freePort(t)
+	b := startBaton(t, "--workers", "1", "--metrics", fmt.Sprintf("127.0.0.1:%d", port), "--", bin.hello)
+	pid := b.cmd.Process.Pid
+	before := openFDs(t, pid)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 300 {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// Let baton accept what it will: the fd count settles at its bound.
+	most := 0
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		most = max(most, openFDs(t, pid))
+	}
+	if most > before+maxMetricsConnsSeen+4 {
+		t.Errorf("with 300 idle metrics connections baton held %d descriptors, %d before; want at most %d more", most, before, maxMetricsConnsSeen)
+	}
+	// The probe waits its turn behind them: each idle one is dropped
+	// after 1 s, 64 at a time.
+	c := http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/livez", port))
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("/livez with 300 idle connections: %v %v", resp, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	now := 0
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if now = openFDs(t, pid); now <= before || time.Now().After(deadline) {
+			break
+		}
+	}
+	if now > before {
+		t.Errorf("baton holds %d descriptors once the connections closed, %d before", now, before)
+	}
+}
+
+// maxMetricsConnsSeen is internal/supervisor's maxMetricsConns.
+const maxMetricsConnsSeen = 64

@@ -518,12 +518,7 @@ func (s *supervisor) stats() *Stats {
 		Reloading:   snap.Reloading,
 		NotifyDrops: int64(snap.NotifyDrops) + s.fromWorkers.Malformed(),
 	}
-	if d, ok := s.out.w.(interface{ Dropped() int64 }); ok {
-		st.OutputDrops = d.Dropped()
-	}
-	if s.journal != nil {
-		st.OutputDrops += s.journal.dropped.Load()
-	}
+	st.OutputDrops = s.outputDropped()
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		st.FDs = len(ents)
 	}
@@ -569,6 +564,19 @@ func Logs(ctx context.Context, path string, req ControlRequest, each func(LogLin
 // ErrNoAnswer is wrapped by Request's error when no baton listens at the
 // path.
 var ErrNoAnswer = errors.New("supervisor: control socket: no baton answers")
+
+// outputDropped counts the output lines dropped, on the way to stderr or
+// to journald. Safe outside the loop.
+func (s *supervisor) outputDropped() int64 {
+	var n int64
+	if d, ok := s.out.w.(interface{ Dropped() int64 }); ok {
+		n = d.Dropped()
+	}
+	if s.journal != nil {
+		n += s.journal.dropped.Load()
+	}
+	return n
+}
 
 // Request sends one request to the control socket at path and waits for
 // the answer (a reload's comes when it is over), bounded by ctx.

@@ -58,8 +58,15 @@ func (s *supervisor) inLoop(f func(), timeout time.Duration) bool {
 	}
 }
 
-// loopTimeout bounds how long a probe or scrape waits for the loop.
-const loopTimeout = 2 * time.Second
+// Bounds on the metrics listener, which any client that can reach its
+// address may use: connections served at once (more wait in the kernel's
+// queue, costing baton nothing), and how often a scrape or probe may ask
+// the event loop for the state (the answers in between share it).
+const (
+	loopTimeout     = 2 * time.Second
+	maxMetricsConns = 64
+	snapshotTTL     = 250 * time.Millisecond
+)
 
 type metricsServer struct {
 	addr    string
@@ -67,6 +74,68 @@ type metricsServer struct {
 	passKey string // its name for the upgrader, "" if not registered
 	once    sync.Once
 	srv     *http.Server
+
+	// The last snapshot read from the loop, shared by the requests of
+	// the next snapshotTTL; ok: the loop answered.
+	mu   sync.Mutex
+	at   time.Time
+	snap lifecycle.Snapshot
+	ok   bool
+}
+
+// snapshot returns the Machine's state as of at most snapshotTTL ago, and
+// whether the event loop answered then.
+func (s *supervisor) snapshot() (lifecycle.Snapshot, bool) {
+	m := s.metrics
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if time.Since(m.at) < snapshotTTL {
+		return m.snap, m.ok
+	}
+	var snap lifecycle.Snapshot
+	ok := s.inLoop(func() { snap = s.m.Snapshot() }, loopTimeout)
+	m.at, m.snap, m.ok = time.Now(), snap, ok
+	return snap, ok
+}
+
+// limitListener serves at most cap(sem) connections at once: Accept waits
+// for one to close.
+type limitListener struct {
+	net.Listener
+	sem    chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // openMetrics returns the metrics listener at addr: the one the parent
@@ -122,15 +191,15 @@ func (s *supervisor) serveMetrics() {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
-		if !s.inLoop(func() {}, loopTimeout) {
+		if _, ok := s.snapshot(); !ok {
 			http.Error(w, "baton's event loop does not answer", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		var snap lifecycle.Snapshot
-		if !s.inLoop(func() { snap = s.m.Snapshot() }, loopTimeout) {
+		snap, ok := s.snapshot()
+		if !ok {
 			http.Error(w, "baton's event loop does not answer", http.StatusServiceUnavailable)
 			return
 		}
@@ -140,10 +209,11 @@ func (s *supervisor) serveMetrics() {
 		}
 		fmt.Fprintf(w, "ready: generation %d\n", snap.Generation)
 	})
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
-		IdleTimeout: 30 * time.Second, MaxHeaderBytes: 8 << 10}
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second,
+		IdleTimeout: 5 * time.Second, MaxHeaderBytes: 8 << 10}
 	srv := m.srv
-	s.goTask(func() { srv.Serve(m.ln) })
+	ln := &limitListener{Listener: m.ln, sem: make(chan struct{}, maxMetricsConns), closed: make(chan struct{})}
+	s.goTask(func() { srv.Serve(ln) })
 }
 
 // close stops answering; the socket stays open in the upgrader (and in a
@@ -188,10 +258,8 @@ func (c *machineCollector) Describe(chan<- *prometheus.Desc) {}
 
 func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
-	var snap lifecycle.Snapshot
-	var st *Status
-	var stats *Stats
-	if !s.inLoop(func() { snap, st, stats = s.m.Snapshot(), s.status(), s.stats() }, loopTimeout) {
+	snap, ok := s.snapshot()
+	if !ok {
 		return
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
@@ -231,21 +299,23 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 		ready = 1
 	}
 	gauge(descReady, ready)
-	counter(descDropped, float64(stats.NotifyDrops))
-	counter(descRefused, float64(stats.ControlRefused))
-	counter(descOutput, float64(stats.OutputDrops))
-	// The serving worker of each slot: the newest one not leaving.
-	serving := map[int]StatusWorker{}
-	for _, w := range st.Workers {
-		if w.State == "draining" || w.State == "stopping" {
+	// What is counted outside the Machine is read without the loop.
+	counter(descDropped, float64(int64(snap.NotifyDrops)+s.fromWorkers.Malformed()))
+	counter(descRefused, float64(s.control.refused.Load()))
+	counter(descOutput, float64(s.outputDropped()))
+	// The serving worker of each slot: the newest one not leaving. /proc
+	// is read here, not in the loop.
+	serving := map[int]lifecycle.Proc{}
+	for _, p := range snap.Procs {
+		if p.State == "draining" || p.State == "stopping" {
 			continue
 		}
-		if cur, ok := serving[w.Slot]; !ok || w.Generation > cur.Generation {
-			serving[w.Slot] = w
+		if cur, ok := serving[p.Slot]; !ok || p.Generation > cur.Generation {
+			serving[p.Slot] = p
 		}
 	}
-	for slot, w := range serving {
-		gauge(descMemory, float64(w.RSSBytes), strconv.Itoa(slot))
-		counter(descCPU, w.CPUSeconds, strconv.Itoa(slot))
+	for slot, p := range serving {
+		gauge(descMemory, float64(processRSS(p.PID)), strconv.Itoa(slot))
+		counter(descCPU, processCPU(p.PID), strconv.Itoa(slot))
 	}
 }
