@@ -100,7 +100,8 @@ func writeNew(f unit.File, keep bool) (kept bool, err error) {
 		return false, err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(f.Content); err == nil {
+	_, err = tmp.WriteString(f.Content)
+	if err == nil {
 		err = tmp.Chmod(0o644)
 	}
 	if cerr := tmp.Close(); err == nil {
