@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonhq/baton/internal/supervisor"
 )
 
 // asUser returns argv run as uid nobody (setpriv execs it: the pid is the
@@ -106,4 +108,29 @@ func TestControlRefusesOtherUsers(t *testing.T) {
 		t.Errorf("reload as root: exit %d: %s", code, out)
 	}
 	b.stop()
+}
+
+// A socket found by looking around is only trusted if its owner is the
+// caller: one that another user listens on (named baton.sock, held by
+// whatever process) is refused, saying whose it is.
+func TestControlTrustsOnlyOwnSockets(t *testing.T) {
+	python := "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		t.Skipf("%s (Debian package python3) is not installed: %v", python, err)
+	}
+	dir := worldWritableDir(t)
+	path := filepath.Join(dir, "baton.sock")
+	listen := `import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(8)
+print("listening", flush=True)
+time.sleep(60)`
+	p := start(t, nil, asUser(t, python, "-c", listen, path)...)
+	p.out.wait(regexp.MustCompile(`^listening`), 10*time.Second)
+	err := supervisor.CheckOwner(path, 0)
+	if err == nil || !strings.Contains(err.Error(), "is uid 65534's, not yours (uid 0)") {
+		t.Errorf("CheckOwner of nobody's socket, as root: %v", err)
+	}
+	if err := supervisor.CheckOwner(path, nobody); err != nil {
+		t.Errorf("CheckOwner of nobody's socket, for nobody: %v", err)
+	}
 }

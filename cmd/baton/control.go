@@ -95,7 +95,7 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	resp, code, err := t.request(ctx, supervisor.ControlRequest{Command: cmd})
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "baton: %s: %s\n", cmd, printable(err.Error()))
 		return code
 	}
 	switch {
@@ -173,7 +173,7 @@ func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	resp, code, err := t.request(ctx, req)
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "baton: %s: %s\n", cmd, printable(err.Error()))
 		return code
 	}
 	switch cmd {
@@ -207,7 +207,7 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	path, err := controlPath(t.control, t.config, t.pid)
 	if err != nil {
-		fmt.Fprintf(stderr, "baton logs: %v\n", err)
+		fmt.Fprintf(stderr, "baton logs: %s\n", printable(err.Error()))
 		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -230,13 +230,13 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 		if l.Cut {
 			cut = " [cut]"
 		}
-		fmt.Fprintf(stdout, "%s [worker %d pid %d %s] %s%s\n", l.Time.Format("2006-01-02T15:04:05.000Z07:00"), l.Slot, l.PID, l.Stream, l.Line, cut)
+		fmt.Fprintf(stdout, "%s [worker %d pid %d %s] %s%s\n", l.Time.Format("2006-01-02T15:04:05.000Z07:00"), l.Slot, l.PID, printable(l.Stream), printable(l.Line), cut)
 	})
 	if errors.Is(err, supervisor.ErrNoAnswer) {
 		err = fmt.Errorf("%w (name another with --control PATH, --config FILE or --pid PID)", err)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "baton logs: %v\n", err)
+		fmt.Fprintf(stderr, "baton logs: %s\n", printable(err.Error()))
 		return exitFailed
 	}
 	return exitOK
@@ -270,7 +270,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	st, code, err := get()
 	if err != nil {
-		fmt.Fprintf(stderr, "baton status: %v\n", err)
+		fmt.Fprintf(stderr, "baton status: %s\n", printable(err.Error()))
 		return code
 	}
 	switch {
@@ -309,7 +309,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		next, code, err := get()
 		if err != nil {
-			fmt.Fprintf(stderr, "baton status: %v\n", err)
+			fmt.Fprintf(stderr, "baton status: %s\n", printable(err.Error()))
 			return code
 		}
 		prev, st = st, next
@@ -346,6 +346,10 @@ func controlPath(control, cfgPath string, pid int) (string, error) {
 	case 0:
 		return "", fmt.Errorf("no baton of uid %d is running here, or none answers on a control socket: give --control PATH, --config FILE or --pid PID", os.Geteuid())
 	case 1:
+		// Found by looking around: only if it is really this user's.
+		if err := supervisor.CheckOwner(found[0].Control, os.Geteuid()); err != nil {
+			return "", err
+		}
 		return found[0].Control, nil
 	}
 	list := make([]string, len(found))
@@ -353,4 +357,16 @@ func controlPath(control, cfgPath string, pid int) (string, error) {
 		list[i] = fmt.Sprintf("pid %d (%s)", b.PID, b.Control)
 	}
 	return "", fmt.Errorf("%d batons are running: %s: pick one with --pid PID", len(found), strings.Join(list, ", "))
+}
+
+// printable replaces the control characters of text that came from a
+// worker or a socket, so that none reaches the terminal as an escape
+// sequence.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' && r != '\t' || r >= 0x7f && r < 0xa0 {
+			return '?'
+		}
+		return r
+	}, s)
 }

@@ -98,10 +98,12 @@ type LogLine struct {
 	Dropped int `json:"dropped,omitempty"`
 }
 
-// Bounds of `logs`.
+// Bounds of `logs`: followers hold a connection each, so that at most
+// maxFollowers of the maxControlConns do.
 const (
 	DefaultLogLines = 15
 	maxLogLines     = 10000
+	maxFollowers    = 16
 )
 
 // Stats are baton's own resource counts, for leak checks and monitoring.
@@ -132,8 +134,9 @@ type controlServer struct {
 	passKey string // its name for the upgrader, "" if not registered
 	ring    *linering.Ring
 	// refused counts the connections of peers that may not control
-	// this baton.
-	refused atomic.Int64
+	// this baton; followers are the logs clients following now.
+	refused   atomic.Int64
+	followers atomic.Int32
 }
 
 // openControl returns the control socket at path: the one the parent
@@ -298,14 +301,14 @@ func (c *controlServer) serve(post func(any), quit <-chan struct{}) {
 				case <-stop:
 				}
 			}()
-			if r := handleControl(conn, post, quit, c.ring); !r.streamed {
+			if r := handleControl(conn, post, quit, c.ring, &c.followers); !r.streamed {
 				writeResponse(conn, r)
 			}
 		}()
 	}
 }
 
-func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *linering.Ring) ControlResponse {
+func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *linering.Ring, followers *atomic.Int32) ControlResponse {
 	conn.SetReadDeadline(time.Now().Add(controlReadTimeout))
 	line, err := bufio.NewReaderSize(conn, maxControlRequest).ReadSlice('\n')
 	switch {
@@ -333,7 +336,7 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *li
 	case "stop":
 		post(lifecycle.Stop{Reply: answerWith(reply)})
 	case "logs":
-		streamLogs(conn, ring, req, quit)
+		streamLogs(conn, ring, followers, req, quit)
 		return ControlResponse{streamed: true}
 	}
 	r, ok := receive(reply, quit)
@@ -382,18 +385,30 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 // Follow every new line until the client closes its end or baton stops.
 // A client that does not read within the write timeout is cut off; one
 // that reads slowly loses lines, and is told how many.
-func streamLogs(conn net.Conn, ring *linering.Ring, req ControlRequest, quit <-chan struct{}) {
+func streamLogs(conn net.Conn, ring *linering.Ring, followers *atomic.Int32, req ControlRequest, quit <-chan struct{}) {
 	n := DefaultLogLines
 	if req.Lines != nil {
 		n = *req.Lines
 	}
+	// Every write has the write timeout: one the buffer makes when full
+	// too, so a client that does not read loses its connection (and its
+	// slot) within it.
 	bw := bufio.NewWriter(conn)
+	failed := false
 	send := func(l linering.Line, dropped int) {
+		if failed {
+			return
+		}
 		b, _ := json.Marshal(ControlResponse{OK: true, Log: &LogLine{Time: l.Time, Slot: l.Slot, PID: l.PID, Stream: l.Stream,
 			Line: l.Text, Cut: l.Cut, Dropped: dropped}})
-		bw.Write(append(b, '\n'))
+		conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
+		_, err := bw.Write(append(b, '\n'))
+		failed = err != nil
 	}
 	flush := func() bool {
+		if failed {
+			return false
+		}
 		conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
 		return bw.Flush() == nil
 	}
@@ -404,6 +419,12 @@ func streamLogs(conn net.Conn, ring *linering.Ring, req ControlRequest, quit <-c
 		flush()
 		return
 	}
+	if followers.Add(1) > maxFollowers {
+		followers.Add(-1)
+		writeResponse(conn, ControlResponse{Error: fmt.Sprintf("control: logs: %d clients follow already; try again later", maxFollowers)})
+		return
+	}
+	defer followers.Add(-1)
 	last, f := ring.Follow(n)
 	defer f.Close()
 	for _, l := range last {

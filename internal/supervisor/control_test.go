@@ -7,9 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/batonhq/baton/internal/linering"
 )
 
 // rawRequest sends b as is on a new control connection and returns the
@@ -126,5 +130,28 @@ func TestControlConnectionsAreCapped(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("stats after the idle clients left: %v", err)
 		}
+	}
+}
+
+// A logs client that does not read loses its connection within the write
+// timeout, however long the answer: it cannot keep a control slot.
+func TestLogsClientThatDoesNotReadIsCutOff(t *testing.T) {
+	ring := linering.New(linering.Options{})
+	for i := range 400 {
+		ring.Add(linering.Line{Slot: 0, PID: 1, Stream: "stdout", Text: strings.Repeat("x", 4000) + strconv.Itoa(i)})
+	}
+	server, client := net.Pipe()
+	defer client.Close()
+	var followers atomic.Int32
+	done := make(chan struct{})
+	lines := maxLogLines
+	go func() {
+		defer close(done)
+		streamLogs(server, ring, &followers, ControlRequest{Command: "logs", Lines: &lines}, make(chan struct{}))
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * controlWriteTimeout):
+		t.Fatal("streamLogs still writing to a client that reads nothing")
 	}
 }

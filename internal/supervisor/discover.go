@@ -2,11 +2,14 @@ package supervisor
 
 import (
 	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Instance is a running baton that answers on a control socket.
@@ -37,8 +40,8 @@ func Running(uid int) []Instance {
 		if err != nil {
 			continue // gone meanwhile
 		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid {
-			continue
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid || !allUIDs(proc, uid) {
+			continue // a set-user-ID program run by another user is not uid's
 		}
 		b, err := os.ReadFile(proc + "/cmdline")
 		argv := strings.Split(string(bytes.TrimRight(b, "\x00")), "\x00")
@@ -52,4 +55,45 @@ func Running(uid int) []Instance {
 		out = append(out, Instance{PID: pid, Control: path})
 	}
 	return out
+}
+
+// allUIDs reports whether the process's real, effective, saved and
+// filesystem uids are all uid.
+func allUIDs(proc string, uid int) bool {
+	b, err := os.ReadFile(proc + "/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(rest)
+			for _, id := range f {
+				if n, err := strconv.Atoi(id); err != nil || n != uid {
+					return false
+				}
+			}
+			return len(f) == 4
+		}
+	}
+	return false
+}
+
+// CheckOwner reports an error unless the control socket at path was
+// opened by uid (the peer credentials of a connection to it, which the
+// kernel records when the socket listens): a socket found by looking
+// around is only trusted if it is the caller's own.
+func CheckOwner(path string, uid int) error {
+	conn, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("%w on %s: %w", ErrNoAnswer, path, err)
+	}
+	defer conn.Close()
+	owner, err := peerUID(conn.(*net.UnixConn))
+	if err != nil {
+		return fmt.Errorf("supervisor: control socket %s: %w", path, err)
+	}
+	if owner != uid {
+		return fmt.Errorf("supervisor: control socket %s is uid %d's, not yours (uid %d): name the baton with --control, --config or --pid", path, owner, uid)
+	}
+	return nil
 }
