@@ -2,8 +2,8 @@ package supervisor
 
 import (
 	"strconv"
-	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
 
@@ -17,23 +17,33 @@ import (
 // queue and one writer goroutine keep a slow journald from stalling the
 // workers: what does not fit is dropped and counted.
 
-// journalQueue is how many lines may wait for journald.
-const journalQueue = 4096
+// Bounds on what waits for journald: lines and bytes; and how long baton
+// waits at exit for the queue to be sent.
+const (
+	journalQueue      = 4096
+	journalQueueBytes = 1 << 20
+	journalCloseWait  = 2 * time.Second
+)
 
 type journalSink struct {
 	lines   chan linering.Line
+	queued  atomic.Int64 // bytes of text in lines
 	dropped atomic.Int64
-	done    sync.WaitGroup
+	done    chan struct{}
+	// send is journal.Send; tests give another.
+	send func(message string, priority journal.Priority, vars map[string]string) error
 }
 
-func newJournalSink() *journalSink {
-	j := &journalSink{lines: make(chan linering.Line, journalQueue)}
-	j.done.Add(1)
+func newJournalSink() *journalSink { return startJournalSink(journal.Send) }
+
+func startJournalSink(send func(string, journal.Priority, map[string]string) error) *journalSink {
+	j := &journalSink{lines: make(chan linering.Line, journalQueue), done: make(chan struct{}), send: send}
 	go func() {
-		defer j.done.Done()
+		defer close(j.done)
 		for l := range j.lines {
+			j.queued.Add(-int64(len(l.Text)))
 			prio, text := priority(l.Text)
-			if journal.Send(text, prio, map[string]string{
+			if j.send(text, prio, map[string]string{
 				"BATON_WORKER":     strconv.Itoa(l.Slot),
 				"BATON_GENERATION": strconv.Itoa(l.Generation),
 				"WORKER_PID":       strconv.Itoa(l.PID),
@@ -46,19 +56,31 @@ func newJournalSink() *journalSink {
 	return j
 }
 
-// send queues a line, or drops it when the queue is full.
-func (j *journalSink) send(l linering.Line) {
+// line queues a line, or drops it when the queue is full (in lines or
+// bytes): a journald that does not read holds up no worker.
+func (j *journalSink) line(l linering.Line) {
+	if j.queued.Add(int64(len(l.Text))) > journalQueueBytes {
+		j.queued.Add(-int64(len(l.Text)))
+		j.dropped.Add(1)
+		return
+	}
 	select {
 	case j.lines <- l:
 	default:
+		j.queued.Add(-int64(len(l.Text)))
 		j.dropped.Add(1)
 	}
 }
 
-// close sends what is queued and stops. No send may follow.
+// close sends what is queued, waiting at most journalCloseWait: a
+// journald that does not read must not keep baton from exiting. No line
+// may follow.
 func (j *journalSink) close() {
 	close(j.lines)
-	j.done.Wait()
+	select {
+	case <-j.done:
+	case <-time.After(journalCloseWait):
+	}
 }
 
 // priority reads a line's sd-daemon level prefix ("<3>disk full"), as

@@ -105,7 +105,7 @@ func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, r
 			text := string(bytes.TrimSuffix(line, []byte("\n")))
 			keep.Time, keep.Text, keep.Cut = time.Now(), text, err == bufio.ErrBufferFull
 			if journal != nil {
-				journal.send(keep)
+				journal.line(keep)
 			} else {
 				out.writeLine(prefix, line)
 			}
