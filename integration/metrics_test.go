@@ -35,6 +35,17 @@ func httpGet(url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// readyzAfterStop asks /readyz once baton logged its stop: the answer is
+// taken once the loop is through the stop's step, which it logs first, so
+// within a second; 200 all that second is the failure.
+func readyzAfterStop(base string) (int, string) {
+	code, body := httpGet(base + "/readyz")
+	for deadline := time.Now().Add(time.Second); code == 200 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		code, body = httpGet(base + "/readyz")
+	}
+	return code, body
+}
+
 // scrape parses baton's /metrics as Prometheus does.
 func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
 	t.Helper()
@@ -184,7 +195,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	from := b.out.len()
 	syscall.Kill(b.cmd.Process.Pid, syscall.SIGTERM)
 	b.out.waitFrom(from, regexp.MustCompile(`msg=stopping`), 10*time.Second)
-	if code, body := httpGet(base + "/readyz"); code != 503 || !strings.Contains(body, "stopping") {
+	if code, body := readyzAfterStop(base); code != 503 || !strings.Contains(body, "stopping") {
 		t.Errorf("/readyz once stopping: %d %s, want 503", code, body)
 	}
 	if code, _ := httpGet(base + "/livez"); code != 200 {
@@ -241,7 +252,7 @@ func TestPID1UnderLoad(t *testing.T) {
 	from := p.out.len()
 	syscall.Kill(baton, syscall.SIGTERM)
 	p.out.waitFrom(from, regexp.MustCompile(`msg=stopping`), 10*time.Second)
-	if code, body := httpGet(base + "/readyz"); code != 503 {
+	if code, body := readyzAfterStop(base); code != 503 {
 		t.Errorf("/readyz once stopping: %d %s, want 503", code, body)
 	}
 	rest, err := io.ReadAll(br)

@@ -74,6 +74,12 @@ type Proc struct {
 	Status   string // its last STATUS=
 }
 
+// Ready reports whether a generation whose workers are all ready serves
+// (also during a reload or self-upgrade) and no stop has begun.
+func (m *Machine) Ready() bool {
+	return m.current != nil && (m.phase == running || m.phase == reloading || m.phase == upgrading)
+}
+
 // Snapshot returns the state.
 func (m *Machine) Snapshot() Snapshot {
 	s := Snapshot{
@@ -86,8 +92,8 @@ func (m *Machine) Snapshot() Snapshot {
 	}
 	if m.current != nil {
 		s.Generation = m.current.n
-		s.Ready = m.phase == running || m.phase == reloading || m.phase == upgrading
 	}
+	s.Ready = m.Ready()
 	if m.inForce != nil {
 		r := m.config().Restart
 		s.Budget.Used, s.Budget.Limit, s.Budget.Window, s.Budget.Spent = m.budget.recent(m.env.Now(), r.Window.Std()), r.Limit, r.Window.Std(), m.budget.spent

@@ -190,24 +190,21 @@ func (s *supervisor) serveMetrics() {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &machineCollector{s: s})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	// /livez asks the loop itself (a no-op it runs); /readyz reads what
+	// the loop stored after its last event: fresh, and no work for it.
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := s.snapshot(); !ok {
+		if !s.inLoop(func() {}, loopTimeout) {
 			http.Error(w, "baton's event loop does not answer", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		snap, ok := s.snapshot()
-		if !ok {
-			http.Error(w, "baton's event loop does not answer", http.StatusServiceUnavailable)
+		if !s.ready.Load() {
+			http.Error(w, "not ready: no generation serves, or baton is stopping", http.StatusServiceUnavailable)
 			return
 		}
-		if !snap.Ready {
-			http.Error(w, "not ready: "+snap.Phase, http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintf(w, "ready: generation %d\n", snap.Generation)
+		fmt.Fprintln(w, "ready")
 	})
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second,
 		IdleTimeout: 5 * time.Second, MaxHeaderBytes: 8 << 10}

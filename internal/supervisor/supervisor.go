@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,6 +128,9 @@ type supervisor struct {
 	// readers are the output pipes whose forwarders are still running.
 	readersMu sync.Mutex
 	readers   map[*os.File]bool
+
+	// ready is the Machine's Ready as of the last event, for /readyz.
+	ready atomic.Bool
 
 	upg     *upgrade.Upgrader
 	version string
@@ -337,7 +341,7 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 		return err
 	}
 	done := ctx.Done()
-	for !s.m.Done() {
+	for s.ready.Store(s.m.Ready()); !s.m.Done(); s.ready.Store(s.m.Ready()) {
 		select {
 		case <-done:
 			done = nil
