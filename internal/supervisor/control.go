@@ -133,6 +133,8 @@ type controlServer struct {
 	once    sync.Once
 	passKey string // its name for the upgrader, "" if not registered
 	ring    *linering.Ring
+	// read answers stats and status; it runs on the loop.
+	read func(command string) ControlResponse
 	// refused counts the connections of peers that may not control
 	// this baton; followers are the logs clients following now.
 	refused   atomic.Int64
@@ -301,14 +303,14 @@ func (c *controlServer) serve(post func(any), quit <-chan struct{}) {
 				case <-stop:
 				}
 			}()
-			if r := handleControl(conn, post, quit, c.ring, &c.followers); !r.streamed {
+			if r := handleControl(conn, post, quit, c.read, c.ring, &c.followers); !r.streamed {
 				writeResponse(conn, r)
 			}
 		}()
 	}
 }
 
-func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *linering.Ring, followers *atomic.Int32) ControlResponse {
+func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, read func(string) ControlResponse, ring *linering.Ring, followers *atomic.Int32) ControlResponse {
 	conn.SetReadDeadline(time.Now().Add(controlReadTimeout))
 	line, err := bufio.NewReaderSize(conn, maxControlRequest).ReadSlice('\n')
 	switch {
@@ -325,7 +327,7 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, ring *li
 	reply := make(chan ControlResponse, 1)
 	switch req.Command {
 	case "stats", "status":
-		post(readEvent{command: req.Command, reply: reply})
+		post(loopCall{do: func() { reply <- read(req.Command) }})
 	case "reload", "upgrade":
 		post(lifecycle.Reload{Upgrade: req.Command == "upgrade", Reply: answerWith(reply)})
 	case "scale":

@@ -83,12 +83,9 @@ type Options struct {
 	Journal bool
 }
 
-// readEvent asks the loop for stats or status; the other events it reads
-// are lifecycle.Events.
-type readEvent struct {
-	command string
-	reply   chan<- ControlResponse
-}
+// The loop reads lifecycle.Events, which go to the Machine, and
+// loopCalls (metrics.go), which run on the loop for whoever needs the
+// state the loop owns (stats, status, probes).
 
 // supervisor is the imperative shell around the lifecycle.Machine: it
 // holds the sockets, processes and goroutines, runs the loop that feeds
@@ -258,6 +255,12 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		return nil, err
 	}
 	s.control.ring = s.ring
+	s.control.read = func(command string) ControlResponse {
+		if command == "status" {
+			return ControlResponse{OK: true, Status: s.status()}
+		}
+		return ControlResponse{OK: true, Stats: s.stats()}
+	}
 	if addr := cfg.Control.Metrics; addr != "" {
 		if s.metrics, err = s.openMetrics(addr, note); err != nil {
 			return nil, err
@@ -355,14 +358,6 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 		case ev := <-s.events:
 			if c, ok := ev.(loopCall); ok {
 				c.do()
-				break
-			}
-			if r, ok := ev.(readEvent); ok {
-				if r.command == "status" {
-					r.reply <- ControlResponse{OK: true, Status: s.status()}
-				} else {
-					r.reply <- ControlResponse{OK: true, Stats: s.stats()}
-				}
 				break
 			}
 			s.m.Step(ev.(lifecycle.Event))
