@@ -113,7 +113,13 @@ func loadInherited() {
 	// passed" and unsets it, so look at it first to say why.
 	fdsEnv, pidEnv := os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID")
 	files := activation.Files(true)
-	if len(files) == 0 {
+	passed, err := openChannel(pidEnv)
+	if err != nil {
+		closeFiles(files)
+		inherited.err = err
+		return
+	}
+	if len(files) == 0 && passed == nil {
 		inherited.err = noListeners(fdsEnv, pidEnv)
 		return
 	}
@@ -122,7 +128,20 @@ func loadInherited() {
 		inherited.err = err
 		return
 	}
+	for name, l := range passed {
+		if _, dup := ls[name]; dup {
+			inherited.err = fmt.Errorf("handoff: %q is both an inherited listener and a round-robin one", name)
+			return
+		}
+		ls[name] = l
+	}
 	inherited.listeners, inherited.packets = ls, pcs
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // noListeners explains why activation.Files found nothing.
@@ -167,9 +186,7 @@ func convertAll(files []*os.File) (map[string]net.Listener, map[string]net.Packe
 		f.Close()
 	}
 	if err != nil {
-		for _, f := range files {
-			f.Close() // the already converted ones again: harmless
-		}
+		closeFiles(files) // the already converted ones again: harmless
 		for _, l := range ls {
 			l.Close()
 		}

@@ -12,6 +12,13 @@ import (
 	"time"
 )
 
+// The balancing modes of worker.balance.
+const (
+	BalanceShared     = "shared"      // every worker accepts on the one socket
+	BalanceReusePort  = "reuseport"   // a SO_REUSEPORT socket per slot, held by baton
+	BalanceRoundRobin = "round-robin" // baton accepts and passes each connection on
+)
+
 // Defaults applied by Validate when a key is unset.
 const (
 	DefaultDrainTimeout  = 30 * time.Second
@@ -93,6 +100,10 @@ type Worker struct {
 	// MaxMemory, when not zero, is the resident memory above which a
 	// worker is replaced gracefully (new first, then drained).
 	MaxMemory Size `toml:"max_memory"`
+	// Balance is how connections on the stream listeners reach the
+	// workers: BalanceShared, BalanceReusePort or BalanceRoundRobin
+	// (docs/architecture.md, "Balancing"). It cannot change on a reload.
+	Balance string `toml:"balance"`
 
 	// ReadyDelay is the parsed delay of a "delay:" Ready; zero for notify.
 	ReadyDelay time.Duration `toml:"-"`
@@ -282,6 +293,13 @@ func (c *Config) Validate() error {
 		w.ReadyDelay = d
 	default:
 		return c.errorf("worker.ready", "%q: want \"notify\" or \"delay:DURATION\"", w.Ready)
+	}
+	switch w.Balance {
+	case "":
+		w.Balance = BalanceShared
+	case BalanceShared, BalanceReusePort, BalanceRoundRobin:
+	default:
+		return c.errorf("worker.balance", "%q: want %q, %q or %q", w.Balance, BalanceShared, BalanceReusePort, BalanceRoundRobin)
 	}
 	if w.DrainTimeout < 0 {
 		return c.errorf("worker.drain_timeout", "must not be negative, got %s", w.DrainTimeout.Std())

@@ -62,18 +62,19 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Worker.Count != runtime.NumCPU() || c.Worker.Ready != "notify" ||
-		c.Worker.DrainTimeout.Std() != DefaultDrainTimeout || c.Reload.Timeout.Std() != DefaultReloadTimeout {
+		c.Worker.DrainTimeout.Std() != DefaultDrainTimeout || c.Reload.Timeout.Std() != DefaultReloadTimeout ||
+		c.Worker.Balance != BalanceShared {
 		t.Errorf("defaults not applied: %+v %+v", c.Worker, c.Reload)
 	}
 }
 
 func TestFlagsOverrideFile(t *testing.T) {
 	c, _, err := FromArgs([]string{"--config", writeFile(t, good), "--workers", "7", "--ready", "notify",
-		"--drain-timeout", "1s", "--listen", "api=tcp6://[::1]:9000", "--", "other", "arg"}, io.Discard)
+		"--drain-timeout", "1s", "--balance", "round-robin", "--listen", "api=tcp6://[::1]:9000", "--", "other", "arg"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Worker.Count != 7 || c.Worker.Ready != "notify" || c.Worker.DrainTimeout.Std() != time.Second ||
+	if c.Worker.Count != 7 || c.Worker.Ready != "notify" || c.Worker.DrainTimeout.Std() != time.Second || c.Worker.Balance != BalanceRoundRobin ||
 		len(c.Listen) != 1 || c.Listen[0].Name != "api" || c.Listen[0].Addr != "[::1]:9000" ||
 		strings.Join(c.Worker.Command, " ") != "other arg" {
 		t.Errorf("flags did not override: %+v %+v", c.Worker, c.Listen)
@@ -97,6 +98,9 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 			"baton.toml:7: worker.count: must be at least 1, got -1"},
 		{"bad ready", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nready = \"soon\"\n", nil,
 			"baton.toml:6: worker.ready: \"soon\""},
+		{"bad balance", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nbalance = \"random\"\n", nil,
+			`baton.toml:6: worker.balance: "random": want "shared", "reuseport" or "round-robin"`},
+		{"flag balance", "", []string{"--listen", "h=tcp://127.0.0.1:1", "--balance", "rr", "--", "a"}, `config: flag --balance: worker.balance: "rr": want`},
 		{"bad scheme", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[[listen]]\nname=\"x\"\naddress = \"sctp://a:1\"\n[worker]\ncommand=[\"a\"]\n", nil,
 			"baton.toml:6: listen[1].address: \"sctp://a:1\": unknown scheme"},
 		{"duplicate name", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[[listen]]\nname = \"h\"\naddress=\"tcp://127.0.0.1:2\"\n[worker]\ncommand=[\"a\"]\n", nil,

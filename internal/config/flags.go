@@ -27,6 +27,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		path          = fs.String("config", "", "TOML configuration `file`")
 		listens       listFlag
 		workers       = fs.String("workers", "", "number of workers `N` (worker.count; default: one per CPU)")
+		balance       = fs.String("balance", "", "how connections reach the workers: shared, reuseport or round-robin (worker.balance; default shared)")
 		ready         = fs.String("ready", "", "readiness: notify or delay:DURATION (worker.ready; default notify)")
 		drainTimeout  = fs.String("drain-timeout", "", "how long a stopping worker may drain (worker.drain_timeout; default 30s)")
 		reloadTimeout = fs.String("reload-timeout", "", "how long workers have to become ready (reload.timeout; default 60s)")
@@ -85,6 +86,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 			return nil
 		}},
 		{"ready", "worker.ready", *ready, func(s string) error { c.Worker.Ready = s; return nil }},
+		{"balance", "worker.balance", *balance, func(s string) error { c.Worker.Balance = s; return nil }},
 		{"drain-timeout", "worker.drain_timeout", *drainTimeout, durationInto(&c.Worker.DrainTimeout)},
 		{"reload-timeout", "reload.timeout", *reloadTimeout, durationInto(&c.Reload.Timeout)},
 		{"control", "control.socket", *control, func(s string) error { c.Control.Socket = s; return nil }},

@@ -50,6 +50,25 @@ type Sockets interface {
 	// CloseAll closes baton's copies of every socket (at stop);
 	// shared: another baton uses them, so paths and the fd store stay.
 	CloseAll(shared bool)
+	// Route says where new connections go from now on (worker.balance);
+	// it is called whenever that changed.
+	Route(r Routes)
+}
+
+// Routes is where new connections go.
+type Routes struct {
+	// Ready are the workers that take new connections (ready, not
+	// draining), by generation and slot: round-robin passes them
+	// connections in this order.
+	Ready []int
+	// Slots are the slots whose own sockets (reuseport) stay open: a
+	// worker that is not draining holds it, or it will be refilled. The
+	// sockets of the others can be closed, so that the kernel sends their
+	// share of connections to the other slots.
+	Slots []int
+	// Shared is set while another baton uses the sockets (a self-upgrade
+	// under way or just done): none may be closed.
+	Shared bool
 }
 
 // Systemd talks to the service manager and reads the configuration.

@@ -97,6 +97,9 @@ func (e *fakeEnv) Release(inUse []*config.Config, inForce *config.Config) {
 	e.act("release %d", len(inUse))
 }
 func (e *fakeEnv) CloseAll(shared bool) { e.act("close sockets shared=%v", shared) }
+func (e *fakeEnv) Route(r Routes) {
+	e.act("route ready=%v slots=%v shared=%v", r.Ready, r.Slots, r.Shared)
+}
 
 func (e *fakeEnv) Notify(state string) { e.act("systemd %s", strings.ReplaceAll(state, "\n", " ")) }
 func (e *fakeEnv) WatchdogInterval(parent int) time.Duration {

@@ -130,6 +130,7 @@ type Machine struct {
 	exited [64]int
 	nexit  int
 	status string // the last STATUS= sent to systemd
+	routed Routes // the last Routes sent to the Env
 	// wdPing is how often systemd's watchdog is pinged; 0 for never.
 	wdPing time.Duration
 }
@@ -171,6 +172,7 @@ func (m *Machine) Start(cfg *config.Config) error {
 	if m.charge == inCharge {
 		m.armOwnWatchdog()
 	}
+	m.route()
 	return nil
 }
 
@@ -196,6 +198,7 @@ func (m *Machine) Step(ev Event) {
 	case SuccessorInfo:
 		m.onSuccessorInfo(ev)
 	}
+	m.route()
 }
 
 // Done reports whether baton may exit: it is stopping, every child is

@@ -129,6 +129,9 @@ func (m *Machine) checkReloadable(cfg *config.Config) error {
 	if was := m.config().Control.Socket; cfg.Control.Socket != was {
 		return fmt.Errorf("control.socket: changed from %q to %q: restart baton to move the control socket", was, cfg.Control.Socket)
 	}
+	if was := m.config().Worker.Balance; cfg.Worker.Balance != was {
+		return fmt.Errorf("worker.balance: changed from %q to %q: restart baton to balance another way", was, cfg.Worker.Balance)
+	}
 	if was := m.config().Control.Metrics; cfg.Control.Metrics != was {
 		return fmt.Errorf("control.metrics: changed from %q to %q: restart baton (or upgrade it) to move the metrics listener", was, cfg.Control.Metrics)
 	}

@@ -14,6 +14,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ConnsEnv names the descriptor of a worker's round-robin channel
+// (worker.balance = "round-robin"), which baton places right after the
+// LISTEN_FDS listeners; ConnsListenersEnv lists the stream listeners whose
+// connections come over it, separated by ':' as in LISTEN_FDNAMES.
+const (
+	ConnsEnv          = "BATON_CONNS_FD"
+	ConnsListenersEnv = "BATON_CONNS_LISTENERS"
+)
+
 // ShimCommand is the subcommand of the baton binary that runs ExecWorker.
 const ShimCommand = "exec-worker"
 
@@ -35,6 +44,9 @@ type Spec struct {
 	Dir string
 	// Listeners land at descriptors 3, 4, ... in this order.
 	Listeners []File
+	// Conns, when above zero, is the round-robin channel (ConnsEnv): it
+	// lands right after the listeners.
+	Conns int
 	// Stdin, Stdout and Stderr are descriptors for 0, 1 and 2.
 	Stdin, Stdout, Stderr int
 }
@@ -102,6 +114,9 @@ func start(spec Spec) (int, error) {
 	files := []uintptr{uintptr(spec.Stdin), uintptr(spec.Stdout), uintptr(spec.Stderr)}
 	for _, l := range spec.Listeners {
 		files = append(files, uintptr(l.Fd))
+	}
+	if spec.Conns > 0 {
+		files = append(files, uintptr(spec.Conns))
 	}
 	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
 		Dir:   spec.Dir,
@@ -179,7 +194,11 @@ func ExecWorker(argv []string) error {
 		return fmt.Errorf("spawn: exec-worker: %w", err)
 	}
 	n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
-	if err := closeOnExecFrom(listenFdsStart + max(n, 0)); err != nil {
+	keep := listenFdsStart + max(n, 0)
+	if c, err := strconv.Atoi(os.Getenv(ConnsEnv)); err == nil && c == keep {
+		keep++ // the round-robin channel, right after the listeners
+	}
+	if err := closeOnExecFrom(keep); err != nil {
 		return fmt.Errorf("spawn: exec-worker: %w", err)
 	}
 	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))

@@ -45,6 +45,11 @@ func unixSignal(sig lifecycle.Signal) unix.Signal {
 }
 
 func (s *supervisor) Signal(pid int, sig lifecycle.Signal, to lifecycle.Target) {
+	if s.rr != nil {
+		// Every signal a worker gets ends its share of connections, before
+		// it can act on it.
+		s.rr.Detach(pid)
+	}
 	us := unixSignal(sig)
 	switch to {
 	case lifecycle.Group:
@@ -117,7 +122,7 @@ func (s *supervisor) Upgrade(lastGen int) error {
 	err := s.passListeners(false)
 	var b []byte
 	if err == nil {
-		b, err = json.Marshal(s.upgradeNote(lastGen))
+		b, err = json.Marshal(s.upgradeNote(lastGen, s.balance))
 	}
 	if err != nil {
 		return err

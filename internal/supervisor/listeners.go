@@ -38,11 +38,15 @@ type listener struct {
 	// passKey names it for the upgrader, which holds a copy for the next
 	// supervisor; "" when not registered.
 	passKey string
+	// slots are its sockets for slots 1, 2, ... (worker.balance =
+	// "reuseport"); slot 0's is fd.
+	slots map[int]*slotSocket
 }
 
-// close closes baton's descriptor and, unless keepPath (another
+// close closes baton's descriptors and, unless keepPath (another
 // supervisor shares the socket), removes its socket file.
 func (l *listener) close(keepPath bool) {
+	l.closeSlots(nil, false)
 	unix.Close(l.fd)
 	if l.unlink != "" && !keepPath {
 		os.Remove(l.unlink)
@@ -150,7 +154,7 @@ func (s *supervisor) Open(cfg *config.Config, store bool) error {
 		if s.findListener(c) != nil {
 			continue
 		}
-		l, err := bind(context.Background(), c)
+		l, err := bind(context.Background(), c, perSlot(cfg, c))
 		if err != nil {
 			closeListeners(bound, false)
 			return err
@@ -161,12 +165,15 @@ func (s *supervisor) Open(cfg *config.Config, store bool) error {
 	if store {
 		s.storeListeners(cfg)
 	}
-	return nil
+	return s.openBalance(cfg)
 }
 
 // CloseAll closes every listener (at stop); shared: another baton uses
 // them, so their paths stay.
 func (s *supervisor) CloseAll(shared bool) {
+	if s.rr != nil {
+		s.rr.Close()
+	}
 	closeListeners(s.listeners, shared)
 	s.listeners = nil
 }
@@ -222,6 +229,9 @@ func (s *supervisor) Release(inUse []*config.Config, inForce *config.Config) {
 			continue
 		}
 		s.log.Info("closing listener no generation uses", "name", l.name, "address", l.network+"://"+l.addr)
+		if s.rr != nil {
+			s.rr.Unlisten(l.fd)
+		}
 		if l.stored {
 			if err := systemd.RemoveStoredFD(l.name); err != nil {
 				s.log.Warn("cannot remove socket from systemd's fd store", "name", l.name, "err", err)
@@ -240,6 +250,11 @@ func (s *supervisor) Release(inUse []*config.Config, inForce *config.Config) {
 			// that copy, passed on until the next self-upgrade drops it,
 			// accepts nothing meanwhile.
 			unix.Shutdown(l.fd, unix.SHUT_RDWR)
+		}
+		for _, ss := range l.slots {
+			if ss.passKey != "" {
+				unix.Shutdown(ss.fd, unix.SHUT_RDWR)
+			}
 		}
 		l.close(false)
 	}
@@ -268,14 +283,24 @@ func checkType(fd int, l config.Listener) error {
 
 // bind creates the socket with the standard library, keeps a duplicate of
 // its descriptor and makes it blocking, as systemd would hand it over,
-// before any worker exists.
-func bind(ctx context.Context, l config.Listener) (listener, error) {
+// before any worker exists; reusePort: with SO_REUSEPORT, so that sockets
+// for further slots can be bound beside it.
+func bind(ctx context.Context, l config.Listener, reusePort bool) (listener, error) {
 	var (
 		lc     net.ListenConfig
 		conn   interface{ Close() error }
 		unlink string
 		err    error
 	)
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			return errors.Join(err, os.NewSyscallError("setsockopt SO_REUSEPORT", serr))
+		}
+	}
 	switch {
 	case l.Network == "unix":
 		if err := removeStaleSocket(l.Addr); err != nil {
@@ -347,16 +372,33 @@ func (s *supervisor) passListeners(fromSystemd bool) error {
 	if s.upg == nil {
 		return nil
 	}
-	for _, l := range s.listeners {
-		if l.passKey != "" || fromSystemd && !l.inherited {
-			continue
+	register := func(name string, fd int, passKey *string) error {
+		if *passKey != "" {
+			return nil
 		}
 		s.passSeq++
 		key := fmt.Sprintf("listener-%d-%d", os.Getpid(), s.passSeq)
-		if err := s.upg.Add(key, l.fd); err != nil {
-			return fmt.Errorf("supervisor: listener %q: %w", l.name, err)
+		if err := s.upg.Add(key, fd); err != nil {
+			return fmt.Errorf("supervisor: listener %q: %w", name, err)
 		}
-		l.passKey = key
+		*passKey = key
+		return nil
+	}
+	for _, l := range s.listeners {
+		if fromSystemd && !l.inherited {
+			continue
+		}
+		if err := register(l.name, l.fd, &l.passKey); err != nil {
+			return err
+		}
+		if fromSystemd {
+			continue // slot sockets are registered when an upgrade starts
+		}
+		for _, ss := range l.slots {
+			if err := register(l.name, ss.fd, &ss.passKey); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

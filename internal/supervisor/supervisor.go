@@ -24,6 +24,7 @@ import (
 	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/linering"
 	"github.com/batonhq/baton/internal/logbuf"
+	"github.com/batonhq/baton/internal/roundrobin"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/systemd"
 	"github.com/batonhq/baton/internal/upgrade"
@@ -110,13 +111,18 @@ type supervisor struct {
 	exePath string
 	exe     os.FileInfo
 
-	listeners   []*listener
-	fromWorkers *systemd.NotifyServer
-	control     *controlServer
-	metrics     *metricsServer // nil without control.metrics
-	spawner     *spawn.Spawner
-	reaper      *reaper
-	devNull     int
+	listeners []*listener
+	// rr passes connections to the workers (worker.balance =
+	// "round-robin"); nil in the other modes.
+	rr            *roundrobin.Balancer
+	warnedMigrate bool   // about net.ipv4.tcp_migrate_req
+	balance       string // worker.balance, which cannot change
+	fromWorkers   *systemd.NotifyServer
+	control       *controlServer
+	metrics       *metricsServer // nil without control.metrics
+	spawner       *spawn.Spawner
+	reaper        *reaper
+	devNull       int
 
 	events  chan any
 	quit    chan struct{} // closed when the loop ends: timers and readers stop sending
@@ -171,6 +177,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		reaper:    newReaper(),
 		upg:       opts.Upgrader,
 		version:   opts.Version,
+		balance:   cfg.Worker.Balance,
 		started:   time.Now(),
 	}
 	if s.log == nil {
@@ -306,6 +313,9 @@ func (s *supervisor) close() {
 	if s.devNull >= 0 {
 		unix.Close(s.devNull)
 	}
+	if s.rr != nil {
+		s.rr.Close()
+	}
 	closeListeners(s.listeners, s.sharing())
 	if !s.sharing() {
 		s.dir.remove()
@@ -359,6 +369,9 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 			if c, ok := ev.(loopCall); ok {
 				c.do()
 				break
+			}
+			if e, ok := ev.(lifecycle.Exited); ok {
+				s.workerExited(e.PID)
 			}
 			s.m.Step(ev.(lifecycle.Event))
 		}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -48,6 +49,8 @@ type upgradeNote struct {
 	RuntimeDir     string           `json:"runtime_dir,omitempty"`
 	OwnsRuntimeDir bool             `json:"owns_runtime_dir,omitempty"`
 	Listeners      []passedListener `json:"listeners"`
+	// Balance is worker.balance, which a self-upgrade cannot change.
+	Balance string `json:"balance,omitempty"`
 }
 
 // passedListener describes one listening socket handed over, under Key.
@@ -58,6 +61,9 @@ type passedListener struct {
 	Addr    string `json:"addr,omitempty"`
 	Systemd bool   `json:"systemd,omitempty"` // from a .socket unit
 	Stored  bool   `json:"stored,omitempty"`  // in systemd's fd store
+	// Slot, when above 0, says this is the listener's own socket for
+	// that slot (worker.balance = "reuseport").
+	Slot int `json:"slot,omitempty"`
 }
 
 // UpgradeBackstop is the upgrader's own limit on a successor that never
@@ -65,9 +71,9 @@ type passedListener struct {
 // force, ends it long before.
 const UpgradeBackstop = time.Hour
 
-func (s *supervisor) upgradeNote(lastGen int) upgradeNote {
+func (s *supervisor) upgradeNote(lastGen int, balance string) upgradeNote {
 	n := upgradeNote{Generation: lastGen, Control: s.control.path, ControlKey: s.control.passKey,
-		RuntimeDir: s.dir.path, OwnsRuntimeDir: s.dir.created}
+		RuntimeDir: s.dir.path, OwnsRuntimeDir: s.dir.created, Balance: balance}
 	if m := s.metrics; m != nil {
 		n.Metrics, n.MetricsKey = m.addr, m.passKey
 	}
@@ -75,9 +81,14 @@ func (s *supervisor) upgradeNote(lastGen int) upgradeNote {
 		if l.passKey == "" {
 			continue // could not be registered (logged then)
 		}
-		n.Listeners = append(n.Listeners, passedListener{
-			Key: l.passKey, Name: l.name, Network: l.network, Addr: l.addr, Systemd: l.inherited, Stored: l.stored,
-		})
+		p := passedListener{Key: l.passKey, Name: l.name, Network: l.network, Addr: l.addr, Systemd: l.inherited, Stored: l.stored}
+		n.Listeners = append(n.Listeners, p)
+		for slot, ss := range l.slots {
+			if ss.passKey != "" {
+				p.Key, p.Slot, p.Stored = ss.passKey, slot, false
+				n.Listeners = append(n.Listeners, p)
+			}
+		}
 	}
 	return n
 }
@@ -92,6 +103,9 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 		return nil, fmt.Errorf("supervisor: self-upgrade: the previous baton's note: %w", err)
 	}
 	s.parent = os.Getppid()
+	if was := cmp.Or(note.Balance, config.BalanceShared); was != cfg.Worker.Balance {
+		return nil, fmt.Errorf("supervisor: self-upgrade: worker.balance changed from %q to %q: a self-upgrade cannot change it; restart baton instead", was, cfg.Worker.Balance)
+	}
 	take := func(p passedListener) (int, error) {
 		fd, err := s.upg.Take(p.Key)
 		if err == nil && fd < 0 {
@@ -101,7 +115,12 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 	}
 	var fromSystemd []systemd.Socket
 	var keys []string
+	var slots []passedListener
 	for _, p := range note.Listeners {
+		if p.Slot > 0 {
+			slots = append(slots, p)
+			continue
+		}
 		if p.Systemd {
 			fd, err := take(p)
 			if err != nil {
@@ -139,8 +158,34 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 		l.passKey = keys[i]
 	}
 	s.listeners = append(s.listeners, ls...)
+	if err := s.takeSlots(slots); err != nil {
+		return nil, err
+	}
 	s.log.Info("taking over from the previous baton", "parent", s.parent, "listeners", len(s.listeners))
 	return &note, nil
+}
+
+// takeSlots takes the slot sockets (reuseport) of the listeners taken.
+func (s *supervisor) takeSlots(slots []passedListener) error {
+	for _, p := range slots {
+		for _, l := range s.listeners {
+			if l.passKey == "" || l.inherited != p.Systemd || l.inherited && l.name != p.Name || !l.inherited && (l.network != p.Network || l.addr != p.Addr) {
+				continue
+			}
+			fd, err := s.upg.Take(p.Key)
+			if err != nil {
+				return err
+			}
+			if fd >= 0 {
+				if l.slots == nil {
+					l.slots = map[int]*slotSocket{}
+				}
+				l.slots[p.Slot] = &slotSocket{fd: fd, passKey: p.Key}
+			}
+			break
+		}
+	}
+	return nil
 }
 
 // listenerAt returns cfg's listener where p is bound, if any.

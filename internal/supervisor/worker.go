@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/linering"
+	"github.com/batonhq/baton/internal/roundrobin"
 	"github.com/batonhq/baton/internal/spawn"
 )
 
@@ -120,22 +122,60 @@ func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, r
 	}
 }
 
-// spec builds the handoff spec for the worker of a generation's slot.
-func (s *supervisor) spec(w lifecycle.Spawn, stdout, stderr int) spawn.Spec {
-	files := make([]spawn.File, len(w.Config.Listen))
-	for i, c := range w.Config.Listen {
-		files[i] = spawn.File{Name: c.Name, Fd: s.findListener(c).fd}
+// spec builds the handoff spec for the worker of a generation's slot:
+// each listener (or, with reuseport, the slot's own socket of a TCP one),
+// and with round-robin the channel ch instead of the stream listeners.
+func (s *supervisor) spec(w lifecycle.Spawn, ch *roundrobin.Channel, stdout, stderr int) (spawn.Spec, error) {
+	var files []spawn.File
+	var extra []string
+	var passed []string
+	for _, c := range w.Config.Listen {
+		l := s.findListener(c)
+		fd := l.fd
+		switch {
+		case passedOn(w.Config, c):
+			passed = append(passed, c.Name)
+			continue
+		case perSlot(w.Config, c):
+			var err error
+			if fd, err = s.slotFd(l, w.Slot); err != nil {
+				return spawn.Spec{}, err
+			}
+		}
+		files = append(files, spawn.File{Name: c.Name, Fd: fd})
 	}
 	cw := w.Config.Worker
-	return spawn.Spec{
+	spec := spawn.Spec{
 		Shim:      s.shim,
 		Command:   cw.Command,
-		Env:       spawn.Env(os.Environ(), workerEnv(s.fromWorkers.Path(), w.Slot, w.Generation, cw), files),
 		Listeners: files,
 		Stdin:     s.devNull,
 		Stdout:    stdout,
 		Stderr:    stderr,
 	}
+	if ch != nil {
+		// Right after the listeners; Node.js takes it as its IPC channel.
+		at := itoa(3 + len(files))
+		spec.Conns = ch.WorkerFd
+		extra = append(extra, spawn.ConnsEnv+"="+at, spawn.ConnsListenersEnv+"="+strings.Join(passed, ":"), "NODE_CHANNEL_FD="+at)
+	}
+	spec.Env = spawn.Env(os.Environ(), append(workerEnv(s.fromWorkers.Path(), w.Slot, w.Generation, cw), extra...), files)
+	return spec, nil
+}
+
+// channel makes the round-robin channel of a worker of cfg, nil when its
+// connections are not passed.
+func (s *supervisor) channel(cfg *config.Config) (*roundrobin.Channel, error) {
+	if s.rr == nil || cfg.Worker.Balance != config.BalanceRoundRobin {
+		return nil, nil
+	}
+	listeners := map[int]string{}
+	for _, c := range cfg.Listen {
+		if passedOn(cfg, c) {
+			listeners[s.findListener(c).fd] = c.Name
+		}
+	}
+	return s.rr.Channel(listeners)
 }
 
 // Start starts a worker, its standard output and error forwarded line by
@@ -154,13 +194,31 @@ func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
 		}
 		reads[i], writes[i] = r, wfd
 	}
-	pid, err := s.spawner.Start(s.spec(w, writes[0], writes[1]))
+	closeOutputs := func() {
+		reads[0].Close()
+		reads[1].Close()
+	}
+	ch, err := s.channel(w.Config)
+	var spec spawn.Spec
+	if err == nil {
+		spec, err = s.spec(w, ch, writes[0], writes[1])
+	}
+	pid := 0
+	if err == nil {
+		pid, err = s.spawner.Start(spec)
+	}
 	unix.Close(writes[0])
 	unix.Close(writes[1])
 	if err != nil {
-		reads[0].Close()
-		reads[1].Close()
+		closeOutputs()
+		if ch != nil {
+			ch.Discard()
+		}
 		return 0, err
+	}
+	if ch != nil {
+		unix.Close(ch.WorkerFd)
+		s.rr.Attach(pid, ch)
 	}
 	s.reaper.add(pid)
 	prefix := fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid)

@@ -1,0 +1,531 @@
+// Package roundrobin is baton's side of worker.balance = "round-robin"
+// (docs/balancing.md): it accepts the connections of the stream listeners
+// itself and passes each one's descriptor to the next ready worker,
+// i = (i + 1) mod n, over that worker's channel (the wire format is in the
+// handoff package's documentation). A connection stays baton's until the
+// worker answers that it took it, so one a worker never took (it stopped,
+// or died) goes to another.
+package roundrobin
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Window is how many connections a worker may hold unanswered; a worker
+// with that many is skipped until it answers.
+const Window = 8
+
+// maxLine bounds a worker's answer; a longer line is skipped.
+const maxLine = 4096
+
+// Balancer passes connections to workers.
+type Balancer struct {
+	log *slog.Logger
+
+	mu        sync.Mutex
+	workers   map[int]*worker // attached, by pid
+	order     []*worker       // the ready ones, in Route's order
+	acceptors map[int]*acceptor
+	seq       uint64
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// New returns a Balancer with no listener and no worker.
+func New(log *slog.Logger) *Balancer {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Balancer{log: log, workers: map[int]*worker{}, acceptors: map[int]*acceptor{}}
+}
+
+// passed is a connection baton accepted, not yet taken by a worker.
+type passed struct {
+	fd  int
+	acc *acceptor
+	seq uint64
+}
+
+// acceptor accepts on one listening socket.
+type acceptor struct {
+	key    int // the caller's name for the socket
+	name   string
+	f      *os.File
+	cursor int      // the next worker in order to try
+	queue  []passed // accepted (or given back), waiting for a worker
+	wake   chan struct{}
+	done   chan struct{}
+	count  uint64 // connections passed
+}
+
+// worker is one worker's channel.
+type worker struct {
+	pid       int
+	f         *os.File       // baton's end
+	fd        int            // its number, for sendmsg under mu
+	listeners map[int]string // acceptor key -> the name the worker knows
+	refused   map[int]bool   // keys it gave connections back for
+	unacked   []passed       // in the order sent
+	shut      bool           // sends no more
+	gone      bool
+}
+
+// Listen starts accepting on the stream socket fd (the Balancer uses a
+// duplicate, made non-blocking: round-robin sockets are baton's alone),
+// under key, for the workers that know it as name.
+func (b *Balancer) Listen(key, fd int, name string) error {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return fmt.Errorf("roundrobin: listener %q: %w", name, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return fmt.Errorf("roundrobin: listener %q: %w", name, os.NewSyscallError("fcntl", err))
+	}
+	a := &acceptor{key: key, name: name, f: os.NewFile(uintptr(dup), "baton-listener-"+name),
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		a.f.Close()
+		return errors.New("roundrobin: closed")
+	}
+	if _, dup := b.acceptors[key]; dup {
+		a.f.Close()
+		return nil
+	}
+	b.acceptors[key] = a
+	b.wg.Add(1)
+	go b.accept(a)
+	return nil
+}
+
+// Unlisten stops accepting on key's socket; what it accepted and no
+// worker took is closed.
+func (b *Balancer) Unlisten(key int) {
+	b.mu.Lock()
+	a := b.acceptors[key]
+	delete(b.acceptors, key)
+	if a != nil {
+		b.stopAcceptor(a)
+	}
+	b.mu.Unlock()
+}
+
+// stopAcceptor ends a's goroutine and closes its queue. Under mu.
+func (b *Balancer) stopAcceptor(a *acceptor) {
+	close(a.done)
+	a.f.Close()
+	for _, p := range a.queue {
+		unix.Close(p.fd)
+	}
+	a.queue = nil
+}
+
+// Channel makes a worker's channel; listeners are the sockets it takes
+// connections from (key -> name). The worker gets WorkerFd; call Attach
+// with its pid once started, or Discard.
+func (b *Balancer) Channel(listeners map[int]string) (*Channel, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("roundrobin: %w", os.NewSyscallError("socketpair", err))
+	}
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("roundrobin: %w", os.NewSyscallError("fcntl", err))
+	}
+	return &Channel{ours: fds[0], WorkerFd: fds[1], listeners: listeners}, nil
+}
+
+// Channel is a worker's channel before the worker is attached.
+type Channel struct {
+	ours      int
+	WorkerFd  int // the worker's end, for its process; close it once started
+	listeners map[int]string
+}
+
+// Discard closes a channel whose worker did not start.
+func (c *Channel) Discard() {
+	unix.Close(c.ours)
+	unix.Close(c.WorkerFd)
+}
+
+// Attach makes pid the worker at c's end. It gets connections once Route
+// names it.
+func (b *Balancer) Attach(pid int, c *Channel) {
+	w := &worker{pid: pid, f: os.NewFile(uintptr(c.ours), "baton-conns"), fd: c.ours,
+		listeners: c.listeners, refused: map[int]bool{}}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		w.f.Close()
+		return
+	}
+	b.workers[pid] = w
+	b.wg.Add(1)
+	go b.readAnswers(w)
+}
+
+// Route makes ready (pids, in order) the workers that get connections.
+func (b *Balancer) Route(ready []int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.order = b.order[:0]
+	for _, pid := range ready {
+		if w := b.workers[pid]; w != nil && !w.shut {
+			b.order = append(b.order, w)
+		}
+	}
+	b.wakeAll()
+}
+
+// Detach sends pid no more connections (it is told to stop next): its
+// side of the channel is shut down, so the worker reads every connection
+// it was passed and then the end. Those it does not take come back.
+func (b *Balancer) Detach(pid int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if w := b.workers[pid]; w != nil {
+		b.shutWorker(w)
+	}
+}
+
+// shutWorker stops sending to w. Under mu.
+func (b *Balancer) shutWorker(w *worker) {
+	if w.shut {
+		return
+	}
+	w.shut = true
+	unix.Shutdown(w.fd, unix.SHUT_WR)
+	for i, o := range b.order {
+		if o == w {
+			b.order = append(b.order[:i], b.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// Exited forgets pid, which is gone: the connections it did not take go
+// to other workers.
+func (b *Balancer) Exited(pid int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if w := b.workers[pid]; w != nil {
+		b.dropWorker(w)
+	}
+}
+
+// dropWorker forgets w and gives back what it did not take. Under mu.
+func (b *Balancer) dropWorker(w *worker) {
+	if w.gone {
+		return
+	}
+	b.shutWorker(w)
+	w.gone = true
+	delete(b.workers, w.pid)
+	w.f.Close()
+	back := w.unacked
+	w.unacked = nil
+	for _, p := range back {
+		b.giveBack(p)
+	}
+}
+
+// giveBack passes p to another worker, or queues it until one has room.
+// Under mu.
+func (b *Balancer) giveBack(p passed) {
+	if b.acceptors[p.acc.key] != p.acc {
+		unix.Close(p.fd) // its listener is gone
+		return
+	}
+	if len(p.acc.queue) > 0 || !b.pass(p.acc, p) {
+		p.acc.queue = append(p.acc.queue, p)
+	}
+}
+
+// flush passes the queued connections of a to workers with room; false
+// if some are left. Under mu.
+func (b *Balancer) flush(a *acceptor) bool {
+	for len(a.queue) > 0 {
+		if !b.pass(a, a.queue[0]) {
+			return false
+		}
+		a.queue = a.queue[1:]
+	}
+	return true
+}
+
+// wakeAll passes what is queued and lets every acceptor waiting for room
+// look again. Under mu.
+func (b *Balancer) wakeAll() {
+	for _, a := range b.acceptors {
+		if b.flush(a) {
+			select {
+			case a.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Passed returns how many connections each listener (by name) passed.
+func (b *Balancer) Passed() map[string]uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]uint64{}
+	for _, a := range b.acceptors {
+		out[a.name] += a.count
+	}
+	return out
+}
+
+// Close stops accepting, closes every connection no worker took and
+// every channel, and waits for the Balancer's goroutines.
+func (b *Balancer) Close() {
+	b.mu.Lock()
+	b.closed = true
+	for key, a := range b.acceptors {
+		b.stopAcceptor(a)
+		delete(b.acceptors, key)
+	}
+	for _, w := range b.workers {
+		b.dropWorker(w) // gives back to acceptors that are gone: closed
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// next returns the worker a's next connection goes to, and its place in
+// order: the first from a's cursor on that takes a's connections and has
+// room; nil if none has. Under mu.
+func (b *Balancer) next(a *acceptor) (*worker, int) {
+	n := len(b.order)
+	for i := range n {
+		j := (a.cursor + i) % n
+		w := b.order[j]
+		if _, ok := w.listeners[a.key]; ok && !w.refused[a.key] && len(w.unacked) < Window {
+			return w, j
+		}
+	}
+	return nil, 0
+}
+
+// pass sends p to the next worker with room, trying the others if a send
+// fails; false if none could take it. Under mu.
+func (b *Balancer) pass(a *acceptor, p passed) bool {
+	for {
+		w, j := b.next(a)
+		if w == nil {
+			return false
+		}
+		b.seq++
+		p.seq = b.seq
+		if err := send(w.fd, w.listeners[a.key], p); err != nil {
+			// Gone, or so slow its buffer filled: it gets no more.
+			b.log.Debug("round-robin: worker channel failed", "pid", w.pid, "err", err)
+			b.shutWorker(w)
+			continue
+		}
+		a.cursor = j + 1
+		w.unacked = append(w.unacked, p)
+		a.count++
+		return true
+	}
+}
+
+// message is the line that carries a connection (the handoff package
+// documents it).
+type message struct {
+	Cmd  string     `json:"cmd"`
+	Type string     `json:"type"`
+	Msg  messageMsg `json:"msg"`
+}
+
+type messageMsg struct {
+	Cmd      string `json:"cmd"`
+	Listener string `json:"listener"`
+	Seq      uint64 `json:"seq"`
+}
+
+func send(fd int, listener string, p passed) error {
+	b, err := json.Marshal(message{Cmd: "NODE_HANDLE", Type: "net.Socket", Msg: messageMsg{Cmd: "BATON_CONN", Listener: listener, Seq: p.seq}})
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	n, err := unix.SendmsgN(fd, b, unix.UnixRights(p.fd), nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+	if err == nil && n < len(b) {
+		// The descriptor went with the first part; the rest must follow
+		// or the stream is broken. Rare (the buffer had less than a line
+		// left): finish it blocking, briefly.
+		err = finishWrite(fd, b[n:])
+	}
+	return err
+}
+
+// finishWrite writes the rest of a message within a second.
+func finishWrite(fd int, rest []byte) error {
+	deadline := time.Now().Add(time.Second)
+	for len(rest) > 0 {
+		n, err := unix.SendmsgN(fd, rest, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if errors.Is(err, unix.EAGAIN) {
+			if time.Now().After(deadline) {
+				return errors.New("roundrobin: worker does not read its channel")
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	return nil
+}
+
+// accept runs a's loop: it accepts only while some worker has room, so
+// that connections wait in the kernel's queue, not in baton.
+func (b *Balancer) accept(a *acceptor) {
+	defer b.wg.Done()
+	rc, err := a.f.SyscallConn()
+	if err != nil {
+		b.log.Error("round-robin: cannot accept", "listener", a.name, "err", err)
+		return
+	}
+	for {
+		var full bool
+		var acceptErr error
+		err := rc.Read(func(fd uintptr) bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if !b.flush(a) {
+				full = true
+				return true
+			}
+			for {
+				if w, _ := b.next(a); w == nil {
+					full = true
+					return true
+				}
+				nfd, _, err := unix.Accept4(int(fd), unix.SOCK_CLOEXEC)
+				switch {
+				case errors.Is(err, unix.EAGAIN):
+					return false // wait until a connection comes
+				case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+					continue
+				case err != nil:
+					acceptErr = err
+					return true
+				}
+				if !b.pass(a, passed{fd: nfd, acc: a}) {
+					a.queue = append(a.queue, passed{fd: nfd, acc: a})
+				}
+			}
+		})
+		if err != nil {
+			return // closed
+		}
+		if acceptErr != nil {
+			if errors.Is(acceptErr, unix.EINVAL) || errors.Is(acceptErr, unix.EBADF) {
+				return // the socket was shut down
+			}
+			b.log.Warn("round-robin: accept failed", "listener", a.name, "err", acceptErr)
+			full = true // EMFILE and the like: wait a moment
+			select {
+			case <-a.done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		if full {
+			select {
+			case <-a.done:
+				return
+			case <-a.wake:
+			}
+		}
+	}
+}
+
+// answer is a worker's line.
+type answer struct {
+	Cmd string  `json:"cmd"`
+	Seq *uint64 `json:"seq"`
+}
+
+// readAnswers reads w's answers until its channel ends.
+func (b *Balancer) readAnswers(w *worker) {
+	defer b.wg.Done()
+	r := bufio.NewReaderSize(w.f, maxLine)
+	long := false
+	for {
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = true
+			continue
+		}
+		if err != nil {
+			break
+		}
+		if long {
+			long = false // the end of a line too long to be an answer
+			continue
+		}
+		var a answer
+		if json.Unmarshal(line, &a) != nil {
+			continue
+		}
+		b.answered(w, a)
+	}
+	b.mu.Lock()
+	b.dropWorker(w)
+	b.mu.Unlock()
+}
+
+// answered acts on one answer of w's.
+func (b *Balancer) answered(w *worker, a answer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i := -1
+	switch a.Cmd {
+	case "NODE_HANDLE_ACK", "NODE_HANDLE_NACK":
+		if len(w.unacked) > 0 {
+			i = 0
+		}
+	case "BATON_ACK", "BATON_NACK":
+		if a.Seq == nil {
+			return
+		}
+		for j, p := range w.unacked {
+			if p.seq == *a.Seq {
+				i = j
+				break
+			}
+		}
+	default:
+		return
+	}
+	if i < 0 {
+		return // not one of ours: ignored
+	}
+	p := w.unacked[i]
+	w.unacked = append(w.unacked[:i], w.unacked[i+1:]...)
+	if a.Cmd == "BATON_ACK" || a.Cmd == "NODE_HANDLE_ACK" {
+		unix.Close(p.fd)
+	} else {
+		w.refused[p.acc.key] = true // its listener is closed
+		b.giveBack(p)
+	}
+	b.wakeAll() // it has room again
+}
