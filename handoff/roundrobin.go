@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,6 +64,9 @@ type channel struct {
 
 	mu sync.Mutex
 	ls map[string]*rrListener
+	// ended is closed once baton has shut its side down (or the channel
+	// failed): every connection it passed has been read.
+	ended chan struct{}
 }
 
 // openChannel takes the channel named by the environment, if any, and
@@ -92,7 +96,7 @@ func openChannel(pidEnv string) (map[string]net.Listener, error) {
 		fc.Close()
 		return nil, fmt.Errorf("handoff: %s=%d: not a unix socket", connsEnv, fd)
 	}
-	ch := &channel{c: uc, ls: map[string]*rrListener{}}
+	ch := &channel{c: uc, ls: map[string]*rrListener{}, ended: make(chan struct{})}
 	out := map[string]net.Listener{}
 	for name := range strings.SplitSeq(names, ":") {
 		if name == "" {
@@ -119,6 +123,7 @@ func (ch *channel) read() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
+		close(ch.ended)
 	}()
 	for {
 		n, oobn, _, _, err := ch.c.ReadMsgUnix(buf, oob)
@@ -222,40 +227,65 @@ type rrListener struct {
 	name   string
 	queue  chan passed
 	done   chan struct{}
-	closed bool // under ch.mu
+	// closing: Close was called; closed: it returned, and connections
+	// passed from now on go back. Under ch.mu.
+	closing, closed bool
 }
 
 // Accept returns the next connection baton passed, telling baton it is
-// taken.
+// taken. After Close it returns those passed before baton shut the
+// channel down, then an error.
 func (l *rrListener) Accept() (net.Conn, error) {
 	select {
 	case p := <-l.queue:
-		l.ch.answer("BATON_ACK", p.seq)
-		return p.c, nil
+		return l.take(p), nil
+	default:
+	}
+	select {
+	case p := <-l.queue:
+		return l.take(p), nil
 	case <-l.done:
+		select {
+		case p := <-l.queue:
+			return l.take(p), nil
+		default:
+		}
 		return nil, &net.OpError{Op: "accept", Net: "round-robin", Addr: l.Addr(), Err: net.ErrClosed}
 	}
 }
 
-// Close stops taking connections: those passed but not accepted yet, and
-// any passed later, go back to baton for another worker.
+func (l *rrListener) take(p passed) net.Conn {
+	l.ch.answer("BATON_ACK", p.seq)
+	return p.c
+}
+
+// closeWait bounds how long Close waits for baton to shut the channel
+// down.
+const closeWait = time.Second
+
+// Close stops taking connections. Baton stops passing them to a worker it
+// tells to stop before it signals it, and shuts the channel down: Close
+// waits for that end (a second at most), so that what baton passed before
+// is still accepted. Connections passed later go back to baton for
+// another worker.
 func (l *rrListener) Close() error {
 	l.ch.mu.Lock()
-	if l.closed {
+	if l.closing {
 		l.ch.mu.Unlock()
 		return nil
 	}
+	l.closing = true
+	l.ch.mu.Unlock()
+	t := time.NewTimer(closeWait)
+	select {
+	case <-l.ch.ended:
+	case <-t.C:
+	}
+	t.Stop()
+	l.ch.mu.Lock()
 	l.closed = true
 	close(l.done)
-	var back []passed
-	for len(l.queue) > 0 {
-		back = append(back, <-l.queue)
-	}
 	l.ch.mu.Unlock()
-	for _, p := range back {
-		p.c.Close()
-		l.ch.answer("BATON_NACK", p.seq)
-	}
 	return nil
 }
 

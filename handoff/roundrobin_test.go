@@ -36,7 +36,6 @@ func rrSetup(t *testing.T, n int) (*roundrobin.Balancer, string, []*rrWorker) {
 	}
 	defer f.Close()
 	b := roundrobin.New(nil)
-	t.Cleanup(b.Close)
 	if err := b.Listen(1, int(f.Fd()), "http"); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +56,8 @@ func rrSetup(t *testing.T, n int) (*roundrobin.Balancer, string, []*rrWorker) {
 		b.Attach(w.pid, c)
 		ws = append(ws, w)
 	}
+	// First, so the workers' Close sees the channel end at once.
+	t.Cleanup(b.Close)
 	return b, ln.Addr().String(), ws
 }
 

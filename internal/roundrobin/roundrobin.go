@@ -176,14 +176,25 @@ func (b *Balancer) Attach(pid int, c *Channel) {
 	go b.readAnswers(w)
 }
 
-// Route makes ready (pids, in order) the workers that get connections.
+// Route makes ready (pids, in order) the workers that get connections. A
+// worker that was ready and is not named any more is leaving: it is
+// detached.
 func (b *Balancer) Route(ready []int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.order = b.order[:0]
+	was := b.order
+	b.order = nil
+	named := map[*worker]bool{}
 	for _, pid := range ready {
 		if w := b.workers[pid]; w != nil && !w.shut {
 			b.order = append(b.order, w)
+			named[w] = true
+		}
+	}
+	for _, w := range was {
+		if !named[w] {
+			// Ready once, and no more: it is leaving.
+			b.shutWorker(w)
 		}
 	}
 	b.wakeAll()

@@ -1,0 +1,113 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/loadtest"
+)
+
+// In each balancing mode other than shared (which every other test runs
+// in), under load in both client modes at once: 10 reloads, a
+// self-upgrade and a scale up and down fail no request; then 10 SIGKILLs
+// of a worker refuse no connection (only what was in flight on a killed
+// worker may fail).
+func TestBalanceModesUnderLoad(t *testing.T) {
+	for _, balance := range []string{config.BalanceReusePort, config.BalanceRoundRobin} {
+		t.Run(balance, func(t *testing.T) {
+			if balance == config.BalanceReusePort {
+				// As baton's warning asks: without it, the connections
+				// waiting in a slot's queue when the slot goes are reset.
+				sysctl(t, "/proc/sys/net/ipv4/tcp_migrate_req", "1")
+			}
+			u := startUpgradable(t, func(addr, control string) string {
+				cfg := upgradeConfig(addr, control, nil, "10s")
+				return strings.Replace(cfg, "[worker]\n", fmt.Sprintf("[worker]\nbalance = %q\n", balance), 1)
+			})
+			u.settle(t)
+			load := func() map[loadtest.Mode]*loadtest.Generator {
+				gs := map[loadtest.Mode]*loadtest.Generator{}
+				for _, mode := range modes {
+					gs[mode] = startLoad(t, u.addr, mode, 16)
+				}
+				return gs
+			}
+			served := func(gs map[loadtest.Mode]*loadtest.Generator) {
+				for _, g := range gs {
+					waitServed(t, g, 100)
+				}
+			}
+
+			gs := load()
+			for i := range 10 {
+				if code, out := u.ctl(t, "reload"); code != 0 {
+					t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
+				}
+				served(gs)
+			}
+			before := u.settle(t)
+			from := u.out.len()
+			pid, _ := u.upgradeBy(t, "baton upgrade", before)
+			u.checkUpgraded(t, before, pid, before.Version, from)
+			served(gs)
+			for _, n := range []string{"4", "2"} {
+				if code, out := ctl(t, "scale", n, "--control", u.control); code != 0 {
+					t.Fatalf("scale %s: exit %d: %s", n, code, out)
+				}
+				served(gs)
+			}
+			for mode, g := range gs {
+				r := g.Stop()
+				t.Logf("%s, %s: 10 reloads, a self-upgrade, scale 4 and 2: %s", balance, mode, r)
+				if r.Failed() != 0 {
+					t.Errorf("%s: %d requests failed: %s %v", mode, r.Failed(), r, r.Samples)
+				}
+			}
+
+			gs = load()
+			for range 10 {
+				st := u.settle(t)
+				syscall.Kill(st.workers[0], syscall.SIGKILL)
+				deadline := time.Now().Add(10 * time.Second)
+				for next := u.settle(t); next.workers[0] == st.workers[0] || len(next.workers) != 2; next = u.settle(t) {
+					if time.Now().After(deadline) {
+						t.Fatalf("worker %d was not replaced", st.workers[0])
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				served(gs)
+			}
+			for mode, g := range gs {
+				r := g.Stop()
+				t.Logf("%s, %s: 10 SIGKILLs of a worker: %s", balance, mode, r)
+				if r.Refused != 0 {
+					t.Errorf("%s: %d connections refused across the kills: %s", mode, r.Refused, r)
+				}
+				// A client has at most one request in flight on the worker
+				// killed: no more than one failure per client and kill.
+				if r.Failed() > 16*10 {
+					t.Errorf("%s: %d requests failed across 10 kills of 16 clients' server: more than were in flight", mode, r.Failed())
+				}
+			}
+		})
+	}
+}
+
+// sysctl sets the kernel setting at path to value for the test, and back
+// at its end.
+func sysctl(t *testing.T, path, value string) {
+	t.Helper()
+	was, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(path, was, 0o644) })
+}
