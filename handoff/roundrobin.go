@@ -223,10 +223,10 @@ type passed struct {
 // rrListener is a net.Listener whose connections baton passes over the
 // channel.
 type rrListener struct {
-	ch     *channel
-	name   string
-	queue  chan passed
-	done   chan struct{}
+	ch    *channel
+	name  string
+	queue chan passed
+	done  chan struct{}
 	// closing: Close was called; closed: it returned, and connections
 	// passed from now on go back. Under ch.mu.
 	closing, closed bool
