@@ -25,11 +25,16 @@ func TestBalanceModesUnderLoad(t *testing.T) {
 				// waiting in a slot's queue when the slot goes are reset.
 				sysctl(t, "/proc/sys/net/ipv4/tcp_migrate_req", "1")
 			}
+			metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			u := startUpgradable(t, func(addr, control string) string {
 				cfg := upgradeConfig(addr, control, nil, "10s")
+				cfg = strings.Replace(cfg, "[control]\n", fmt.Sprintf("[control]\nmetrics = %q\n", metrics), 1)
 				return strings.Replace(cfg, "[worker]\n", fmt.Sprintf("[worker]\nbalance = %q\n", balance), 1)
 			})
 			u.settle(t)
+			if code, out := ctl(t, "status", "--control", u.control); code != 0 || !strings.Contains(out, " · balance "+balance+" · ") {
+				t.Errorf("baton status: exit %d, does not show balance %s:\n%s", code, balance, out)
+			}
 			load := func() map[loadtest.Mode]*loadtest.Generator {
 				gs := map[loadtest.Mode]*loadtest.Generator{}
 				for _, mode := range modes {
@@ -60,6 +65,14 @@ func TestBalanceModesUnderLoad(t *testing.T) {
 					t.Fatalf("scale %s: exit %d: %s", n, code, out)
 				}
 				served(gs)
+			}
+			mf := scrape(t, "http://"+metrics)
+			if v := value(mf, "baton_balance_info", "mode", balance); v != 1 {
+				t.Errorf("baton_balance_info{mode=%q} = %v, want 1", balance, v)
+			}
+			passed := value(mf, "baton_connections_passed_total", "listener", "http")
+			if balance == config.BalanceRoundRobin && passed <= 0 || balance != config.BalanceRoundRobin && passed != -1 {
+				t.Errorf("baton_connections_passed_total{listener=\"http\"} = %v with balance %s", passed, balance)
 			}
 			for mode, g := range gs {
 				r := g.Stop()

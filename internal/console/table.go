@@ -29,6 +29,9 @@ func Table(w io.Writer, st *supervisor.Status, prev *supervisor.Status, now time
 	for _, l := range st.Listeners {
 		head = append(head, l.Name+"="+l.Address)
 	}
+	if st.Balance != "" {
+		head = append(head, "balance "+st.Balance)
+	}
 	b := st.Budget
 	budget := fmt.Sprintf("restarts %d/%d in %s", b.Used, b.Limit, duration(time.Duration(b.WindowSeconds*float64(time.Second))))
 	if b.Spent {

@@ -18,7 +18,7 @@ var at = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 
 func serving() *supervisor.Status {
 	return &supervisor.Status{
-		At: at, PID: 4100, Version: "0.2.0", Started: at.Add(-3 * time.Hour), Phase: "running", Ready: true, Generation: 3,
+		At: at, PID: 4100, Version: "0.2.0", Started: at.Add(-3 * time.Hour), Phase: "running", Ready: true, Generation: 3, Balance: "round-robin",
 		Listeners:  []supervisor.StatusListener{{Name: "http", Address: "tcp://127.0.0.1:8080"}, {Name: "admin", Address: "unix:///run/app/admin.sock"}},
 		Budget:     supervisor.StatusBudget{Used: 2, Limit: 10, WindowSeconds: 60},
 		LastReload: &supervisor.StatusReload{At: at.Add(-5 * time.Minute), OK: true},

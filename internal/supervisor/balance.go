@@ -10,7 +10,6 @@ import (
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/lifecycle"
-	"github.com/batonhq/baton/internal/roundrobin"
 )
 
 // How connections reach the workers (worker.balance; docs/balancing.md).
@@ -61,9 +60,6 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 			}
 			s.warnMigrate()
 		case passedOn(cfg, c):
-			if s.rr == nil {
-				s.rr = roundrobin.New(s.log)
-			}
 			if err := s.rr.Listen(l.fd, l.fd, c.Name); err != nil {
 				return fmt.Errorf("supervisor: listener %q: %w", c.Name, err)
 			}

@@ -246,6 +246,8 @@ var (
 	descRefused    = prometheus.NewDesc("baton_control_refused_total", "Control connections refused: neither root nor baton's user.", nil, nil)
 	descOutput     = prometheus.NewDesc("baton_output_dropped_total", "Output lines dropped because baton's standard error was not read fast enough.", nil, nil)
 	descMemory     = prometheus.NewDesc("baton_worker_resident_memory_bytes", "Resident memory of the serving worker of each slot.", []string{"slot"}, nil)
+	descBalance    = prometheus.NewDesc("baton_balance_info", "How connections reach the workers (worker.balance): 1 for the mode in force.", []string{"mode"}, nil)
+	descPassed     = prometheus.NewDesc("baton_connections_passed_total", "Connections baton accepted and passed to a worker (worker.balance = \"round-robin\"), by listener.", []string{"listener"}, nil)
 	descCPU        = prometheus.NewDesc("baton_worker_cpu_seconds_total", "User and system CPU time of the serving worker of each slot.", []string{"slot"}, nil)
 )
 
@@ -300,6 +302,12 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDropped, float64(int64(snap.NotifyDrops)+s.fromWorkers.Malformed()))
 	counter(descRefused, float64(s.control.refused.Load()))
 	counter(descOutput, float64(s.outputDropped()))
+	gauge(descBalance, 1, s.balance)
+	if s.rr != nil {
+		for name, n := range s.rr.Passed() {
+			counter(descPassed, float64(n), name)
+		}
+	}
 	// The serving worker of each slot: the newest one not leaving. /proc
 	// is read here, not in the loop.
 	serving := map[int]lifecycle.Proc{}

@@ -19,6 +19,7 @@ type Status struct {
 	Phase      string           `json:"phase"`
 	Ready      bool             `json:"ready"`
 	Generation int              `json:"generation"`
+	Balance    string           `json:"balance"` // worker.balance
 	Listeners  []StatusListener `json:"listeners"`
 	Budget     StatusBudget     `json:"restart_budget"`
 	LastReload *StatusReload    `json:"last_reload,omitempty"`
@@ -65,7 +66,7 @@ type StatusWorker struct {
 func (s *supervisor) status() *Status {
 	snap := s.m.Snapshot()
 	st := &Status{
-		At: time.Now(), PID: os.Getpid(), Version: s.version, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, Generation: snap.Generation,
+		At: time.Now(), PID: os.Getpid(), Version: s.version, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, Generation: snap.Generation, Balance: s.balance,
 		Budget:  StatusBudget{Used: snap.Budget.Used, Limit: snap.Budget.Limit, WindowSeconds: snap.Budget.Window.Seconds(), Spent: snap.Budget.Spent},
 		Workers: []StatusWorker{},
 	}

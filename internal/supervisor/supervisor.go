@@ -183,6 +183,9 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if s.balance == config.BalanceRoundRobin {
+		s.rr = roundrobin.New(s.log)
+	}
 	if s.load == nil {
 		s.load = func() (*config.Config, error) { return cfg, nil }
 	}

@@ -574,6 +574,12 @@ func TestPingsSystemdWatchdog(t *testing.T) {
 // when the test ends.
 func runUntilReady(t *testing.T, cfg *config.Config, inherited []systemd.Socket) {
 	t.Helper()
+	runUntilReadyIn(t, cfg, inherited, t.TempDir())
+}
+
+// runUntilReadyIn is runUntilReady with the runtime directory dir.
+func runUntilReadyIn(t *testing.T, cfg *config.Config, inherited []systemd.Socket, dir string) {
+	t.Helper()
 	self, _ := os.Executable()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -584,7 +590,7 @@ func runUntilReady(t *testing.T, cfg *config.Config, inherited []systemd.Socket)
 			Shim:       []string{self, spawn.ShimCommand, "--"},
 			Output:     tlogWriter{t},
 			Notify:     func(s string) error { notes <- s; return nil },
-			RuntimeDir: t.TempDir(),
+			RuntimeDir: dir,
 			Inherited:  inherited,
 		})
 	}()

@@ -1,0 +1,144 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/systemd"
+)
+
+// reusePortSocket is a blocking listening socket on 127.0.0.1:0 as systemd
+// binds one with ReusePort=yes (on), or without.
+func reusePortSocket(t *testing.T, on bool) (fd int, port int) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 128); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	return fd, sa.(*unix.SockaddrInet4).Port
+}
+
+// listening counts the listening TCP sockets on port, from /proc/net/tcp.
+func listening(t *testing.T, port int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	local := fmt.Sprintf(":%04X ", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[1]+" ", local) && f[3] == "0A" {
+			n++
+		}
+	}
+	return n
+}
+
+// With reuseport, a socket systemd passed is slot 0's and baton binds the
+// other slots' beside it; a scale down closes the sockets of the slots
+// that went, and status and metrics say the mode.
+func TestReusePortBesideInherited(t *testing.T) {
+	fd, port := reusePortSocket(t, true)
+	cfg := testConfig("serve", 3, func(c *config.Config) {
+		c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port)
+		c.Worker.Balance = config.BalanceReusePort
+	})
+	dir := t.TempDir()
+	runUntilReadyIn(t, cfg, []systemd.Socket{{Name: "http", Fd: fd}}, dir)
+	if n := listening(t, port); n != 3 {
+		t.Errorf("%d sockets listen on port %d, want 3 (one per slot)", n, port)
+	}
+	slots := map[string]bool{}
+	for deadline := time.Now().Add(10 * time.Second); len(slots) < 3 && time.Now().Before(deadline); {
+		f := strings.Fields(get(t, fmt.Sprintf("127.0.0.1:%d", port)))
+		slots[f[9]] = true // "... slot N ..."
+	}
+	if len(slots) != 3 {
+		t.Errorf("answers came from slots %v, want all 3", slots)
+	}
+	ctl := filepath.Join(dir, ControlSocketName)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := Request(ctx, ctl, ControlRequest{Command: "status"})
+	if err != nil || resp.Status == nil || resp.Status.Balance != config.BalanceReusePort {
+		t.Fatalf("status: %+v, %v; want balance %q", resp.Status, err, config.BalanceReusePort)
+	}
+	if resp, err := Request(ctx, ctl, ControlRequest{Command: "scale", Workers: "1"}); err != nil || !resp.OK {
+		t.Fatalf("scale 1: %+v, %v", resp, err)
+	}
+	// The answer comes within the step that retires the slots.
+	for deadline := time.Now().Add(5 * time.Second); listening(t, port) != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after scale 1, %d sockets listen on port %d, want 1", listening(t, port), port)
+		}
+	}
+}
+
+// A socket systemd bound without SO_REUSEPORT cannot have siblings:
+// reuseport is refused, saying what to change.
+func TestReusePortNeedsReusePortFromSystemd(t *testing.T) {
+	fd, port := reusePortSocket(t, false)
+	cfg := testConfig("serve", 2, func(c *config.Config) {
+		c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port)
+		c.Worker.Balance = config.BalanceReusePort
+	})
+	err := Run(context.Background(), cfg, Options{
+		Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+		RuntimeDir: t.TempDir(),
+		Notify:     func(string) error { return nil },
+		Inherited:  []systemd.Socket{{Name: "http", Fd: fd}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "set ReusePort=yes in its .socket unit") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Run = %v, want one line saying to set ReusePort=yes", err)
+	}
+}
+
+// Sockets baton binds itself in reuseport mode allow siblings; in shared
+// mode there is one socket, whatever the count.
+func TestReusePortSelfBound(t *testing.T) {
+	for _, tt := range []struct {
+		balance string
+		want    int
+	}{{config.BalanceShared, 1}, {config.BalanceReusePort, 2}} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		cfg := testConfig("serve", 2, func(c *config.Config) {
+			c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port)
+			c.Worker.Balance = tt.balance
+		})
+		t.Run(tt.balance, func(t *testing.T) {
+			runUntilReadyIn(t, cfg, []systemd.Socket{}, t.TempDir())
+			if n := listening(t, port); n != tt.want {
+				t.Errorf("%d sockets listen on port %d, want %d", n, port, tt.want)
+			}
+		})
+	}
+}
