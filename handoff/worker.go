@@ -53,7 +53,9 @@ var inherited struct {
 // LISTEN_PID names another process), and an error if a descriptor is not a
 // socket, is a stream socket that is not listening, or has the same name as
 // another one: a socket this process cannot account for is never ignored.
-// Datagram sockets are not listeners: PacketConns returns them.
+// Datagram sockets are not listeners: PacketConns returns them. Under
+// baton's round-robin balancing the stream listeners are the ones whose
+// connections baton passes (see the package documentation).
 func Listeners() (map[string]net.Listener, error) {
 	inherited.once.Do(loadInherited)
 	if inherited.err != nil {

@@ -102,7 +102,7 @@ type Worker struct {
 	MaxMemory Size `toml:"max_memory"`
 	// Balance is how connections on the stream listeners reach the
 	// workers: BalanceShared, BalanceReusePort or BalanceRoundRobin
-	// (docs/architecture.md, "Balancing"). It cannot change on a reload.
+	// (docs/balancing.md). It cannot change on a reload.
 	Balance string `toml:"balance"`
 
 	// ReadyDelay is the parsed delay of a "delay:" Ready; zero for notify.

@@ -6,7 +6,7 @@ import (
 )
 
 // route tells the Env where connections go whenever that changed: after
-// Start and after every event (docs/architecture.md, "Balancing").
+// Start and after every event (docs/balancing.md).
 func (m *Machine) route() {
 	r := m.routes()
 	if slices.Equal(r.Ready, m.routed.Ready) && slices.Equal(r.Slots, m.routed.Slots) && r.Shared == m.routed.Shared {
