@@ -3,6 +3,8 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,4 +125,42 @@ func sysctl(t *testing.T, path, value string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.WriteFile(path, was, 0o644) })
+}
+
+// The Node worker (contrib/node/server.js) under round-robin, where baton
+// passes connections over Node's own IPC channel: 10 reloads under load in
+// both client modes fail no request. (Under reuseport a Node worker is
+// like any other: it accepts on its slot's socket.)
+func TestNodeWorkerBalanced(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skipf("node is not installed: %v", err)
+	}
+	for _, balance := range []string{config.BalanceRoundRobin} {
+		t.Run(balance, func(t *testing.T) {
+			b := startConfigBaton(t, func(addr string) string {
+				return batonConfig(addr, 2, []string{node, filepath.Join(repoRoot, "contrib/node/server.js")},
+					fmt.Sprintf("ready = \"delay:500ms\"\nbalance = %q", balance))
+			})
+			gs := map[loadtest.Mode]*loadtest.Generator{}
+			for _, mode := range modes {
+				gs[mode] = startLoad(t, b.addr, mode, 16)
+			}
+			for i := range 10 {
+				if code, out := b.reloadCmd(t); code != 0 {
+					t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
+				}
+				for _, g := range gs {
+					waitServed(t, g, 50)
+				}
+			}
+			for mode, g := range gs {
+				r := g.Stop()
+				t.Logf("node, %s, %s: 10 reloads: %s", balance, mode, r)
+				if r.Failed() != 0 {
+					t.Errorf("%s: %d requests failed: %s %v", mode, r.Failed(), r, r.Samples)
+				}
+			}
+		})
+	}
 }

@@ -8,6 +8,11 @@
 //   baton run --listen http=tcp://127.0.0.1:8080 -- node contrib/node/server.js
 //   systemd-socket-activate -l 127.0.0.1:8080 --fdname=http node contrib/node/server.js
 //
+// Under baton's worker.balance = "round-robin" (docs/balancing.md) baton
+// accepts and passes each connection over Node's own IPC channel
+// (NODE_CHANNEL_FD): process.on("message") receives it and
+// server.emit("connection") serves it; there is no listener then.
+//
 // Readiness: Node cannot send sd_notify, because its dgram module has no
 // unix datagram sockets. Run it with `ready = "delay:500ms"` in baton's
 // [worker] section (Type=simple or exec under plain systemd).
@@ -122,12 +127,31 @@ function force() {
   process.exit(1);
 }
 
+// passed: baton passes this worker the connections of "http"
+// (round-robin) over the IPC channel, instead of a listener.
+const passed = (process.env.BATON_CONNS_LISTENERS || '').split(':').includes('http') && process.channel !== undefined;
+delete process.env.BATON_CONNS_FD;
+delete process.env.BATON_CONNS_LISTENERS;
+// channelEnded: baton said it passes no more (it shuts its side down
+// before it signals this worker).
+let channelEnded = !passed;
+
+function exitWhenDone() {
+  if (draining && channelEnded && conns.size === 0) process.exit(0);
+}
+
 function drain(signal) {
   if (draining) return;
   draining = true;
   console.error(`node: draining (${signal}), ${conns.size} connections open`);
-  // Exits once the listener is closed and every connection has ended.
-  net.Server.prototype.close.call(server, () => process.exit(0));
+  if (passed) {
+    // Connections baton passed before it ended the channel are still
+    // served; then exit once every connection has ended.
+    exitWhenDone();
+  } else {
+    // Exits once the listener is closed and every connection has ended.
+    net.Server.prototype.close.call(server, () => process.exit(0));
+  }
   setTimeout(force, drainTimeoutMs).unref();
   sweep();
 }
@@ -135,10 +159,24 @@ function drain(signal) {
 process.on('SIGTERM', drain);
 process.on('SIGINT', drain);
 
-try {
-  const fd = listenerFd();
-  server.listen({ fd }, () => console.error(`node: serving on fd ${fd} pid ${pid}`));
-} catch (err) {
-  console.error(err.message);
-  process.exit(1);
+if (passed) {
+  process.on('message', (m, socket) => {
+    if (m && m.cmd === 'BATON_CONN' && m.listener === 'http' && socket) {
+      socket.on('close', exitWhenDone);
+      server.emit('connection', socket);
+    }
+  });
+  process.on('disconnect', () => {
+    channelEnded = true;
+    exitWhenDone();
+  });
+  console.error(`node: serving connections passed by baton pid ${pid}`);
+} else {
+  try {
+    const fd = listenerFd();
+    server.listen({ fd }, () => console.error(`node: serving on fd ${fd} pid ${pid}`));
+  } catch (err) {
+    console.error(err.message);
+    process.exit(1);
+  }
 }
