@@ -142,3 +142,36 @@ func TestReusePortSelfBound(t *testing.T) {
 		})
 	}
 }
+
+// With round-robin, baton accepts on the socket systemd passed and the
+// workers get its connections; once baton has stopped the socket is
+// blocking again, as systemd handed it over, for whichever baton comes
+// next (a shared-mode one would hand it to blocking workers).
+func TestRoundRobinLeavesSocketBlocking(t *testing.T) {
+	fd, port := reusePortSocket(t, false)
+	keep, err := unix.Dup(fd) // what systemd keeps
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(keep)
+	cfg := testConfig("handoff", 2, func(c *config.Config) {
+		c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port)
+		c.Worker.Balance = config.BalanceRoundRobin
+	})
+	t.Run("serve", func(t *testing.T) {
+		runUntilReady(t, cfg, []systemd.Socket{{Name: "http", Fd: fd}})
+		pids := map[string]bool{}
+		for range 4 {
+			pids[strings.Fields(get(t, fmt.Sprintf("127.0.0.1:%d", port)))[1]] = true
+		}
+		if len(pids) != 2 {
+			t.Errorf("4 connections went to workers %v, want both, in turn", pids)
+		}
+		if fl, _ := unix.FcntlInt(uintptr(keep), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
+			t.Error("the socket is blocking while baton accepts on it")
+		}
+	})
+	if fl, _ := unix.FcntlInt(uintptr(keep), unix.F_GETFL, 0); fl&unix.O_NONBLOCK != 0 {
+		t.Error("the socket is still non-blocking after baton stopped")
+	}
+}

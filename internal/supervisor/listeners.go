@@ -173,6 +173,13 @@ func (s *supervisor) Open(cfg *config.Config, store bool) error {
 func (s *supervisor) CloseAll(shared bool) {
 	if s.rr != nil {
 		s.rr.Close()
+		if !shared {
+			// Round-robin made them non-blocking; a socket systemd keeps
+			// goes to the next baton as it came, blocking.
+			for _, l := range s.listeners {
+				unix.SetNonblock(l.fd, false)
+			}
+		}
 	}
 	closeListeners(s.listeners, shared)
 	s.listeners = nil

@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/handoff"
 	"github.com/batonhq/baton/internal/spawn"
 )
 
@@ -40,6 +41,7 @@ func TestMain(m *testing.M) {
 // first inherited socket. Modes:
 //
 //	serve   notify READY=1, drain on SIGTERM
+//	handoff  serve "http" as handoff.Listener returns it
 //	silent  serve but never notify
 //	exit1   exit 1 at once
 //	exit1-slot1  exit 1 at once in slot 1, serve in the others
@@ -66,13 +68,19 @@ func testWorker(mode string) int {
 	// non-blocking: baton must hand it over blocking, as systemd does.
 	fl, _ := unix.FcntlInt(3, unix.F_GETFL, 0)
 	blocking := fl&unix.O_NONBLOCK == 0
-	f := os.NewFile(3, "listener")
-	ln, err := net.FileListener(f)
+	var ln net.Listener
+	var err error
+	if mode == "handoff" {
+		ln, err = handoff.Listener("http") // round-robin: no listener at 3
+	} else {
+		f := os.NewFile(3, "listener")
+		ln, err = net.FileListener(f)
+		f.Close()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 3
 	}
-	f.Close()
 	stop := make(chan os.Signal, 1)
 	if mode == "stubborn" {
 		signal.Ignore(syscall.SIGTERM)
