@@ -16,7 +16,7 @@ deps: ## install missing prerequisites (apt-get; idempotent)
 	@contrib/dev/install-deps.sh
 
 build: ## build bin/baton and bin/hello
-	$(GO) build -o bin/baton ./cmd/baton
+	CGO_ENABLED=0 $(GO) build -o bin/baton ./cmd/baton
 	$(GO) build -o bin/hello ./examples/hello
 
 run: deps build ## start baton with the demo worker on 127.0.0.1:$(PORT), then say what to try

@@ -24,6 +24,7 @@ import (
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/logbuf"
+	"github.com/batonhq/baton/internal/memtrim"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/supervisor"
 	"github.com/batonhq/baton/internal/upgrade"
@@ -103,6 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runCmd(args []string, stderr io.Writer) int {
+	memtrim.Setup()
 	cfg, opts, err := config.FromArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK

@@ -24,6 +24,7 @@ import (
 	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/linering"
 	"github.com/batonhq/baton/internal/logbuf"
+	"github.com/batonhq/baton/internal/memtrim"
 	"github.com/batonhq/baton/internal/roundrobin"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/systemd"
@@ -357,8 +358,18 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 		return err
 	}
 	done := ctx.Done()
+	// At most every trimAfter, after work (timers aside), baton gives back
+	// the memory that work left resident.
+	trim := time.NewTicker(trimAfter)
+	defer trim.Stop()
+	idle := idleTrim{worked: true}
 	for s.ready.Store(s.m.Ready()); !s.m.Done(); s.ready.Store(s.m.Ready()) {
 		select {
+		case <-trim.C:
+			if idle.tick() {
+				s.trimMemory()
+			}
+			continue
 		case <-done:
 			done = nil
 			s.m.Step(lifecycle.Stop{})
@@ -370,16 +381,41 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 			s.onSignal(sig)
 		case ev := <-s.events:
 			if c, ok := ev.(loopCall); ok {
+				idle.work() // a scrape, a status: their code is resident now
 				c.do()
 				break
 			}
 			if e, ok := ev.(lifecycle.Exited); ok {
 				s.workerExited(e.PID)
 			}
+			if _, ok := ev.(lifecycle.Timer); !ok {
+				idle.work()
+			}
 			s.m.Step(ev.(lifecycle.Event))
 		}
 	}
 	return s.m.Finish()
+}
+
+// trimAfter is how often baton may trim its memory.
+const trimAfter = time.Second
+
+// idleTrim says when to trim: at a tick after one with work.
+type idleTrim struct{ worked bool }
+
+func (t *idleTrim) work() { t.worked = true }
+
+func (t *idleTrim) tick() bool {
+	due := t.worked
+	t.worked = false
+	return due
+}
+
+// trimMemory returns what the last burst of work left resident: the heap
+// the garbage collector freed and the executable's pages it faulted in
+// (memtrim).
+func (s *supervisor) trimMemory() {
+	memtrim.Release()
 }
 
 // serveControl starts answering on the control socket.

@@ -74,6 +74,10 @@ func outputPipe() (*os.File, int, error) {
 // maxLine bounds a forwarded line; a longer one is split.
 const maxLine = 64 << 10
 
+// readers are the forwarders' line readers, reused: each reload would
+// otherwise allocate two of maxLine per worker.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxLine) }}
+
 // lineWriter writes whole lines to one writer from many forwarders.
 type lineWriter struct {
 	mu sync.Mutex
@@ -99,7 +103,12 @@ func (lw *lineWriter) writeLine(prefix string, line []byte) {
 // when r is closed.
 func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, ring *linering.Ring, keep linering.Line) {
 	defer r.Close()
-	br := bufio.NewReaderSize(r, maxLine)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		readers.Put(br)
+	}()
 	continued := false
 	for {
 		line, err := br.ReadSlice('\n')
