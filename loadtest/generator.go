@@ -30,9 +30,12 @@ type Generator struct {
 	requests atomic.Int64
 	counts   [numOutcomes]atomic.Int64
 
-	mu      sync.Mutex // guards pids and samples
-	pids    map[string]int64
-	samples []string
+	latency latencies
+
+	mu       sync.Mutex // guards pids, samples and timeline
+	pids     map[string]int64
+	samples  []string
+	timeline []Bucket
 
 	wmu      sync.Mutex // guards waiters; nwaiters mirrors len(waiters)
 	waiters  []*waiter
@@ -126,7 +129,9 @@ func (g *Generator) Snapshot() Result {
 	g.mu.Lock()
 	r.PIDs = maps.Clone(g.pids)
 	r.Samples = slices.Clone(g.samples)
+	r.Timeline = slices.Clone(g.timeline)
 	g.mu.Unlock()
+	r.Latency = g.latency.snapshot()
 	return r
 }
 
@@ -233,15 +238,21 @@ func (g *Generator) work() {
 			return
 		}
 		g.requests.Add(1)
+		began := time.Now()
 		pid, err := c.do()
-		g.record(pid, err)
+		g.record(pid, err, began)
 	}
 }
 
-// record counts one finished request.
-func (g *Generator) record(pid string, err error) {
+// record counts one finished request, begun at began.
+func (g *Generator) record(pid string, err error, began time.Time) {
+	now := time.Now()
 	out := classify(err)
+	if g.opts.Timeline > 0 {
+		g.mark(now, out == outOK)
+	}
 	if out == outOK {
+		g.latency.add(now.Sub(began))
 		if pid != "" {
 			g.mu.Lock()
 			g.pids[pid]++
@@ -256,4 +267,22 @@ func (g *Generator) record(pid string, err error) {
 		g.samples = append(g.samples, out.String()+": "+err.Error())
 	}
 	g.mu.Unlock()
+}
+
+// mark counts a request that ended at now in its timeline bucket.
+func (g *Generator) mark(now time.Time, ok bool) {
+	i := int(now.Sub(g.start) / g.opts.Timeline)
+	if i >= MaxTimeline {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for len(g.timeline) <= i {
+		g.timeline = append(g.timeline, Bucket{})
+	}
+	if ok {
+		g.timeline[i].OK++
+	} else {
+		g.timeline[i].Failed++
+	}
 }

@@ -61,7 +61,14 @@ type Options struct {
 	Requests    int64         // stop after this many requests in total; 0 = no limit
 	Mode        Mode
 	Timeout     time.Duration // per request (dial+write+read), default 5s
+	// Timeline, when above zero, counts OK and failed requests in
+	// buckets of this width from the start (Result.Timeline), by when
+	// each ended; at most MaxTimeline buckets.
+	Timeline time.Duration
 }
+
+// MaxTimeline bounds Result.Timeline.
+const MaxTimeline = 100000
 
 // withDefaults validates o and fills in its defaults.
 func (o Options) withDefaults() (Options, error) {
@@ -89,6 +96,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("load: negative request limit %d", o.Requests)
 	case o.Timeout < 0:
 		return o, fmt.Errorf("load: negative timeout %v", o.Timeout)
+	case o.Timeline < 0:
+		return o, fmt.Errorf("load: negative timeline bucket %v", o.Timeline)
 	case o.Mode != KeepAlive && o.Mode != PerRequest:
 		return o, fmt.Errorf("load: unknown mode %v", o.Mode)
 	}

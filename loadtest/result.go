@@ -23,7 +23,12 @@ type Result struct {
 	PIDs      map[string]int64 // value of the X-Pid response header -> count of OK responses; OK responses without one are not counted here
 	Elapsed   time.Duration    // from Start to the end of the last request (or to now, for a Snapshot of a running load)
 	Samples   []string         // up to MaxSamples example error messages, for test logs
+	Latency   Latency          // of the OK requests
+	Timeline  []Bucket         // with Options.Timeline: what ended in each bucket
 }
+
+// Bucket is one Options.Timeline interval.
+type Bucket struct{ OK, Failed int64 }
 
 // MaxSamples bounds Result.Samples.
 const MaxSamples = 10
