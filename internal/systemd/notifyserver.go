@@ -44,6 +44,10 @@ type NotifyServer struct {
 	waiting  map[string]chan struct{} // by marker
 	closed   chan struct{}
 	close    sync.Once
+
+	// buf and oob are Receive's, reused: a reload's datagrams would
+	// otherwise each allocate a datagram's worth.
+	buf, oob []byte
 }
 
 // syncKey is the field of Sync's marker datagrams.
@@ -140,12 +144,16 @@ func (s *NotifyServer) reached(marker []byte) {
 }
 
 // Receive returns the next well-formed message. Malformed datagrams are
-// counted and skipped. It returns net.ErrClosed after Close.
+// counted and skipped. It returns net.ErrClosed after Close. One goroutine
+// at a time may call it.
 func (s *NotifyServer) Receive() (Message, error) {
-	buf := make([]byte, MaxNotifySize+1)
-	// Room for the credentials and a few descriptors: a sender may attach
-	// fds (FDSTORE=1), which must be closed, not leaked.
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(16*4))
+	if s.buf == nil {
+		s.buf = make([]byte, MaxNotifySize+1)
+		// Room for the credentials and a few descriptors: a sender may
+		// attach fds (FDSTORE=1), which must be closed, not leaked.
+		s.oob = make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(16*4))
+	}
+	buf, oob := s.buf, s.oob
 	for {
 		n, oobn, flags, _, err := s.conn.ReadMsgUnix(buf, oob)
 		if err != nil {
