@@ -45,7 +45,7 @@ const maxMessage = 64 << 10
 
 // connsQueue is how many passed connections a listener holds before
 // Accept takes them; baton passes a worker fewer unanswered ones.
-const connsQueue = 64
+const connsQueue = 128
 
 // handleMessage is a line baton sends.
 type handleMessage struct {
