@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -58,10 +59,19 @@ func TestBalanceModesUnderLoad(t *testing.T) {
 				served(gs)
 			}
 			before := u.settle(t)
+			sockets := listenerInodes(t, u.addr)
 			from := u.out.len()
 			pid, _ := u.upgradeBy(t, "baton upgrade", before)
 			u.checkUpgraded(t, before, pid, before.Version, from)
 			served(gs)
+			// The new baton took the sockets over (one per slot with
+			// reuseport), none was bound anew.
+			if after := listenerInodes(t, u.addr); !slices.Equal(after, sockets) {
+				t.Errorf("listening sockets %v before the self-upgrade, %v after", sockets, after)
+			}
+			if want := map[string]int{config.BalanceReusePort: 2, config.BalanceRoundRobin: 1}[balance]; len(sockets) != want {
+				t.Errorf("%d sockets listen with balance %s and 2 workers, want %d", len(sockets), balance, want)
+			}
 			for _, n := range []string{"4", "2"} {
 				if code, out := ctl(t, "scale", n, "--control", u.control); code != 0 {
 					t.Fatalf("scale %s: exit %d: %s", n, code, out)

@@ -416,6 +416,17 @@ func TestUpgradeUnderLoad(t *testing.T) {
 // (127.0.0.1:PORT), from /proc/net/tcp.
 func listenerInode(t testing.TB, addr string) string {
 	t.Helper()
+	inodes := listenerInodes(t, addr)
+	if len(inodes) == 0 {
+		t.Fatalf("no listening socket on %s in /proc/net/tcp", addr)
+	}
+	return inodes[0]
+}
+
+// listenerInodes returns the inodes of every listening TCP socket on addr
+// (127.0.0.1:PORT), sorted.
+func listenerInodes(t testing.TB, addr string) []string {
+	t.Helper()
 	_, port, _ := net.SplitHostPort(addr)
 	p, _ := strconv.Atoi(port)
 	want := fmt.Sprintf("0100007F:%04X", p)
@@ -423,14 +434,15 @@ func listenerInode(t testing.TB, addr string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out []string
 	for _, line := range strings.Split(string(b), "\n")[1:] {
 		f := strings.Fields(line)
 		if len(f) > 9 && f[1] == want && f[3] == "0A" { // 0A: LISTEN
-			return f[9]
+			out = append(out, f[9])
 		}
 	}
-	t.Fatalf("no listening socket on %s in /proc/net/tcp", addr)
-	return ""
+	slices.Sort(out)
+	return out
 }
 
 // socketFlags returns the file status flags (fdinfo's "flags:", octal) of
