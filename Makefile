@@ -7,7 +7,7 @@ TESTTIME ?= 14m
 FUZZTIME ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help deps build run test check fmt vet staticcheck fuzz bench clean
+.PHONY: help deps build run test check fmt vet staticcheck fuzz bench bench-go clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,7 +42,11 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s): control requests, noti
 	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/systemd
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/config
 
-bench: deps ## run the benchmarks (see BENCHMARKS.md)
+bench: deps build ## baton side by side with pm2 and Node's cluster module, about 6 minutes: bench/results/ (BENCHMARKS.md)
+	@contrib/dev/bench-deps.sh
+	$(GO) run ./bench -out bench/results
+
+bench-go: deps ## the Go benchmarks: reload and upgrade latency, notify flood (BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
 clean: ## remove build output

@@ -8,6 +8,9 @@
 //   baton run --listen http=tcp://127.0.0.1:8080 -- node contrib/node/server.js
 //   systemd-socket-activate -l 127.0.0.1:8080 --fdname=http node contrib/node/server.js
 //
+// Without a socket from either, it listens on $PORT (127.0.0.1), so that
+// the bench runs the same code under pm2 and Node's cluster module.
+//
 // Under baton's worker.balance = "round-robin" (docs/balancing.md) baton
 // accepts and passes each connection over Node's own IPC channel
 // (NODE_CHANNEL_FD): process.on("message") receives it and
@@ -171,6 +174,10 @@ if (passed) {
     exitWhenDone();
   });
   console.error(`node: serving connections passed by baton pid ${pid}`);
+} else if (process.env.PORT && !process.env.LISTEN_FDS) {
+  // Not under baton: Node's cluster module or pm2 (the bench compares
+  // them), listening on PORT; the drain is the same.
+  server.listen(Number(process.env.PORT), '127.0.0.1', () => console.error(`node: serving on port ${process.env.PORT} pid ${pid}`));
 } else {
   try {
     const fd = listenerFd();

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/batonhq/baton/loadtest"
+)
+
+// report collects what the sections measured and writes it out.
+type report struct {
+	settings
+	began   time.Time
+	took    time.Duration
+	machine []string // lines describing the machine and the versions
+
+	goRuns     []measured
+	nodeRuns   []measured
+	reloadRuns []reloadRun
+	rolling    rollingRun
+	memory     memoryRun
+}
+
+func (r *report) describeMachine() {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)
+		mem = fmt.Sprintf(", %d GiB", (kb+512<<10)>>20)
+	}
+	osName := "Linux"
+	if b, err := os.ReadFile("/etc/debian_version"); err == nil {
+		osName = "Debian " + strings.TrimSpace(string(b))
+	}
+	kernel, _ := run(nil, "uname", "-r")
+	version := func(argv ...string) string {
+		out, err := run(nil, argv...)
+		if err != nil {
+			return "?"
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		return strings.TrimSpace(lines[len(lines)-1])
+	}
+	r.machine = []string{
+		fmt.Sprintf("%s, kernel %s, %d cores (%s)%s", osName, strings.TrimSpace(kernel), runtime.NumCPU(), cpu, mem),
+		fmt.Sprintf("baton %s (%s), Go %s, Node %s, pm2 %s", version(r.baton, "version"), "static build, as `make build`",
+			strings.TrimPrefix(runtime.Version(), "go"), strings.TrimPrefix(version(r.node, "--version"), "v"), version(r.pm2, "--version")),
+		"the load generator (`loadtest`, non-retrying, loopback) runs on the same cores as the servers",
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
+
+// goRow is one setup's rounds: the run of median req/s stands for them.
+type goRow struct {
+	median measured
+	rps    []float64 // every round's, in order
+}
+
+// goRows groups the Go runs by workers, setup and mode, in run order.
+func (r *report) goRows() []goRow {
+	var rows []goRow
+	index := map[string]int{}
+	var runs [][]measured
+	for _, m := range r.goRuns {
+		k := fmt.Sprint(m.workers, m.setup, m.mode)
+		i, ok := index[k]
+		if !ok {
+			i = len(runs)
+			index[k] = i
+			runs = append(runs, nil)
+		}
+		runs[i] = append(runs[i], m)
+	}
+	for _, ms := range runs {
+		row := goRow{}
+		for _, m := range ms {
+			row.rps = append(row.rps, m.r.RPS())
+		}
+		sorted := slices.Clone(ms)
+		slices.SortFunc(sorted, func(a, b measured) int { return cmpFloat(a.r.RPS(), b.r.RPS()) })
+		row.median = sorted[len(sorted)/2]
+		rows = append(rows, row)
+	}
+	// Workers, then setup, then mode.
+	slices.SortStableFunc(rows, func(a, b goRow) int {
+		if a.median.workers != b.median.workers {
+			return a.median.workers - b.median.workers
+		}
+		if c := slices.Index(goSetups, a.median.setup) - slices.Index(goSetups, b.median.setup); c != 0 {
+			return c
+		}
+		return int(a.median.mode) - int(b.median.mode)
+	})
+	return rows
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// direct returns the direct runs' median req/s for workers and mode.
+func (r *report) direct(rows []goRow, workers int, mode loadtest.Mode) float64 {
+	for _, row := range rows {
+		if m := row.median; m.setup == "direct" && m.workers == workers && m.mode == mode {
+			return m.r.RPS()
+		}
+	}
+	return 0
+}
+
+func failedKinds(res loadtest.Result) string {
+	if res.Failed() == 0 {
+		return "—"
+	}
+	var parts []string
+	for _, k := range []struct {
+		name string
+		n    int64
+	}{{"refused", res.Refused}, {"reset", res.Reset}, {"eof", res.EOF}, {"timeout", res.Timeout}, {"status", res.BadStatus}, {"other", res.Other}} {
+		if k.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", k.n, k.name))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (r *report) markdown() string {
+	var b bytes.Buffer
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("Run %s, took %s: `make bench` (`go run ./bench`).\n\n", r.began.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
+	for _, m := range r.machine {
+		p("- %s\n", m)
+	}
+	p("\n### Go hello worker: baton's balancing modes against no supervisor\n\n")
+	p("64 clients, %s per run, %d rounds with the setups interleaved; each row is the round of median req/s (all rounds' req/s in the last column). *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *of direct*: the median req/s over direct's median. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even).\n\n", r.duration, r.rounds)
+	p("| workers | setup | clients | req/s | of direct | p50 ms | p99 ms | fairness CV | failed | baton RSS MB | req/s of each round |\n| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	rows := r.goRows()
+	for _, row := range rows {
+		m := row.median
+		ratio, rss := "—", "—"
+		if m.setup != "direct" {
+			if d := r.direct(rows, m.workers, m.mode); d > 0 {
+				ratio = fmt.Sprintf("%.2f", m.r.RPS()/d)
+			}
+			rss = fmt.Sprintf("%.1f", m.rss)
+		}
+		var each []string
+		for _, v := range row.rps {
+			each = append(each, fmt.Sprintf("%.0f", v))
+		}
+		p("| %d | %s | %s | %.0f | %s | %s | %s | %.3f | %d | %s | %s |\n", m.workers, m.setup, m.mode, m.r.RPS(), ratio,
+			ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.r.Failed(), rss, strings.Join(each, ", "))
+	}
+	p("\n### Node hello server (contrib/node/server.js, the same code under each)\n\n")
+	p("2 workers, 64 clients, %s per row. Manager RSS: baton; pm2's daemon; the cluster's primary.\n\n", r.duration)
+	p("| manager | clients | req/s | p50 ms | p99 ms | fairness CV | failed | manager RSS MB |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, m := range r.nodeRuns {
+		p("| %s | %s | %.0f | %s | %s | %.3f | %d | %.1f |\n", m.setup, m.mode, m.r.RPS(), ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.r.Failed(), m.rss)
+	}
+	p("\n### Node hello server: %d reloads under 32 clients\n\n", r.reloads)
+	p("`baton reload`; `pm2 reload hello`; for the cluster module, a rolling restart by its primary (new worker first, then SIGTERM to the old one). Reload time: from the command to its answer (the cluster: to its primary's \"reloaded\").\n\n")
+	p("| manager | clients | requests | failed | by kind | reload time p50 / max s | manager RSS MB before → after |\n| --- | --- | ---: | ---: | --- | ---: | ---: |\n")
+	for _, rr := range r.reloadRuns {
+		took := slices.Clone(rr.took)
+		slices.Sort(took)
+		p50, top := time.Duration(0), time.Duration(0)
+		if len(took) > 0 {
+			p50, top = took[len(took)/2], took[len(took)-1]
+		}
+		p("| %s | %s | %d | %d | %s | %.2f / %.2f | %.1f → %.1f |\n", rr.manager, rr.mode, rr.r.Requests, rr.r.Failed(), failedKinds(rr.r),
+			p50.Seconds(), top.Seconds(), rr.rssBefore, rr.rssAfter)
+	}
+	ro := r.rolling
+	p("\n### Rolling reload: %d hello workers, reload.surge = %d\n\n", ro.workers, ro.surge)
+	p("16 clients in each mode at once; worker processes counted every 2 ms during `baton reload`.\n\n")
+	p("| worker processes (peak) | (lowest) | reload took s |")
+	for _, res := range ro.results {
+		p(" %s requests / failed |", res.Mode)
+	}
+	p("\n| ---: | ---: | ---: |%s\n", strings.Repeat(" ---: |", len(ro.results)))
+	p("| %d | %d | %.2f |", ro.peak, ro.low, ro.took.Seconds())
+	for _, res := range ro.results {
+		p(" %d / %d |", res.Requests, res.Failed())
+	}
+	mem := r.memory
+	first, second := mem.halves()
+	p("\n\n### baton's memory over %d reloads\n\n", mem.reloads)
+	p("2 hello workers, one `baton reload` after another (each answered once the new generation is ready); RSS (VmRSS) read after each.\n\n")
+	p("| idle before MB | largest, first half MB | largest, second half MB | idle after MB |\n| ---: | ---: | ---: | ---: |\n")
+	p("| %.1f | %.1f | %.1f | %.1f |\n", mem.idleBefore, first, second, mem.idleAfter)
+	p("\n![successful and failed requests per 100 ms through %d reloads: baton and pm2](reloads.png)\n", r.reloads)
+	return b.String()
+}
+
+// write writes results.md, the timeline data and the picture.
+func (r *report) write() error {
+	if err := os.WriteFile(filepath.Join(r.out, "results.md"), []byte(r.markdown()), 0o644); err != nil {
+		return err
+	}
+	os.Stdout.WriteString(r.markdown())
+	return r.plot()
+}
+
+// pictured are the reload runs drawn, in panel order.
+var pictured = []string{"baton shared", "pm2 cluster"}
+
+// plot writes timeline.dat (one block per manager and client mode: time,
+// ok, failed per 100 ms) and draws reloads.png with gnuplot.
+func (r *report) plot() error {
+	var data bytes.Buffer
+	var panels []string
+	index := 0
+	for _, mode := range clientModes {
+		for _, name := range pictured {
+			for _, rr := range r.reloadRuns {
+				if rr.manager != name || rr.mode != mode {
+					continue
+				}
+				fmt.Fprintf(&data, "# %s, %s\n", name, mode)
+				for i, bk := range rr.r.Timeline {
+					fmt.Fprintf(&data, "%.1f %d %d\n", float64(i)*timelineWidth.Seconds(), bk.OK, bk.Failed)
+				}
+				data.WriteString("\n\n")
+				title := fmt.Sprintf("%s, %s: %d failed of %d", name, mode, rr.r.Failed(), rr.r.Requests)
+				var marks strings.Builder
+				for _, at := range rr.at {
+					fmt.Fprintf(&marks, "set arrow from %.2f, graph 0 to %.2f, graph 1 nohead lc rgb '#bbbbbb' dt 2\n", at.Seconds(), at.Seconds())
+				}
+				panels = append(panels, fmt.Sprintf("unset arrow\n%sset title %q\nplot 'timeline.dat' index %d using 1:2 with steps lc rgb '#2a7f2a' title 'ok per 100 ms', '' index %d using 1:3 axes x1y2 with impulses lw 3 lc rgb '#d62728' title 'failed per 100 ms'\n",
+					marks.String(), title, index, index))
+				index++
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(r.out, "timeline.dat"), data.Bytes(), 0o644); err != nil {
+		return err
+	}
+	script := fmt.Sprintf(`set terminal pngcairo size 1400,900 font ",10"
+set output 'reloads.png'
+set multiplot layout 2,2 title "Node hello server, 2 workers, 32 clients, %d reloads (dashed: each reload begins)"
+set xlabel 'seconds'
+set ylabel 'ok per 100 ms'
+set y2label 'failed per 100 ms'
+set y2range [0:*]
+set yrange [0:*]
+set ytics nomirror
+set y2tics
+set key top left
+%sunset multiplot
+`, r.reloads, strings.Join(panels, ""))
+	if err := os.WriteFile(filepath.Join(r.out, "reloads.gp"), []byte(script), 0o644); err != nil {
+		return err
+	}
+	cmd := exec.Command("gnuplot", "reloads.gp")
+	cmd.Dir = r.out
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("gnuplot: %w: %s", err, out)
+	}
+	return nil
+}

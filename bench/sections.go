@@ -1,0 +1,466 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/loadtest"
+)
+
+var (
+	clientModes = []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest}
+	reAllReady  = regexp.MustCompile(`msg="all workers ready"`)
+	reHello     = regexp.MustCompile(`hello: serving`)
+)
+
+// measured is one load against one setup.
+type measured struct {
+	setup   string
+	workers int
+	mode    loadtest.Mode
+	clients int
+	r       loadtest.Result
+	cv      float64 // of requests per worker
+	rss     float64 // the manager's, MB; 0 for none
+}
+
+// load runs c clients against addr for d and measures the outcome.
+func load(addr string, mode loadtest.Mode, c int, d time.Duration, workers int) (measured, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
+	defer cancel()
+	r, err := loadtest.Run(ctx, loadtest.Options{Addr: addr, Concurrency: c, Duration: d, Mode: mode})
+	if err != nil {
+		return measured{}, err
+	}
+	return measured{mode: mode, clients: c, workers: workers, r: r, cv: fairness(r.PIDs, workers)}, nil
+}
+
+// fairness is the coefficient of variation of the requests each of n
+// workers answered (a worker that answered none counts as 0).
+func fairness(pids map[string]int64, n int) float64 {
+	vals := make([]float64, 0, n)
+	for _, v := range pids {
+		vals = append(vals, float64(v))
+	}
+	for len(vals) < n {
+		vals = append(vals, 0)
+	}
+	var sum float64
+	for _, v := range vals {
+		sum += v
+	}
+	mean := sum / float64(len(vals))
+	if mean == 0 {
+		return 0
+	}
+	var sq float64
+	for _, v := range vals {
+		sq += (v - mean) * (v - mean)
+	}
+	return math.Sqrt(sq/float64(len(vals))) / mean
+}
+
+// startBaton runs `baton run` with args and waits until all its workers
+// are ready.
+func startBaton(s settings, name string, args ...string) (*proc, error) {
+	p, err := start(s.logs, name, nil, append([]string{s.baton, "run"}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := p.wait(reAllReady, 0, time.Minute); err != nil {
+		p.stop(5 * time.Second)
+		return nil, err
+	}
+	return p, nil
+}
+
+// goSection: the Go hello worker, directly and under baton in each mode.
+func goSection(s settings, rep *report) error {
+	const clients = 64
+	for _, workers := range []int{2, 4} {
+		// Rounds interleave the setups, so that the machine's drift
+		// (other load, thermal) spreads over all of them.
+		for range s.rounds {
+			for _, setup := range goSetups {
+				if err := goRun(s, rep, setup, workers, clients); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+var goSetups = []string{"direct", "baton shared", "baton reuseport", "baton round-robin"}
+
+// goRun measures one setup with workers hello workers, in both modes.
+func goRun(s settings, rep *report, setup string, workers, clients int) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	var procs []*proc
+	defer func() {
+		for _, p := range procs {
+			p.stop(10 * time.Second)
+		}
+	}()
+	manager := 0
+	name := fmt.Sprintf("go-%s-%d", setupFile(setup), workers)
+	if setup == "direct" {
+		for i := range workers {
+			p, err := start(s.logs, fmt.Sprintf("%s-%d", name, i), nil, s.hello, "-listen", addr)
+			if err != nil {
+				return err
+			}
+			procs = append(procs, p)
+			if _, _, err := p.wait(reHello, 0, 30*time.Second); err != nil {
+				return err
+			}
+		}
+	} else {
+		balance := setup[len("baton "):]
+		p, err := startBaton(s, name, "--workers", strconv.Itoa(workers), "--balance", balance,
+			"--listen", "http=tcp://"+addr, "--control", filepath.Join(s.logs, name+".sock"), "--", s.hello)
+		if err != nil {
+			return err
+		}
+		procs, manager = append(procs, p), p.cmd.Process.Pid
+	}
+	for _, mode := range clientModes {
+		m, err := load(addr, mode, clients, s.duration, workers)
+		if err != nil {
+			return err
+		}
+		m.setup = setup
+		if manager != 0 {
+			m.rss = rssMB(manager)
+		}
+		rep.goRuns = append(rep.goRuns, m)
+		fmt.Fprintf(os.Stderr, "bench:   %s ×%d %s: %.0f req/s, cv %.3f\n", setup, workers, mode, m.r.RPS(), m.cv)
+	}
+	return nil
+}
+
+func setupFile(setup string) string {
+	b := []byte(setup)
+	for i, c := range b {
+		if c == ' ' {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// manager is a way of running the Node hello server: it starts it, says
+// which pid manages it, and reloads it.
+type manager struct {
+	name   string
+	start  func(s settings, addr string) (*proc, error)
+	pid    func(s settings, p *proc) int
+	reload func(s settings, p *proc) error
+}
+
+var reCluster = regexp.MustCompile(`^cluster: \d+ workers listening`)
+
+func nodeManagers() []manager {
+	serverJS := func(s settings) string { return filepath.Join(s.root, "contrib", "node", "server.js") }
+	baton := func(balance string) manager {
+		ctl := func(s settings) string { return filepath.Join(s.logs, "node-baton-"+balance+".sock") }
+		return manager{
+			name: "baton " + balance,
+			start: func(s settings, addr string) (*proc, error) {
+				return startBaton(s, "node-baton-"+balance, "--workers", "2", "--ready", "delay:500ms", "--balance", balance,
+					"--listen", "http=tcp://"+addr, "--control", ctl(s), "--", s.node, serverJS(s))
+			},
+			pid: func(_ settings, p *proc) int { return p.cmd.Process.Pid },
+			reload: func(s settings, _ *proc) error {
+				_, err := run(nil, s.baton, "reload", "--control", ctl(s))
+				return err
+			},
+		}
+	}
+	cluster := func(sched string) manager {
+		return manager{
+			name: "node cluster SCHED_" + map[string]string{"rr": "RR", "none": "NONE"}[sched],
+			start: func(s settings, addr string) (*proc, error) {
+				_, port, _ := splitPort(addr)
+				p, err := start(s.logs, "node-cluster-"+sched, []string{"SCHED=" + sched, "PORT=" + port, "WORKERS=2"},
+					s.node, filepath.Join(s.root, "bench", "node", "cluster.js"))
+				if err != nil {
+					return nil, err
+				}
+				if _, _, err := p.wait(reCluster, 0, 30*time.Second); err != nil {
+					return nil, err
+				}
+				return p, nil
+			},
+			pid: func(_ settings, p *proc) int { return p.cmd.Process.Pid },
+			reload: func(_ settings, p *proc) error {
+				from := p.len()
+				syscall.Kill(p.cmd.Process.Pid, syscall.SIGHUP)
+				_, _, err := p.wait(regexp.MustCompile(`^reloaded$`), from, time.Minute)
+				return err
+			},
+		}
+	}
+	pm2 := manager{
+		name: "pm2 cluster",
+		start: func(s settings, addr string) (*proc, error) {
+			_, port, _ := splitPort(addr)
+			env := []string{"PM2_HOME=" + s.pm2Home, "PORT=" + port}
+			if _, err := run(env, s.pm2, "start", serverJS(s), "-i", "2", "--name", "hello"); err != nil {
+				return nil, err
+			}
+			return nil, waitServing(addr, 30*time.Second)
+		},
+		pid: func(s settings, _ *proc) int {
+			b, _ := os.ReadFile(filepath.Join(s.pm2Home, "pm2.pid"))
+			pid, _ := strconv.Atoi(string(b))
+			return pid
+		},
+		reload: func(s settings, _ *proc) error {
+			_, err := run([]string{"PM2_HOME=" + s.pm2Home}, s.pm2, "reload", "hello")
+			return err
+		},
+	}
+	return []manager{baton("shared"), baton("round-robin"), pm2, cluster("rr"), cluster("none")}
+}
+
+func splitPort(addr string) (string, string, error) {
+	i := len(addr) - 1
+	for i >= 0 && addr[i] != ':' {
+		i--
+	}
+	if i < 0 {
+		return "", "", fmt.Errorf("no port in %q", addr)
+	}
+	return addr[:i], addr[i+1:], nil
+}
+
+// reloadRun is one manager's reloads under load in one client mode.
+type reloadRun struct {
+	manager    string
+	mode       loadtest.Mode
+	r          loadtest.Result
+	took       []time.Duration // each reload
+	at         []time.Duration // when each began, from the start of the load
+	rssBefore  float64
+	rssAfter   float64
+	managerPID int
+}
+
+// timelineWidth is the picture's resolution.
+const timelineWidth = 100 * time.Millisecond
+
+// nodeSection: the Node hello server under each manager: throughput,
+// then reloads under load.
+func nodeSection(s settings, rep *report) error {
+	const clients = 64
+	for _, m := range nodeManagers() {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		p, err := m.start(s, addr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
+		}
+		stop := func() {
+			if p != nil {
+				p.stop(10 * time.Second)
+			} else {
+				run([]string{"PM2_HOME=" + s.pm2Home}, s.pm2, "delete", "hello")
+			}
+		}
+		pid := m.pid(s, p)
+		for _, mode := range clientModes {
+			got, err := load(addr, mode, clients, s.duration, 2)
+			if err != nil {
+				stop()
+				return err
+			}
+			got.setup, got.rss = m.name, rssMB(pid)
+			rep.nodeRuns = append(rep.nodeRuns, got)
+			fmt.Fprintf(os.Stderr, "bench:   node %s %s: %.0f req/s, cv %.3f\n", m.name, mode, got.r.RPS(), got.cv)
+		}
+		if m.name == "node cluster SCHED_NONE" {
+			stop() // its reloads are SCHED_RR's: the same code
+			continue
+		}
+		for _, mode := range clientModes {
+			rr, err := reloads(s, m, p, addr, mode)
+			if err != nil {
+				stop()
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+			rr.managerPID = pid
+			rep.reloadRuns = append(rep.reloadRuns, rr)
+			fmt.Fprintf(os.Stderr, "bench:   node %s %s, %d reloads: %s\n", m.name, mode, len(rr.took), rr.r)
+		}
+		stop()
+	}
+	return nil
+}
+
+// reloads runs s.reloads reloads of m under 32 clients in mode.
+func reloads(s settings, m manager, p *proc, addr string, mode loadtest.Mode) (reloadRun, error) {
+	pid := m.pid(s, p)
+	out := reloadRun{manager: m.name, mode: mode, rssBefore: rssMB(pid)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g, err := loadtest.Start(ctx, loadtest.Options{Addr: addr, Concurrency: 32, Mode: mode, Timeline: timelineWidth})
+	if err != nil {
+		return out, err
+	}
+	defer g.Stop()
+	began := time.Now()
+	if err := g.WaitOK(ctx, 500); err != nil {
+		return out, err
+	}
+	time.Sleep(500 * time.Millisecond) // a steady stretch before, in the picture
+	for range s.reloads {
+		t0 := time.Now()
+		if err := m.reload(s, p); err != nil {
+			return out, err
+		}
+		out.at = append(out.at, t0.Sub(began))
+		out.took = append(out.took, time.Since(t0))
+		// Serving again before the next one.
+		if err := g.WaitOK(ctx, g.Snapshot().OK+200); err != nil {
+			return out, err
+		}
+	}
+	time.Sleep(time.Second) // the old workers' drains end in the picture
+	out.r = g.Stop()
+	out.rssAfter = rssMB(pid)
+	return out, nil
+}
+
+// rollingSection: a rolling reload of 8 hello workers with surge 1.
+func rollingSection(s settings, rep *report) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	cfg := filepath.Join(s.logs, "rolling.toml")
+	ctl := filepath.Join(s.logs, "rolling.sock")
+	text := fmt.Sprintf("[[listen]]\nname = \"http\"\naddress = \"tcp://%s\"\n\n[worker]\ncommand = [%q]\ncount = 8\n\n[reload]\nsurge = 1\n\n[control]\nsocket = %q\n", addr, s.hello, ctl)
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		return err
+	}
+	p, err := startBaton(s, "rolling", "--config", cfg)
+	if err != nil {
+		return err
+	}
+	defer p.stop(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var gs []*loadtest.Generator
+	for _, mode := range clientModes {
+		g, err := loadtest.Start(ctx, loadtest.Options{Addr: addr, Concurrency: 16, Mode: mode})
+		if err != nil {
+			return err
+		}
+		defer g.Stop()
+		gs = append(gs, g)
+	}
+	for _, g := range gs {
+		if err := g.WaitOK(ctx, 300); err != nil {
+			return err
+		}
+	}
+	var mu sync.Mutex
+	peak, low := 0, 1<<30
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			n := len(children(p.cmd.Process.Pid))
+			mu.Lock()
+			peak, low = max(peak, n), min(low, n)
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	t0 := time.Now()
+	_, rerr := run(nil, s.baton, "reload", "--control", ctl)
+	took := time.Since(t0)
+	close(done)
+	<-sampled
+	if rerr != nil {
+		return rerr
+	}
+	rep.rolling = rollingRun{workers: 8, surge: 1, peak: peak, low: low, took: took}
+	for _, g := range gs {
+		rep.rolling.results = append(rep.rolling.results, g.Stop())
+	}
+	return nil
+}
+
+type rollingRun struct {
+	workers, surge, peak, low int
+	took                      time.Duration
+	results                   []loadtest.Result
+}
+
+// memorySection: baton's RSS, sampled after each of many reloads.
+func memorySection(s settings, rep *report) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	ctl := filepath.Join(s.logs, "memory.sock")
+	p, err := startBaton(s, "memory", "--workers", "2", "--listen", "http=tcp://"+addr, "--control", ctl, "--", s.hello)
+	if err != nil {
+		return err
+	}
+	defer p.stop(10 * time.Second)
+	pid := p.cmd.Process.Pid
+	time.Sleep(2500 * time.Millisecond) // idle: baton has trimmed
+	mem := memoryRun{reloads: s.memReloads, idleBefore: rssMB(pid)}
+	for i := range s.memReloads {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		resp, err := supervisor.Request(ctx, ctl, supervisor.ControlRequest{Command: "reload"})
+		cancel()
+		if err != nil || !resp.OK {
+			return fmt.Errorf("reload %d: %+v, %v", i+1, resp, err)
+		}
+		rss := rssMB(pid)
+		mem.samples = append(mem.samples, rss)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	mem.idleAfter = rssMB(pid)
+	rep.memory = mem
+	return nil
+}
+
+type memoryRun struct {
+	reloads               int
+	idleBefore, idleAfter float64
+	samples               []float64 // after each reload
+}
+
+// halves returns the largest sample of each half of the run.
+func (m memoryRun) halves() (first, second float64) {
+	h := len(m.samples) / 2
+	if h == 0 {
+		return 0, 0
+	}
+	return slices.Max(m.samples[:h]), slices.Max(m.samples[h:])
+}
