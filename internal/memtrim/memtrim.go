@@ -26,21 +26,23 @@ import (
 // default lets it grow to four between collections.
 const GCPercent = 25
 
-// Setup tunes the runtime for a long-running supervisor: a tighter heap
-// (GCPercent) and no memory profiling, whose bucket table would grow with
-// every distinct allocation site sampled. Call it first thing in main.
+// Setup tunes the runtime for a long-running supervisor: no memory
+// profiling, whose bucket table would grow with every distinct allocation
+// site sampled. Call it first thing in main.
 func Setup() {
 	runtime.MemProfileRate = 0
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(GCPercent)
-	}
 }
 
 // Release returns to the kernel what a burst of work left resident: the
 // heap the collector frees (a collection first: it reads the image's
-// tables), then the executable's pages (Trim). It returns the bytes of
-// the image it covered.
+// tables), then the executable's pages (Trim). From its first call on the
+// heap target is GCPercent, unless GOGC says otherwise: a start (a
+// self-upgraded baton's included) runs at Go's default, faster. It
+// returns the bytes of the image it covered.
 func Release() int64 {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(GCPercent)
+	}
 	debug.FreeOSMemory()
 	return Trim()
 }
