@@ -49,16 +49,7 @@ func TestRoutes(t *testing.T) {
 // With the restart budget spent (degrade), an empty slot stays empty: its
 // socket is no longer held for a replacement.
 func TestRoutesAfterGiveUp(t *testing.T) {
-	h := newHarness(t, testConfig(t, func(c *config.Config) {
-		c.Restart.Limit = 1
-		c.Restart.OnGiveUp = "degrade"
-	}), Options{})
-	pids := h.serve()
-	h.exit(pids[0], "exit status 1")
-	h.advance(time.Second)
-	h.ready(h.started()...)
-	h.take()
-	h.exit(103, "exit status 1")
+	h := degradedHarness(t)
 	h.want("route ready=[102] slots=[1]")
 }
 

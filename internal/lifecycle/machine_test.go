@@ -287,7 +287,10 @@ func TestRestartBackoffThenGiveUp(t *testing.T) {
 	}
 }
 
-func TestGiveUpDegradeThenReloadResumes(t *testing.T) {
+// degradedHarness serves 2 workers with a budget of 1 restart and
+// on_giveup = "degrade", and spends it: slot 0 crashes, its replacement
+// (103) crashes too, and baton gives up with 102 serving.
+func degradedHarness(t *testing.T) *harness {
 	h := newHarness(t, testConfig(t, func(c *config.Config) {
 		c.Restart.Limit = 1
 		c.Restart.OnGiveUp = "degrade"
@@ -298,6 +301,11 @@ func TestGiveUpDegradeThenReloadResumes(t *testing.T) {
 	h.ready(h.started()...)
 	h.take()
 	h.exit(103, "exit status 1")
+	return h
+}
+
+func TestGiveUpDegradeThenReloadResumes(t *testing.T) {
+	h := degradedHarness(t)
 	h.want("systemd STATUS=1/2 workers ready, generation 1, 1 restarts in 1m0s, gave up restarting")
 	h.advance(time.Minute)
 	h.none("start ")

@@ -108,17 +108,20 @@ const (
 
 // Stats are baton's own resource counts, for leak checks and monitoring.
 type Stats struct {
-	PID         int    `json:"pid"`
-	Version     string `json:"version"`
-	FDs         int    `json:"fds"`
-	Goroutines  int    `json:"goroutines"`
-	RSSKB       int    `json:"rss_kb"`
-	Generation  int    `json:"generation"`
-	Workers     int    `json:"workers"`  // live worker processes, draining ones included
-	Draining    int    `json:"draining"` // generations draining
-	Restarts    int    `json:"restarts"`
-	Reloading   bool   `json:"reloading"`
-	NotifyDrops int64  `json:"notify_dropped"`
+	PID        int    `json:"pid"`
+	Version    string `json:"version"`
+	FDs        int    `json:"fds"`
+	Goroutines int    `json:"goroutines"`
+	RSSKB      int    `json:"rss_kb"`
+	// Trimmed is when baton last gave back the memory a burst of work
+	// left resident (docs/architecture.md, "Memory"); zero before.
+	Trimmed     time.Time `json:"trimmed,omitzero"`
+	Generation  int       `json:"generation"`
+	Workers     int       `json:"workers"`  // live worker processes, draining ones included
+	Draining    int       `json:"draining"` // generations draining
+	Restarts    int       `json:"restarts"`
+	Reloading   bool      `json:"reloading"`
+	NotifyDrops int64     `json:"notify_dropped"`
 	// OutputDrops counts output lines (baton's and the workers') dropped
 	// because baton's standard error was not read fast enough.
 	OutputDrops int64 `json:"output_dropped"`
@@ -546,6 +549,9 @@ func (s *supervisor) stats() *Stats {
 		st.FDs = len(ents)
 	}
 	st.RSSKB = int(processRSS(os.Getpid()) >> 10)
+	if at := s.trimmed.Load(); at != 0 {
+		st.Trimmed = time.Unix(0, at)
+	}
 	st.ControlRefused = s.control.refused.Load()
 	return st
 }

@@ -135,6 +135,8 @@ type supervisor struct {
 
 	// ready is the Machine's Ready as of the last event, for /readyz.
 	ready atomic.Bool
+	// trimmed is when trimMemory last ran (Unix nanoseconds), for stats.
+	trimmed atomic.Int64
 
 	upg     *upgrade.Upgrader
 	version string
@@ -381,8 +383,7 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 			s.onSignal(sig)
 		case ev := <-s.events:
 			if c, ok := ev.(loopCall); ok {
-				idle.work() // a scrape, a status: their code is resident now
-				c.do()
+				c.do() // a scrape, a status: not worth a trim
 				break
 			}
 			if e, ok := ev.(lifecycle.Exited); ok {
@@ -416,6 +417,7 @@ func (t *idleTrim) tick() bool {
 // (memtrim).
 func (s *supervisor) trimMemory() {
 	memtrim.Release()
+	s.trimmed.Store(time.Now().UnixNano())
 }
 
 // serveControl starts answering on the control socket.
