@@ -23,9 +23,10 @@ import (
 //	baton → worker, one sendmsg(2) per connection, its descriptor in SCM_RIGHTS:
 //	  {"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":17}}\n
 //	worker → baton:
-//	  {"cmd":"BATON_ACK","seq":17}\n     taken: baton closes its copy
-//	  {"cmd":"BATON_NACK","seq":17}\n    not taken: baton passes it to another worker
-//	  {"cmd":"NODE_HANDLE_ACK"}\n        (Node, by itself) the oldest unanswered one is taken
+//	  {"cmd":"BATON_ACK","seq":17}\n                 taken: baton closes its copy
+//	  {"cmd":"BATON_NACK","seq":17}\n                not taken (out of descriptors): baton passes it on
+//	  {"cmd":"BATON_NACK","seq":17,"closed":true}\n  not taken: the listener is closed
+//	  {"cmd":"NODE_HANDLE_ACK"}\n                    (Node, by itself) the oldest unanswered one is taken
 //
 // Until a connection is answered baton keeps its own copy, so one that a
 // worker never took (it stopped, or died) goes to another worker with
@@ -75,6 +76,11 @@ func openChannel(pidEnv string) (map[string]net.Listener, error) {
 	fdEnv, names := os.Getenv(connsEnv), os.Getenv(connsListenersEnv)
 	os.Unsetenv(connsEnv)
 	os.Unsetenv(connsListenersEnv)
+	if os.Getenv("NODE_CHANNEL_FD") == fdEnv {
+		// The same descriptor, named for Node.js: a Node child of this
+		// process must not take it for its own.
+		os.Unsetenv("NODE_CHANNEL_FD")
+	}
 	if fdEnv == "" {
 		return nil, nil
 	}
@@ -117,42 +123,107 @@ func openChannel(pidEnv string) (map[string]net.Listener, error) {
 func (ch *channel) read() {
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(16*4))
-	var line []byte
-	var fds []int
+	r := lineReader{fd: -1}
 	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		r.close()
 		close(ch.ended)
 	}()
 	for {
-		n, oobn, _, _, err := ch.c.ReadMsgUnix(buf, oob)
-		if oobn > 0 {
-			fds = append(fds, parseRights(oob[:oobn])...)
+		n, oobn, flags, _, err := ch.c.ReadMsgUnix(buf, oob)
+		n, oobn = max(n, 0), max(oobn, 0) // -1 with some errors
+		fds := parseRights(oob[:oobn])
+		lost := flags&unix.MSG_CTRUNC != 0
+		if lost {
+			// Descriptors were lost (this process is out of them): the
+			// line they came with goes back to baton.
+			closeAll(fds)
+			fds = nil
 		}
-		data := buf[:n]
-		for len(data) > 0 {
-			i := bytes.IndexByte(data, '\n')
-			if i < 0 {
-				line = append(line, data...)
-				if len(line) > maxMessage {
-					line = line[:0] // hostile or broken: drop it
-				}
-				break
-			}
-			line = append(line, data[:i]...)
-			data = data[i+1:]
-			fds = ch.handle(line, fds)
-			line = line[:0]
-		}
+		r.add(buf[:n], fds, lost, ch.handle)
 		if err != nil || n == 0 && oobn == 0 {
 			return
 		}
 	}
 }
 
-// parseRights returns the descriptors in a control message.
+// lineReader splits the channel into lines and gives each connection line
+// the descriptor that came with it. Baton sends one line per sendmsg(2),
+// its descriptor with it, and a read(2) of a unix stream socket ends after
+// the piece of data that carries descriptors: so what a read returns
+// belongs to the last line that starts in it.
+type lineReader struct {
+	line []byte
+	fd   int  // the current line's descriptor, -1 if none
+	lost bool // its descriptor was lost
+	long bool // it is too long to be a message: dropped
+}
+
+// add takes one read's data and descriptors (lost: some were lost on the
+// way); each line ends in handle.
+func (r *lineReader) add(data []byte, fds []int, lost bool, handle func(line []byte, fd int, lost bool)) {
+	pieces := bytes.SplitAfter(data, []byte{'\n'})
+	last := -1 // the last piece that starts a line
+	for i, p := range pieces {
+		if len(p) > 0 && (i > 0 || len(r.line) == 0 && !r.long) {
+			last = i
+		}
+	}
+	for i, p := range pieces {
+		if len(p) == 0 {
+			continue
+		}
+		if i == last {
+			r.lost = r.lost || lost
+			if len(fds) > 0 {
+				r.setFd(fds[0])
+				closeAll(fds[1:]) // one per line: any other is none of ours
+				fds = nil
+			}
+		}
+		body, ended := bytes.CutSuffix(p, []byte{'\n'})
+		if !r.long {
+			r.line = append(r.line, body...)
+			if len(r.line) > maxMessage {
+				r.line, r.long = r.line[:0], true // hostile or broken: dropped
+			}
+		}
+		if ended {
+			if !r.long {
+				handle(r.line, r.fd, r.lost)
+				r.fd = -1 // handle took it
+			}
+			r.close()
+			r.line, r.long, r.lost = r.line[:0], false, false
+		}
+	}
+	closeAll(fds) // came with no line
+}
+
+func (r *lineReader) setFd(fd int) {
+	r.close()
+	r.fd = fd
+}
+
+// close closes the current line's descriptor, if any.
+func (r *lineReader) close() {
+	if r.fd >= 0 {
+		unix.Close(r.fd)
+	}
+	r.fd = -1
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// parseRights returns the descriptors in a control message (and closes
+// those of a message it cannot read).
 func parseRights(oob []byte) []int {
+	if len(oob) == 0 {
+		return nil
+	}
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return nil
@@ -166,33 +237,32 @@ func parseRights(oob []byte) []int {
 	return fds
 }
 
-// handle acts on one line; each handle message takes the oldest
-// descriptor received. It returns the descriptors left.
-func (ch *channel) handle(line []byte, fds []int) []int {
+// handle acts on one line and the descriptor that came with it (fd, -1
+// if none; lost: it was lost on the way).
+func (ch *channel) handle(line []byte, fd int, lost bool) {
 	var m handleMessage
-	if json.Unmarshal(line, &m) != nil || m.Cmd != "NODE_HANDLE" {
-		return fds
+	if json.Unmarshal(line, &m) != nil || m.Cmd != "NODE_HANDLE" || m.Msg.Cmd != "BATON_CONN" {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return
 	}
-	if len(fds) == 0 {
-		return fds // no descriptor came with it: nothing to answer for
-	}
-	fd := fds[0]
-	fds = fds[1:]
-	if m.Msg.Cmd != "BATON_CONN" {
-		unix.Close(fd)
-		return fds
+	if fd < 0 {
+		// Lost, or never sent: baton still has it and passes it on.
+		ch.answer("BATON_NACK", m.Msg.Seq, false)
+		return
 	}
 	f := os.NewFile(uintptr(fd), "baton-conn")
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
-		ch.answer("BATON_NACK", m.Msg.Seq)
-		return fds
+		ch.answer("BATON_NACK", m.Msg.Seq, false)
+		return
 	}
 	ch.mu.Lock()
 	l := ch.ls[m.Msg.Listener]
-	taken := false
-	if l != nil && !l.closed {
+	taken, closed := false, l == nil || l.closed
+	if !closed {
 		select {
 		case l.queue <- passed{c, m.Msg.Seq}:
 			taken = true
@@ -202,16 +272,25 @@ func (ch *channel) handle(line []byte, fds []int) []int {
 	ch.mu.Unlock()
 	if !taken {
 		c.Close() // baton's copy stays open: the client sees nothing
-		ch.answer("BATON_NACK", m.Msg.Seq)
+		ch.answer("BATON_NACK", m.Msg.Seq, closed)
 	}
-	return fds
 }
 
-// answer tells baton what became of connection seq.
-func (ch *channel) answer(cmd string, seq uint64) {
-	msg := `{"cmd":"` + cmd + `","seq":` + strconv.FormatUint(seq, 10) + "}\n"
+// answerTimeout bounds an answer's write: a baton that stopped reading
+// must not hang Accept.
+const answerTimeout = time.Second
+
+// answer tells baton what became of connection seq; closed, with a NACK:
+// the listener is closed, send no more of its connections.
+func (ch *channel) answer(cmd string, seq uint64, closed bool) {
+	msg := `{"cmd":"` + cmd + `","seq":` + strconv.FormatUint(seq, 10)
+	if closed {
+		msg += `,"closed":true`
+	}
+	msg += "}\n"
 	ch.wmu.Lock()
 	defer ch.wmu.Unlock()
+	ch.c.SetWriteDeadline(time.Now().Add(answerTimeout))
 	ch.c.Write([]byte(msg)) // baton gone: nothing to tell
 }
 
@@ -255,7 +334,7 @@ func (l *rrListener) Accept() (net.Conn, error) {
 }
 
 func (l *rrListener) take(p passed) net.Conn {
-	l.ch.answer("BATON_ACK", p.seq)
+	l.ch.answer("BATON_ACK", p.seq, false)
 	return p.c
 }
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,46 +21,65 @@ import (
 type rrWorker struct {
 	pid int
 	l   net.Listener
+	all map[string]net.Listener
 }
 
-// rrSetup starts a Balancer on a loopback listener and n workers'
+// rrSetup starts a Balancer on a loopback listener "http" and n workers'
 // channels, each opened by openChannel as a worker would.
 func rrSetup(t *testing.T, n int) (*roundrobin.Balancer, string, []*rrWorker) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	b, addrs, ws := rrSetupNamed(t, n, "http")
+	return b, addrs[0], ws
+}
+
+// rrSetupNamed is rrSetup with a listener for each name (keys 1, 2, ...);
+// each worker's l is its first.
+func rrSetupNamed(t *testing.T, n int, names ...string) (*roundrobin.Balancer, []string, []*rrWorker) {
+	t.Helper()
 	b := roundrobin.New(nil)
-	if err := b.Listen(1, int(f.Fd()), "http"); err != nil {
-		t.Fatal(err)
+	keys := map[int]string{}
+	var addrs []string
+	for i, name := range names {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		f, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Listen(i+1, int(f.Fd()), name); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		keys[i+1] = name
+		addrs = append(addrs, ln.Addr().String())
 	}
 	var ws []*rrWorker
 	for i := range n {
-		c, err := b.Channel(map[int]string{1: "http"})
+		c, err := b.Channel(keys)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Setenv(connsEnv, strconv.Itoa(c.WorkerFd))
-		t.Setenv(connsListenersEnv, "http")
+		t.Setenv(connsListenersEnv, strings.Join(names, ":"))
 		ls, err := openChannel(strconv.Itoa(os.Getpid()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := &rrWorker{pid: 1000 + i, l: ls["http"]}
-		t.Cleanup(func() { w.l.Close() })
+		w := &rrWorker{pid: 1000 + i, l: ls[names[0]], all: ls}
+		t.Cleanup(func() {
+			for _, l := range w.all {
+				l.Close()
+			}
+		})
 		b.Attach(w.pid, c)
 		ws = append(ws, w)
 	}
 	// First, so the workers' Close sees the channel end at once.
 	t.Cleanup(b.Close)
-	return b, ln.Addr().String(), ws
+	return b, addrs, ws
 }
 
 // serveNames answers every connection of w with its pid, until closed.
@@ -217,5 +238,163 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A listener the worker never accepts on holds at most its own window of
+// connections: the worker's other listener keeps getting its own.
+func TestRoundRobinWindowPerListener(t *testing.T) {
+	b, addrs, ws := rrSetupNamed(t, 1, "http", "admin")
+	go ws[0].serve() // http only
+	b.Route(pids(ws))
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range roundrobin.Window + 6 {
+		c, err := net.DialTimeout("tcp", addrs[1], 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	waitFor(t, func() bool { return b.Passed()["admin"] >= roundrobin.Window })
+	if got := ask(t, addrs[0]); got != "1000" {
+		t.Errorf("http answered by %q", got)
+	}
+}
+
+// Close and Unlisten return while connections keep coming and being
+// answered (the accept callback wants the lock Close held, and Close
+// waits for the callback).
+func TestRoundRobinCloseUnderTraffic(t *testing.T) {
+	for range 5 {
+		b, addr, ws := rrSetup(t, 2)
+		for _, w := range ws {
+			go w.serve()
+		}
+		b.Route(pids(ws))
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := net.DialTimeout("tcp", addr, time.Second)
+					if err != nil {
+						continue
+					}
+					c.SetDeadline(time.Now().Add(time.Second))
+					io.WriteString(c, "who\n")
+					bufio.NewReader(c).ReadString('\n')
+					c.Close()
+				}
+			})
+		}
+		waitFor(t, func() bool { return b.Passed()["http"] > 50 })
+		done := make(chan struct{})
+		go func() {
+			b.Unlisten(1)
+			b.Close()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Unlisten and Close did not return under traffic")
+		}
+		close(stop)
+		wg.Wait()
+	}
+}
+
+// Each line gets the descriptor that came in the read where it starts
+// last; a connection line without one is answered, for baton to pass it
+// on.
+func TestLineReader(t *testing.T) {
+	type got struct {
+		line string
+		fd   int
+		lost bool
+	}
+	var lines []got
+	handle := func(line []byte, fd int, lost bool) {
+		lines = append(lines, got{string(line), fd, lost})
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	pipe := func() int {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(p[1])
+		return p[0]
+	}
+	r := lineReader{fd: -1}
+	a, b2 := pipe(), pipe()
+	r.add([]byte("one\ntwo\nthr"), []int{a}, false, handle) // a: "thr..." starts last
+	r.add([]byte("ee\n"), nil, false, handle)
+	r.add([]byte("four\n"), []int{b2}, false, handle)
+	r.add([]byte("five\n"), nil, true, handle)
+	want := []got{{"one", -1, false}, {"two", -1, false}, {"three", a, false}, {"four", b2, false}, {"five", -1, true}}
+	if fmt.Sprint(lines) != fmt.Sprint(want) {
+		t.Errorf("lines %v, want %v", lines, want)
+	}
+}
+
+// A connection line whose descriptor was lost is answered BATON_NACK, one
+// for a closed listener BATON_NACK with closed.
+func TestHandleAnswersWhatItCannotTake(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	f := os.NewFile(uintptr(fds[0]), "test")
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	ch := &channel{c: fc.(*net.UnixConn), ls: map[string]*rrListener{}, ended: make(chan struct{})}
+	ch.ls["http"] = &rrListener{ch: ch, name: "http", queue: make(chan passed, 1), done: make(chan struct{}), closed: true}
+	ch.handle([]byte(`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5}}`), -1, true)
+	// Any socket will do as the passed descriptor.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := unix.Dup(int(lf.Fd()))
+	lf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.handle([]byte(`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":6}}`), dup, false)
+	buf := make([]byte, 256)
+	var all string
+	for !strings.Contains(all, `"seq":6`) {
+		n, err := unix.Read(fds[1], buf)
+		if err != nil || n == 0 {
+			t.Fatalf("read answers: %v (have %q)", err, all)
+		}
+		all += string(buf[:n])
+	}
+	want := `{"cmd":"BATON_NACK","seq":5}` + "\n" + `{"cmd":"BATON_NACK","seq":6,"closed":true}` + "\n"
+	if all != want {
+		t.Errorf("answers %q, want %q", all, want)
 	}
 }

@@ -53,10 +53,15 @@ func New(log *slog.Logger) *Balancer {
 
 // passed is a connection baton accepted, not yet taken by a worker.
 type passed struct {
-	fd  int
-	acc *acceptor
-	seq uint64
+	fd      int
+	acc     *acceptor
+	seq     uint64
+	counted bool // in acc's count already (it was passed once)
 }
+
+// pauseFor is how long a worker that gave a connection back for a reason
+// that passes (it was out of descriptors) is skipped for its listener.
+const pauseFor = 100 * time.Millisecond
 
 // acceptor accepts on one listening socket.
 type acceptor struct {
@@ -67,24 +72,28 @@ type acceptor struct {
 	queue  []passed // accepted (or given back), waiting for a worker
 	wake   chan struct{}
 	done   chan struct{}
-	count  uint64 // connections passed
+	count  uint64    // connections passed
+	warned time.Time // when an accept error was last logged
 }
 
 // worker is one worker's channel.
 type worker struct {
 	pid       int
-	f         *os.File       // baton's end
-	fd        int            // its number, for sendmsg under mu
-	listeners map[int]string // acceptor key -> the name the worker knows
-	refused   map[int]bool   // keys it gave connections back for
-	unacked   []passed       // in the order sent
-	shut      bool           // sends no more
+	f         *os.File          // baton's end
+	fd        int               // its number, for sendmsg under mu
+	listeners map[int]string    // acceptor key -> the name the worker knows
+	refused   map[int]bool      // keys whose listener it closed
+	paused    map[int]time.Time // keys it gave a connection back for, until when
+	unacked   []passed          // in the order sent
+	inflight  map[int]int       // len(unacked) by key
+	shut      bool              // sends no more
 	gone      bool
 }
 
 // Listen starts accepting on the stream socket fd (the Balancer uses a
 // duplicate, made non-blocking: round-robin sockets are baton's alone),
-// under key, for the workers that know it as name.
+// under key, for the workers that know it as name. Listening again on a
+// key does nothing: every reload opens its configuration's listeners.
 func (b *Balancer) Listen(key, fd int, name string) error {
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
@@ -117,17 +126,22 @@ func (b *Balancer) Listen(key, fd int, name string) error {
 func (b *Balancer) Unlisten(key int) {
 	b.mu.Lock()
 	a := b.acceptors[key]
-	delete(b.acceptors, key)
 	if a != nil {
-		b.stopAcceptor(a)
+		b.retire(a)
 	}
 	b.mu.Unlock()
+	if a != nil {
+		// Not under mu: Close waits for the accept callback, which takes
+		// it.
+		a.f.Close()
+	}
 }
 
-// stopAcceptor ends a's goroutine and closes its queue. Under mu.
-func (b *Balancer) stopAcceptor(a *acceptor) {
+// retire takes a out of the Balancer, ends its goroutine and closes its
+// queue; the caller closes a.f once mu is released. Under mu.
+func (b *Balancer) retire(a *acceptor) {
+	delete(b.acceptors, a.key)
 	close(a.done)
-	a.f.Close()
 	for _, p := range a.queue {
 		unix.Close(p.fd)
 	}
@@ -167,7 +181,7 @@ func (c *Channel) Discard() {
 // names it.
 func (b *Balancer) Attach(pid int, c *Channel) {
 	w := &worker{pid: pid, f: os.NewFile(uintptr(c.ours), "baton-conns"), fd: c.ours,
-		listeners: c.listeners, refused: map[int]bool{}}
+		listeners: c.listeners, refused: map[int]bool{}, paused: map[int]time.Time{}, inflight: map[int]int{}}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -229,13 +243,16 @@ func (b *Balancer) shutWorker(w *worker) {
 	}
 }
 
-// Exited forgets pid, which is gone: the connections it did not take go
-// to other workers.
+// Exited says pid is gone: the connections it did not take go to other
+// workers once its answers already on the channel are read (its channel
+// is shut down for reading: the reader sees them, then the end, even if
+// a process it left behind still holds its end).
 func (b *Balancer) Exited(pid int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if w := b.workers[pid]; w != nil {
-		b.dropWorker(w)
+	if w := b.workers[pid]; w != nil && !w.gone {
+		b.shutWorker(w)
+		unix.Shutdown(w.fd, unix.SHUT_RD)
 	}
 }
 
@@ -249,7 +266,7 @@ func (b *Balancer) dropWorker(w *worker) {
 	delete(b.workers, w.pid)
 	w.f.Close()
 	back := w.unacked
-	w.unacked = nil
+	w.unacked, w.inflight = nil, map[int]int{}
 	for _, p := range back {
 		b.giveBack(p)
 	}
@@ -292,7 +309,8 @@ func (b *Balancer) wakeAll() {
 	}
 }
 
-// Passed returns how many connections each listener (by name) passed.
+// Passed returns how many connections each listener (by name) passed,
+// each counted once however often it was passed on.
 func (b *Balancer) Passed() map[string]uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -308,14 +326,18 @@ func (b *Balancer) Passed() map[string]uint64 {
 func (b *Balancer) Close() {
 	b.mu.Lock()
 	b.closed = true
-	for key, a := range b.acceptors {
-		b.stopAcceptor(a)
-		delete(b.acceptors, key)
+	var files []*os.File
+	for _, a := range b.acceptors {
+		b.retire(a)
+		files = append(files, a.f)
 	}
 	for _, w := range b.workers {
 		b.dropWorker(w) // gives back to acceptors that are gone: closed
 	}
 	b.mu.Unlock()
+	for _, f := range files {
+		f.Close() // not under mu: see Unlisten
+	}
 	b.wg.Wait()
 }
 
@@ -327,11 +349,21 @@ func (b *Balancer) next(a *acceptor) (*worker, int) {
 	for i := range n {
 		j := (a.cursor + i) % n
 		w := b.order[j]
-		if _, ok := w.listeners[a.key]; ok && !w.refused[a.key] && len(w.unacked) < Window {
+		if _, ok := w.listeners[a.key]; ok && !w.refused[a.key] && w.inflight[a.key] < Window && !b.paused(w, a.key) {
 			return w, j
 		}
 	}
 	return nil, 0
+}
+
+// paused reports whether w is skipped for key a while. Under mu.
+func (b *Balancer) paused(w *worker, key int) bool {
+	until, ok := w.paused[key]
+	if ok && time.Now().After(until) {
+		delete(w.paused, key)
+		return false
+	}
+	return ok
 }
 
 // pass sends p to the next worker with room, trying the others if a send
@@ -344,15 +376,28 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 		}
 		b.seq++
 		p.seq = b.seq
-		if err := send(w.fd, w.listeners[a.key], p); err != nil {
+		n, err := send(w.fd, w.listeners[a.key], p)
+		if n > 0 {
+			// The descriptor went along: it is the worker's to answer
+			// for, whole line or not (a worker that gets half a line
+			// never answers it, and it comes back when it ends).
+			if !p.counted {
+				p.counted = true
+				a.count++
+			}
+			w.unacked = append(w.unacked, p)
+			w.inflight[a.key]++
+		}
+		if err != nil {
 			// Gone, or so slow its buffer filled: it gets no more.
-			b.log.Debug("round-robin: worker channel failed", "pid", w.pid, "err", err)
+			b.log.Warn("round-robin: worker's channel failed: it gets no more connections", "pid", w.pid, "err", err)
 			b.shutWorker(w)
+			if n > 0 {
+				return true
+			}
 			continue
 		}
 		a.cursor = j + 1
-		w.unacked = append(w.unacked, p)
-		a.count++
 		return true
 	}
 }
@@ -371,40 +416,21 @@ type messageMsg struct {
 	Seq      uint64 `json:"seq"`
 }
 
-func send(fd int, listener string, p passed) error {
+// send writes p's line with its descriptor; n is how much of the line
+// went (the descriptor goes with the first byte).
+func send(fd int, listener string, p passed) (int, error) {
 	b, err := json.Marshal(message{Cmd: "NODE_HANDLE", Type: "net.Socket", Msg: messageMsg{Cmd: "BATON_CONN", Listener: listener, Seq: p.seq}})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	b = append(b, '\n')
 	n, err := unix.SendmsgN(fd, b, unix.UnixRights(p.fd), nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 	if err == nil && n < len(b) {
-		// The descriptor went with the first part; the rest must follow
-		// or the stream is broken. Rare (the buffer had less than a line
-		// left): finish it blocking, briefly.
-		err = finishWrite(fd, b[n:])
+		// Less than a line of room: a worker reading that slowly gets
+		// no more (an unfinished line cannot be followed by another).
+		err = fmt.Errorf("roundrobin: %d of %d bytes sent", n, len(b))
 	}
-	return err
-}
-
-// finishWrite writes the rest of a message within a second.
-func finishWrite(fd int, rest []byte) error {
-	deadline := time.Now().Add(time.Second)
-	for len(rest) > 0 {
-		n, err := unix.SendmsgN(fd, rest, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		if errors.Is(err, unix.EAGAIN) {
-			if time.Now().After(deadline) {
-				return errors.New("roundrobin: worker does not read its channel")
-			}
-			time.Sleep(time.Millisecond)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		rest = rest[n:]
-	}
-	return nil
+	return max(n, 0), err
 }
 
 // accept runs a's loop: it accepts only while some worker has room, so
@@ -419,9 +445,14 @@ func (b *Balancer) accept(a *acceptor) {
 	for {
 		var full bool
 		var acceptErr error
+		stopped := false
 		err := rc.Read(func(fd uintptr) bool {
 			b.mu.Lock()
 			defer b.mu.Unlock()
+			if b.acceptors[a.key] != a {
+				stopped = true // retired: its descriptor is being closed
+				return true
+			}
 			if !b.flush(a) {
 				full = true
 				return true
@@ -446,36 +477,42 @@ func (b *Balancer) accept(a *acceptor) {
 				}
 			}
 		})
-		if err != nil {
+		if err != nil || stopped {
 			return // closed
 		}
 		if acceptErr != nil {
 			if errors.Is(acceptErr, unix.EINVAL) || errors.Is(acceptErr, unix.EBADF) {
 				return // the socket was shut down
 			}
-			b.log.Warn("round-robin: accept failed", "listener", a.name, "err", acceptErr)
-			full = true // EMFILE and the like: wait a moment
-			select {
-			case <-a.done:
-				return
-			case <-time.After(100 * time.Millisecond):
+			if time.Since(a.warned) > 10*time.Second {
+				a.warned = time.Now()
+				b.log.Warn("round-robin: accept failed", "listener", a.name, "err", acceptErr)
 			}
-			continue
+			full = true // EMFILE and the like: wait a moment
 		}
 		if full {
+			// Room comes with an answer or a new ready worker (wake), or
+			// when a pause ends.
+			t := time.NewTimer(pauseFor)
 			select {
 			case <-a.done:
+				t.Stop()
 				return
 			case <-a.wake:
+			case <-t.C:
 			}
+			t.Stop()
 		}
 	}
 }
 
-// answer is a worker's line.
+// answer is a worker's line. Closed, on a BATON_NACK: the listener is
+// closed, send that worker no more of its connections; without it the
+// reason passes (it was out of descriptors).
 type answer struct {
-	Cmd string  `json:"cmd"`
-	Seq *uint64 `json:"seq"`
+	Cmd    string  `json:"cmd"`
+	Seq    *uint64 `json:"seq"`
+	Closed bool    `json:"closed"`
 }
 
 // readAnswers reads w's answers until its channel ends.
@@ -535,10 +572,15 @@ func (b *Balancer) answered(w *worker, a answer) {
 	}
 	p := w.unacked[i]
 	w.unacked = append(w.unacked[:i], w.unacked[i+1:]...)
-	if a.Cmd == "BATON_ACK" || a.Cmd == "NODE_HANDLE_ACK" {
+	w.inflight[p.acc.key]--
+	switch {
+	case a.Cmd == "BATON_ACK" || a.Cmd == "NODE_HANDLE_ACK":
 		unix.Close(p.fd)
-	} else {
-		w.refused[p.acc.key] = true // its listener is closed
+	case a.Closed:
+		w.refused[p.acc.key] = true
+		b.giveBack(p)
+	default:
+		w.paused[p.acc.key] = time.Now().Add(pauseFor)
 		b.giveBack(p)
 	}
 	b.wakeAll() // it has room again
