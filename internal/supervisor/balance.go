@@ -20,8 +20,8 @@ import (
 // and passes each connection to the next ready worker (roundrobin).
 
 // migrateReqPath says whether the kernel moves the queue of a closed
-// SO_REUSEPORT socket to its siblings.
-const migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
+// SO_REUSEPORT socket to its siblings (a variable for tests).
+var migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
 
 // perSlot reports whether l gets a socket per slot.
 func perSlot(cfg *config.Config, l config.Listener) bool {

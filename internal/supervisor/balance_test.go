@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/systemd"
 )
 
@@ -173,5 +175,62 @@ func TestRoundRobinLeavesSocketBlocking(t *testing.T) {
 	})
 	if fl, _ := unix.FcntlInt(uintptr(keep), unix.F_GETFL, 0); fl&unix.O_NONBLOCK != 0 {
 		t.Error("the socket is still non-blocking after baton stopped")
+	}
+}
+
+// With reuseport, baton warns when the kernel would reset what waits in
+// the queue of a slot that goes, and not when it would move it.
+func TestReusePortWarnsWithoutMigrateReq(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tcp_migrate_req")
+	was := migrateReqPath
+	migrateReqPath = path
+	t.Cleanup(func() { migrateReqPath = was })
+	for _, value := range []string{"0", "1"} {
+		t.Run(value, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			fd, port := reusePortSocket(t, true)
+			cfg := testConfig("serve", 2, func(c *config.Config) {
+				c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port)
+				c.Worker.Balance = config.BalanceReusePort
+			})
+			var out syncBuffer
+			self, _ := os.Executable()
+			ctx, cancel := context.WithCancel(context.Background())
+			ready := make(chan struct{})
+			done := make(chan error, 1)
+			var once sync.Once
+			go func() {
+				done <- Run(ctx, cfg, Options{
+					Logger:     slog.New(slog.NewTextHandler(&out, nil)),
+					Shim:       []string{self, spawn.ShimCommand, "--"},
+					Output:     tlogWriter{t},
+					RuntimeDir: t.TempDir(),
+					Inherited:  []systemd.Socket{{Name: "http", Fd: fd}},
+					Notify: func(s string) error {
+						if strings.HasPrefix(s, "READY=1") {
+							once.Do(func() { close(ready) })
+						}
+						return nil
+					},
+				})
+			}()
+			select {
+			case <-ready:
+			case err := <-done:
+				t.Fatalf("Run ended before READY=1: %v", err)
+			case <-time.After(15 * time.Second):
+				t.Fatal("no READY=1")
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run = %v", err)
+			}
+			warned := strings.Contains(out.String(), "net.ipv4.tcp_migrate_req is 0")
+			if warned != (value == "0") {
+				t.Errorf("tcp_migrate_req %s: warned %v", value, warned)
+			}
+		})
 	}
 }
