@@ -158,6 +158,11 @@ func TestRoundRobinTakesTurns(t *testing.T) {
 			t.Errorf("a detached worker answered: %v", got)
 		}
 	}
+	// A counter: what a listener passed stays counted once it is gone.
+	b.Unlisten(1)
+	if n := b.Passed()["http"]; n != 10 {
+		t.Errorf("passed %d after Unlisten, want 10", n)
+	}
 }
 
 // A connection passed to a worker that closes its listener before

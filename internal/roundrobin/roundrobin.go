@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -38,6 +39,7 @@ type Balancer struct {
 	workers   map[int]*worker // attached, by pid
 	order     []*worker       // the ready ones, in Route's order
 	acceptors map[int]*acceptor
+	passed    map[string]uint64 // by listener name, for as long as the Balancer lives
 	seq       uint64
 	closed    bool
 	wg        sync.WaitGroup
@@ -48,7 +50,7 @@ func New(log *slog.Logger) *Balancer {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Balancer{log: log, workers: map[int]*worker{}, acceptors: map[int]*acceptor{}}
+	return &Balancer{log: log, workers: map[int]*worker{}, acceptors: map[int]*acceptor{}, passed: map[string]uint64{}}
 }
 
 // passed is a connection baton accepted, not yet taken by a worker.
@@ -56,7 +58,7 @@ type passed struct {
 	fd      int
 	acc     *acceptor
 	seq     uint64
-	counted bool // in acc's count already (it was passed once)
+	counted bool // in Passed already (it was passed once)
 }
 
 // pauseFor is how long a worker that gave a connection back for a reason
@@ -72,7 +74,6 @@ type acceptor struct {
 	queue  []passed // accepted (or given back), waiting for a worker
 	wake   chan struct{}
 	done   chan struct{}
-	count  uint64    // connections passed
 	warned time.Time // when an accept error was last logged
 }
 
@@ -314,11 +315,7 @@ func (b *Balancer) wakeAll() {
 func (b *Balancer) Passed() map[string]uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := map[string]uint64{}
-	for _, a := range b.acceptors {
-		out[a.name] += a.count
-	}
-	return out
+	return maps.Clone(b.passed)
 }
 
 // Close stops accepting, closes every connection no worker took and
@@ -383,7 +380,7 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 			// never answers it, and it comes back when it ends).
 			if !p.counted {
 				p.counted = true
-				a.count++
+				b.passed[a.name]++
 			}
 			w.unacked = append(w.unacked, p)
 			w.inflight[a.key]++
