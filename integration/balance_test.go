@@ -138,8 +138,9 @@ func sysctl(t *testing.T, path, value string) {
 }
 
 // The Node worker (contrib/node/server.js) under round-robin, where baton
-// passes connections over Node's own IPC channel: 10 reloads under load in
-// both client modes fail no request. (Under reuseport a Node worker is
+// passes connections over Node's own IPC channel, reporting readiness on
+// the readiness descriptor (ready = "fd"): 10 reloads under load in both
+// client modes fail no request. (Under reuseport a Node worker is
 // like any other: it accepts on its slot's socket.)
 func TestNodeWorkerBalanced(t *testing.T) {
 	node, err := exec.LookPath("node")
@@ -150,7 +151,7 @@ func TestNodeWorkerBalanced(t *testing.T) {
 		t.Run(balance, func(t *testing.T) {
 			b := startConfigBaton(t, func(addr string) string {
 				return batonConfig(addr, 2, []string{node, filepath.Join(repoRoot, "contrib/node/server.js")},
-					fmt.Sprintf("ready = \"delay:500ms\"\nbalance = %q", balance))
+					fmt.Sprintf("ready = \"fd\"\nbalance = %q", balance))
 			})
 			gs := map[loadtest.Mode]*loadtest.Generator{}
 			for _, mode := range modes {

@@ -17,8 +17,10 @@
 // server.emit("connection") serves it; there is no listener then.
 //
 // Readiness: Node cannot send sd_notify, because its dgram module has no
-// unix datagram sockets. Run it with `ready = "delay:500ms"` in baton's
-// [worker] section (Type=simple or exec under plain systemd).
+// unix datagram sockets. Run it with `ready = "fd"` in baton's [worker]
+// section: once serving it writes a line to the descriptor BATON_READY_FD
+// names. (`ready = "delay:500ms"` works too; Type=simple or exec under
+// plain systemd.)
 //
 // Drain, on SIGTERM or SIGINT (more of them during the drain are ignored:
 // under systemd's default KillMode=control-group a worker gets SIGTERM from
@@ -38,6 +40,7 @@
 //      whatever is left.
 'use strict';
 
+const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 
@@ -139,6 +142,20 @@ delete process.env.BATON_CONNS_LISTENERS;
 // before it signals this worker).
 let channelEnded = !passed;
 
+// ready tells baton this worker serves, with ready = "fd".
+function ready() {
+  const fd = Number(process.env.BATON_READY_FD);
+  delete process.env.BATON_READY_FD;
+  if (Number.isInteger(fd) && fd > 2) {
+    try {
+      fs.writeSync(fd, '\n');
+      fs.closeSync(fd);
+    } catch (err) {
+      console.error(`node: cannot report readiness on fd ${fd}: ${err.message}`);
+    }
+  }
+}
+
 function exitWhenDone() {
   if (draining && channelEnded && conns.size === 0) process.exit(0);
 }
@@ -174,6 +191,7 @@ if (passed) {
     exitWhenDone();
   });
   console.error(`node: serving connections passed by baton pid ${pid}`);
+  ready();
 } else if (process.env.PORT && !process.env.LISTEN_FDS) {
   // Not under baton: Node's cluster module or pm2 (the bench compares
   // them), listening on PORT; the drain is the same.
@@ -181,7 +199,10 @@ if (passed) {
 } else {
   try {
     const fd = listenerFd();
-    server.listen({ fd }, () => console.error(`node: serving on fd ${fd} pid ${pid}`));
+    server.listen({ fd }, () => {
+      console.error(`node: serving on fd ${fd} pid ${pid}`);
+      ready();
+    });
   } catch (err) {
     console.error(err.message);
     process.exit(1);

@@ -12,6 +12,10 @@ import (
 	"time"
 )
 
+// ReadyFD is worker.ready's mode for a worker that reports readiness by
+// writing a line to the descriptor BATON_READY_FD names.
+const ReadyFD = "fd"
+
 // The balancing modes of worker.balance.
 const (
 	BalanceShared     = "shared"      // every worker accepts on the one socket
@@ -85,7 +89,8 @@ type Worker struct {
 	Command []string `toml:"command"`
 	// Count is the number of workers; 0 means one per CPU.
 	Count int `toml:"count"`
-	// Ready is "notify" (READY=1 on the notify socket) or "delay:DURATION"
+	// Ready is "notify" (READY=1 on the notify socket), "fd" (a line
+	// written to the descriptor BATON_READY_FD names) or "delay:DURATION"
 	// (ready after staying up that long).
 	Ready string `toml:"ready"`
 	// DrainTimeout is how long a worker told to stop may take before it is
@@ -280,7 +285,7 @@ func (c *Config) Validate() error {
 		w.Ready = DefaultReady
 	}
 	switch {
-	case w.Ready == "notify":
+	case w.Ready == "notify" || w.Ready == ReadyFD:
 		w.ReadyDelay = 0
 	case strings.HasPrefix(w.Ready, "delay:"):
 		d, err := ParseDuration(strings.TrimPrefix(w.Ready, "delay:"))
@@ -288,11 +293,11 @@ func (c *Config) Validate() error {
 			return c.errorf("worker.ready", "%q: %w", w.Ready, err)
 		}
 		if d <= 0 {
-			return c.errorf("worker.ready", "%q: want \"notify\" or \"delay:DURATION\" with a positive duration", w.Ready)
+			return c.errorf("worker.ready", "%q: want \"notify\", \"fd\" or \"delay:DURATION\" with a positive duration", w.Ready)
 		}
 		w.ReadyDelay = d
 	default:
-		return c.errorf("worker.ready", "%q: want \"notify\" or \"delay:DURATION\"", w.Ready)
+		return c.errorf("worker.ready", "%q: want \"notify\", \"fd\" or \"delay:DURATION\"", w.Ready)
 	}
 	switch w.Balance {
 	case "":

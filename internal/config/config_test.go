@@ -56,6 +56,13 @@ func TestLoadGood(t *testing.T) {
 	}
 }
 
+func TestReadyFD(t *testing.T) {
+	c, _, err := FromArgs([]string{"--listen", "http=tcp://127.0.0.1:0", "--ready", "fd", "--", "app"}, io.Discard)
+	if err != nil || c.Worker.Ready != ReadyFD || c.Worker.ReadyDelay != 0 {
+		t.Fatalf("--ready fd: %+v, %v", c, err)
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	c, _, err := FromArgs([]string{"--listen", "http=tcp://127.0.0.1:0", "--", "app"}, io.Discard)
 	if err != nil {

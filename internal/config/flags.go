@@ -28,7 +28,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		listens       listFlag
 		workers       = fs.String("workers", "", "number of workers `N` (worker.count; default: one per CPU)")
 		balance       = fs.String("balance", "", "how connections reach the workers: shared, reuseport or round-robin (worker.balance; default shared)")
-		ready         = fs.String("ready", "", "readiness: notify or delay:DURATION (worker.ready; default notify)")
+		ready         = fs.String("ready", "", "readiness: notify, fd or delay:DURATION (worker.ready; default notify)")
 		drainTimeout  = fs.String("drain-timeout", "", "how long a stopping worker may drain (worker.drain_timeout; default 30s)")
 		reloadTimeout = fs.String("reload-timeout", "", "how long workers have to become ready (reload.timeout; default 60s)")
 		control       = fs.String("control", "", "control socket `path` (control.socket; default $RUNTIME_DIRECTORY/baton.sock)")

@@ -83,7 +83,7 @@ type Result struct {
 // Timer is an event the Machine armed through Env.After.
 type Timer struct {
 	kind timerKind
-	w    *worker     // readyDelayDone, drainDeadline, watchdogExpired
+	w    *worker     // readyDelayDone, readyHintDue, drainDeadline, watchdogExpired
 	g    *generation // readyDeadline, respawnSlot
 	slot int         // respawnSlot
 	seq  int         // watchdogExpired
@@ -93,6 +93,7 @@ type timerKind int
 
 const (
 	readyDelayDone   timerKind = iota // a delay-ready worker stayed up long enough
+	readyHintDue                      // a worker is starting for ReadyHintAfter: say what baton waits for
 	readyDeadline                     // a generation's time to become ready ran out
 	respawnSlot                       // time to refill an empty slot
 	drainDeadline                     // a draining worker's time is up

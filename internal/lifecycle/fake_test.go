@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -128,6 +129,7 @@ func (e *fakeEnv) TakeOver(status string, cfg *config.Config) { e.act("take over
 // harness drives one Machine through a fakeEnv.
 type harness struct {
 	*testing.T
+	logs *strings.Builder // what the Machine logged
 	env *fakeEnv
 	m   *Machine
 	cfg *config.Config
@@ -159,9 +161,10 @@ func (w testLog) Write(p []byte) (int, error) {
 
 func newHarness(t *testing.T, cfg *config.Config, opts Options) *harness {
 	env := newFakeEnv(t)
-	opts.Logger = slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &strings.Builder{}
+	opts.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(testLog{t}, logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts.PID = 1
-	h := &harness{T: t, env: env, m: New(env, opts), cfg: cfg}
+	h := &harness{T: t, logs: logs, env: env, m: New(env, opts), cfg: cfg}
 	env.nextCfg = cfg
 	return h
 }

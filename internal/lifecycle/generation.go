@@ -72,7 +72,7 @@ func (g *generation) notReadyError() error {
 	timeout := g.cfg.Reload.Timeout.Std()
 	for _, w := range g.slots {
 		if w != nil && w.state != wReady {
-			return fmt.Errorf("%s did not become ready within %s (ready = %q)", w, timeout, g.cfg.Worker.Ready)
+			return fmt.Errorf("%s did not become ready within %s: %s", w, timeout, readyHint(g.cfg))
 		}
 	}
 	for slot, last := range g.lastExit {
@@ -81,6 +81,17 @@ func (g *generation) notReadyError() error {
 		}
 	}
 	return fmt.Errorf("%s did not become ready within %s", g, timeout)
+}
+
+// readyHint says what baton waits for before a worker of cfg is ready,
+// and how a program that cannot do it reports readiness instead.
+func readyHint(cfg *config.Config) string {
+	switch cfg.Worker.Ready {
+	case config.ReadyFD:
+		return `baton waits for a line on the descriptor BATON_READY_FD names (ready = "fd"); a program that cannot write one can be counted ready once it has stayed up a while (ready = "delay:500ms")`
+	default:
+		return `baton waits for READY=1 on NOTIFY_SOCKET (ready = "notify"); a program that cannot send it can write a line to the descriptor BATON_READY_FD names (ready = "fd"), or be counted ready once it has stayed up a while (ready = "delay:500ms")`
+	}
 }
 
 // newGeneration opens (or reuses) the sockets cfg names and returns the

@@ -25,6 +25,10 @@ const OrphanCheckInterval = 200 * time.Millisecond
 // with worker.max_memory.
 const MemoryCheckInterval = time.Second
 
+// ReadyHintAfter is how long a worker may be starting before baton warns,
+// once, what it waits for and how to change it.
+const ReadyHintAfter = 5 * time.Second
+
 // Errors the Machine ends with.
 var (
 	// ErrNotReady: the first generation of workers did not become ready.
@@ -272,6 +276,10 @@ func (m *Machine) onTimer(t Timer) {
 	case readyDelayDone:
 		if m.workers[t.w.pid] == t.w && t.w.state == wStarting {
 			m.markReady(t.w)
+		}
+	case readyHintDue:
+		if w := t.w; m.workers[w.pid] == w && w.state == wStarting {
+			m.log.Warn(fmt.Sprintf("%s is not ready after %s: %s", w, ReadyHintAfter, readyHint(w.gen.cfg)), "slot", w.slot, "pid", w.pid, "generation", w.gen.n)
 		}
 	case readyDeadline:
 		if t.g == m.next {

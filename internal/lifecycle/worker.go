@@ -68,6 +68,8 @@ func (m *Machine) startWorker(g *generation, slot int) (*worker, error) {
 	g.live++
 	if d := g.cfg.Worker.ReadyDelay; d > 0 {
 		w.timers = append(w.timers, m.env.After(d, Timer{kind: readyDelayDone, w: w}))
+	} else if g.cfg.Reload.Timeout.Std() > ReadyHintAfter {
+		w.timers = append(w.timers, m.env.After(ReadyHintAfter, Timer{kind: readyHintDue, w: w}))
 	}
 	m.armWatchdog(w)
 	m.log.Info("worker started", "slot", slot, "pid", pid, "generation", g.n)

@@ -23,6 +23,11 @@ const (
 	ConnsListenersEnv = "BATON_CONNS_LISTENERS"
 )
 
+// ReadyEnv names the descriptor a worker with worker.ready = "fd" writes
+// a line to once it serves (s6's notification-fd convention). Like the
+// round-robin channel it lands right after the listeners.
+const ReadyEnv = "BATON_READY_FD"
+
 // ShimCommand is the subcommand of the baton binary that runs ExecWorker.
 const ShimCommand = "exec-worker"
 
@@ -44,9 +49,10 @@ type Spec struct {
 	Dir string
 	// Listeners land at descriptors 3, 4, ... in this order.
 	Listeners []File
-	// Conns, when above zero, is the round-robin channel (ConnsEnv): it
-	// lands right after the listeners.
-	Conns int
+	// Extra descriptors land right after the listeners, in this order:
+	// the round-robin channel (ConnsEnv) and the readiness pipe
+	// (ReadyEnv), each named in the environment by its number.
+	Extra []int
 	// Stdin, Stdout and Stderr are descriptors for 0, 1 and 2.
 	Stdin, Stdout, Stderr int
 }
@@ -115,8 +121,8 @@ func start(spec Spec) (int, error) {
 	for _, l := range spec.Listeners {
 		files = append(files, uintptr(l.Fd))
 	}
-	if spec.Conns > 0 {
-		files = append(files, uintptr(spec.Conns))
+	for _, fd := range spec.Extra {
+		files = append(files, uintptr(fd))
 	}
 	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
 		Dir:   spec.Dir,
@@ -195,8 +201,13 @@ func ExecWorker(argv []string) error {
 	}
 	n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	keep := listenFdsStart + max(n, 0)
-	if c, err := strconv.Atoi(os.Getenv(ConnsEnv)); err == nil && c == keep {
-		keep++ // the round-robin channel, right after the listeners
+	// The extra descriptors, right after the listeners, in either order.
+	for range 2 {
+		for _, env := range []string{ConnsEnv, ReadyEnv} {
+			if c, err := strconv.Atoi(os.Getenv(env)); err == nil && c == keep {
+				keep++
+			}
+		}
 	}
 	if err := closeOnExecFrom(keep); err != nil {
 		return fmt.Errorf("spawn: exec-worker: %w", err)

@@ -234,3 +234,43 @@ func TestReusePortWarnsWithoutMigrateReq(t *testing.T) {
 		})
 	}
 }
+
+// ready = "fd": a worker that writes a line to $BATON_READY_FD is ready,
+// a Go worker or a shell script alike; one that writes nothing fails the
+// start, saying what baton waited for.
+func TestReadyFD(t *testing.T) {
+	t.Run("go", func(t *testing.T) {
+		h := startHarness(t, testConfig("fd-ready", 2, func(c *config.Config) { c.Worker.Ready = config.ReadyFD }))
+		h.waitNote("READY=1")
+		if st := h.stats(); st.Workers != 2 || st.Generation != 1 {
+			t.Errorf("stats %+v, want generation 1 with 2 workers", st)
+		}
+	})
+	shell := func(script string, mutate func(*config.Config)) *config.Config {
+		return testConfig("serve", 1, func(c *config.Config) {
+			c.Listen[0].Address = "tcp://127.0.0.1:0"
+			c.Worker.Command = []string{"sh", "-c", script}
+			c.Worker.Ready = config.ReadyFD
+			if mutate != nil {
+				mutate(c)
+			}
+		})
+	}
+	t.Run("shell", func(t *testing.T) {
+		runUntilReady(t, shell(`printf '\n' >&"$BATON_READY_FD"; exec sleep 600`, nil), []systemd.Socket{})
+	})
+	t.Run("never", func(t *testing.T) {
+		self, _ := os.Executable()
+		err := Run(context.Background(), shell("exec sleep 600", func(c *config.Config) { c.Reload.Timeout = config.Duration(500 * time.Millisecond) }), Options{
+			Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+			Shim:       []string{self, spawn.ShimCommand, "--"},
+			Output:     tlogWriter{t},
+			RuntimeDir: t.TempDir(),
+			Notify:     func(string) error { return nil },
+			Inherited:  []systemd.Socket{},
+		})
+		if err == nil || !strings.Contains(err.Error(), "did not become ready within 500ms: baton waits for a line on the descriptor BATON_READY_FD names") {
+			t.Fatalf("Run = %v, want the start to fail saying what baton waited for", err)
+		}
+	})
+}

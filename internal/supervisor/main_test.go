@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,6 +44,8 @@ func TestMain(m *testing.M) {
 //	serve   notify READY=1, drain on SIGTERM
 //	handoff  serve "http" as handoff.Listener returns it
 //	silent  serve but never notify
+//	fd-ready   serve and write a line to $BATON_READY_FD (ready = "fd")
+//	fd-silent  serve, and write nothing there
 //	exit1   exit 1 at once
 //	exit1-slot1  exit 1 at once in slot 1, serve in the others
 //	stubborn  notify READY=1 and ignore SIGTERM
@@ -110,7 +113,13 @@ func testWorker(mode string) int {
 	})}
 	go srv.Serve(ln)
 	fmt.Printf("worker %d serving\n", os.Getpid())
-	if mode != "silent" {
+	switch mode {
+	case "silent", "fd-silent":
+	case "fd-ready":
+		fd, _ := strconv.Atoi(os.Getenv(spawn.ReadyEnv))
+		unix.Write(fd, []byte("\n"))
+		unix.Close(fd)
+	default:
 		daemon.SdNotify(false, "READY=1")
 	}
 	if mode == "stop-exit" {

@@ -158,6 +158,12 @@ func TestReloadFailuresRollBack(t *testing.T) {
 		{"worker never ready", func(h *harness) (*config.Config, error) {
 			return h.config("silent", 2, func(c *config.Config) { c.Reload.Timeout = config.Duration(500 * time.Millisecond) }), nil
 		}, "did not become ready within 500ms", 5 * time.Second},
+		{"worker never writes its readiness line", func(h *harness) (*config.Config, error) {
+			return h.config("fd-silent", 2, func(c *config.Config) {
+				c.Worker.Ready = config.ReadyFD
+				c.Reload.Timeout = config.Duration(500 * time.Millisecond)
+			}), nil
+		}, "did not become ready within 500ms: baton waits for a line on the descriptor BATON_READY_FD names", 5 * time.Second},
 		{"listener cannot bind", func(h *harness) (*config.Config, error) {
 			return h.config("serve", 2, func(c *config.Config) {
 				c.Listen = append(c.Listen, config.Listener{Name: "admin", Address: "tcp://192.0.2.1:1"})

@@ -133,8 +133,9 @@ func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, r
 
 // spec builds the handoff spec for the worker of a generation's slot:
 // each listener (or, with reuseport, the slot's own socket of a TCP one),
-// and with round-robin the channel ch instead of the stream listeners.
-func (s *supervisor) spec(w lifecycle.Spawn, ch *roundrobin.Channel, stdout, stderr int) (spawn.Spec, error) {
+// with round-robin the channel ch instead of the stream listeners, and
+// with ready = "fd" the readiness pipe's write end readyFd (-1: none).
+func (s *supervisor) spec(w lifecycle.Spawn, ch *roundrobin.Channel, readyFd, stdout, stderr int) (spawn.Spec, error) {
 	var files []spawn.File
 	var extra []string
 	var passed []string
@@ -164,9 +165,13 @@ func (s *supervisor) spec(w lifecycle.Spawn, ch *roundrobin.Channel, stdout, std
 	}
 	if ch != nil {
 		// Right after the listeners; Node.js takes it as its IPC channel.
-		at := itoa(3 + len(files))
-		spec.Conns = ch.WorkerFd
+		at := itoa(3 + len(files) + len(spec.Extra))
+		spec.Extra = append(spec.Extra, ch.WorkerFd)
 		extra = append(extra, spawn.ConnsEnv+"="+at, spawn.ConnsListenersEnv+"="+strings.Join(passed, ":"), "NODE_CHANNEL_FD="+at)
+	}
+	if readyFd >= 0 {
+		extra = append(extra, spawn.ReadyEnv+"="+itoa(3+len(files)+len(spec.Extra)))
+		spec.Extra = append(spec.Extra, readyFd)
 	}
 	spec.Env = spawn.Env(os.Environ(), append(workerEnv(s.fromWorkers.Path(), w.Slot, w.Generation, cw), extra...), files)
 	return spec, nil
@@ -190,36 +195,48 @@ func (s *supervisor) channel(cfg *config.Config) (*roundrobin.Channel, error) {
 // Start starts a worker, its standard output and error forwarded line by
 // line.
 func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
-	var reads [2]*os.File
-	var writes [2]int
-	for i := range reads {
+	// stdout, stderr and, with ready = "fd", the readiness pipe.
+	n := 2
+	if w.Config.Worker.Ready == config.ReadyFD {
+		n = 3
+	}
+	reads := make([]*os.File, 0, n)
+	writes := make([]int, 0, n)
+	closeWrites := func() {
+		for _, fd := range writes {
+			unix.Close(fd)
+		}
+	}
+	closeReads := func() {
+		for _, r := range reads {
+			r.Close()
+		}
+	}
+	for range n {
 		r, wfd, err := outputPipe()
 		if err != nil {
-			for j := range i {
-				reads[j].Close()
-				unix.Close(writes[j])
-			}
+			closeReads()
+			closeWrites()
 			return 0, err
 		}
-		reads[i], writes[i] = r, wfd
+		reads, writes = append(reads, r), append(writes, wfd)
 	}
-	closeOutputs := func() {
-		reads[0].Close()
-		reads[1].Close()
+	readyFd := -1
+	if n == 3 {
+		readyFd = writes[2]
 	}
 	ch, err := s.channel(w.Config)
 	var spec spawn.Spec
 	if err == nil {
-		spec, err = s.spec(w, ch, writes[0], writes[1])
+		spec, err = s.spec(w, ch, readyFd, writes[0], writes[1])
 	}
 	pid := 0
 	if err == nil {
 		pid, err = s.spawner.Start(spec)
 	}
-	unix.Close(writes[0])
-	unix.Close(writes[1])
+	closeWrites()
 	if err != nil {
-		closeOutputs()
+		closeReads()
 		if ch != nil {
 			ch.Discard()
 		}
@@ -231,19 +248,49 @@ func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
 	}
 	s.reaper.add(pid)
 	prefix := fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid)
-	for i, r := range reads {
+	for i, r := range reads[:2] {
 		keep := linering.Line{Slot: w.Slot, Generation: w.Generation, PID: pid, Stream: [...]string{"stdout", "stderr"}[i]}
-		s.outputs.Add(1)
-		s.readersMu.Lock()
-		s.readers[r] = true
-		s.readersMu.Unlock()
-		go func() {
-			defer s.outputs.Done()
-			forward(r, prefix, s.out, s.journal, s.ring, keep)
-			s.readersMu.Lock()
-			delete(s.readers, r)
-			s.readersMu.Unlock()
-		}()
+		s.track(r, func() { forward(r, prefix, s.out, s.journal, s.ring, keep) })
+	}
+	if n == 3 {
+		r := reads[2]
+		s.track(r, func() { s.readReady(r, pid) })
 	}
 	return pid, nil
+}
+
+// track runs read on its own goroutine, for a pipe from a worker that
+// waitOutputs closes if a process that escaped the worker's group holds
+// its other end.
+func (s *supervisor) track(r *os.File, read func()) {
+	s.outputs.Add(1)
+	s.readersMu.Lock()
+	s.readers[r] = true
+	s.readersMu.Unlock()
+	go func() {
+		defer s.outputs.Done()
+		read()
+		s.readersMu.Lock()
+		delete(s.readers, r)
+		s.readersMu.Unlock()
+	}()
+}
+
+// readReady waits for the first line a worker with ready = "fd" writes
+// to its readiness pipe (a bare newline, as s6's notification-fd has it,
+// or READY=1: any line), and tells the Machine as a READY=1 from it
+// would. It ends at the end of the pipe, or once r is closed.
+func (s *supervisor) readReady(r *os.File, pid int) {
+	defer r.Close()
+	buf := make([]byte, 256)
+	for {
+		n, err := r.Read(buf)
+		if bytes.IndexByte(buf[:n], '\n') >= 0 {
+			s.post(lifecycle.Notified{PID: pid, Fields: map[string]string{"READY": "1"}})
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
