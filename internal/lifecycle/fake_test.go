@@ -130,9 +130,9 @@ func (e *fakeEnv) TakeOver(status string, cfg *config.Config) { e.act("take over
 type harness struct {
 	*testing.T
 	logs *strings.Builder // what the Machine logged
-	env *fakeEnv
-	m   *Machine
-	cfg *config.Config
+	env  *fakeEnv
+	m    *Machine
+	cfg  *config.Config
 }
 
 // testConfig is a valid configuration: two workers that notify, with
