@@ -13,7 +13,7 @@ import (
 )
 
 // Workers in other languages serve under baton through the plain
-// socket-activation protocol: Node (non-blocking, delay readiness) and a
+// socket-activation protocol: Node (non-blocking, readiness on the fd) and a
 // standard-library Python server with a blocking accept on fd 3 (READY=1
 // on NOTIFY_SOCKET). If baton handed the socket over non-blocking, the
 // Python accept would fail with EAGAIN.
@@ -21,7 +21,7 @@ func TestOtherLanguageWorkers(t *testing.T) {
 	tests := []struct {
 		name, interp, script, ready string
 	}{
-		{"node", "node", "contrib/node/server.js", "delay:500ms"},
+		{"node", "node", "contrib/node/server.js", "fd"},
 		{"python", "python3", "contrib/python/server.py", "notify"},
 	}
 	for _, tt := range tests {

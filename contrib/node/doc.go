@@ -1,3 +1,4 @@
-// Package node holds the tests of server.js, baton's example worker in
-// Node.js; it has no Go code of its own.
+// Package node holds the tests of baton.js (what a Node.js HTTP server
+// needs to run under baton) and server.js, the example app that uses it;
+// it has no Go code of its own.
 package node
