@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -60,9 +61,23 @@ func (r *report) describeMachine() {
 	r.machine = []string{
 		fmt.Sprintf("%s, kernel %s, %d cores (%s)%s", osName, strings.TrimSpace(kernel), runtime.NumCPU(), cpu, mem),
 		fmt.Sprintf("baton %s (%s), Go %s, Node %s, pm2 %s", version(r.baton, "version"), "static build, as `make build`",
-			strings.TrimPrefix(runtime.Version(), "go"), strings.TrimPrefix(version(r.node, "--version"), "v"), version(r.pm2, "--version")),
+			strings.TrimPrefix(runtime.Version(), "go"), strings.TrimPrefix(version(r.node, "--version"), "v"), r.pm2Version()),
 		"the load generator (`loadtest`, non-retrying, loopback) runs on the same cores as the servers",
 	}
+}
+
+// pm2Version reads pm2's version from its package: `pm2 --version` would
+// start a daemon in the user's home.
+func (r *report) pm2Version() string {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(r.pm2)), "pm2", "package.json"))
+	if err != nil {
+		return "?"
+	}
+	var pkg struct{ Version string }
+	if json.Unmarshal(b, &pkg) != nil || pkg.Version == "" {
+		return "?"
+	}
+	return pkg.Version
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }

@@ -20,7 +20,9 @@ if ! command -v gnuplot >/dev/null; then
 	}
 fi
 
-if [ "$(.bench/node_modules/.bin/pm2 --version 2>/dev/null | tail -1)" != "$PM2_VERSION" ]; then
+# Read from its package: `pm2 --version` would start a daemon in ~/.pm2.
+have=$(node -p "require('./.bench/node_modules/pm2/package.json').version" 2>/dev/null || true)
+if [ "$have" != "$PM2_VERSION" ]; then
 	mkdir -p .bench
 	npm install --prefix .bench --no-audit --no-fund --loglevel=error "pm2@$PM2_VERSION" >/dev/null
 fi
