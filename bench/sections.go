@@ -180,7 +180,7 @@ func nodeManagers() []manager {
 		return manager{
 			name: "baton " + balance,
 			start: func(s settings, addr string) (*proc, error) {
-				return startBaton(s, "node-baton-"+balance, "--workers", "2", "--ready", "delay:500ms", "--balance", balance,
+				return startBaton(s, "node-baton-"+balance, "--workers", "2", "--ready", "fd", "--balance", balance,
 					"--listen", "http=tcp://"+addr, "--control", ctl(s), "--", s.node, serverJS(s))
 			},
 			pid: func(_ settings, p *proc) int { return p.cmd.Process.Pid },

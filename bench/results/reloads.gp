@@ -11,54 +11,54 @@ set y2tics
 set key top left
 unset arrow
 set arrow from 0.54, graph 0 to 0.54, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 1.15, graph 0 to 1.15, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 1.77, graph 0 to 1.77, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 2.39, graph 0 to 2.39, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 3.00, graph 0 to 3.00, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 3.61, graph 0 to 3.61, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 4.23, graph 0 to 4.23, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 4.84, graph 0 to 4.84, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 5.47, graph 0 to 5.47, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 6.11, graph 0 to 6.11, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set title "baton shared, keep-alive: 0 failed of 46259"
+set arrow from 1.14, graph 0 to 1.14, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 1.71, graph 0 to 1.71, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 2.43, graph 0 to 2.43, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 2.92, graph 0 to 2.92, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 3.52, graph 0 to 3.52, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 4.06, graph 0 to 4.06, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 4.62, graph 0 to 4.62, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 5.13, graph 0 to 5.13, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 5.70, graph 0 to 5.70, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set title "baton shared, keep-alive: 0 failed of 41057"
 plot 'timeline.dat' index 0 using 1:2 with steps lc rgb '#2a7f2a' title 'ok per 100 ms', '' index 0 using 1:3 axes x1y2 with impulses lw 3 lc rgb '#d62728' title 'failed per 100 ms'
 unset arrow
-set arrow from 0.55, graph 0 to 0.55, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 2.40, graph 0 to 2.40, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 4.42, graph 0 to 4.42, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 6.68, graph 0 to 6.68, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 8.91, graph 0 to 8.91, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 10.99, graph 0 to 10.99, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 13.48, graph 0 to 13.48, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 15.27, graph 0 to 15.27, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 17.39, graph 0 to 17.39, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 19.19, graph 0 to 19.19, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set title "pm2 cluster, keep-alive: 0 failed of 107636"
+set arrow from 0.54, graph 0 to 0.54, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 2.11, graph 0 to 2.11, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 3.76, graph 0 to 3.76, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 5.38, graph 0 to 5.38, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 7.21, graph 0 to 7.21, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 8.32, graph 0 to 8.32, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 9.94, graph 0 to 9.94, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 11.29, graph 0 to 11.29, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 12.85, graph 0 to 12.85, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 14.40, graph 0 to 14.40, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set title "pm2 cluster, keep-alive: 0 failed of 99228"
 plot 'timeline.dat' index 1 using 1:2 with steps lc rgb '#2a7f2a' title 'ok per 100 ms', '' index 1 using 1:3 axes x1y2 with impulses lw 3 lc rgb '#d62728' title 'failed per 100 ms'
 unset arrow
-set arrow from 0.69, graph 0 to 0.69, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 1.39, graph 0 to 1.39, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 2.04, graph 0 to 2.04, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 0.66, graph 0 to 0.66, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 1.38, graph 0 to 1.38, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 2.05, graph 0 to 2.05, graph 1 nohead lc rgb '#bbbbbb' dt 2
 set arrow from 2.68, graph 0 to 2.68, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 3.36, graph 0 to 3.36, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 4.05, graph 0 to 4.05, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 4.73, graph 0 to 4.73, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 5.40, graph 0 to 5.40, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 3.17, graph 0 to 3.17, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 3.70, graph 0 to 3.70, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 4.32, graph 0 to 4.32, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 4.93, graph 0 to 4.93, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 5.47, graph 0 to 5.47, graph 1 nohead lc rgb '#bbbbbb' dt 2
 set arrow from 6.02, graph 0 to 6.02, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 6.65, graph 0 to 6.65, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set title "baton shared, per-request: 0 failed of 14602"
+set title "baton shared, per-request: 0 failed of 16015"
 plot 'timeline.dat' index 2 using 1:2 with steps lc rgb '#2a7f2a' title 'ok per 100 ms', '' index 2 using 1:3 axes x1y2 with impulses lw 3 lc rgb '#d62728' title 'failed per 100 ms'
 unset arrow
-set arrow from 0.85, graph 0 to 0.85, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 2.87, graph 0 to 2.87, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 4.76, graph 0 to 4.76, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 6.46, graph 0 to 6.46, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 8.21, graph 0 to 8.21, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 10.12, graph 0 to 10.12, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 12.04, graph 0 to 12.04, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 14.12, graph 0 to 14.12, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 15.71, graph 0 to 15.71, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set arrow from 17.59, graph 0 to 17.59, graph 1 nohead lc rgb '#bbbbbb' dt 2
-set title "pm2 cluster, per-request: 7 failed of 21792"
+set arrow from 0.75, graph 0 to 0.75, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 2.55, graph 0 to 2.55, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 4.45, graph 0 to 4.45, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 6.19, graph 0 to 6.19, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 7.87, graph 0 to 7.87, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 9.70, graph 0 to 9.70, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 11.84, graph 0 to 11.84, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 13.44, graph 0 to 13.44, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 14.81, graph 0 to 14.81, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set arrow from 16.18, graph 0 to 16.18, graph 1 nohead lc rgb '#bbbbbb' dt 2
+set title "pm2 cluster, per-request: 10 failed of 24630"
 plot 'timeline.dat' index 3 using 1:2 with steps lc rgb '#2a7f2a' title 'ok per 100 ms', '' index 3 using 1:3 axes x1y2 with impulses lw 3 lc rgb '#d62728' title 'failed per 100 ms'
 unset multiplot
