@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,7 +69,7 @@ func TestReusePortBesideInherited(t *testing.T) {
 		c.Worker.Balance = config.BalanceReusePort
 	})
 	dir := t.TempDir()
-	runUntilReadyIn(t, cfg, []systemd.Socket{{Name: "http", Fd: fd}}, dir)
+	runUntilReadyIn(t, cfg, []systemd.Socket{{Name: "http", Fd: fd}}, dir, nil)
 	if n := listening(t, port); n != 3 {
 		t.Errorf("%d sockets listen on port %d, want 3 (one per slot)", n, port)
 	}
@@ -137,7 +136,7 @@ func TestReusePortSelfBound(t *testing.T) {
 			c.Worker.Balance = tt.balance
 		})
 		t.Run(tt.balance, func(t *testing.T) {
-			runUntilReadyIn(t, cfg, []systemd.Socket{}, t.TempDir())
+			runUntilReadyIn(t, cfg, []systemd.Socket{}, t.TempDir(), nil)
 			if n := listening(t, port); n != tt.want {
 				t.Errorf("%d sockets listen on port %d, want %d", n, port, tt.want)
 			}
@@ -196,37 +195,7 @@ func TestReusePortWarnsWithoutMigrateReq(t *testing.T) {
 				c.Worker.Balance = config.BalanceReusePort
 			})
 			var out syncBuffer
-			self, _ := os.Executable()
-			ctx, cancel := context.WithCancel(context.Background())
-			ready := make(chan struct{})
-			done := make(chan error, 1)
-			var once sync.Once
-			go func() {
-				done <- Run(ctx, cfg, Options{
-					Logger:     slog.New(slog.NewTextHandler(&out, nil)),
-					Shim:       []string{self, spawn.ShimCommand, "--"},
-					Output:     tlogWriter{t},
-					RuntimeDir: t.TempDir(),
-					Inherited:  []systemd.Socket{{Name: "http", Fd: fd}},
-					Notify: func(s string) error {
-						if strings.HasPrefix(s, "READY=1") {
-							once.Do(func() { close(ready) })
-						}
-						return nil
-					},
-				})
-			}()
-			select {
-			case <-ready:
-			case err := <-done:
-				t.Fatalf("Run ended before READY=1: %v", err)
-			case <-time.After(15 * time.Second):
-				t.Fatal("no READY=1")
-			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run = %v", err)
-			}
+			runUntilReadyIn(t, cfg, []systemd.Socket{{Name: "http", Fd: fd}}, t.TempDir(), &out)
 			warned := strings.Contains(out.String(), "net.ipv4.tcp_migrate_req is 0")
 			if warned != (value == "0") {
 				t.Errorf("tcp_migrate_req %s: warned %v", value, warned)

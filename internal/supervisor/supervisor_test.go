@@ -574,19 +574,24 @@ func TestPingsSystemdWatchdog(t *testing.T) {
 // when the test ends.
 func runUntilReady(t *testing.T, cfg *config.Config, inherited []systemd.Socket) {
 	t.Helper()
-	runUntilReadyIn(t, cfg, inherited, t.TempDir())
+	runUntilReadyIn(t, cfg, inherited, t.TempDir(), nil)
 }
 
-// runUntilReadyIn is runUntilReady with the runtime directory dir.
-func runUntilReadyIn(t *testing.T, cfg *config.Config, inherited []systemd.Socket, dir string) {
+// runUntilReadyIn is runUntilReady with the runtime directory dir; baton's
+// log also goes to log, if not nil.
+func runUntilReadyIn(t *testing.T, cfg *config.Config, inherited []systemd.Socket, dir string, log io.Writer) {
 	t.Helper()
+	var logTo io.Writer = tlogWriter{t}
+	if log != nil {
+		logTo = io.MultiWriter(logTo, log)
+	}
 	self, _ := os.Executable()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	notes := make(chan string, 10)
 	go func() {
 		done <- Run(ctx, cfg, Options{
-			Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+			Logger:     slog.New(slog.NewTextHandler(logTo, nil)),
 			Shim:       []string{self, spawn.ShimCommand, "--"},
 			Output:     tlogWriter{t},
 			Notify:     func(s string) error { notes <- s; return nil },
