@@ -60,6 +60,12 @@ func Trim() int64 {
 	if !ok {
 		return 0
 	}
+	return trimFile(st)
+}
+
+// trimFile drops the resident pages of this process's read-only mappings
+// of the file st describes and returns the bytes it covered.
+func trimFile(st *syscall.Stat_t) int64 {
 	dev := strconv.FormatUint(uint64(unix.Major(st.Dev)), 16) + ":" + strconv.FormatUint(uint64(unix.Minor(st.Dev)), 16)
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
