@@ -33,7 +33,7 @@ func asUser(t *testing.T, argv ...string) []string {
 // but its flags.
 func ctlAs(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	c := start(t, []string{noRaceExitSleep, "BATON_SOCKET=", "RUNTIME_DIRECTORY="}, asUser(t, append([]string{bin.baton}, args...)...)...)
+	c := start(t, []string{"BATON_SOCKET=", "RUNTIME_DIRECTORY="}, asUser(t, append([]string{bin.baton}, args...)...)...)
 	code := c.waitExit(70 * time.Second)
 	<-c.out.done
 	return code, c.out.String()

@@ -301,7 +301,9 @@ func startFiles(t testing.TB, files []*os.File, env []string, argv ...string) (p
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), env...)
+	// Every process here is spared the race runtime's sleep at exit (env
+	// may say otherwise).
+	cmd.Env = append(append(os.Environ(), noRaceExitSleep), env...)
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw, err := os.Pipe()

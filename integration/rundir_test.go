@@ -110,7 +110,7 @@ func controlOf(t testing.TB, p *proc) string {
 // output.
 func ctl(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	c := start(t, []string{noRaceExitSleep}, append([]string{bin.baton}, args...)...)
+	c := start(t, nil, append([]string{bin.baton}, args...)...)
 	code := c.waitExit(70 * time.Second)
 	<-c.out.done
 	return code, c.out.String()

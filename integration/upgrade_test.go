@@ -90,7 +90,7 @@ func startUpgradableOf(t testing.TB, build string, cfg func(addr, control string
 	}
 	u.install(t, build)
 	u.writeConfig(t, cfg(u.addr, u.control))
-	u.proc = start(t, []string{noRaceExitSleep}, u.exe, "run", "--config", u.cfgPath)
+	u.proc = start(t, nil, u.exe, "run", "--config", u.cfgPath)
 	u.out.wait(reAllReady, 30*time.Second)
 	return u
 }
@@ -98,7 +98,8 @@ func startUpgradableOf(t testing.TB, build string, cfg func(addr, control string
 // noRaceExitSleep spares a process built with -race the race runtime's
 // one-second sleep at exit (a baton handing over, each drained worker,
 // each client command), which would otherwise dominate the times measured
-// here. A race report still makes the process exit 66.
+// here and the suite's time. A race report still makes the process exit
+// 66. Every process the harness starts has it (startFiles).
 var noRaceExitSleep = "GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")
 
 // hellosUpTo returns a config function for hello workers with the given
@@ -147,7 +148,7 @@ func (u *upBaton) writeConfig(t testing.TB, cfg string) {
 // with the trailing newline removed.
 func (u *upBaton) ctl(t testing.TB, command string) (int, string) {
 	t.Helper()
-	p := start(t, []string{noRaceExitSleep}, bin.baton, command, "--control", u.control, "--timeout", "60s")
+	p := start(t, nil, bin.baton, command, "--control", u.control, "--timeout", "60s")
 	code := p.waitExit(70 * time.Second)
 	<-p.out.done
 	return code, strings.TrimSuffix(p.out.String(), "\n")
@@ -718,7 +719,7 @@ func TestUpgradeNewWorkersNeverReady(t *testing.T) {
 			u.writeConfig(t, upgradeConfig(u.addr, u.control, []string{"sleep", "60"}, timeout.String()))
 			from := u.out.len()
 			begin := time.Now()
-			client := start(t, []string{noRaceExitSleep}, bin.baton, "upgrade", "--control", u.control, "--timeout", "60s")
+			client := start(t, nil, bin.baton, "upgrade", "--control", u.control, "--timeout", "60s")
 			// Both workers of the attempt start; then everything below
 			// the old baton but its own workers is the attempt's.
 			at := from
@@ -782,7 +783,7 @@ func TestUpgradeCancelledByStop(t *testing.T) {
 	before := u.settle(t)
 	u.writeConfig(t, upgradeConfig(u.addr, u.control, []string{"sleep", "60"}, "30s"))
 	from := u.out.len()
-	client := start(t, []string{noRaceExitSleep}, bin.baton, "upgrade", "--control", u.control, "--timeout", "60s")
+	client := start(t, nil, bin.baton, "upgrade", "--control", u.control, "--timeout", "60s")
 	reStarted := regexp.MustCompile(`msg="worker started" slot=\d+ pid=\d+ generation=` + strconv.Itoa(before.Generation+1))
 	u.out.waitFrom(from, reStarted, 20*time.Second)
 	syscall.Kill(before.PID, syscall.SIGTERM)
