@@ -11,6 +11,10 @@ command -v node >/dev/null || need+=(nodejs)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v make >/dev/null || need+=(make)
+# The real servers the suite runs under baton (docs/languages.md), for
+# Debian's own interpreter (another python3 may come first in $PATH).
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import gunicorn' 2>/dev/null || need+=(python3-gunicorn)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import uvicorn' 2>/dev/null || need+=(python3-uvicorn)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then

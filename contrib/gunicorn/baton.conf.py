@@ -1,0 +1,92 @@
+"""gunicorn settings and hooks for a stock gunicorn (20.1 or newer) under
+baton: gunicorn -c contrib/gunicorn/baton.conf.py app:app
+
+baton runs the pool, so each baton worker is one gunicorn master with one
+gunicorn worker (`workers` below; -w on the command line overrides it).
+gunicorn takes baton's listeners by socket activation (LISTEN_FDS) by
+itself. What this file changes:
+
+Readiness. gunicorn's master sends READY=1 as soon as it holds the
+sockets, before any worker has imported the app: baton would drain the
+old workers while the new one may still fail to boot. So the master's
+NOTIFY_SOCKET is taken away here, and each gunicorn worker reports ready
+once the app is loaded (post_worker_init): a line on BATON_READY_FD
+(worker.ready = "fd") and READY=1 on NOTIFY_SOCKET (worker.ready =
+"notify"; baton takes it from a worker's child).
+
+Drain. On SIGTERM baton's signal reaches the gunicorn master, which
+passes it to its worker. A stock gthread worker then closes its idle
+keep-alive connections at once: a client sending its next request on one
+right then gets a reset (the keep-alive race). Here a gthread worker
+instead keeps serving for the keep-alive timeout (`keepalive`, 2 s by
+default) plus one turn of its loop, answering every request with
+"Connection: close" (pre_request); a connection idle that long is closed
+by gunicorn's own keep-alive timeout, and a busy one ends after its next
+response. Then it stops as gunicorn's SIGTERM would. It still accepts
+during that time (gunicorn has no hook to stop accepting), and answers
+those connections the same way. The sync worker needs nothing: it never
+keeps a connection alive. graceful_timeout follows baton's drain timeout.
+"""
+
+import os
+import re
+import signal
+import threading
+
+workers = 1
+
+# baton SIGKILLs what is left at its drain timeout; gunicorn's own deadline
+# for its worker comes a second before.
+_unit = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+_part = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"
+_drain = os.environ.get("BATON_DRAIN_TIMEOUT", "")
+if re.fullmatch(f"(?:{_part})+", _drain):
+    graceful_timeout = max(1, int(sum(float(n) * _unit[u] for n, u in re.findall(_part, _drain))) - 1)
+
+# The master's READY=1 would come before the app is loaded (see above).
+_notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+_ready_fd = os.environ.pop("BATON_READY_FD", "")
+_draining = threading.Event()
+
+
+def _notify(worker, state):
+    if not _notify_socket:
+        return
+    import socket
+    path = "\0" + _notify_socket[1:] if _notify_socket.startswith("@") else _notify_socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(state.encode(), path)
+    except OSError as e:
+        worker.log.warning("baton: notify %s: %s", state, e)
+
+
+def post_worker_init(worker):
+    if _ready_fd.isdigit():
+        try:
+            os.write(int(_ready_fd), b"READY=1\n")
+            os.close(int(_ready_fd))
+        except OSError as e:
+            worker.log.warning("baton: readiness descriptor %s: %s", _ready_fd, e)
+    _notify(worker, "READY=1")
+    if type(worker).__name__ == "ThreadWorker":  # gthread
+        signal.signal(signal.SIGTERM, lambda signum, frame: _drain_gthread(worker))
+
+
+def _drain_gthread(worker):
+    if _draining.is_set():
+        return
+    _draining.set()
+    _notify(worker, "STOPPING=1")
+    grace = worker.cfg.keepalive + 1.5  # the keep-alive timeout and a turn of the loop (1 s)
+    worker.log.info("baton: draining for %.1fs, every response with Connection: close", grace)
+
+    def stop():
+        worker.alive = False  # what gunicorn's SIGTERM does
+
+    threading.Timer(grace, stop).start()
+
+
+def pre_request(worker, req):
+    if _draining.is_set():
+        req.force_close()

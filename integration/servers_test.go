@@ -1,0 +1,174 @@
+package integration
+
+import (
+	"fmt"
+	"maps"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/batonhq/baton/loadtest"
+)
+
+// debianPython is the interpreter Debian's python3-gunicorn and
+// python3-uvicorn install for (another python3 may come first in $PATH).
+const debianPython = "/usr/bin/python3"
+
+// realServer is one server of docs/languages.md's table, as the suite
+// runs it under baton.
+type realServer struct {
+	name   string   // the table's first column
+	recipe string   // what of baton's it uses ("" for a stock server)
+	argv   []string // relative paths are the repository's
+	ready  string   // worker.ready
+	// needs is a command that exits 0 if the server is installed.
+	needs []string
+	// clean: with its recipe it must fail no request at a reload.
+	clean bool
+}
+
+func realServers() []realServer {
+	py := filepath.Join(repoRoot, "contrib/python")
+	conf := filepath.Join(repoRoot, "contrib/gunicorn/baton.conf.py")
+	gunicorn := []string{debianPython, "-m", "gunicorn", "--chdir", py, "--log-level", "warning", "--workers", "1"}
+	needGunicorn := []string{debianPython, "-c", "import gunicorn"}
+	return []realServer{
+		{name: "Node http.createServer", recipe: "contrib/node/baton.js", ready: "fd", clean: true,
+			argv: []string{"node", filepath.Join(repoRoot, "contrib/node/server.js")}, needs: []string{"node", "--version"}},
+		{name: "Python WSGI on the standard library", recipe: "contrib/python/baton.py", ready: "fd", clean: true,
+			argv: []string{"python3", filepath.Join(py, "server.py")}, needs: []string{"python3", "--version"}},
+		{name: "gunicorn sync", ready: "notify",
+			argv: slices.Concat(gunicorn, []string{"--worker-class", "sync", "server:app"}), needs: needGunicorn},
+		{name: "gunicorn sync", recipe: "contrib/gunicorn/baton.conf.py", ready: "notify", clean: true,
+			argv: slices.Concat(gunicorn, []string{"--config", conf, "--worker-class", "sync", "server:app"}), needs: needGunicorn},
+		{name: "gunicorn gthread", ready: "notify",
+			argv: slices.Concat(gunicorn, []string{"--worker-class", "gthread", "--threads", "4", "server:app"}), needs: needGunicorn},
+		{name: "gunicorn gthread", recipe: "contrib/gunicorn/baton.conf.py", ready: "notify", clean: true,
+			argv: slices.Concat(gunicorn, []string{"--config", conf, "--worker-class", "gthread", "--threads", "4", "server:app"}), needs: needGunicorn},
+		{name: "uvicorn --fd 3", ready: "delay:1s",
+			argv:  []string{debianPython, "-m", "uvicorn", "--fd", "3", "--app-dir", py, "--log-level", "warning", "--no-access-log", "asgi:app"},
+			needs: []string{debianPython, "-c", "import uvicorn"}},
+	}
+}
+
+// Real servers of other languages, unmodified, under baton: 2 workers,
+// 10 reloads under 8 clients in each client mode at once. Every one
+// serves and refuses no connection; with baton's recipe for it (a module
+// for Node and for Python's standard library, a config file for
+// gunicorn) none fails a request. What a stock server loses is measured
+// and printed as docs/languages.md's table, which is copied from the
+// last run.
+func TestRealServers(t *testing.T) {
+	var table []string
+	for _, s := range realServers() {
+		label := s.name + ", stock"
+		if s.recipe != "" {
+			label = s.name + " + " + s.recipe
+		}
+		t.Run(strings.NewReplacer(" ", "_", "/", "_").Replace(label), func(t *testing.T) {
+			if out, err := exec.Command(s.needs[0], s.needs[1:]...).CombinedOutput(); err != nil {
+				t.Skipf("%s is not installed (%s: %v %s); make test installs it", s.name, strings.Join(s.needs, " "), err, out)
+			}
+			argv := slices.Clone(s.argv)
+			var err error
+			if argv[0], err = exec.LookPath(argv[0]); err != nil {
+				t.Fatal(err)
+			}
+			b := startConfigBaton(t, func(addr string) string {
+				// Reloads come faster here than a recipe's drain may take
+				// (gunicorn gthread's: its keep-alive timeout and 1.5 s):
+				// no generation is killed for draining beside two others.
+				return batonConfig(addr, 2, argv, fmt.Sprintf("ready = %q", s.ready)) + "max_draining = 10\n"
+			})
+			gs := map[loadtest.Mode]*loadtest.Generator{}
+			for _, mode := range modes {
+				gs[mode] = startLoad(t, b.addr, mode, 8)
+			}
+			for i := range 10 {
+				if code, out := b.reloadCmd(t); code != 0 {
+					t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
+				}
+				for _, g := range gs {
+					waitServed(t, g, 50)
+				}
+			}
+			row := "| " + s.name + " | " + map[bool]string{true: "`" + s.recipe + "`", false: "none"}[s.recipe != ""]
+			for _, mode := range modes {
+				r := gs[mode].Stop()
+				t.Logf("%s, %s: 10 reloads: %s %v", label, mode, r, r.Samples)
+				row += " | " + failures(r)
+				if r.Refused != 0 {
+					t.Errorf("%s: %d connections refused", mode, r.Refused)
+				}
+				if s.clean && r.Failed() != 0 {
+					t.Errorf("%s with %s: %d requests failed: %s %v", mode, s.recipe, r.Failed(), r, r.Samples)
+				}
+			}
+			table = append(table, row+" |")
+		})
+	}
+	t.Logf("docs/languages.md, measured by TestRealServers (2 workers, 10 reloads, 8 clients per mode):\n"+
+		"| server | recipe | keep-alive: failed of requests | per request: failed of requests |\n|---|---|---|---|\n%s",
+		strings.Join(table, "\n"))
+}
+
+// failures is a result as docs/languages.md gives it: "0 of 12,345", or
+// "78 of 105,153 (76 reset, 2 EOF)".
+func failures(r loadtest.Result) string {
+	s := fmt.Sprintf("%d of %s", r.Failed(), thousands(r.Requests))
+	var kinds []string
+	for _, k := range []struct {
+		n    int64
+		name string
+	}{{r.Refused, "refused"}, {r.Reset, "reset"}, {r.EOF, "EOF"}, {r.Timeout, "timeout"}, {r.BadStatus, "bad status"}, {r.Other, "other"}} {
+		if k.n > 0 {
+			kinds = append(kinds, fmt.Sprintf("%d %s", k.n, k.name))
+		}
+	}
+	if len(kinds) > 0 {
+		s += " (" + strings.Join(kinds, ", ") + ")"
+	}
+	return s
+}
+
+// thousands writes n with commas: 105153 -> "105,153".
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// gunicorn's master reports READY=1 before its worker has loaded the app;
+// with contrib/gunicorn/baton.conf.py the worker reports it once the app
+// is loaded. So a reload to an app that fails to load is rolled back with
+// the old workers serving, where stock gunicorn would be promoted and then
+// exit.
+func TestGunicornRecipeReadiness(t *testing.T) {
+	if out, err := exec.Command(debianPython, "-c", "import gunicorn").CombinedOutput(); err != nil {
+		t.Skipf("gunicorn is not installed: %v %s; make test installs it", err, out)
+	}
+	gunicorn := func(app string) []string {
+		return []string{debianPython, "-m", "gunicorn", "--chdir", filepath.Join(repoRoot, "contrib/python"),
+			"--config", filepath.Join(repoRoot, "contrib/gunicorn/baton.conf.py"), "--worker-class", "gthread", app}
+	}
+	b := startConfigBaton(t, func(addr string) string { return batonConfig(addr, 2, gunicorn("server:app"), "") })
+	before := b.workerPIDs()
+	g := startLoad(t, b.addr, loadtest.KeepAlive, 4)
+	b.write(t, batonConfig(b.addr, 2, gunicorn("server:no_such_app"), ""))
+	code, out := b.reloadCmd(t)
+	waitServed(t, g, 100)
+	r := g.Stop()
+	if code != 1 || !strings.Contains(out, "rolled back") {
+		t.Errorf("reload to an app that cannot load: exit %d, %q; want exit 1, rolled back", code, out)
+	}
+	if after := b.workerPIDs(); !maps.Equal(after, before) {
+		t.Errorf("workers %v before the failed reload, %v after: want the same", before, after)
+	}
+	if r.Failed() != 0 {
+		t.Errorf("%d requests failed across the failed reload: %s %v", r.Failed(), r, r.Samples)
+	}
+}
