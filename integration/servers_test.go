@@ -3,8 +3,10 @@ package integration
 import (
 	"fmt"
 	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -170,5 +172,41 @@ func TestGunicornRecipeReadiness(t *testing.T) {
 	}
 	if r.Failed() != 0 {
 		t.Errorf("%d requests failed across the failed reload: %s %v", r.Failed(), r, r.Samples)
+	}
+}
+
+// docs/languages.md's table is TestRealServers' output: one row for each
+// server and recipe the test runs, in its order, and 0 failed in both
+// modes wherever the test demands it.
+func TestLanguagesDocTable(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "languages.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows [][]string
+	for _, line := range strings.Split(string(b), "\n") {
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if len(cells) != 4 || !regexp.MustCompile(`^\d+ of [\d,]+`).MatchString(cells[2]) {
+			continue // not a row of measurements
+		}
+		rows = append(rows, cells)
+	}
+	servers := realServers()
+	if len(rows) != len(servers) {
+		t.Fatalf("docs/languages.md has %d measured rows, TestRealServers runs %d servers", len(rows), len(servers))
+	}
+	for i, s := range servers {
+		recipe := "none"
+		if s.recipe != "" {
+			recipe = "`" + s.recipe + "`"
+		}
+		if r := rows[i]; r[0] != s.name || r[1] != recipe {
+			t.Errorf("row %d is %q, %q; TestRealServers runs %q, %q", i+1, r[0], r[1], s.name, recipe)
+		} else if s.clean && (!strings.HasPrefix(r[2], "0 of ") || !strings.HasPrefix(r[3], "0 of ")) {
+			t.Errorf("row %d (%s with %s) reports failures the test does not allow: %q, %q", i+1, s.name, s.recipe, r[2], r[3])
+		}
 	}
 }
