@@ -125,7 +125,7 @@ func TestBalanceModesUnderLoad(t *testing.T) {
 
 // sysctl sets the kernel setting at path to value for the test, and back
 // at its end.
-func sysctl(t *testing.T, path, value string) {
+func sysctl(t testing.TB, path, value string) {
 	t.Helper()
 	was, err := os.ReadFile(path)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 var modes = []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest}
 
 // startLoad starts load on addr and waits until it flows.
-func startLoad(t *testing.T, addr string, mode loadtest.Mode, c int) *loadtest.Generator {
+func startLoad(t testing.TB, addr string, mode loadtest.Mode, c int) *loadtest.Generator {
 	t.Helper()
 	ctx := withTimeout(t, 2*time.Minute)
 	g, err := loadtest.Start(ctx, loadtest.Options{Addr: addr, Concurrency: c, Mode: mode, Duration: time.Minute})
@@ -31,7 +31,7 @@ func startLoad(t *testing.T, addr string, mode loadtest.Mode, c int) *loadtest.G
 
 // waitServed waits until the load has seen n more OK responses than now,
 // so assertions cover a stretch of service after an event.
-func waitServed(t *testing.T, g *loadtest.Generator, n int64) {
+func waitServed(t testing.TB, g *loadtest.Generator, n int64) {
 	t.Helper()
 	if err := g.WaitOK(withTimeout(t, 30*time.Second), g.Snapshot().OK+n); err != nil {
 		t.Fatalf("load stalled: %v (%s)", err, g.Snapshot())
