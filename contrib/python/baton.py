@@ -58,6 +58,7 @@ import time
 import wsgiref.simple_server
 
 IDLE_GRACE = 1.0  # seconds
+IO_TIMEOUT = 60.0  # seconds a read or write on a connection may wait (idle keep-alive included)
 MAX_UNREAD_BODY = 1 << 20  # bytes of an unread request body dropped to keep the connection
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -132,6 +133,10 @@ class Conn:
             self.idle_since = time.monotonic()
             self.got_data = False
 
+    def reading(self):
+        with self.lock:
+            self.got_data = True
+
 
 class MarkingReader(io.RawIOBase):
     """The connection's reads, noting when a request starts to arrive."""
@@ -185,13 +190,15 @@ class Handler(wsgiref.simple_server.WSGIRequestHandler):
     connection alive and frames the response)."""
 
     protocol_version = "HTTP/1.1"  # keep-alive
-    disable_nagle_algorithm = True  # headers and body are separate writes
+    timeout = IO_TIMEOUT  # of every read and write on the connection
 
     def setup(self):
+        # TCP_NODELAY (headers and body are separate writes) is TCP's.
+        self.disable_nagle_algorithm = self.request.family in (socket.AF_INET, socket.AF_INET6)
         super().setup()
-        self.conn = Conn(self.connection)
+        self.conn = self.server.conn_of(self.request)
         self.rfile = io.BufferedReader(MarkingReader(self.conn))
-        self.server.track(self.conn)
+        self.body = None
 
     def finish(self):
         try:
@@ -209,33 +216,58 @@ class Handler(wsgiref.simple_server.WSGIRequestHandler):
         self.conn.idle()
         if self.server.draining:
             self.server.wake()  # a sweep is due at the end of the grace
-        self.raw_requestline = self.rfile.readline(65537)
-        if len(self.raw_requestline) > 65536:
-            self.send_error(414)
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except TimeoutError:
+            self.close_connection = True
             return
         if not self.raw_requestline:
             self.close_connection = True
             return
-        if not self.parse_request():
-            return  # parse_request answered the error
+        self.conn.reading()  # a pipelined request may be in the buffer already
+        if len(self.raw_requestline) > 65536:
+            self.send_error(414)
+            return
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            # Request bodies come with a Content-Length here.
-            self.send_error(411 if length >= 0 else 400)
+            if not self.parse_request():
+                return  # parse_request answered the error
+        except TimeoutError:
             self.close_connection = True
             return
-        body = Body(self.rfile, length)
-        self.respond(body)
-        if not self.close_connection and not body.discard(MAX_UNREAD_BODY):
+        length = self.body_length()
+        if length is None:
+            self.close_connection = True
+            return
+        # HTTP_X_A would be both X-A and X_A: the underscore form is dropped.
+        for name in {k for k in self.headers.keys() if "_" in k}:
+            del self.headers[name]
+        self.body = Body(self.rfile, length)
+        self.respond()
+        if not self.close_connection and not self.body.discard(MAX_UNREAD_BODY):
             self.close_connection = True
 
-    def respond(self, body):
+    def body_length(self):
+        """The request body's length, or None once the request has been
+        answered with an error: a request whose framing could be read two
+        ways (several or malformed Content-Length headers, any
+        Transfer-Encoding, a broken header block) is refused, so that
+        nothing in front of this server reads it differently."""
+        if self.headers.defects:
+            self.send_error(400, "Malformed header block")
+            return None
+        if self.headers.get_all("Transfer-Encoding"):
+            self.send_error(501, "Transfer-Encoding is not supported; send a Content-Length")
+            return None
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1 or lengths and not re.fullmatch(r"[0-9]{1,18}", lengths[0].strip()):
+            self.send_error(400, "Bad Content-Length")
+            return None
+        return int(lengths[0]) if lengths else 0
+
+    def respond(self):
         environ = self.get_environ()
         environ.update({
-            "wsgi.input": io.BufferedReader(body),
+            "wsgi.input": io.BufferedReader(self.body),
             "wsgi.errors": sys.stderr,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
@@ -253,13 +285,14 @@ class Handler(wsgiref.simple_server.WSGIRequestHandler):
             finally:
                 if hasattr(result, "close"):
                     result.close()
-        except ConnectionError:
+        except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception:
             self.close_connection = True
             log(f"{self.command} {self.path}: the app failed:")
             sys.excepthook(*sys.exc_info())
             if not out.sent:
+                self._headers_buffer = []  # what send_headers may have left
                 try:
                     self.send_error(500)
                 except OSError:
@@ -269,10 +302,15 @@ class Handler(wsgiref.simple_server.WSGIRequestHandler):
         pass  # no access log: one line per request would drown baton's log
 
 
+# What a header name may be (RFC 9110's token).
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 class Response:
     """A WSGI response on the handler's connection: the status and headers
     go out with the first body bytes (or at the end), framed by the app's
-    Content-Length or else chunked."""
+    Content-Length (enforced: more is cut, less closes the connection) or
+    else chunked; 1xx, 204, 304 and HEAD responses carry no body."""
 
     def __init__(self, handler):
         self.h = handler
@@ -280,6 +318,8 @@ class Response:
         self.headers = []
         self.sent = False
         self.chunked = False
+        self.length = None  # the app's Content-Length
+        self.written = 0
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -293,47 +333,80 @@ class Response:
         self.status, self.headers = status, list(headers)
         return self.write
 
-    def send_headers(self, length_known):
-        h = self.h
+    def bodiless(self):
+        code = int(self.status[:3])
+        return self.h.command == "HEAD" or 100 <= code < 200 or code in (204, 304)
+
+    def check(self):
+        """Raise ValueError for a status or header that cannot go on the
+        wire as is: nothing is sent then, and the app's failure is a 500."""
         if self.status is None:
             raise AssertionError("the app returned before calling start_response")
+        self.length = None
+        if not re.fullmatch(r"[1-5][0-9]{2}( [^\r\n\0]*)?", self.status):
+            raise ValueError(f"bad status {self.status!r}")
+        for k, v in self.headers:
+            if not isinstance(k, str) or not TOKEN.fullmatch(k):
+                raise ValueError(f"bad header name {k!r}")
+            if not isinstance(v, str) or any(c in v for c in "\r\n\0"):
+                raise ValueError(f"bad value for header {k}: {v!r}")
+            v.encode("latin-1")  # WSGI's header strings are Latin-1
+            if k.lower() == "content-length":
+                if not re.fullmatch(r"[0-9]{1,18}", v.strip()) or self.length is not None:
+                    raise ValueError(f"bad Content-Length {v!r}")
+                self.length = int(v)
+
+    def send_headers(self, length_known):
+        h = self.h
+        self.check()
         code, _, reason = self.status.partition(" ")
         h.send_response(int(code), reason or None)
-        names = set()
         for k, v in self.headers:
-            names.add(k.lower())
             h.send_header(k, v)
-        if "content-length" not in names and not length_known:
+        if self.length is None and not length_known and not self.bodiless():
             if h.request_version == "HTTP/1.1":
                 self.chunked = True
                 h.send_header("Transfer-Encoding", "chunked")
             else:
                 h.close_connection = True
+        if h.body is not None and h.body.left > MAX_UNREAD_BODY:
+            h.close_connection = True  # too much body left to drop and go on
         if h.server.draining or h.close_connection:
             h.send_header("Connection", "close")  # also sets close_connection
         h.end_headers()
         self.sent = True
 
     def write(self, data):
+        if not isinstance(data, bytes):
+            raise TypeError(f"the app gave {type(data).__name__}, not bytes, as body")
         if not data:
             return
         if not self.sent:
             self.send_headers(False)
-        if self.h.command == "HEAD":
+        if self.bodiless():
             return
+        if self.length is not None:
+            if self.written + len(data) > self.length:
+                data = data[: self.length - self.written]  # more than it said
+                self.h.close_connection = True
+            self.written += len(data)
         if self.chunked:
             self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
+        elif data:
             self.h.wfile.write(data)
 
     def end(self):
         if not self.sent:
             # Nothing written: an empty body, whose length is known.
-            if not any(k.lower() == "content-length" for k, _ in self.headers or []):
+            self.check()
+            if self.length is None and not self.bodiless():
                 self.headers.append(("Content-Length", "0"))
+                self.length = 0
             self.send_headers(True)
-        elif self.chunked and self.h.command != "HEAD":
+        elif self.chunked:
             self.h.wfile.write(b"0\r\n\r\n")
+        if self.length is not None and self.written < self.length and not self.bodiless():
+            self.h.close_connection = True  # less than it said: the client sees the end
         self.h.wfile.flush()
 
 
@@ -348,6 +421,7 @@ class Server(http.server.ThreadingHTTPServer):
         self.app = app
         self.draining = False
         self.conns = set()
+        self.pending = {}  # socket -> its Conn, until its thread takes it
         self.changed = threading.Condition()
         self.setup_environ()
 
@@ -360,9 +434,10 @@ class Server(http.server.ThreadingHTTPServer):
             "SERVER_PORT": str(port), "REMOTE_HOST": "", "CONTENT_LENGTH": "", "SCRIPT_NAME": "",
         }
 
-    def track(self, conn):
+    def conn_of(self, sock):
+        """The Conn process_request made for sock."""
         with self.changed:
-            self.conns.add(conn)
+            return self.pending.pop(sock)
 
     def untrack(self, conn):
         with self.changed:
@@ -374,16 +449,28 @@ class Server(http.server.ThreadingHTTPServer):
             self.changed.notify()
 
     def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
 
     def process_request(self, request, client_address):
+        # Tracked before its thread starts, so that a drain beginning now
+        # waits for it.
+        conn = Conn(request)
+        with self.changed:
+            self.conns.add(conn)
+            self.pending[request] = conn
         # Handler threads inherit the signal mask: with the stop signals
         # blocked there, the kernel delivers them to the main thread, where
         # they interrupt accept().
         old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             super().process_request(request, client_address)
+        except RuntimeError as e:  # no thread to be had
+            log(f"cannot serve a connection: {e}")
+            with self.changed:
+                self.pending.pop(request, None)
+            self.untrack(conn)
+            request.close()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
@@ -409,6 +496,13 @@ class Server(http.server.ThreadingHTTPServer):
                 err = ctypes.get_errno()
                 if err in (errno.EINTR, errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO):
                     continue
+                if err in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors or memory: the connection waits in
+                    # the queue (or goes to another worker) while this one
+                    # serves what it has.
+                    log(f"accept: {os.strerror(err)}; retrying in 100ms")
+                    time.sleep(0.1)
+                    continue
                 raise OSError(err, os.strerror(err))
             sock = socket.socket(fileno=fd)
             try:
@@ -416,6 +510,8 @@ class Server(http.server.ThreadingHTTPServer):
             except OSError:
                 sock.close()  # the client is gone already
                 continue
+            if sock.family == socket.AF_UNIX:
+                addr = ("", 0)  # an unnamed unix peer: no address
             self.process_request(sock, addr)
 
     def drain(self, timeout):
@@ -454,8 +550,13 @@ class Server(http.server.ThreadingHTTPServer):
             due = c.idle_since + IDLE_GRACE
             if now < due:
                 return due
-            if select.select([c.sock], [], [], 0)[0]:
-                return None  # a request (or the client's FIN) is waiting
+            try:
+                p = select.poll()  # not select(): descriptors above 1023
+                p.register(c.sock.fileno(), select.POLLIN)
+                if p.poll(0):
+                    return None  # a request (or the client's FIN) is waiting
+            except (OSError, ValueError):
+                return None  # closed meanwhile
             c.kicked = True
             try:
                 c.sock.shutdown(socket.SHUT_RD)
@@ -478,7 +579,9 @@ class Server(http.server.ThreadingHTTPServer):
 def serve(app, name="http"):
     """Serve the WSGI app on the inherited listener name until SIGTERM or
     SIGINT, drain, and exit (0 drained, 1 cut at the deadline)."""
-    timeout = parse_duration(os.environ.get("BATON_DRAIN_TIMEOUT")) or 30.0
+    timeout = parse_duration(os.environ.get("BATON_DRAIN_TIMEOUT"))
+    if timeout is None:
+        timeout = 30.0
     server = Server(listener(name), app)
 
     def on_signal(signum, frame):
@@ -503,4 +606,7 @@ def serve(app, name="http"):
     server.socket.close()  # this process's copy only
     if not server.drain(timeout):
         server.force(f"at the {timeout:g}s deadline")
-    sys.exit(0)
+    # Not sys.exit: a thread the app left running would hold the exit up.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

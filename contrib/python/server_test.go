@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/drain/draintest"
 )
@@ -113,6 +117,192 @@ func TestWSGI(t *testing.T) {
 	resp, _ = exchange("GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp.StatusCode != 500 || !resp.Close {
 		t.Errorf("an app that fails: %s (close %t), want 500 and the connection closed", resp.Status, resp.Close)
+	}
+	w.Signal(t, syscall.SIGTERM)
+	if st := w.Wait(t); st != 0 {
+		t.Errorf("exit status %d, want 0", st)
+	}
+}
+
+// misbehaving is testdata/misbehaving.py: an app that gets everything
+// wrong that baton.py must contain.
+var misbehaving = []string{"python3", "testdata/misbehaving.py"}
+
+// roundTrip sends raw on c and reads one response to method; the body is
+// read whole (err is the body's read error, if any).
+func roundTrip(t *testing.T, c net.Conn, br *bufio.Reader, method, raw string) (resp *http.Response, body string, err error) {
+	t.Helper()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%q: %v", raw, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b), err
+}
+
+// closed checks that the server closed c after what was read from br.
+func closed(t *testing.T, c net.Conn, br *bufio.Reader, after string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(draintest.EventTimeout))
+	if b, err := br.ReadByte(); err != io.EOF {
+		rest, _ := br.Peek(br.Buffered())
+		t.Errorf("after %s: read %q%q, %v; want the connection closed", after, b, rest, err)
+	}
+}
+
+// A request whose framing could be read two ways is refused and its
+// connection closed, so that nothing smuggled after it is answered; a
+// header name with an underscore cannot pose as one with a dash.
+func TestRefusesAmbiguousFraming(t *testing.T) {
+	ln, s := draintest.Listen(t, "http")
+	draintest.Start(t, misbehaving, []draintest.Socket{s}).Serving(t, spec.Serving)
+	smuggled := "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, tt := range []struct {
+		name, req string
+		status    int
+	}{
+		{"transfer-encoding", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(smuggled), smuggled), 501},
+		{"two lengths", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 37\r\n\r\n" + smuggled, 400},
+		{"malformed length", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +1_0\r\n\r\n0123456789", 400},
+		{"broken header block", "POST /echo HTTP/1.1\r\nHost: x\r\nnot a header\r\nContent-Length: 5\r\n\r\n" + smuggled, 400},
+	} {
+		c := draintest.Dial(t, ln.Addr().String())
+		br := bufio.NewReader(c)
+		resp, _, _ := roundTrip(t, c, br, "POST", tt.req)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: %s, want %d", tt.name, resp.Status, tt.status)
+		}
+		closed(t, c, br, tt.name)
+	}
+	c := draintest.Dial(t, ln.Addr().String())
+	resp, _, _ := roundTrip(t, c, bufio.NewReader(c), "GET", "GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+	if got := resp.Header.Get("X-Forwarded-For"); got != "10.0.0.1" {
+		t.Errorf("the app saw X-Forwarded-For %q, want only the dashed header's 10.0.0.1", got)
+	}
+}
+
+// What an app gets wrong stays inside its own response: a header that
+// cannot go on the wire is a 500, a body longer than its Content-Length
+// is cut and one shorter ends the connection (never a second response in
+// the first), a 204 and a HEAD carry no body, a str body is a 500.
+func TestContainsAppMistakes(t *testing.T) {
+	ln, s := draintest.Listen(t, "http")
+	draintest.Start(t, misbehaving, []draintest.Socket{s}).Serving(t, spec.Serving)
+	get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n" }
+	for _, path := range []string{"/crlf", "/latin", "/str"} {
+		c := draintest.Dial(t, ln.Addr().String())
+		resp, _, _ := roundTrip(t, c, bufio.NewReader(c), "GET", get(path))
+		if resp.StatusCode != 500 || resp.Header.Get("Set-Cookie") != "" || resp.Header.Get("X-Name") != "" {
+			t.Errorf("%s: %s %v, want a plain 500", path, resp.Status, resp.Header)
+		}
+	}
+
+	c := draintest.Dial(t, ln.Addr().String())
+	br := bufio.NewReader(c)
+	if resp, body, err := roundTrip(t, c, br, "GET", get("/long")); resp.StatusCode != 200 || body != "ok" || err != nil {
+		t.Errorf("/long: %s %q %v, want 200 \"ok\"", resp.Status, body, err)
+	}
+	closed(t, c, br, "a body longer than its Content-Length")
+
+	c = draintest.Dial(t, ln.Addr().String())
+	if _, body, err := roundTrip(t, c, bufio.NewReader(c), "GET", get("/short")); err != io.ErrUnexpectedEOF {
+		t.Errorf("/short: body %q, %v; want the connection closed after 5 of 10 bytes", body, err)
+	}
+
+	c = draintest.Dial(t, ln.Addr().String())
+	br = bufio.NewReader(c)
+	for _, tt := range []struct{ method, req string }{
+		{"GET", get("/nocontent")},
+		{"HEAD", "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"GET", get("/")},
+	} {
+		resp, body, err := roundTrip(t, c, br, tt.method, tt.req)
+		if err != nil || len(resp.TransferEncoding) > 0 || tt.method == "HEAD" && body != "" || tt.req == get("/nocontent") && (resp.StatusCode != 204 || body != "") {
+			t.Errorf("%q: %s %v %q %v", tt.req, resp.Status, resp.TransferEncoding, body, err)
+		}
+		if resp.Close {
+			t.Errorf("%q: the connection was closed after it, want it kept", tt.req)
+		}
+	}
+	if _, body, _ := roundTrip(t, c, br, "GET", get("/")); body != "fine\n" {
+		t.Errorf("after a 204 and a HEAD, GET / on the same connection: %q", body)
+	}
+}
+
+// A request whose headers and first body bytes came with the previous
+// request (already in the server's buffer, so never seen arriving) is
+// not taken for an idle connection by the drain: the rest of its body,
+// sent after the idle grace, is still read and the request answered.
+func TestDrainKeepsPipelinedRequest(t *testing.T) {
+	ln, s := draintest.Listen(t, "http")
+	w := draintest.Start(t, misbehaving, []draintest.Socket{s})
+	w.Serving(t, spec.Serving)
+	c := draintest.Dial(t, ln.Addr().String())
+	br := bufio.NewReader(c)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /: %v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	w.Signal(t, syscall.SIGTERM)
+	for !strings.HasPrefix(w.Line(t), spec.Draining) {
+	}
+	// The condition under test is the grace passing.
+	time.Sleep(spec.IdleGrace + 500*time.Millisecond)
+	resp, body, err := roundTrip(t, c, br, "POST", "56789")
+	if err != nil || body != "0123456789" {
+		t.Errorf("POST /echo across the drain: %s %q %v, want the 10 bytes echoed", resp.Status, body, err)
+	}
+	if st := w.Wait(t); st != 0 {
+		t.Errorf("exit status %d, want 0", st)
+	}
+}
+
+// A thread the app leaves running does not hold the worker's exit up.
+func TestAppThreadDoesNotHoldExit(t *testing.T) {
+	_, s := draintest.Listen(t, "http")
+	w := draintest.Start(t, misbehaving, []draintest.Socket{s}, "MISBEHAVING_THREAD=1")
+	w.Serving(t, spec.Serving)
+	w.Signal(t, syscall.SIGTERM)
+	if st := w.Wait(t); st != 0 {
+		t.Errorf("exit status %d, want 0", st)
+	}
+}
+
+// A unix-socket listener (baton's unix:// address) serves too.
+func TestUnixListener(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc, err := ln.(*net.UnixListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, serr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, serr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 3) }); err != nil || serr != nil {
+		t.Fatalf("dup listener: %v %v", err, serr)
+	}
+	defer unix.Close(fd)
+	w := draintest.Start(t, misbehaving, []draintest.Socket{{Name: "http", Fd: fd}})
+	w.Serving(t, spec.Serving)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if resp, body, err := roundTrip(t, c, bufio.NewReader(c), "GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 || body != "fine\n" || err != nil {
+		t.Errorf("GET / over a unix socket: %s %q %v", resp.Status, body, err)
 	}
 	w.Signal(t, syscall.SIGTERM)
 	if st := w.Wait(t); st != 0 {
