@@ -25,7 +25,8 @@ by gunicorn's own keep-alive timeout, and a busy one ends after its next
 response. Then it stops as gunicorn's SIGTERM would. It still accepts
 during that time (gunicorn has no hook to stop accepting), and answers
 those connections the same way. The sync worker needs nothing: it never
-keeps a connection alive. graceful_timeout follows baton's drain timeout.
+keeps a connection alive. graceful_timeout follows baton's drain timeout
+(a second before it), and the gthread grace ends 1.5 s before that.
 """
 
 import os
@@ -71,6 +72,8 @@ def post_worker_init(worker):
     _notify(worker, "READY=1")
     if type(worker).__name__ == "ThreadWorker":  # gthread
         signal.signal(signal.SIGTERM, lambda signum, frame: _drain_gthread(worker))
+        # As gunicorn has it: SIGTERM does not interrupt system calls.
+        signal.siginterrupt(signal.SIGTERM, False)
 
 
 def _drain_gthread(worker):
@@ -78,13 +81,21 @@ def _drain_gthread(worker):
         return
     _draining.set()
     _notify(worker, "STOPPING=1")
-    grace = worker.cfg.keepalive + 1.5  # the keep-alive timeout and a turn of the loop (1 s)
+    # The keep-alive timeout and a turn of the loop (1 s), within the
+    # master's own deadline for its worker (graceful_timeout), which must
+    # leave time to finish what is in flight.
+    grace = min(worker.cfg.keepalive + 1.5, worker.cfg.graceful_timeout - 1.5)
+    if grace <= 0:
+        worker.alive = False  # no time for it: what gunicorn's SIGTERM does
+        return
     worker.log.info("baton: draining for %.1fs, every response with Connection: close", grace)
 
     def stop():
         worker.alive = False  # what gunicorn's SIGTERM does
 
-    threading.Timer(grace, stop).start()
+    timer = threading.Timer(grace, stop)
+    timer.daemon = True  # a worker leaving another way does not wait for it
+    timer.start()
 
 
 def pre_request(worker, req):
