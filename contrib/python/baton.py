@@ -37,10 +37,20 @@ systemd and from baton at once):
      (set by baton, a Go duration such as "30s"; default 30s), closing
      whatever is left.
 
-Responses: a WSGI app that sets Content-Length keeps the connection
-alive; one that does not is sent chunked to an HTTP/1.1 client, and with
-the connection closed after it to an HTTP/1.0 one. A request body the app
-did not read is read and dropped before the next request.
+Requests: a body comes with one Content-Length; a request with a
+Transfer-Encoding (a chunked body) is refused with 501, and one whose
+framing could be read two ways with 400, closing the connection, so that
+nothing in front of this server reads it differently. A body the app did
+not read is read and dropped before the next request. Every read and
+write on a connection waits IO_TIMEOUT at most (idle keep-alive
+included).
+
+Responses: a WSGI app that sets Content-Length keeps the connection alive
+(the length is enforced: more is cut, less closes the connection); one
+that does not is sent chunked to an HTTP/1.1 client, and with the
+connection closed after it to an HTTP/1.0 one. Headers that cannot go on
+the wire as they are (CR, LF or NUL in them, not Latin-1) make a 500.
+1xx, 204, 304 and HEAD responses carry no body.
 """
 
 import ctypes
