@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/batonhq/baton/drain/draintest"
 )
 
@@ -280,21 +278,8 @@ func TestAppThreadDoesNotHoldExit(t *testing.T) {
 // A unix-socket listener (baton's unix:// address) serves too.
 func TestUnixListener(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	rc, err := ln.(*net.UnixListener).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, serr := -1, error(nil)
-	if err := rc.Control(func(s uintptr) { fd, serr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 3) }); err != nil || serr != nil {
-		t.Fatalf("dup listener: %v %v", err, serr)
-	}
-	defer unix.Close(fd)
-	w := draintest.Start(t, misbehaving, []draintest.Socket{{Name: "http", Fd: fd}})
+	_, s := draintest.ListenUnix(t, path, "http")
+	w := draintest.Start(t, misbehaving, []draintest.Socket{s})
 	w.Serving(t, spec.Serving)
 	c, err := net.Dial("unix", path)
 	if err != nil {

@@ -46,18 +46,35 @@ func Listen(t testing.TB, name string) (*net.TCPListener, Socket) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	rc, err := ln.(*net.TCPListener).SyscallConn()
+	return ln.(*net.TCPListener), Socket{Name: name, Fd: dup(t, ln.(*net.TCPListener))}
+}
+
+// ListenUnix is Listen for a unix stream socket at path.
+func ListenUnix(t testing.TB, path, name string) (*net.UnixListener, Socket) {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Through SyscallConn, never Fd, which would make the socket blocking
-	// for every process sharing it.
+	t.Cleanup(func() { ln.Close() })
+	return ln.(*net.UnixListener), Socket{Name: name, Fd: dup(t, ln.(*net.UnixListener))}
+}
+
+// dup returns a close-on-exec duplicate of ln's descriptor, closed when
+// the test ends. Through SyscallConn, never Fd, which would make the
+// socket blocking for every process sharing it.
+func dup(t testing.TB, ln syscall.Conn) int {
+	t.Helper()
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
 	fd, serr := -1, error(nil)
 	if err := rc.Control(func(s uintptr) { fd, serr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 3) }); err != nil || serr != nil {
 		t.Fatalf("dup listener: %v %v", err, serr)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
-	return ln.(*net.TCPListener), Socket{Name: name, Fd: fd}
+	return fd
 }
 
 // Accepted waits, up to EventTimeout, until no connection waits in ln's
