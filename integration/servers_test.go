@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton/loadtest"
 )
@@ -207,6 +208,44 @@ func TestLanguagesDocTable(t *testing.T) {
 			t.Errorf("row %d is %q, %q; TestRealServers runs %q, %q", i+1, r[0], r[1], s.name, recipe)
 		} else if s.clean && (!strings.HasPrefix(r[2], "0 of ") || !strings.HasPrefix(r[3], "0 of ")) {
 			t.Errorf("row %d (%s with %s) reports failures the test does not allow: %q, %q", i+1, s.name, s.recipe, r[2], r[3])
+		}
+	}
+}
+
+// With a drain timeout shorter than the gthread grace, the config's grace
+// ends before gunicorn's own deadline (graceful_timeout, a second before
+// baton's): reloads under load fail no request. A grace that outlasted
+// it had the master SIGKILL its worker with requests in flight.
+func TestGunicornRecipeShortDrain(t *testing.T) {
+	if out, err := exec.Command(debianPython, "-c", "import gunicorn").CombinedOutput(); err != nil {
+		t.Skipf("gunicorn is not installed: %v %s; make test installs it", err, out)
+	}
+	argv := []string{debianPython, "-m", "gunicorn", "--chdir", filepath.Join(repoRoot, "contrib/python"),
+		"--config", filepath.Join(repoRoot, "contrib/gunicorn/baton.conf.py"), "--worker-class", "gthread", "--threads", "4", "server:app"}
+	b := startConfigBaton(t, func(addr string) string {
+		cfg := batonConfig(addr, 2, argv, "") + "max_draining = 10\n"
+		return strings.Replace(cfg, `drain_timeout = "10s"`, `drain_timeout = "3s"`, 1)
+	})
+	gs := map[loadtest.Mode]*loadtest.Generator{}
+	for _, mode := range modes {
+		gs[mode] = startLoad(t, b.addr, mode, 8)
+	}
+	for i := range 3 {
+		if code, out := b.reloadCmd(t); code != 0 {
+			t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
+		}
+		for _, g := range gs {
+			waitServed(t, g, 50)
+		}
+	}
+	// The last generation replaced drains within the 3 s, so its end is in
+	// the load too.
+	b.out.wait(regexp.MustCompile(`msg="generation 3 drained"`), 30*time.Second)
+	for mode, g := range gs {
+		r := g.Stop()
+		t.Logf("gunicorn gthread + config, drain_timeout 3s, %s: 3 reloads: %s", mode, r)
+		if r.Failed() != 0 {
+			t.Errorf("%s: %d requests failed: %s %v", mode, r.Failed(), r, r.Samples)
 		}
 	}
 }

@@ -26,7 +26,9 @@ response. Then it stops as gunicorn's SIGTERM would. It still accepts
 during that time (gunicorn has no hook to stop accepting), and answers
 those connections the same way. The sync worker needs nothing: it never
 keeps a connection alive. graceful_timeout follows baton's drain timeout
-(a second before it), and the gthread grace ends 1.5 s before that.
+(a second before it), and the gthread grace ends 1.5 s before that; a
+drain timeout under 6 s shortens `keepalive` to fit (under 4 s: no
+keep-alive).
 """
 
 import os
@@ -43,6 +45,11 @@ _part = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"
 _drain = os.environ.get("BATON_DRAIN_TIMEOUT", "")
 if re.fullmatch(f"(?:{_part})+", _drain):
     graceful_timeout = max(1, int(sum(float(n) * _unit[u] for n, u in re.findall(_part, _drain))) - 1)
+    # The gthread drain lasts the keep-alive timeout and 1.5 s, and must
+    # end 1.5 s before graceful_timeout: a drain timeout too short for
+    # gunicorn's 2 s shortens it, down to 0 (no keep-alive at all, so no
+    # idle connection to close).
+    keepalive = max(0, min(2, graceful_timeout - 3))
 
 # The master's READY=1 would come before the app is loaded (see above).
 _notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
