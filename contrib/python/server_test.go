@@ -130,6 +130,7 @@ var misbehaving = []string{"python3", "testdata/misbehaving.py"}
 // read whole (err is the body's read error, if any).
 func roundTrip(t *testing.T, c net.Conn, br *bufio.Reader, method, raw string) (resp *http.Response, body string, err error) {
 	t.Helper()
+	c.SetDeadline(time.Now().Add(draintest.EventTimeout))
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -292,5 +293,46 @@ func TestUnixListener(t *testing.T) {
 	w.Signal(t, syscall.SIGTERM)
 	if st := w.Wait(t); st != 0 {
 		t.Errorf("exit status %d, want 0", st)
+	}
+}
+
+// Out of descriptors, the worker waits and serves on, instead of ending:
+// with 64 descriptors, 80 idle connections, then a request once they go.
+func TestOutOfDescriptors(t *testing.T) {
+	ln, s := draintest.Listen(t, "http")
+	w := draintest.Start(t, []string{"sh", "-c", `ulimit -n 64 && exec "$@"`, "sh", misbehaving[0], misbehaving[1]}, []draintest.Socket{s})
+	w.Serving(t, spec.Serving)
+	var idle []net.Conn
+	for range 80 {
+		idle = append(idle, draintest.Dial(t, ln.Addr().String()))
+	}
+	for !strings.Contains(w.Line(t), "Too many open files") {
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	c := draintest.Dial(t, ln.Addr().String())
+	if resp, body, err := roundTrip(t, c, bufio.NewReader(c), "GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 || body != "fine\n" || err != nil {
+		t.Errorf("GET / after running out of descriptors: %s %q %v", resp.Status, body, err)
+	}
+	w.Signal(t, syscall.SIGTERM)
+	if st := w.Wait(t); st != 0 {
+		t.Errorf("exit status %d, want 0", st)
+	}
+}
+
+// The drain closes idle connections whose descriptors are above 1023
+// (where select() cannot go): 1,100 idle connections, SIGTERM, exit 0.
+func TestDrainManyConnections(t *testing.T) {
+	ln, s := draintest.Listen(t, "http")
+	w := draintest.Start(t, []string{"sh", "-c", `ulimit -n 4096 && exec "$@"`, "sh", misbehaving[0], misbehaving[1]}, []draintest.Socket{s})
+	w.Serving(t, spec.Serving)
+	for range 1100 {
+		draintest.Dial(t, ln.Addr().String())
+	}
+	draintest.Accepted(t, ln)
+	w.Signal(t, syscall.SIGTERM)
+	if st := w.Wait(t); st != 0 {
+		t.Errorf("exit status %d after draining 1,100 idle connections, want 0", st)
 	}
 }
