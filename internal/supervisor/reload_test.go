@@ -324,7 +324,15 @@ func TestMaxDraining(t *testing.T) {
 			t.Errorf("generation 2's worker %d is gone; it should still be draining", pid)
 		}
 	}
-	if st := h.stats(); st.Draining != 1 {
+	// The pid is gone once reaped; baton counts the generation drained
+	// when its loop has taken the exit in, a moment later.
+	deadline := time.Now().Add(10 * time.Second)
+	st := h.stats()
+	for st.Draining != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		st = h.stats()
+	}
+	if st.Draining != 1 {
 		t.Errorf("%d generations draining, want 1", st.Draining)
 	}
 	// The workers ignore SIGTERM and drain_timeout is a minute: a second
