@@ -31,8 +31,15 @@ func TestOtherLanguageWorkers(t *testing.T) {
 				t.Skipf("%s is not installed: %v", tt.interp, err)
 			}
 			b := startBaton(t, "--workers", "2", "--ready", tt.ready, "--", interp, filepath.Join(repoRoot, tt.script))
-			if tt.name == "python" && b.out.count(regexp.MustCompile(`python: serving on .* \(listener blocking\)`)) != 2 {
-				t.Errorf("the Python workers did not get the listener in blocking mode:\n%s", b.out)
+			if tt.name == "python" {
+				// A worker's line may reach baton's output after its READY=1.
+				re := regexp.MustCompile(`python: serving on .* \(listener blocking\)`)
+				for deadline := time.Now().Add(10 * time.Second); b.out.count(re) != 2 && time.Now().Before(deadline); {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if b.out.count(re) != 2 {
+					t.Errorf("the Python workers did not get the listener in blocking mode:\n%s", b.out)
+				}
 			}
 			for _, mode := range modes {
 				r, err := loadtest.Run(withTimeout(t, time.Minute), loadtest.Options{Addr: b.addr, Concurrency: 8, Requests: 400, Mode: mode})
