@@ -153,18 +153,7 @@ func TestNodeWorkerBalanced(t *testing.T) {
 				return batonConfig(addr, 2, []string{node, filepath.Join(repoRoot, "contrib/node/server.js")},
 					fmt.Sprintf("ready = \"fd\"\nbalance = %q", balance))
 			})
-			gs := map[loadtest.Mode]*loadtest.Generator{}
-			for _, mode := range modes {
-				gs[mode] = startLoad(t, b.addr, mode, 16)
-			}
-			for i := range 10 {
-				if code, out := b.reloadCmd(t); code != 0 {
-					t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
-				}
-				for _, g := range gs {
-					waitServed(t, g, 50)
-				}
-			}
+			gs := reloadsUnderLoad(t, b, 10, 16)
 			for mode, g := range gs {
 				r := g.Stop()
 				t.Logf("node, %s, %s: 10 reloads: %s", balance, mode, r)

@@ -85,18 +85,7 @@ func TestRealServers(t *testing.T) {
 				// no generation is killed for draining beside two others.
 				return batonConfig(addr, 2, argv, fmt.Sprintf("ready = %q", s.ready)) + "max_draining = 10\n"
 			})
-			gs := map[loadtest.Mode]*loadtest.Generator{}
-			for _, mode := range modes {
-				gs[mode] = startLoad(t, b.addr, mode, 8)
-			}
-			for i := range 10 {
-				if code, out := b.reloadCmd(t); code != 0 {
-					t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
-				}
-				for _, g := range gs {
-					waitServed(t, g, 50)
-				}
-			}
+			gs := reloadsUnderLoad(t, b, 10, 8)
 			row := "| " + s.name + " | " + map[bool]string{true: "`" + s.recipe + "`", false: "none"}[s.recipe != ""]
 			for _, mode := range modes {
 				r := gs[mode].Stop()
@@ -226,18 +215,7 @@ func TestGunicornRecipeShortDrain(t *testing.T) {
 		cfg := batonConfig(addr, 2, argv, "") + "max_draining = 10\n"
 		return strings.Replace(cfg, `drain_timeout = "10s"`, `drain_timeout = "3s"`, 1)
 	})
-	gs := map[loadtest.Mode]*loadtest.Generator{}
-	for _, mode := range modes {
-		gs[mode] = startLoad(t, b.addr, mode, 8)
-	}
-	for i := range 3 {
-		if code, out := b.reloadCmd(t); code != 0 {
-			t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
-		}
-		for _, g := range gs {
-			waitServed(t, g, 50)
-		}
-	}
+	gs := reloadsUnderLoad(t, b, 3, 8)
 	// The last generation replaced drains within the 3 s, so its end is in
 	// the load too.
 	b.out.wait(regexp.MustCompile(`msg="generation 3 drained"`), 30*time.Second)
@@ -248,4 +226,24 @@ func TestGunicornRecipeShortDrain(t *testing.T) {
 			t.Errorf("%s: %d requests failed: %s %v", mode, r.Failed(), r, r.Samples)
 		}
 	}
+}
+
+// reloadsUnderLoad puts c clients in each client mode on b at once and
+// reloads it n times, each reload answered and followed by served
+// requests; it returns the loads, still running.
+func reloadsUnderLoad(t *testing.T, b *configBaton, n, c int) map[loadtest.Mode]*loadtest.Generator {
+	t.Helper()
+	gs := map[loadtest.Mode]*loadtest.Generator{}
+	for _, mode := range modes {
+		gs[mode] = startLoad(t, b.addr, mode, c)
+	}
+	for i := range n {
+		if code, out := b.reloadCmd(t); code != 0 {
+			t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
+		}
+		for _, g := range gs {
+			waitServed(t, g, 50)
+		}
+	}
+	return gs
 }
