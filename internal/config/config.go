@@ -19,7 +19,7 @@ const ReadyFD = "fd"
 // The balancing modes of worker.balance.
 const (
 	BalanceShared     = "shared"      // every worker accepts on the one socket
-	BalanceReusePort  = "reuseport"   // a SO_REUSEPORT socket per slot, held by baton
+	BalanceReusePort  = "reuseport"   // a SO_REUSEPORT socket per worker, held and steered by baton
 	BalanceRoundRobin = "round-robin" // baton accepts and passes each connection on
 )
 

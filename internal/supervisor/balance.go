@@ -14,17 +14,17 @@ import (
 
 // How connections reach the workers (worker.balance; docs/balancing.md).
 // shared: every worker accepts on the listener itself. reuseport: each
-// slot has its own SO_REUSEPORT socket per TCP listener, bound beside the
-// listener (slot 0's is the listener) and held by baton, so a slot's next
-// worker inherits it. round-robin: baton accepts on the stream listeners
-// and passes each connection to the next ready worker (roundrobin).
+// worker has its own SO_REUSEPORT socket per TCP listener, of a group
+// baton holds and steers (steer.go). round-robin: baton accepts on the
+// stream listeners and passes each connection to the next ready worker
+// (roundrobin).
 
 // migrateReqPath says whether the kernel moves the queue of a closed
 // SO_REUSEPORT socket to its siblings (a variable for tests).
 var migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
 
-// perSlot reports whether l gets a socket per slot.
-func perSlot(cfg *config.Config, l config.Listener) bool {
+// perWorker reports whether l gets a socket per worker.
+func perWorker(cfg *config.Config, l config.Listener) bool {
 	return cfg.Worker.Balance == config.BalanceReusePort && strings.HasPrefix(l.Network, "tcp")
 }
 
@@ -33,20 +33,15 @@ func passedOn(cfg *config.Config, l config.Listener) bool {
 	return cfg.Worker.Balance == config.BalanceRoundRobin && l.Stream()
 }
 
-// slotSocket is a listener's own socket for one slot (reuseport).
-type slotSocket struct {
-	fd      int
-	passKey string // its name for the upgrader, "" if not registered
-}
-
 // openBalance prepares cfg's listeners for its balancing mode: with
-// reuseport each TCP listener must allow siblings; with round-robin baton
-// accepts on each stream listener.
+// reuseport each TCP listener must allow siblings, and is the first
+// socket of its group; with round-robin baton accepts on each stream
+// listener.
 func (s *supervisor) openBalance(cfg *config.Config) error {
 	for _, c := range cfg.Listen {
 		l := s.findListener(c)
 		switch {
-		case perSlot(cfg, c):
+		case perWorker(cfg, c):
 			on, err := unix.GetsockoptInt(l.fd, unix.SOL_SOCKET, unix.SO_REUSEPORT)
 			if err != nil {
 				return fmt.Errorf("supervisor: listener %q: %w", c.Name, os.NewSyscallError("getsockopt SO_REUSEPORT", err))
@@ -56,7 +51,11 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 				if l.inherited {
 					why = "systemd bound it without SO_REUSEPORT: set ReusePort=yes in its .socket unit"
 				}
-				return fmt.Errorf("supervisor: listener %q: balance = %q needs a socket per slot, but %s", c.Name, config.BalanceReusePort, why)
+				return fmt.Errorf("supervisor: listener %q: balance = %q needs a socket per worker, but %s", c.Name, config.BalanceReusePort, why)
+			}
+			if l.group == nil {
+				l.group = newGroup(l.name, l.fd)
+				l.group.check(s)
 			}
 			s.warnMigrate()
 		case passedOn(cfg, c):
@@ -68,8 +67,8 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 	return nil
 }
 
-// warnMigrate warns, once, that closing a slot's socket resets the
-// connections waiting in its queue.
+// warnMigrate warns, once, that retiring a socket resets the connections
+// waiting in its queue.
 func (s *supervisor) warnMigrate() {
 	if s.warnedMigrate {
 		return
@@ -79,28 +78,8 @@ func (s *supervisor) warnMigrate() {
 	if err != nil || strings.TrimSpace(string(b)) != "0" {
 		return
 	}
-	s.log.Warn("net.ipv4.tcp_migrate_req is 0: when a slot goes (a scale down, a reload to fewer workers) the connections waiting in its socket's queue are reset; set it to 1 so the kernel moves them to the other slots",
+	s.log.Warn("net.ipv4.tcp_migrate_req is 0: when baton closes a worker's socket with connections waiting (its worker died and none replaces it) they are reset; set it to 1 so the kernel moves them to the other workers' sockets",
 		"balance", config.BalanceReusePort)
-}
-
-// slotFd returns the socket of l for slot, binding it beside l the first
-// time.
-func (s *supervisor) slotFd(l *listener, slot int) (int, error) {
-	if slot == 0 {
-		return l.fd, nil
-	}
-	if ss := l.slots[slot]; ss != nil {
-		return ss.fd, nil
-	}
-	fd, err := bindBeside(l.fd)
-	if err != nil {
-		return -1, fmt.Errorf("supervisor: listener %q: socket for slot %d: %w", l.name, slot, err)
-	}
-	if l.slots == nil {
-		l.slots = map[int]*slotSocket{}
-	}
-	l.slots[slot] = &slotSocket{fd: fd}
-	return fd, nil
 }
 
 // bindBeside binds a new SO_REUSEPORT socket where fd is bound, with its
@@ -134,7 +113,7 @@ func bindBeside(fd int) (int, error) {
 	}
 	if err == nil {
 		if err = unix.Bind(nfd, sa); errors.Is(err, unix.EADDRINUSE) {
-			err = fmt.Errorf("%w (a socket per slot must be bound by the same user as the listener: run baton as the user systemd binds the .socket as)", os.NewSyscallError("bind", err))
+			err = fmt.Errorf("%w (a socket per worker must be bound by the same user as the listener: run baton as the user systemd binds the .socket as)", os.NewSyscallError("bind", err))
 		} else if err != nil {
 			err = os.NewSyscallError("bind", err)
 		}
@@ -161,41 +140,30 @@ func listenBacklog() int {
 	return unix.SOMAXCONN
 }
 
-// closeSlots closes l's slot sockets (not its own) beyond keep; shut:
-// shut them down first, so the kernel stops sending them connections at
-// once, though a draining worker still holds a copy.
-func (l *listener) closeSlots(keep map[int]bool, shut bool) {
-	for slot, ss := range l.slots {
-		if keep[slot] {
-			continue
-		}
-		if shut {
-			unix.Shutdown(ss.fd, unix.SHUT_RD)
-		}
-		unix.Close(ss.fd)
-		delete(l.slots, slot)
-	}
-}
-
 // Route carries out the Machine's Routes: round-robin passes connections
-// to the ready workers only; with reuseport the sockets of slots no
-// worker holds any more are closed, unless another baton shares them.
+// to the ready workers only; reuseport steers them to the ready workers'
+// sockets.
 func (s *supervisor) Route(r lifecycle.Routes) {
 	if s.rr != nil {
 		s.rr.Route(r.Ready)
 	}
-	if r.Shared {
-		return
-	}
-	keep := map[int]bool{}
-	for _, slot := range r.Slots {
-		keep[slot] = true
-	}
-	for _, l := range s.listeners {
-		if len(l.slots) > 0 {
-			l.closeSlots(keep, true)
+	wasShared := s.routes.Shared
+	s.routes = r
+	if wasShared && !r.Shared && s.oldBaton == 0 {
+		// A self-upgrade failed: the sockets left to the successor are
+		// this baton's again, and its program may have been replaced.
+		for _, l := range s.listeners {
+			if l.group == nil {
+				continue
+			}
+			l.group.to = nil
+			for _, gs := range l.group.socks {
+				gs.theirs = false
+			}
 		}
 	}
+	s.sweep()
+	s.steer()
 }
 
 // workerExited tells the balancer a worker is gone.
@@ -203,4 +171,5 @@ func (s *supervisor) workerExited(pid int) {
 	if s.rr != nil {
 		s.rr.Exited(pid)
 	}
+	s.releaseSockets(pid)
 }

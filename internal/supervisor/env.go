@@ -50,6 +50,17 @@ func (s *supervisor) Signal(pid int, sig lifecycle.Signal, to lifecycle.Target) 
 		// it can act on it.
 		s.rr.Detach(pid)
 	}
+	s.forget(pid)
+	if sig == lifecycle.SIGTERM && s.steerAway(pid) {
+		// Its sockets get no new connection: it is told once it has
+		// accepted what waits in them.
+		s.signalDrained(pid, func() { s.kill(pid, sig, to) })
+		return
+	}
+	s.kill(pid, sig, to)
+}
+
+func (s *supervisor) kill(pid int, sig lifecycle.Signal, to lifecycle.Target) {
 	us := unixSignal(sig)
 	switch to {
 	case lifecycle.Group:
@@ -127,6 +138,7 @@ func (s *supervisor) Upgrade(lastGen int) error {
 	if err != nil {
 		return err
 	}
+	s.leaveFreeSockets()
 	s.log.Info("self-upgrade: starting a new baton", "executable", os.Args[0])
 	note := string(b)
 	// tableflip waits for the new baton itself: the reaper leaves it be.
@@ -170,6 +182,7 @@ func (s *supervisor) HandOver(pid int) {
 	if err := s.toSystemd(state); err != nil {
 		s.log.Warn("cannot tell systemd the new main pid", "err", err)
 	}
+	s.handedOver = true // its workers are steered by the successor now
 	s.control.close(true)
 	s.metrics.close()
 	path := s.control.path // the successor answers where this one did

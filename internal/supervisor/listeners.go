@@ -38,15 +38,25 @@ type listener struct {
 	// passKey names it for the upgrader, which holds a copy for the next
 	// supervisor; "" when not registered.
 	passKey string
-	// slots are its sockets for slots 1, 2, ... (worker.balance =
-	// "reuseport"); slot 0's is fd.
-	slots map[int]*slotSocket
+	// group is its SO_REUSEPORT group (worker.balance = "reuseport"),
+	// whose first socket is fd; nil in the other modes.
+	group *group
+}
+
+// extra returns the sockets of l's group besides l's own.
+func (l *listener) extra() []*groupSocket {
+	if l.group == nil {
+		return nil
+	}
+	return l.group.socks[1:]
 }
 
 // close closes baton's descriptors and, unless keepPath (another
 // supervisor shares the socket), removes its socket file.
 func (l *listener) close(keepPath bool) {
-	l.closeSlots(nil, false)
+	for _, gs := range l.extra() {
+		unix.Close(gs.fd)
+	}
 	unix.Close(l.fd)
 	if l.unlink != "" && !keepPath {
 		os.Remove(l.unlink)
@@ -154,7 +164,7 @@ func (s *supervisor) Open(cfg *config.Config, store bool) error {
 		if s.findListener(c) != nil {
 			continue
 		}
-		l, err := bind(context.Background(), c, perSlot(cfg, c))
+		l, err := bind(context.Background(), c, perWorker(cfg, c))
 		if err != nil {
 			closeListeners(bound, false)
 			return err
@@ -258,9 +268,9 @@ func (s *supervisor) Release(inUse []*config.Config, inForce *config.Config) {
 			// accepts nothing meanwhile.
 			unix.Shutdown(l.fd, unix.SHUT_RDWR)
 		}
-		for _, ss := range l.slots {
-			if ss.passKey != "" {
-				unix.Shutdown(ss.fd, unix.SHUT_RDWR)
+		for _, gs := range l.extra() {
+			if gs.passKey != "" {
+				unix.Shutdown(gs.fd, unix.SHUT_RDWR)
 			}
 		}
 		l.close(false)
@@ -291,7 +301,7 @@ func checkType(fd int, l config.Listener) error {
 // bind creates the socket with the standard library, keeps a duplicate of
 // its descriptor and makes it blocking, as systemd would hand it over,
 // before any worker exists; reusePort: with SO_REUSEPORT, so that sockets
-// for further slots can be bound beside it.
+// for further workers can be bound beside it.
 func bind(ctx context.Context, l config.Listener, reusePort bool) (listener, error) {
 	var (
 		lc     net.ListenConfig
@@ -300,6 +310,10 @@ func bind(ctx context.Context, l config.Listener, reusePort bool) (listener, err
 		err    error
 	)
 	if reusePort {
+		// Plain TCP, like the sockets bound beside it: Go makes an MPTCP
+		// listener where the kernel has it, and the kernel attaches no
+		// reuseport program to one.
+		lc.SetMultipathTCP(false)
 		lc.Control = func(_, _ string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
@@ -399,10 +413,10 @@ func (s *supervisor) passListeners(fromSystemd bool) error {
 			return err
 		}
 		if fromSystemd {
-			continue // slot sockets are registered when an upgrade starts
+			continue // group sockets are registered when an upgrade starts
 		}
-		for _, ss := range l.slots {
-			if err := register(l.name, ss.fd, &ss.passKey); err != nil {
+		for _, gs := range l.extra() {
+			if err := register(l.name, gs.fd, &gs.passKey); err != nil {
 				return err
 			}
 		}

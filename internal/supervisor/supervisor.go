@@ -150,6 +150,18 @@ type supervisor struct {
 	unstore []string
 	// passSeq numbers the sockets registered with the upgrader.
 	passSeq int
+
+	// routes are the Machine's last Routes. With reuseport (steer.go):
+	// leaving are the workers left out of the programs, about to be
+	// signalled or signalled; pendingKill the signals waiting for their
+	// sockets' queues, by pid; handedOver is set once a successor steers
+	// this baton's workers' sockets; oldBaton is the parent baton, in a
+	// successor, until it has exited.
+	routes      lifecycle.Routes
+	leaving     map[int]bool
+	pendingKill map[int]*time.Timer
+	handedOver  bool
+	oldBaton    int
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until
@@ -167,21 +179,23 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) {
 	s := &supervisor{
-		load:      opts.Load,
-		log:       opts.Logger,
-		toSystemd: opts.Notify,
-		shim:      opts.Shim,
-		out:       &lineWriter{w: opts.Output},
-		ring:      linering.New(linering.Options{}),
-		events:    make(chan any, 64),
-		quit:      make(chan struct{}),
-		readers:   map[*os.File]bool{},
-		devNull:   -1,
-		reaper:    newReaper(),
-		upg:       opts.Upgrader,
-		version:   opts.Version,
-		balance:   cfg.Worker.Balance,
-		started:   time.Now(),
+		load:        opts.Load,
+		log:         opts.Logger,
+		toSystemd:   opts.Notify,
+		shim:        opts.Shim,
+		out:         &lineWriter{w: opts.Output},
+		ring:        linering.New(linering.Options{}),
+		events:      make(chan any, 64),
+		quit:        make(chan struct{}),
+		readers:     map[*os.File]bool{},
+		leaving:     map[int]bool{},
+		pendingKill: map[int]*time.Timer{},
+		devNull:     -1,
+		reaper:      newReaper(),
+		upg:         opts.Upgrader,
+		version:     opts.Version,
+		balance:     cfg.Worker.Balance,
+		started:     time.Now(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()

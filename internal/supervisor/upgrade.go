@@ -61,9 +61,12 @@ type passedListener struct {
 	Addr    string `json:"addr,omitempty"`
 	Systemd bool   `json:"systemd,omitempty"` // from a .socket unit
 	Stored  bool   `json:"stored,omitempty"`  // in systemd's fd store
-	// Slot, when above 0, says this is the listener's own socket for
-	// that slot (worker.balance = "reuseport").
-	Slot int `json:"slot,omitempty"`
+	// Index, when above 0, says this is the socket at that index of the
+	// listener's SO_REUSEPORT group (worker.balance = "reuseport"); the
+	// listener itself is at 0. Busy: a worker of the passing baton holds
+	// it, so the successor's workers take others.
+	Index int  `json:"index,omitempty"`
+	Busy  bool `json:"busy,omitempty"`
 }
 
 // UpgradeBackstop is the upgrader's own limit on a successor that never
@@ -82,12 +85,13 @@ func (s *supervisor) upgradeNote(lastGen int, balance string) upgradeNote {
 			continue // could not be registered (logged then)
 		}
 		p := passedListener{Key: l.passKey, Name: l.name, Network: l.network, Addr: l.addr, Systemd: l.inherited, Stored: l.stored}
+		if l.group != nil {
+			p.Busy = l.group.socks[0].held()
+		}
 		n.Listeners = append(n.Listeners, p)
-		for slot, ss := range l.slots {
-			if ss.passKey != "" {
-				p.Key, p.Slot, p.Stored = ss.passKey, slot, false
-				n.Listeners = append(n.Listeners, p)
-			}
+		for i, gs := range l.extra() {
+			p.Key, p.Index, p.Busy, p.Stored = gs.passKey, i+1, gs.held(), false
+			n.Listeners = append(n.Listeners, p)
 		}
 	}
 	return n
@@ -115,10 +119,10 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 	}
 	var fromSystemd []systemd.Socket
 	var keys []string
-	var slots []passedListener
+	var extra []passedListener
 	for _, p := range note.Listeners {
-		if p.Slot > 0 {
-			slots = append(slots, p)
+		if p.Index > 0 {
+			extra = append(extra, p)
 			continue
 		}
 		if p.Systemd {
@@ -158,32 +162,52 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 		l.passKey = keys[i]
 	}
 	s.listeners = append(s.listeners, ls...)
-	if err := s.takeSlots(slots); err != nil {
+	if err := s.takeGroups(note.Listeners, extra); err != nil {
 		return nil, err
 	}
 	s.log.Info("taking over from the previous baton", "parent", s.parent, "listeners", len(s.listeners))
 	return &note, nil
 }
 
-// takeSlots takes the slot sockets (reuseport) of the listeners taken.
-func (s *supervisor) takeSlots(slots []passedListener) error {
-	for _, p := range slots {
-		for _, l := range s.listeners {
-			if l.passKey == "" || l.inherited != p.Systemd || l.inherited && l.name != p.Name || !l.inherited && (l.network != p.Network || l.addr != p.Addr) {
+// takeGroups rebuilds the SO_REUSEPORT groups (reuseport) of the
+// listeners taken, in the parent's order, from the listeners themselves
+// and the extra sockets of all; the sockets the parent's workers hold are
+// theirs until it exits.
+func (s *supervisor) takeGroups(all, extra []passedListener) error {
+	same := func(l *listener, p passedListener) bool {
+		return l.inherited == p.Systemd && (l.inherited && l.name == p.Name || !l.inherited && l.network == p.Network && l.addr == p.Addr)
+	}
+	for _, l := range s.listeners {
+		var socks []*groupSocket
+		for _, p := range all {
+			if p.Index == 0 && p.Key == l.passKey {
+				socks = []*groupSocket{{fd: l.fd, theirs: p.Busy}}
+			}
+		}
+		for _, p := range extra {
+			if !same(l, p) {
 				continue
 			}
 			fd, err := s.upg.Take(p.Key)
+			if err == nil && fd < 0 {
+				err = fmt.Errorf("the previous baton did not pass it")
+			}
 			if err != nil {
-				return err
+				return fmt.Errorf("supervisor: self-upgrade: listener %q: socket %d of its SO_REUSEPORT group: %w", l.name, p.Index, err)
 			}
-			if fd >= 0 {
-				if l.slots == nil {
-					l.slots = map[int]*slotSocket{}
-				}
-				l.slots[p.Slot] = &slotSocket{fd: fd, passKey: p.Key}
+			socks = append(socks, &groupSocket{fd: fd, passKey: p.Key, theirs: p.Busy})
+			if p.Index != len(socks)-1 {
+				unix.Close(fd)
+				return fmt.Errorf("supervisor: self-upgrade: listener %q: the previous baton passed socket %d of its SO_REUSEPORT group as number %d", l.name, p.Index, len(socks)-1)
 			}
-			break
 		}
+		if len(socks) > 1 || len(socks) == 1 && socks[0].theirs {
+			l.group = &group{name: l.name, socks: socks}
+			l.group.check(s)
+		}
+	}
+	if s.balance == config.BalanceReusePort {
+		s.watchParent(s.parent)
 	}
 	return nil
 }

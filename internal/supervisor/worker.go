@@ -132,10 +132,11 @@ func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, r
 }
 
 // spec builds the handoff spec for the worker of a generation's slot:
-// each listener (or, with reuseport, the slot's own socket of a TCP one),
+// each listener (or, with reuseport, the socket of a TCP one's group
+// picked for it),
 // with round-robin the channel ch instead of the stream listeners, and
 // with ready = "fd" the readiness pipe's write end readyFd (-1: none).
-func (s *supervisor) spec(w lifecycle.Spawn, ch *roundrobin.Channel, readyFd, stdout, stderr int) (spawn.Spec, error) {
+func (s *supervisor) spec(w lifecycle.Spawn, picks map[*listener]*groupSocket, ch *roundrobin.Channel, readyFd, stdout, stderr int) spawn.Spec {
 	var files []spawn.File
 	var extra []string
 	var passed []string
@@ -146,11 +147,8 @@ func (s *supervisor) spec(w lifecycle.Spawn, ch *roundrobin.Channel, readyFd, st
 		case passedOn(w.Config, c):
 			passed = append(passed, c.Name)
 			continue
-		case perSlot(w.Config, c):
-			var err error
-			if fd, err = s.slotFd(l, w.Slot); err != nil {
-				return spawn.Spec{}, err
-			}
+		case picks[l] != nil:
+			fd = picks[l].fd
 		}
 		files = append(files, spawn.File{Name: c.Name, Fd: fd})
 	}
@@ -174,7 +172,7 @@ func (s *supervisor) spec(w lifecycle.Spawn, ch *roundrobin.Channel, readyFd, st
 		spec.Extra = append(spec.Extra, readyFd)
 	}
 	spec.Env = spawn.Env(os.Environ(), append(workerEnv(s.fromWorkers.Path(), w.Slot, w.Generation, cw), extra...), files)
-	return spec, nil
+	return spec
 }
 
 // channel makes the round-robin channel of a worker of cfg, nil when its
@@ -225,14 +223,14 @@ func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
 	if n == 3 {
 		readyFd = writes[2]
 	}
-	ch, err := s.channel(w.Config)
-	var spec spawn.Spec
+	picks, err := s.pick(w)
+	var ch *roundrobin.Channel
 	if err == nil {
-		spec, err = s.spec(w, ch, readyFd, writes[0], writes[1])
+		ch, err = s.channel(w.Config)
 	}
 	pid := 0
 	if err == nil {
-		pid, err = s.spawner.Start(spec)
+		pid, err = s.spawner.Start(s.spec(w, picks, ch, readyFd, writes[0], writes[1]))
 	}
 	closeWrites()
 	if err != nil {
@@ -247,6 +245,7 @@ func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
 		s.rr.Attach(pid, ch)
 	}
 	s.reaper.add(pid)
+	s.hold(picks, pid, w.Slot)
 	prefix := fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid)
 	for i, r := range reads[:2] {
 		keep := linering.Line{Slot: w.Slot, Generation: w.Generation, PID: pid, Stream: [...]string{"stdout", "stderr"}[i]}

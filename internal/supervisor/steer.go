@@ -1,0 +1,547 @@
+package supervisor
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/lifecycle"
+)
+
+// Steering (worker.balance = "reuseport"; docs/balancing.md, "reuseport").
+// Each TCP listener is a SO_REUSEPORT group of sockets that baton holds
+// for its whole life, one per worker at a time: a new worker takes a
+// socket no live worker holds, and another is bound beside the listener
+// when there is none, so a reload's new worker never shares a socket with
+// the one it replaces. A classic BPF program attached to the group
+// (SO_ATTACH_REUSEPORT_CBPF) sends each new connection to the socket of a
+// ready worker, at random. A worker about to be told to stop is first
+// left out of the program, and is signalled once its socket's accept
+// queue is empty: a server that drops at shutdown what it accepted but
+// had not served yet drops nothing, and a socket no worker holds receives
+// nothing.
+//
+// The program names sockets by their index in the kernel's group: a
+// socket joins at the end when it listens, and one that leaves is
+// replaced by the last (net/core/sock_reuseport.c). group.socks keeps
+// that order, and a self-upgrade passes it on. baton checks it against
+// the kernel's count of listening sockets on the address whenever it
+// binds one: a group with members baton does not hold (another process
+// of the same user bound the port with SO_REUSEPORT) is not steered.
+
+// Classic BPF's ancillary load of a random number (linux/filter.h).
+const (
+	skfAdOff    = 0xfffff000 // SKF_AD_OFF, -0x1000
+	skfAdRandom = 56         // SKF_AD_RANDOM
+)
+
+// How long a worker's signal waits for its socket's queue to empty, and
+// for how long the queue must have stayed empty: a handshake the kernel
+// had begun towards that socket before the program left it out completes
+// into its queue (on loopback within microseconds).
+const (
+	steerWait   = time.Second
+	steerSettle = 100 * time.Millisecond
+	steerPoll   = 10 * time.Millisecond
+)
+
+// groupSocket is one socket of a listener's group.
+type groupSocket struct {
+	fd      int
+	passKey string // its name for the upgrader, "" if not registered
+	holders []int  // the live workers it was given to
+	slot    int    // the slot of the last worker it was given to
+	// theirs: the other baton of a self-upgrade uses it. In the
+	// upgrading one, a socket left free for its successor's workers; in
+	// the successor, one its parent's workers hold, until the parent
+	// has exited.
+	theirs bool
+}
+
+// group is a listener's SO_REUSEPORT sockets in the kernel's order:
+// socks[0] is the listener itself.
+type group struct {
+	name  string
+	socks []*groupSocket
+	// to are the indices the attached program picks from; nil when baton
+	// has not attached one (or another baton may have since).
+	to []int
+	// off: not steered, because the kernel's group is not what baton
+	// holds or refused the program. Then a socket is retired as soon as
+	// no worker holds it, and workers are signalled at once.
+	off bool
+}
+
+func newGroup(name string, fd int) *group {
+	return &group{name: name, socks: []*groupSocket{{fd: fd}}}
+}
+
+// backlog is the number of connections waiting in a listening socket's
+// accept queue (TCP_INFO's tcpi_unacked, for a listener).
+func backlog(fd int) uint32 {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return info.Unacked
+}
+
+// held reports whether a live worker holds gs.
+func (gs *groupSocket) held() bool { return len(gs.holders) > 0 }
+
+// free returns the socket for a new worker of slot among those no live
+// worker holds: one with connections waiting (a worker that died left
+// them), its slot's first; else the first free one; nil if none.
+func (g *group) free(slot int) *groupSocket {
+	var first, waiting *groupSocket
+	for _, gs := range g.socks {
+		if gs.held() || gs.theirs {
+			continue
+		}
+		if first == nil {
+			first = gs
+		}
+		if backlog(gs.fd) > 0 && (waiting == nil || gs.slot == slot && waiting.slot != slot) {
+			waiting = gs
+		}
+	}
+	if waiting != nil {
+		return waiting
+	}
+	return first
+}
+
+// share returns a held socket for a new worker of slot, when none is
+// free and none may be bound (the upgrading baton, while its successor
+// binds): its slot's, else the one with the fewest holders.
+func (g *group) share(slot int) *groupSocket {
+	var best *groupSocket
+	for _, gs := range g.socks {
+		if gs.theirs {
+			continue
+		}
+		if gs.held() && gs.slot == slot {
+			return gs
+		}
+		if best == nil || len(gs.holders) < len(best.holders) {
+			best = gs
+		}
+	}
+	return best
+}
+
+// program returns the classic BPF program that picks one of the sockets
+// at indices to, at random.
+func program(to []int) []unix.SockFilter {
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: skfAdOff + skfAdRandom},
+		{Code: unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K, K: uint32(len(to))},
+	}
+	for i, idx := range to {
+		if i < len(to)-1 {
+			// A == i: the next instruction; else skip it.
+			prog = append(prog, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(i), Jt: 0, Jf: 1})
+		}
+		prog = append(prog, unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: uint32(idx)})
+	}
+	return prog
+}
+
+// attach makes the group's program pick from the sockets at indices to.
+func (g *group) attach(to []int) error {
+	prog := program(to)
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.SetsockoptSockFprog(g.socks[0].fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog); err != nil {
+		return os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", err)
+	}
+	g.to = slices.Clone(to)
+	return nil
+}
+
+// giveUp stops steering the group, saying why: the kernel spreads
+// connections by its hash over every socket, so none may stay free.
+func (g *group) giveUp(s *supervisor, why string) {
+	if g.off {
+		return
+	}
+	g.off = true
+	unix.SetsockoptInt(g.socks[0].fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
+	g.to = nil
+	s.log.Warn("balance = \"reuseport\": not steering connections: workers are signalled without waiting for their queues, and a socket is closed when its worker goes", "listener", g.name, "reason", why)
+}
+
+// check compares the group with the kernel's count of sockets listening
+// on its address, and gives up steering when they differ.
+func (g *group) check(s *supervisor) {
+	if g.off {
+		return
+	}
+	n, err := listenersAt(g.socks[0].fd)
+	switch {
+	case err != nil:
+		g.giveUp(s, err.Error())
+	case n != len(g.socks):
+		g.giveUp(s, fmt.Sprintf("%d sockets listen on its address, baton holds %d: another process joined the SO_REUSEPORT group", n, len(g.socks)))
+	}
+}
+
+// listenersAt counts the TCP sockets listening where fd is bound, from
+// /proc/net/tcp or tcp6, which lists listening sockets first.
+func listenersAt(fd int) (int, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, os.NewSyscallError("getsockname", err)
+	}
+	var path, local string
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		path, local = "/proc/net/tcp", fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(a.Addr[:]), a.Port)
+	case *unix.SockaddrInet6:
+		var b strings.Builder
+		for i := 0; i < 16; i += 4 {
+			fmt.Fprintf(&b, "%08X", binary.NativeEndian.Uint32(a.Addr[i:]))
+		}
+		path, local = "/proc/net/tcp6", fmt.Sprintf("%s:%04X", b.String(), a.Port)
+	default:
+		return 0, fmt.Errorf("not a TCP socket")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan() // the header
+	n := 0
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 || fields[3] != "0A" {
+			break
+		}
+		if fields[1] == local {
+			n++
+		}
+	}
+	return n, sc.Err()
+}
+
+// retire takes the socket at index i out of the group (its queue moves
+// to the others with net.ipv4.tcp_migrate_req = 1) and closes it. The
+// kernel moves the last socket into its place; a steered group gets a
+// program for that order first, which until the shutdown sends what
+// would go to the moved socket to the retired one, whose queue moves.
+func (g *group) retire(s *supervisor, i int) {
+	last := len(g.socks) - 1
+	gs := g.socks[i]
+	if !g.off && g.to != nil {
+		var to []int
+		for _, idx := range g.to {
+			switch idx {
+			case i:
+			case last:
+				to = append(to, i)
+			default:
+				to = append(to, idx)
+			}
+		}
+		if len(to) > 0 {
+			if err := g.attach(to); err != nil {
+				g.giveUp(s, err.Error())
+			}
+		}
+	}
+	unix.Shutdown(gs.fd, unix.SHUT_RDWR)
+	unix.Close(gs.fd)
+	g.socks[i] = g.socks[last]
+	g.socks = g.socks[:last]
+}
+
+// pick chooses the socket of each reuseport listener of w's config for
+// w: a free one, else a new one bound beside the listener, else (in the
+// upgrading baton, which may not bind) a shared one.
+func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error) {
+	picks := map[*listener]*groupSocket{}
+	for _, c := range w.Config.Listen {
+		if !perWorker(w.Config, c) {
+			continue
+		}
+		l := s.findListener(c)
+		g := l.group
+		gs := g.free(w.Slot)
+		if gs == nil && s.upgrading() {
+			gs = g.share(w.Slot)
+		}
+		if gs == nil {
+			fd, err := bindBeside(l.fd)
+			if err != nil {
+				return nil, fmt.Errorf("supervisor: listener %q: socket for worker %d: %w", l.name, w.Slot, err)
+			}
+			gs = &groupSocket{fd: fd}
+			g.socks = append(g.socks, gs)
+			g.check(s)
+		}
+		picks[l] = gs
+	}
+	return picks, nil
+}
+
+// upgrading reports whether this baton started a self-upgrade that is
+// under way or handed over: its successor binds sockets, and steers.
+func (s *supervisor) upgrading() bool { return s.routes.Shared && s.parent == 0 }
+
+// leaveFreeSockets leaves, as a self-upgrade starts, the sockets no
+// worker holds to the successor's workers, as its note says.
+func (s *supervisor) leaveFreeSockets() {
+	for _, l := range s.listeners {
+		if l.group == nil {
+			continue
+		}
+		for _, gs := range l.group.socks {
+			gs.theirs = !gs.held()
+		}
+	}
+}
+
+// hold records that pid, of slot, got the sockets picked for it.
+func (s *supervisor) hold(picks map[*listener]*groupSocket, pid, slot int) {
+	for _, gs := range picks {
+		gs.holders = append(gs.holders, pid)
+		gs.slot = slot
+	}
+}
+
+// socketsOf returns the group sockets pid holds.
+func (s *supervisor) socketsOf(pid int) []*groupSocket {
+	var out []*groupSocket
+	for _, l := range s.listeners {
+		if l.group == nil {
+			continue
+		}
+		for _, gs := range l.group.socks {
+			if slices.Contains(gs.holders, pid) {
+				out = append(out, gs)
+			}
+		}
+	}
+	return out
+}
+
+// steer attaches to each steered group a program sending new connections
+// to the sockets of the ready workers not leaving, or, when there are
+// none (at start), of the live workers not leaving. The upgrading baton
+// leaves that to its successor; a successor steers once its own workers
+// are ready.
+func (s *supervisor) steer() {
+	if s.upgrading() {
+		return
+	}
+	for _, l := range s.listeners {
+		g := l.group
+		if g == nil || g.off {
+			continue
+		}
+		to := s.targets(g, true)
+		if len(to) == 0 && !s.routes.Shared {
+			to = s.targets(g, false)
+		}
+		if len(to) == 0 || slices.Equal(to, g.to) {
+			continue
+		}
+		if err := g.attach(to); err != nil {
+			g.giveUp(s, err.Error())
+		}
+	}
+}
+
+// targets returns the indices of g's sockets held by a worker not
+// leaving that is ready (or, with ready false, live).
+func (s *supervisor) targets(g *group, ready bool) []int {
+	var to []int
+	for i, gs := range g.socks {
+		for _, pid := range gs.holders {
+			if !s.leaving[pid] && (!ready || slices.Contains(s.routes.Ready, pid)) {
+				to = append(to, i)
+				break
+			}
+		}
+	}
+	return to
+}
+
+// sweep retires the sockets no worker holds that must not stay: in a
+// group not steered, every one; in a steered one, one with connections
+// waiting that no worker will take (no worker of its slot is yet to
+// start). Never while another baton shares the sockets.
+func (s *supervisor) sweep() {
+	if s.routes.Shared || s.oldBaton != 0 {
+		return
+	}
+	for _, l := range s.listeners {
+		g := l.group
+		if g == nil {
+			continue
+		}
+		for i := len(g.socks) - 1; i >= 1; i-- {
+			gs := g.socks[i]
+			if gs.held() || gs.theirs {
+				continue
+			}
+			if g.off || backlog(gs.fd) > 0 && !s.refilling(g, gs.slot) {
+				g.retire(s, i)
+			}
+		}
+	}
+}
+
+// refilling reports whether a worker of slot is yet to start, which will
+// take a free socket of g that was its slot's.
+func (s *supervisor) refilling(g *group, slot int) bool {
+	if !slices.Contains(s.routes.Slots, slot) {
+		return false
+	}
+	for _, gs := range g.socks {
+		if gs.slot != slot {
+			continue
+		}
+		for _, pid := range gs.holders {
+			if !s.leaving[pid] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// steerAway leaves pid out of the programs and reports whether its
+// sockets now get no new connection, so that its signal should wait for
+// their queues.
+func (s *supervisor) steerAway(pid int) bool {
+	socks := s.socketsOf(pid)
+	if len(socks) == 0 {
+		return false
+	}
+	s.leaving[pid] = true
+	s.steer()
+	for _, l := range s.listeners {
+		g := l.group
+		if g == nil {
+			continue
+		}
+		for i, gs := range g.socks {
+			if !slices.Contains(gs.holders, pid) {
+				continue
+			}
+			for _, other := range gs.holders {
+				if !s.leaving[other] {
+					return false // shared with a worker that stays
+				}
+			}
+			if g.off || !s.handedOver && (g.to == nil || slices.Contains(g.to, i)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// signalDrained sends pid sig once its sockets' queues have been empty
+// for steerSettle, or after steerWait.
+func (s *supervisor) signalDrained(pid int, kill func()) {
+	deadline := time.Now().Add(steerWait)
+	var emptySince time.Time
+	var poll func()
+	poll = func() {
+		if _, ok := s.pendingKill[pid]; !ok {
+			return // exited, or killed
+		}
+		waiting := false
+		for _, gs := range s.socketsOf(pid) {
+			waiting = waiting || backlog(gs.fd) > 0
+		}
+		now := time.Now()
+		switch {
+		case waiting:
+			emptySince = time.Time{}
+		case emptySince.IsZero():
+			emptySince = now
+		}
+		if !waiting && now.Sub(emptySince) >= steerSettle || now.After(deadline) {
+			delete(s.pendingKill, pid)
+			kill()
+			return
+		}
+		s.pendingKill[pid] = time.AfterFunc(steerPoll, func() { s.post(loopCall{do: poll}) })
+	}
+	s.pendingKill[pid] = nil
+	poll()
+}
+
+// forget cancels what waits for pid (it exited, or is being killed).
+func (s *supervisor) forget(pid int) {
+	if t := s.pendingKill[pid]; t != nil {
+		t.Stop()
+	}
+	delete(s.pendingKill, pid)
+}
+
+// releaseSockets gives up what pid held, once it exited.
+func (s *supervisor) releaseSockets(pid int) {
+	s.forget(pid)
+	delete(s.leaving, pid)
+	for _, gs := range s.socketsOf(pid) {
+		gs.holders = slices.DeleteFunc(gs.holders, func(p int) bool { return p == pid })
+	}
+	s.sweep()
+	s.steer()
+}
+
+// watchParent waits, in a successor, for the parent baton to exit: the
+// sockets its workers held are this one's from then on.
+func (s *supervisor) watchParent(pid int) {
+	s.oldBaton = pid
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		s.parentExited(pid) // gone already
+		return
+	}
+	go func() {
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			select {
+			case <-s.quit:
+				return
+			default:
+			}
+			if n, _ := unix.Poll(fds, 200); n > 0 {
+				s.post(loopCall{do: func() { s.parentExited(pid) }})
+				return
+			}
+		}
+	}()
+}
+
+// parentExited frees the sockets the parent's workers held.
+func (s *supervisor) parentExited(pid int) {
+	if s.oldBaton != pid {
+		return
+	}
+	s.oldBaton = 0
+	for _, l := range s.listeners {
+		if l.group == nil {
+			continue
+		}
+		for _, gs := range l.group.socks {
+			gs.theirs = false
+		}
+		l.group.check(s)
+	}
+	s.sweep()
+	s.steer()
+}

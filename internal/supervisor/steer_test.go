@@ -1,0 +1,276 @@
+package supervisor
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/lifecycle"
+)
+
+// steerRig is a supervisor with one reuseport listener on 127.0.0.1, and
+// processes standing in for its workers (sleep, which SIGTERM ends).
+type steerRig struct {
+	s    *supervisor
+	l    *listener
+	port int
+	log  *syncBuffer
+}
+
+func newSteerRig(t *testing.T) *steerRig {
+	t.Helper()
+	fd, port := reusePortSocket(t, true)
+	var log syncBuffer
+	s := &supervisor{
+		log:         slog.New(slog.NewTextHandler(&log, nil)),
+		events:      make(chan any, 64),
+		quit:        make(chan struct{}),
+		leaving:     map[int]bool{},
+		pendingKill: map[int]*time.Timer{},
+	}
+	l := &listener{name: "http", fd: fd, inherited: true, group: newGroup("http", fd)}
+	s.listeners = []*listener{l}
+	t.Cleanup(func() {
+		close(s.quit)
+		for pid := range s.pendingKill {
+			s.forget(pid)
+		}
+		l.close(false)
+	})
+	return &steerRig{s: s, l: l, port: port, log: &log}
+}
+
+// worker starts a stand-in worker of slot and gives it a socket, as
+// Start does; it returns the process and its socket.
+func (r *steerRig) worker(t *testing.T, slot int) (*exec.Cmd, *groupSocket) {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	cfg := testConfig("serve", 2, func(c *config.Config) { c.Worker.Balance = config.BalanceReusePort })
+	picks, err := r.s.pick(lifecycle.Spawn{Slot: slot, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.s.hold(picks, cmd.Process.Pid, slot)
+	return cmd, picks[r.l]
+}
+
+// route tells the rig which workers are ready, as the Machine would.
+func (r *steerRig) route(ready ...*exec.Cmd) {
+	var pids []int
+	for _, c := range ready {
+		pids = append(pids, c.Process.Pid)
+	}
+	r.s.Route(lifecycle.Routes{Ready: pids, Slots: []int{0, 1}})
+}
+
+// dial opens n connections to the listener's port, closed at the test's
+// end, and waits until the kernel has queued them all.
+func (r *steerRig) dial(t *testing.T, n int) {
+	t.Helper()
+	was := r.queued()
+	for range n {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	for deadline := time.Now().Add(5 * time.Second); r.queued() < was+n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections queued, want %d", r.queued(), was+n)
+		}
+	}
+}
+
+// queued is the number of connections waiting in all the group's queues.
+func (r *steerRig) queued() int {
+	n := 0
+	for _, gs := range r.l.group.socks {
+		n += int(backlog(gs.fd))
+	}
+	return n
+}
+
+// loop runs the loop's calls until a worker's status arrives, and
+// checks SIGTERM ended it.
+func (r *steerRig) loop(t *testing.T, status <-chan syscall.WaitStatus) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-r.s.events:
+			ev.(loopCall).do()
+		case ws := <-status:
+			if ws.Signal() != syscall.SIGTERM {
+				t.Errorf("the worker ended by %v, want SIGTERM", ws.Signal())
+			}
+			return
+		case <-timeout:
+			t.Fatal("the worker was never signalled")
+		}
+	}
+}
+
+// exited returns a channel that gets cmd's status once it has exited.
+func exited(cmd *exec.Cmd) <-chan syscall.WaitStatus {
+	done := make(chan syscall.WaitStatus, 1)
+	go func() {
+		st, err := cmd.Process.Wait()
+		if err != nil {
+			panic(err)
+		}
+		done <- st.Sys().(syscall.WaitStatus)
+	}()
+	return done
+}
+
+// accept takes n connections from gs's queue, as its worker would.
+func accept(t *testing.T, gs *groupSocket, n int) {
+	t.Helper()
+	for range n {
+		nfd, _, err := unix.Accept(gs.fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(nfd)
+	}
+}
+
+// A worker told to stop is first left out of the program, and signalled
+// only once it has accepted what waited in its socket's queue; new
+// connections go to the other worker's socket meanwhile.
+func TestSignalWaitsForTheQueue(t *testing.T) {
+	r := newSteerRig(t)
+	a, sa := r.worker(t, 0)
+	b, sb := r.worker(t, 1)
+	if sa == sb || len(r.l.group.socks) != 2 {
+		t.Fatalf("two workers got %d sockets, want one each", len(r.l.group.socks))
+	}
+	r.route(a) // everything goes to a's socket
+	r.dial(t, 3)
+	if n := backlog(sa.fd); n != 3 {
+		t.Fatalf("a's queue holds %d, want 3", n)
+	}
+	r.route(a, b)
+	status := exited(a)
+	r.s.Signal(a.Process.Pid, lifecycle.SIGTERM, lifecycle.Process)
+	if _, waiting := r.s.pendingKill[a.Process.Pid]; !waiting {
+		t.Fatal("a was signalled with connections waiting in its socket")
+	}
+	r.dial(t, 5)
+	if na, nb := backlog(sa.fd), backlog(sb.fd); na != 3 || nb != 5 {
+		t.Fatalf("queues a %d, b %d after a was left out; want 3 and 5", na, nb)
+	}
+	accept(t, sa, 3)
+	r.loop(t, status)
+}
+
+// A worker that accepts nothing is signalled anyway, steerWait later;
+// SIGKILL never waits.
+func TestSignalWaitIsBounded(t *testing.T) {
+	r := newSteerRig(t)
+	a, sa := r.worker(t, 0)
+	b, _ := r.worker(t, 1)
+	r.route(a)
+	r.dial(t, 2)
+	r.route(a, b)
+	status := exited(a)
+	r.s.Signal(a.Process.Pid, lifecycle.SIGTERM, lifecycle.Process)
+	r.loop(t, status)
+	if n := backlog(sa.fd); n != 2 {
+		t.Errorf("a's queue holds %d, want the 2 it never accepted", n)
+	}
+
+	c, _ := r.worker(t, 0)
+	r.route(b, c)
+	status = exited(b)
+	r.s.Signal(b.Process.Pid, lifecycle.SIGKILL, lifecycle.Process)
+	select {
+	case ws := <-status:
+		if ws.Signal() != syscall.SIGKILL {
+			t.Errorf("b ended by %v, want SIGKILL", ws.Signal())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("SIGKILL did not reach b")
+	}
+}
+
+// A socket no worker will take again, with connections waiting (its
+// worker died, and its slot is gone), is taken out of the group; the
+// kernel moves the group's last socket into its place, and the program
+// follows: new connections still reach only the ready workers.
+func TestRetireKeepsTheKernelsOrder(t *testing.T) {
+	r := newSteerRig(t)
+	a, sa := r.worker(t, 0)
+	b, sb := r.worker(t, 1)
+	c, sc := r.worker(t, 2)
+	d, sd := r.worker(t, 3)
+	all := []int{0, 1, 2, 3}
+	r.s.Route(lifecycle.Routes{Ready: []int{b.Process.Pid}, Slots: all})
+	r.dial(t, 2) // b's, and b dies
+	r.s.workerExited(b.Process.Pid)
+	r.s.workerExited(c.Process.Pid)
+	if len(r.l.group.socks) != 4 || backlog(sb.fd) != 2 {
+		t.Fatalf("%d sockets, b's holding %d: a socket whose slot is refilled stays, with its queue", len(r.l.group.socks), backlog(sb.fd))
+	}
+	r.s.Route(lifecycle.Routes{Ready: []int{a.Process.Pid, d.Process.Pid}, Slots: []int{0, 3}})
+	if got, want := r.l.group.socks, []*groupSocket{sa, sd, sc}; !slices.Equal(got, want) {
+		t.Fatalf("after b's socket was retired the group is %v, want a's, d's, c's (d's moved into b's place)", got)
+	}
+	if n, err := listenersAt(sa.fd); err != nil || n != 3 {
+		t.Fatalf("%d sockets listen (%v), want 3", n, err)
+	}
+	was := backlog(sa.fd) + backlog(sd.fd) // b's 2 moved here, with tcp_migrate_req = 1
+	r.dial(t, 10)
+	if got := backlog(sa.fd) + backlog(sd.fd) - was; got != 10 || backlog(sc.fd) != 0 {
+		t.Errorf("of 10 new connections %d reached the ready workers, %d the free socket", got, backlog(sc.fd))
+	}
+}
+
+// A group with a socket baton does not hold (another process of the same
+// user joined it) is not steered: baton says so, and signals at once.
+func TestForeignSocketStopsSteering(t *testing.T) {
+	r := newSteerRig(t)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: r.port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 16); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := r.worker(t, 0)
+	b, _ := r.worker(t, 1)
+	if !r.l.group.off || !strings.Contains(r.log.String(), "another process joined the SO_REUSEPORT group") {
+		t.Fatalf("steering on with a foreign socket in the group; log:\n%s", r.log.String())
+	}
+	r.route(a, b)
+	status := exited(a)
+	r.s.Signal(a.Process.Pid, lifecycle.SIGTERM, lifecycle.Process)
+	if _, waiting := r.s.pendingKill[a.Process.Pid]; waiting {
+		t.Fatal("the signal waits, though nothing steers connections away")
+	}
+	if ws := <-status; ws.Signal() != syscall.SIGTERM {
+		t.Errorf("a ended by %v, want SIGTERM", ws.Signal())
+	}
+}
