@@ -61,10 +61,10 @@ type Routes struct {
 	// draining), by generation and slot: round-robin passes them
 	// connections in this order.
 	Ready []int
-	// Slots are the slots whose own sockets (reuseport) stay open: a
-	// worker that is not draining holds it, or it will be refilled. The
-	// sockets of the others can be closed, so that the kernel sends their
-	// share of connections to the other slots.
+	// Slots are the slots that have a worker not draining or will be
+	// refilled: with reuseport, a socket a worker of another slot left
+	// with connections waiting is closed (its queue moves to the
+	// others), one of these slots' is kept for the replacement.
 	Slots []int
 	// Shared is set while another baton uses the sockets (a self-upgrade
 	// under way or just done): none may be closed.

@@ -273,7 +273,15 @@ func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error)
 		}
 		l := s.findListener(c)
 		g := l.group
-		gs := g.free(w.Slot)
+		var gs *groupSocket
+		if g.off && w.Slot == 0 {
+			// Not steered, the listener itself stays its first slot's,
+			// shared by a reload's old and new worker: a free one would
+			// get its share of the kernel's hash.
+			gs = g.socks[0]
+		} else {
+			gs = g.free(w.Slot)
+		}
 		if gs == nil && s.upgrading() {
 			gs = g.share(w.Slot)
 		}
