@@ -35,24 +35,43 @@ type realServer struct {
 	balance string
 }
 
-// steered is the recipe of a stock server run with worker.balance =
-// "reuseport": baton steers new connections away from a worker and
-// signals it once its socket's queue is empty (docs/balancing.md).
-const steered = `balance = "reuseport"`
+// steered is worker.balance for the rows that measure baton's steering:
+// it sends new connections away from a worker and signals it once its
+// socket's queue is empty (docs/balancing.md).
+const steered = "reuseport"
+
+// cell is the server's recipe as docs/languages.md's table shows it.
+func (s realServer) cell() string {
+	var parts []string
+	if s.recipe != "" {
+		parts = append(parts, "`"+s.recipe+"`")
+	}
+	if s.balance != "" {
+		parts = append(parts, fmt.Sprintf("`balance = %q`", s.balance))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " + ")
+}
 
 func realServers() []realServer {
 	py := filepath.Join(repoRoot, "contrib/python")
 	conf := filepath.Join(repoRoot, "contrib/gunicorn/baton.conf.py")
 	gunicorn := []string{debianPython, "-m", "gunicorn", "--chdir", py, "--log-level", "warning", "--workers", "1"}
 	needGunicorn := []string{debianPython, "-c", "import gunicorn"}
+	nodeArgv, needNode := []string{"node", filepath.Join(repoRoot, "contrib/node/server.js")}, []string{"node", "--version"}
+	pyArgv, needPython := []string{"python3", filepath.Join(py, "server.py")}, []string{"python3", "--version"}
 	uvicorn := []string{debianPython, "-m", "uvicorn", "--fd", "3", "--app-dir", py, "--log-level", "warning", "--no-access-log", "asgi:app"}
 	needUvicorn := []string{debianPython, "-c", "import uvicorn"}
 	return []realServer{
-		{name: "Node http.createServer", recipe: "contrib/node/baton.js", ready: "fd", clean: true,
-			argv: []string{"node", filepath.Join(repoRoot, "contrib/node/server.js")}, needs: []string{"node", "--version"}},
-		{name: "Python WSGI on the standard library", recipe: "contrib/python/baton.py", ready: "fd", clean: true,
-			argv: []string{"python3", filepath.Join(py, "server.py")}, needs: []string{"python3", "--version"}},
+		{name: "Node http.createServer", recipe: "contrib/node/baton.js", ready: "fd", clean: true, argv: nodeArgv, needs: needNode},
+		{name: "Node http.createServer", recipe: "contrib/node/baton.js", balance: steered, ready: "fd", clean: true, argv: nodeArgv, needs: needNode},
+		{name: "Python WSGI on the standard library", recipe: "contrib/python/baton.py", ready: "fd", clean: true, argv: pyArgv, needs: needPython},
+		{name: "Python WSGI on the standard library", recipe: "contrib/python/baton.py", balance: steered, ready: "fd", clean: true, argv: pyArgv, needs: needPython},
 		{name: "gunicorn sync", ready: "notify",
+			argv: slices.Concat(gunicorn, []string{"--worker-class", "sync", "server:app"}), needs: needGunicorn},
+		{name: "gunicorn sync", balance: steered, ready: "notify", perRequestClean: true,
 			argv: slices.Concat(gunicorn, []string{"--worker-class", "sync", "server:app"}), needs: needGunicorn},
 		{name: "gunicorn sync", recipe: "contrib/gunicorn/baton.conf.py", ready: "notify", clean: true,
 			argv: slices.Concat(gunicorn, []string{"--config", conf, "--worker-class", "sync", "server:app"}), needs: needGunicorn},
@@ -60,10 +79,10 @@ func realServers() []realServer {
 			argv: slices.Concat(gunicorn, []string{"--worker-class", "gthread", "--threads", "4", "server:app"}), needs: needGunicorn},
 		{name: "gunicorn gthread", recipe: "contrib/gunicorn/baton.conf.py", ready: "notify", clean: true,
 			argv: slices.Concat(gunicorn, []string{"--config", conf, "--worker-class", "gthread", "--threads", "4", "server:app"}), needs: needGunicorn},
-		{name: "gunicorn gthread", recipe: steered, balance: "reuseport", ready: "notify", perRequestClean: true,
+		{name: "gunicorn gthread", balance: steered, ready: "notify", perRequestClean: true,
 			argv: slices.Concat(gunicorn, []string{"--worker-class", "gthread", "--threads", "4", "server:app"}), needs: needGunicorn},
 		{name: "uvicorn --fd 3", ready: "delay:1s", argv: uvicorn, needs: needUvicorn},
-		{name: "uvicorn --fd 3", recipe: steered, balance: "reuseport", ready: "delay:1s", perRequestClean: true,
+		{name: "uvicorn --fd 3", balance: steered, ready: "delay:1s", perRequestClean: true,
 			argv: uvicorn, needs: needUvicorn},
 	}
 }
@@ -79,8 +98,8 @@ func TestRealServers(t *testing.T) {
 	var table []string
 	for _, s := range realServers() {
 		label := s.name + ", stock"
-		if s.recipe != "" {
-			label = s.name + " + " + s.recipe
+		if s.recipe != "" || s.balance != "" {
+			label = s.name + " + " + strings.ReplaceAll(s.cell(), "`", "")
 		}
 		t.Run(strings.NewReplacer(" ", "_", "/", "_").Replace(label), func(t *testing.T) {
 			if out, err := exec.Command(s.needs[0], s.needs[1:]...).CombinedOutput(); err != nil {
@@ -102,7 +121,7 @@ func TestRealServers(t *testing.T) {
 				return batonConfig(addr, 2, argv, worker) + "max_draining = 10\n"
 			})
 			gs := reloadsUnderLoad(t, b, 10, 8)
-			row := "| " + s.name + " | " + map[bool]string{true: "`" + s.recipe + "`", false: "none"}[s.recipe != ""]
+			row := "| " + s.name + " | " + s.cell()
 			for _, mode := range modes {
 				r := gs[mode].Stop()
 				t.Logf("%s, %s: 10 reloads: %s %v", label, mode, r, r.Samples)
@@ -111,7 +130,7 @@ func TestRealServers(t *testing.T) {
 					t.Errorf("%s: %d connections refused", mode, r.Refused)
 				}
 				if (s.clean || s.perRequestClean && mode == loadtest.PerRequest) && r.Failed() != 0 {
-					t.Errorf("%s with %s: %d requests failed: %s %v", mode, s.recipe, r.Failed(), r, r.Samples)
+					t.Errorf("%s with %s: %d requests failed: %s %v", mode, s.cell(), r.Failed(), r, r.Samples)
 				}
 			}
 			table = append(table, row+" |")
@@ -205,14 +224,11 @@ func TestLanguagesDocTable(t *testing.T) {
 		t.Fatalf("docs/languages.md has %d measured rows, TestRealServers runs %d servers", len(rows), len(servers))
 	}
 	for i, s := range servers {
-		recipe := "none"
-		if s.recipe != "" {
-			recipe = "`" + s.recipe + "`"
-		}
+		recipe := s.cell()
 		if r := rows[i]; r[0] != s.name || r[1] != recipe {
 			t.Errorf("row %d is %q, %q; TestRealServers runs %q, %q", i+1, r[0], r[1], s.name, recipe)
 		} else if s.clean && !strings.HasPrefix(r[2], "0 of ") || (s.clean || s.perRequestClean) && !strings.HasPrefix(r[3], "0 of ") {
-			t.Errorf("row %d (%s with %s) reports failures the test does not allow: %q, %q", i+1, s.name, s.recipe, r[2], r[3])
+			t.Errorf("row %d (%s with %s) reports failures the test does not allow: %q, %q", i+1, s.name, recipe, r[2], r[3])
 		}
 	}
 }
