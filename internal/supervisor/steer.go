@@ -117,6 +117,20 @@ func (g *group) free(slot int) *groupSocket {
 	return first
 }
 
+// ofSlot returns the socket of slot's workers: the listener itself for
+// slot 0, else one a worker of slot holds; nil if none.
+func (g *group) ofSlot(slot int) *groupSocket {
+	if slot == 0 {
+		return g.socks[0]
+	}
+	for _, gs := range g.socks[1:] {
+		if gs.held() && gs.slot == slot {
+			return gs
+		}
+	}
+	return nil
+}
+
 // share returns a held socket for a new worker of slot, when none is
 // free and none may be bound (the upgrading baton, while its successor
 // binds): its slot's, else the one with the fewest holders.
@@ -274,16 +288,22 @@ func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error)
 		l := s.findListener(c)
 		g := l.group
 		var gs *groupSocket
-		if g.off && w.Slot == 0 {
-			// Not steered, the listener itself stays its first slot's,
-			// shared by a reload's old and new worker: a free one would
-			// get its share of the kernel's hash.
-			gs = g.socks[0]
+		if g.off {
+			// Not steered, the kernel's hash spreads connections over
+			// every socket, so none may be free: a slot's sockets is
+			// shared by its old and new worker (the listener itself is
+			// slot 0's), as in shared mode, and sweep closes another
+			// once its workers are gone.
+			gs = g.ofSlot(w.Slot)
 		} else {
 			gs = g.free(w.Slot)
 		}
 		if gs == nil && s.upgrading() {
-			gs = g.share(w.Slot)
+			// Its successor binds: a socket bound here would take an
+			// index the successor counts as its own.
+			if gs = g.share(w.Slot); gs == nil {
+				gs = g.socks[0]
+			}
 		}
 		if gs == nil {
 			fd, err := bindBeside(l.fd)
@@ -322,6 +342,7 @@ func (s *supervisor) hold(picks map[*listener]*groupSocket, pid, slot int) {
 		gs.holders = append(gs.holders, pid)
 		gs.slot = slot
 	}
+	s.sweep() // a group given up as it bound one keeps no free socket
 }
 
 // socketsOf returns the group sockets pid holds.
@@ -341,12 +362,15 @@ func (s *supervisor) socketsOf(pid int) []*groupSocket {
 }
 
 // steer attaches to each steered group a program sending new connections
-// to the sockets of the ready workers not leaving, or, when there are
-// none (at start), of the live workers not leaving. The upgrading baton
-// leaves that to its successor; a successor steers once its own workers
-// are ready.
+// to the sockets of the ready workers not leaving; when there are none, of
+// the live workers not leaving (at start); when there are none either,
+// while some slot is still to be served, of the live workers (leaving
+// ones still accept until they are signalled). Between a self-upgrade's
+// start and the successor taking charge neither baton changes the
+// program: the parent's stays in force, and if the upgrade fails nothing
+// was sent to the successor's workers.
 func (s *supervisor) steer() {
-	if s.upgrading() {
+	if s.upgrading() || s.parent != 0 {
 		return
 	}
 	for _, l := range s.listeners {
@@ -354,9 +378,12 @@ func (s *supervisor) steer() {
 		if g == nil || g.off {
 			continue
 		}
-		to := s.targets(g, true)
-		if len(to) == 0 && !s.routes.Shared {
-			to = s.targets(g, false)
+		to := s.targets(g, true, false)
+		if len(to) == 0 {
+			to = s.targets(g, false, false)
+		}
+		if len(to) == 0 && len(s.routes.Slots) > 0 {
+			to = s.targets(g, false, true)
 		}
 		if len(to) == 0 || slices.Equal(to, g.to) {
 			continue
@@ -367,13 +394,14 @@ func (s *supervisor) steer() {
 	}
 }
 
-// targets returns the indices of g's sockets held by a worker not
-// leaving that is ready (or, with ready false, live).
-func (s *supervisor) targets(g *group, ready bool) []int {
+// targets returns the indices of g's sockets held by a worker that is
+// ready (or, with ready false, live) and not leaving (or, with leaving,
+// whether leaving or not).
+func (s *supervisor) targets(g *group, ready, leaving bool) []int {
 	var to []int
 	for i, gs := range g.socks {
 		for _, pid := range gs.holders {
-			if !s.leaving[pid] && (!ready || slices.Contains(s.routes.Ready, pid)) {
+			if (leaving || !s.leaving[pid]) && (!ready || slices.Contains(s.routes.Ready, pid)) {
 				to = append(to, i)
 				break
 			}
@@ -385,7 +413,10 @@ func (s *supervisor) targets(g *group, ready bool) []int {
 // sweep retires the sockets no worker holds that must not stay: in a
 // group not steered, every one; in a steered one, one with connections
 // waiting that no worker will take (no worker of its slot is yet to
-// start). Never while another baton shares the sockets.
+// start), and then every free one without connections too, since the
+// kernel moves a retired socket's queue by its hash to any socket still
+// listening. (A free listener itself, which is never retired, may get
+// some.) Never while another baton shares the sockets.
 func (s *supervisor) sweep() {
 	if s.routes.Shared || s.oldBaton != 0 {
 		return
@@ -395,12 +426,13 @@ func (s *supervisor) sweep() {
 		if g == nil {
 			continue
 		}
+		stranded := func(gs *groupSocket) bool { return backlog(gs.fd) > 0 && !s.refilling(g, gs.slot) }
+		free := func(gs *groupSocket) bool { return !gs.held() && !gs.theirs }
+		if !g.off && !slices.ContainsFunc(g.socks[1:], func(gs *groupSocket) bool { return free(gs) && stranded(gs) }) {
+			continue
+		}
 		for i := len(g.socks) - 1; i >= 1; i-- {
-			gs := g.socks[i]
-			if gs.held() || gs.theirs {
-				continue
-			}
-			if g.off || backlog(gs.fd) > 0 && !s.refilling(g, gs.slot) {
+			if gs := g.socks[i]; free(gs) && (g.off || backlog(gs.fd) == 0 || stranded(gs)) {
 				g.retire(s, i)
 			}
 		}
@@ -458,19 +490,34 @@ func (s *supervisor) steerAway(pid int) bool {
 	return true
 }
 
+// pendingSignal is a signal waiting for its worker's sockets' queues to
+// empty: copies of those sockets (baton may close its own meanwhile, as
+// at a stop) and the timer of the next look.
+type pendingSignal struct {
+	fds   []int
+	timer *time.Timer
+}
+
 // signalDrained sends pid sig once its sockets' queues have been empty
 // for steerSettle, or after steerWait.
 func (s *supervisor) signalDrained(pid int, kill func()) {
+	p := &pendingSignal{}
+	for _, gs := range s.socketsOf(pid) {
+		if fd, err := unix.FcntlInt(uintptr(gs.fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			p.fds = append(p.fds, fd)
+		}
+	}
+	s.pendingKill[pid] = p
 	deadline := time.Now().Add(steerWait)
 	var emptySince time.Time
 	var poll func()
 	poll = func() {
-		if _, ok := s.pendingKill[pid]; !ok {
-			return // exited, or killed
+		if s.pendingKill[pid] != p {
+			return // exited, killed, or signalled again
 		}
 		waiting := false
-		for _, gs := range s.socketsOf(pid) {
-			waiting = waiting || backlog(gs.fd) > 0
+		for _, fd := range p.fds {
+			waiting = waiting || backlog(fd) > 0
 		}
 		now := time.Now()
 		switch {
@@ -480,20 +527,26 @@ func (s *supervisor) signalDrained(pid int, kill func()) {
 			emptySince = now
 		}
 		if !waiting && now.Sub(emptySince) >= steerSettle || now.After(deadline) {
-			delete(s.pendingKill, pid)
+			s.forget(pid)
 			kill()
 			return
 		}
-		s.pendingKill[pid] = time.AfterFunc(steerPoll, func() { s.post(loopCall{do: poll}) })
+		p.timer = time.AfterFunc(steerPoll, func() { s.post(loopCall{do: poll}) })
 	}
-	s.pendingKill[pid] = nil
 	poll()
 }
 
 // forget cancels what waits for pid (it exited, or is being killed).
 func (s *supervisor) forget(pid int) {
-	if t := s.pendingKill[pid]; t != nil {
-		t.Stop()
+	p := s.pendingKill[pid]
+	if p == nil {
+		return
+	}
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	for _, fd := range p.fds {
+		unix.Close(fd)
 	}
 	delete(s.pendingKill, pid)
 }
@@ -513,25 +566,24 @@ func (s *supervisor) releaseSockets(pid int) {
 // sockets its workers held are this one's from then on.
 func (s *supervisor) watchParent(pid int) {
 	s.oldBaton = pid
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		s.parentExited(pid) // gone already
-		return
-	}
-	go func() {
-		defer unix.Close(fd)
+	gone := func() bool { return unix.Kill(pid, 0) == unix.ESRCH }
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
+		gone = func() bool { n, _ := unix.Poll(fds, 0); return n > 0 }
+		defer func() { go func() { <-s.quit; unix.Close(fd) }() }()
+	}
+	// Told through the loop, after the Machine's first Routes.
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for !gone() {
 			select {
 			case <-s.quit:
 				return
-			default:
-			}
-			if n, _ := unix.Poll(fds, 200); n > 0 {
-				s.post(loopCall{do: func() { s.parentExited(pid) }})
-				return
+			case <-tick.C:
 			}
 		}
+		s.post(loopCall{do: func() { s.parentExited(pid) }})
 	}()
 }
 

@@ -159,7 +159,7 @@ type supervisor struct {
 	// successor, until it has exited.
 	routes      lifecycle.Routes
 	leaving     map[int]bool
-	pendingKill map[int]*time.Timer
+	pendingKill map[int]*pendingSignal
 	handedOver  bool
 	oldBaton    int
 }
@@ -189,7 +189,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		quit:        make(chan struct{}),
 		readers:     map[*os.File]bool{},
 		leaving:     map[int]bool{},
-		pendingKill: map[int]*time.Timer{},
+		pendingKill: map[int]*pendingSignal{},
 		devNull:     -1,
 		reaper:      newReaper(),
 		upg:         opts.Upgrader,
