@@ -416,7 +416,9 @@ func (s *supervisor) targets(g *group, ready, leaving bool) []int {
 // start), and then every free one without connections too, since the
 // kernel moves a retired socket's queue by its hash to any socket still
 // listening. (A free listener itself, which is never retired, may get
-// some.) Never while another baton shares the sockets.
+// some.) First it checks the group against the kernel's count: a socket
+// shut down by a worker, or another process's, ends steering. Never while
+// another baton shares the sockets.
 func (s *supervisor) sweep() {
 	if s.routes.Shared || s.oldBaton != 0 {
 		return
@@ -426,6 +428,7 @@ func (s *supervisor) sweep() {
 		if g == nil {
 			continue
 		}
+		g.check(s)
 		stranded := func(gs *groupSocket) bool { return backlog(gs.fd) > 0 && !s.refilling(g, gs.slot) }
 		free := func(gs *groupSocket) bool { return !gs.held() && !gs.theirs }
 		if !g.off && !slices.ContainsFunc(g.socks[1:], func(gs *groupSocket) bool { return free(gs) && stranded(gs) }) {

@@ -296,3 +296,24 @@ func TestSuccessorSteersOnceInCharge(t *testing.T) {
 		t.Fatalf("in charge, the program picks from %v, want [0]", r.l.group.to)
 	}
 }
+
+// A socket that joins the group after baton bound its own is noticed at
+// the next change of routes.
+func TestForeignSocketLater(t *testing.T) {
+	r := newSteerRig(t)
+	a, _ := r.worker(t, 0)
+	b, _ := r.worker(t, 1)
+	r.route(a, b)
+	if r.l.group.off {
+		t.Fatal("steering off before anything joined")
+	}
+	fd, err := bindBeside(r.l.fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	r.route(a)
+	if !r.l.group.off {
+		t.Fatal("steering still on with a socket baton does not hold in the group")
+	}
+}

@@ -38,7 +38,10 @@ import (
 // upgradeNote is what a supervisor tells its successor besides the
 // descriptors themselves.
 type upgradeNote struct {
-	Generation int    `json:"generation"`  // the newest so far; the successor's is the next
+	Generation int `json:"generation"` // the newest so far; the successor's is the next
+	// PID is the passing baton's: the successor's parent, even if that
+	// has exited by the time the successor asks for its parent.
+	PID        int    `json:"pid,omitempty"`
 	Control    string `json:"control"`     // control socket path
 	ControlKey string `json:"control_key"` // and its name for the upgrader
 	// Metrics is the metrics listener's address, MetricsKey its name.
@@ -75,7 +78,7 @@ type passedListener struct {
 const UpgradeBackstop = time.Hour
 
 func (s *supervisor) upgradeNote(lastGen int, balance string) upgradeNote {
-	n := upgradeNote{Generation: lastGen, Control: s.control.path, ControlKey: s.control.passKey,
+	n := upgradeNote{Generation: lastGen, PID: os.Getpid(), Control: s.control.path, ControlKey: s.control.passKey,
 		RuntimeDir: s.dir.path, OwnsRuntimeDir: s.dir.created, Balance: balance}
 	if m := s.metrics; m != nil {
 		n.Metrics, n.MetricsKey = m.addr, m.passKey
@@ -106,7 +109,7 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 	if err := json.Unmarshal([]byte(s.upg.Note()), &note); err != nil {
 		return nil, fmt.Errorf("supervisor: self-upgrade: the previous baton's note: %w", err)
 	}
-	s.parent = os.Getppid()
+	s.parent = cmp.Or(note.PID, os.Getppid())
 	if was := cmp.Or(note.Balance, config.BalanceShared); was != cfg.Worker.Balance {
 		return nil, fmt.Errorf("supervisor: self-upgrade: worker.balance changed from %q to %q: a self-upgrade cannot change it; restart baton instead", was, cfg.Worker.Balance)
 	}
