@@ -63,6 +63,34 @@ func (t *tracker) connState(nc net.Conn, s http.ConnState) {
 	}
 }
 
+// markHTTP2 records that nc (as ConnState saw it) speaks HTTP/2: GOAWAY
+// ends it, not an idle kick.
+func (t *tracker) markHTTP2(nc net.Conn) {
+	t.mu.Lock()
+	c := t.conns[nc]
+	t.mu.Unlock()
+	if c != nil {
+		c.mu.Lock()
+		c.http2 = true
+		c.mu.Unlock()
+	}
+}
+
+// http2Open reports whether an HTTP/2 connection is open.
+func (t *tracker) http2Open() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.conns {
+		c.mu.Lock()
+		h2 := c.http2
+		c.mu.Unlock()
+		if h2 {
+			return true
+		}
+	}
+	return false
+}
+
 // open returns the number of connections not yet closed.
 func (t *tracker) open() int {
 	t.mu.Lock()
@@ -143,6 +171,7 @@ type conn struct {
 	since     time.Time // when it last became new or idle
 	readSince bool      // bytes arrived since then: a request is being read
 	kicked    bool      // read deadline forced into the past
+	http2     bool      // handed to the HTTP/2 server: GOAWAY ends it
 	deadline  time.Time // the read deadline net/http last set
 }
 
@@ -169,7 +198,7 @@ func (c *conn) setState(s http.ConnState) {
 func (c *conn) closeIfIdle(now time.Time, grace time.Duration) (due time.Time, kicked bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.kicked || c.readSince || (c.state != http.StateIdle && c.state != http.StateNew) {
+	if c.kicked || c.readSince || c.http2 || (c.state != http.StateIdle && c.state != http.StateNew) {
 		return time.Time{}, false
 	}
 	due = c.since.Add(grace)

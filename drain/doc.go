@@ -45,8 +45,16 @@
 // replacement already. Guard.Go runs a goroutine under the same guard.
 // Only the request that panicked fails.
 //
-// Serve targets HTTP/1.x: HTTP/2 would need a GOAWAY, which net/http sends
-// only from Shutdown. Connections from a TLS listener (*tls.Conn) are
-// drained the same way except for the receive queue check; hijacked
-// connections (websockets) belong to their handler and are not tracked.
+// HTTP/2 connections (TLS with ALPN "h2", and h2c when srv.Protocols
+// allows unencrypted HTTP/2) get a GOAWAY when the drain starts, and again
+// every 200 ms for those that started since: the protocol's own answer to
+// the keep-alive race, after which a client sends new requests on a new
+// connection (to another worker) while the streams in flight finish, and
+// the connection closes. Serve needs net/http's own HTTP/2 for that: it
+// leaves a server with TLSNextProto set (its own HTTP/2, or HTTP/2 turned
+// off) as it is, and then those connections are drained as HTTP/1 ones
+// are, by the idle grace and the deadline. srv.Shutdown still sends GOAWAY.
+// Connections from a TLS listener (*tls.Conn) are drained the same way
+// except for the receive queue check; hijacked connections (websockets)
+// belong to their handler and are not tracked.
 package drain

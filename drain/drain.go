@@ -116,7 +116,8 @@ func sdNotify(state string) error {
 //
 // Serve takes srv over: it wraps srv.Handler (nil means
 // http.DefaultServeMux; see Guard.Handler for what the guard adds) and
-// srv.ConnState, and it wraps the connections ln accepts, so ConnState
+// srv.ConnState, sets srv.TLSNextProto (when nil) to serve HTTP/2 in a way
+// it can end with GOAWAY, and it wraps the connections ln accepts, so ConnState
 // hooks, ConnContext and Hijack see a wrapper of the *net.TCPConn or
 // *net.UnixConn; its NetConn method returns the original. A Server may be
 // passed to Serve only once.
@@ -158,6 +159,7 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	signal.Notify(sigs, opts.Signals...)
 	defer signal.Stop(sigs)
 
+	h2 := newGoAway(srv, t)
 	tl := &listener{Listener: ln}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(tl) }()
@@ -195,13 +197,20 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	// client that learns of the drain must not see one without.
 	t.draining.Store(true)
 	notify("STOPPING=1")
-	errs = append(errs, serveErr, t.drain(srv, tl, served, opts.Timeout))
+	h2.send()
+	errs = append(errs, serveErr, t.drain(srv, tl, served, h2, opts.Timeout))
 	return result()
 }
 
+// http2Again is how often a drain tells HTTP/2 connections to go while
+// some are open.
+const http2Again = 200 * time.Millisecond
+
 // drain runs steps 1 to 4 of the package documentation. served delivers
-// srv.Serve's result (nil if it has returned already).
-func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, timeout time.Duration) error {
+// srv.Serve's result (nil if it has returned already); h2 (nil without
+// HTTP/2) tells HTTP/2 connections to go, again every http2Again while
+// some are open, for those that started after the last time.
+func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, h2 *goAway, timeout time.Duration) error {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	force := func() error {
@@ -223,10 +232,21 @@ func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, 
 
 	wake := time.NewTimer(timeout)
 	wake.Stop()
+	sent := time.Now() // by Serve, as the drain began
 	for {
-		next, open := t.closeIdle(time.Now())
+		now := time.Now()
+		next, open := t.closeIdle(now)
 		if open == 0 {
 			return nil
+		}
+		if h2 != nil && t.http2Open() {
+			if now.Sub(sent) >= http2Again {
+				h2.send()
+				sent = now
+			}
+			if again := sent.Add(http2Again); next.IsZero() || again.Before(next) {
+				next = again
+			}
 		}
 		var wakeC <-chan time.Time
 		if !next.IsZero() {

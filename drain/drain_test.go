@@ -89,8 +89,9 @@ type server struct {
 
 // startServer runs drain.Serve on ln with h (nil: answer "hello from ID"
 // with X-Pid: ID) and returns once it notified READY=1. Unset Notify and
-// Signals in opts are filled in; the server is drained when the test ends.
-func startServer(t *testing.T, ln net.Listener, id string, opts drain.Options, h http.Handler) *server {
+// Signals in opts are filled in; configure, if any, sets up the server
+// further; the server is drained when the test ends.
+func startServer(t *testing.T, ln net.Listener, id string, opts drain.Options, h http.Handler, configure ...func(*http.Server)) *server {
 	t.Helper()
 	s := &server{
 		id:       id,
@@ -124,6 +125,9 @@ func startServer(t *testing.T, ln net.Listener, id string, opts drain.Options, h
 			}
 		},
 		ErrorLog: testLogger(t),
+	}
+	for _, c := range configure {
+		c(srv)
 	}
 	if opts.Signals == nil {
 		// Not SIGTERM or SIGINT: a test must not take those from go test.
