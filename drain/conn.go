@@ -21,6 +21,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 type tracker struct {
 	grace    time.Duration
 	draining atomic.Bool
+	begun    chan struct{} // closed as the drain begins (Draining)
+	handlers atomic.Int64  // handlers running
 	// changed gets a value (without blocking) whenever a connection
 	// changes state or goes away, to wake the drain loop.
 	changed chan struct{}
@@ -32,6 +34,7 @@ type tracker struct {
 func newTracker(grace time.Duration) *tracker {
 	return &tracker{
 		grace:   grace,
+		begun:   make(chan struct{}),
 		changed: make(chan struct{}, 1),
 		conns:   make(map[net.Conn]*conn),
 	}
@@ -57,6 +60,19 @@ func (t *tracker) connState(nc net.Conn, s http.ConnState) {
 	if c != nil {
 		c.setState(s)
 	}
+	t.poke()
+}
+
+// handlerDone counts a handler out, waking a drain that waits for it.
+func (t *tracker) handlerDone() {
+	t.handlers.Add(-1)
+	if t.draining.Load() {
+		t.poke()
+	}
+}
+
+// poke wakes the drain loop.
+func (t *tracker) poke() {
 	select {
 	case t.changed <- struct{}{}:
 	default:

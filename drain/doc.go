@@ -55,6 +55,9 @@
 // off) as it is, and then those connections are drained as HTTP/1 ones
 // are, by the idle grace and the deadline. srv.Shutdown still sends GOAWAY.
 // Connections from a TLS listener (*tls.Conn) are drained the same way
-// except for the receive queue check; hijacked connections (websockets)
-// belong to their handler and are not tracked.
+// except for the receive queue check. A hijacked connection (a WebSocket)
+// belongs to its handler: Draining tells the handler that the drain began,
+// so that it can end the conversation as its protocol says (a close
+// frame), and Serve waits for every handler to return, within the
+// deadline.
 package drain

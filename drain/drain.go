@@ -132,6 +132,10 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 		h = http.DefaultServeMux
 	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Counted until it returns: a handler that hijacked its
+		// connection (a WebSocket) is waited for like a connection.
+		t.handlers.Add(1)
+		defer t.handlerDone()
 		// Set before the handler runs, so that it is in the header
 		// whenever the handler writes it; net/http then closes the
 		// connection after this response. HTTP/2 has no such header.
@@ -140,6 +144,14 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 		}
 		h.ServeHTTP(w, r)
 	})
+	base := srv.BaseContext
+	srv.BaseContext = func(l net.Listener) context.Context {
+		ctx := context.Background()
+		if base != nil {
+			ctx = base(l)
+		}
+		return context.WithValue(ctx, begunKey{}, (<-chan struct{})(t.begun))
+	}
 	if !opts.NoHandlerGuard {
 		srv.Handler = opts.Guard.Handler(srv.Handler)
 	}
@@ -196,10 +208,26 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	// Responses carry "Connection: close" from before STOPPING=1 on: a
 	// client that learns of the drain must not see one without.
 	t.draining.Store(true)
+	close(t.begun)
 	notify("STOPPING=1")
 	h2.send()
 	errs = append(errs, serveErr, t.drain(srv, tl, served, h2, opts.Timeout))
 	return result()
+}
+
+// begunKey is the context key of the channel Draining returns.
+type begunKey struct{}
+
+// Draining returns a channel that is closed once the drain of the Serve
+// whose request ctx is (or derives from) has begun; nil (never closed)
+// for a context that is not. A handler that keeps its connection past a
+// response (a WebSocket it hijacked, a stream of server-sent events, a
+// long poll) watches it to end the conversation the way its protocol says
+// (a close frame, a last event) before the drain's deadline; Serve waits
+// for such a handler to return as it waits for a connection.
+func Draining(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(begunKey{}).(<-chan struct{})
+	return ch
 }
 
 // http2Again is how often a drain tells HTTP/2 connections to go while
@@ -214,8 +242,11 @@ func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, 
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	force := func() error {
-		n := t.open()
+		n, h := t.open(), t.handlers.Load()
 		srv.Close()
+		if n == 0 {
+			return fmt.Errorf("%w: %d handlers of hijacked connections still running at the %v deadline", ErrForced, h, timeout)
+		}
 		return fmt.Errorf("%w: %d open at the %v deadline", ErrForced, n, timeout)
 	}
 
@@ -236,7 +267,7 @@ func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, 
 	for {
 		now := time.Now()
 		next, open := t.closeIdle(now)
-		if open == 0 {
+		if open == 0 && t.handlers.Load() == 0 {
 			return nil
 		}
 		if h2 != nil && t.http2Open() {

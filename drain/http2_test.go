@@ -166,3 +166,68 @@ func TestDrainHTTP2(t *testing.T) {
 		})
 	}
 }
+
+// A handler that hijacked its connection learns from Draining that the
+// drain began, ends its conversation, and Serve waits for it to return.
+func TestDrainingTellsHijackers(t *testing.T) {
+	var said atomic.Bool
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		begun := drain.Draining(r.Context())
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\nhello\n")
+		rw.Flush()
+		<-begun
+		rw.WriteString("bye\n") // the protocol's own goodbye
+		rw.Flush()
+		rw.ReadString('\n') // the client's answer
+		said.Store(true)
+	})
+	ln := listen(t)
+	s := startServer(t, dup(t, ln), "old", drain.Options{Timeout: 5 * time.Second}, h)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+	buf := make([]byte, 4096)
+	var got string
+	for !strings.HasSuffix(got, "hello\n") {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("read %q: %v", got, err)
+		}
+		got += string(buf[:n])
+	}
+	if drain.Draining(t.Context()) != nil {
+		t.Error("Draining of a context that no Serve made is not nil")
+	}
+	s.cancel()
+	got = ""
+	for !strings.HasSuffix(got, "bye\n") {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("after the drain began the client read %q, want the handler's goodbye: %v", got, err)
+		}
+		got += string(buf[:n])
+	}
+	// The handler is still running (it waits for the answer): Serve
+	// must not have returned, and does not within a while.
+	select {
+	case err := <-s.done:
+		t.Fatalf("Serve returned (%v) while the hijacking handler still ran", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	io.WriteString(c, "ok\n")
+	if err := s.drain(t); err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	if !said.Load() {
+		t.Error("Serve returned before the hijacking handler did")
+	}
+}
