@@ -60,4 +60,11 @@
 // so that it can end the conversation as its protocol says (a close
 // frame), and Serve waits for every handler to return, within the
 // deadline.
+//
+// ServeConns and ServePackets do the same for a protocol of the caller's
+// own over TCP (or a unix stream socket) and over UDP: READY=1, and on a
+// stop signal STOPPING=1, this process's copy of the socket closed (for
+// UDP: no more reads, the socket's queue left to the workers that share
+// it), each connection's handler told through its context, and a wait for
+// the handlers within the deadline.
 package drain

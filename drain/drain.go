@@ -165,54 +165,87 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 		t.connState(c, s)
 	}
 
-	// Registered until Serve returns, so that signals during the drain
-	// are ignored rather than kill the process.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, opts.Signals...)
-	defer signal.Stop(sigs)
+	r := begin(opts)
+	defer r.end()
 
 	h2 := newGoAway(srv, t)
 	tl := &listener{Listener: ln}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(tl) }()
+	r.ready()
 
-	var errs []error
-	// The guard's error comes first, and is looked at last: a panic
-	// during the drain counts too.
-	result := func() error { return errors.Join(append([]error{opts.Guard.Err()}, errs...)...) }
-	notify := func(state string) {
-		if err := opts.Notify(state); err != nil {
-			errs = append(errs, fmt.Errorf("drain: notify %s: %w", state, err))
-		}
+	serveErr, closed := r.wait(ctx, served, http.ErrServerClosed)
+	if closed {
+		return r.result()
 	}
-	// If the guard tripped already (a guarded goroutine panicked before
-	// Serve was called), the worker is not fit to serve: no READY=1, only
-	// STOPPING=1.
-	if opts.Guard.Err() == nil {
-		notify("READY=1")
-	}
-
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case <-sigs:
-	case <-opts.Guard.Done():
-	case err := <-served:
-		if errors.Is(err, http.ErrServerClosed) {
-			return result()
-		}
-		serveErr = fmt.Errorf("drain: serve: %w", err)
+	if serveErr != nil {
 		served = nil
 	}
-
 	// Responses carry "Connection: close" from before STOPPING=1 on: a
 	// client that learns of the drain must not see one without.
 	t.draining.Store(true)
 	close(t.begun)
-	notify("STOPPING=1")
+	r.notify("STOPPING=1")
 	h2.send()
-	errs = append(errs, serveErr, t.drain(srv, tl, served, h2, opts.Timeout))
-	return result()
+	r.errs = append(r.errs, serveErr, t.drain(srv, tl, served, h2, opts.Timeout))
+	return r.result()
+}
+
+// run is what every Serve function shares: the stop signals, registered
+// for its whole life so that signals during the drain are ignored rather
+// than kill the process; READY=1; the wait for a reason to drain; and the
+// errors to return.
+type run struct {
+	opts Options
+	sigs chan os.Signal
+	errs []error
+}
+
+func begin(opts Options) *run {
+	r := &run{opts: opts, sigs: make(chan os.Signal, 1)}
+	signal.Notify(r.sigs, opts.Signals...)
+	return r
+}
+
+func (r *run) end() { signal.Stop(r.sigs) }
+
+func (r *run) notify(state string) {
+	if err := r.opts.Notify(state); err != nil {
+		r.errs = append(r.errs, fmt.Errorf("drain: notify %s: %w", state, err))
+	}
+}
+
+// ready says READY=1, unless the guard tripped already (a guarded
+// goroutine panicked before Serve was called): the worker is not fit to
+// serve, and gets only STOPPING=1.
+func (r *run) ready() {
+	if r.opts.Guard.Err() == nil {
+		r.notify("READY=1")
+	}
+}
+
+// wait returns once the drain should begin: ctx done, a stop signal, the
+// guard tripped, or serving failed (that error, wrapped). closed: serving
+// ended with an error matching closedErr (shut down by the caller), and
+// there is nothing to drain.
+func (r *run) wait(ctx context.Context, served <-chan error, closedErr error) (serveErr error, closed bool) {
+	select {
+	case <-ctx.Done():
+	case <-r.sigs:
+	case <-r.opts.Guard.Done():
+	case err := <-served:
+		if errors.Is(err, closedErr) {
+			return nil, true
+		}
+		return fmt.Errorf("drain: serve: %w", err), false
+	}
+	return nil, false
+}
+
+// result joins the errors, the guard's first: a panic during the drain
+// counts too.
+func (r *run) result() error {
+	return errors.Join(append([]error{r.opts.Guard.Err()}, r.errs...)...)
 }
 
 // begunKey is the context key of the channel Draining returns.

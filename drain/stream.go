@@ -1,0 +1,168 @@
+package drain
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// ServeConns serves a protocol of the caller's own on ln (raw TCP, or a
+// unix stream socket): it runs handle for each connection ln accepts, in a
+// goroutine under opts.Guard, until a signal from opts.Signals arrives,
+// ctx is done or the guard trips, then drains:
+//
+//  1. STOPPING=1, and ln is closed: only this process's copy of the
+//     socket, which the other workers keep accepting from;
+//  2. the context every handle got is cancelled: a handle finishes the
+//     exchange under way, ends its conversation as its protocol says,
+//     closes its connection and returns (a handle that reads should also
+//     give up its blocking read, for instance with a deadline, once the
+//     context is done);
+//  3. when every handle has returned, ServeConns returns nil; at
+//     opts.Timeout it closes the connections whose handle still runs and
+//     returns an error wrapping ErrForced.
+//
+// It sends READY=1 once accepting. opts.IdleGrace and opts.NoHandlerGuard
+// do not apply. The connection is handle's to close; ServeConns closes it
+// only at the deadline.
+func ServeConns(ctx context.Context, ln net.Listener, handle func(ctx context.Context, c net.Conn), opts Options) error {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	r := begin(opts)
+	defer r.end()
+
+	hctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]bool{}
+		wg    sync.WaitGroup
+	)
+	served := make(chan error, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				served <- err
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			opts.Guard.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					wg.Done()
+				}()
+				handle(hctx, c)
+			})
+		}
+	}()
+	r.ready()
+
+	serveErr, _ := r.wait(ctx, served, nil)
+	r.notify("STOPPING=1")
+	ln.Close()
+	if serveErr == nil {
+		<-served // every connection accepted is counted now
+	}
+	cancel()
+	r.errs = append(r.errs, serveErr, waitFor(&wg, opts.Timeout, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
+		return len(conns)
+	}))
+	return r.result()
+}
+
+// ServePackets serves a datagram protocol of the caller's own on pc (a
+// UDP socket, typically shared by every worker): it reads one datagram
+// after another and passes each to handle (in the reading goroutine,
+// under opts.Guard: handle answers with pc.WriteTo and returns), until a
+// signal from opts.Signals arrives, ctx is done or the guard trips. Then
+// it sends STOPPING=1 and stops reading: the datagram being handled is
+// answered, and what waits in the socket's queue is left to the workers
+// that share the socket. It returns when handle has returned, or at
+// opts.Timeout with an error wrapping ErrForced. pc is the caller's to
+// close; ServePackets only sets its read deadline.
+//
+// It sends READY=1 once reading. opts.IdleGrace and opts.NoHandlerGuard
+// do not apply. maxSize is the largest datagram handle can get (longer
+// ones are cut by the kernel); 0 means 65535.
+func ServePackets(ctx context.Context, pc net.PacketConn, maxSize int, handle func(pc net.PacketConn, p []byte, from net.Addr), opts Options) error {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	if maxSize <= 0 {
+		maxSize = 65535
+	}
+	r := begin(opts)
+	defer r.end()
+
+	var (
+		stopping = make(chan struct{})
+		wg       sync.WaitGroup
+	)
+	served := make(chan error, 1)
+	wg.Add(1)
+	opts.Guard.Go(func() {
+		defer wg.Done()
+		buf := make([]byte, maxSize)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			select {
+			case <-stopping:
+				// Read past the stop (the deadline woke it, or a datagram
+				// came just before): left to the others if unread; one
+				// read is handled, it was taken from the queue.
+				if err == nil {
+					handle(pc, buf[:n], from)
+				}
+				return
+			default:
+			}
+			if err != nil {
+				served <- err
+				return
+			}
+			handle(pc, buf[:n], from)
+		}
+	})
+	r.ready()
+
+	serveErr, _ := r.wait(ctx, served, nil)
+	r.notify("STOPPING=1")
+	close(stopping)
+	pc.SetReadDeadline(aLongTimeAgo)
+	r.errs = append(r.errs, serveErr, waitFor(&wg, opts.Timeout, func() int { return 1 }))
+	return r.result()
+}
+
+// waitFor waits for wg within timeout; at the deadline it calls force,
+// which ends what it can and says how many were left, and returns an
+// error wrapping ErrForced.
+func waitFor(wg *sync.WaitGroup, timeout time.Duration, force func() int) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+		n := force()
+		return fmt.Errorf("%w: %d still being handled at the %v deadline", ErrForced, n, timeout)
+	}
+}
