@@ -63,6 +63,11 @@ func (t *tracker) connState(nc net.Conn, s http.ConnState) {
 	t.poke()
 }
 
+// http2Linger is how long an HTTP/2 connection may stay idle once told
+// GOAWAY: two of the drain's GOAWAY rounds, so that one that started as
+// a round went out got its GOAWAY by the next.
+const http2Linger = 2 * http2Again
+
 // handlerDone counts a handler out, waking a drain that waits for it.
 func (t *tracker) handlerDone() {
 	t.handlers.Add(-1)
@@ -105,6 +110,20 @@ func (t *tracker) http2Open() bool {
 		}
 	}
 	return false
+}
+
+// wentAway records that every HTTP/2 connection open now has been told
+// GOAWAY (if it was not already) at now.
+func (t *tracker) wentAway(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.conns {
+		c.mu.Lock()
+		if c.http2 && c.goneAway.IsZero() {
+			c.goneAway = now
+		}
+		c.mu.Unlock()
+	}
 }
 
 // open returns the number of connections not yet closed.
@@ -188,6 +207,7 @@ type conn struct {
 	readSince bool      // bytes arrived since then: a request is being read
 	kicked    bool      // read deadline forced into the past
 	http2     bool      // handed to the HTTP/2 server: GOAWAY ends it
+	goneAway  time.Time // when it was first told GOAWAY (HTTP/2)
 	deadline  time.Time // the read deadline net/http last set
 }
 
@@ -214,7 +234,19 @@ func (c *conn) setState(s http.ConnState) {
 func (c *conn) closeIfIdle(now time.Time, grace time.Duration) (due time.Time, kicked bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.kicked || c.readSince || c.http2 || (c.state != http.StateIdle && c.state != http.StateNew) {
+	if c.http2 {
+		// Told GOAWAY, a client opens no more streams on it, but may
+		// leave it open (Go's does when it never used it); net/http
+		// would wait a second. Idle that long after the GOAWAY, it ends.
+		if c.kicked || c.goneAway.IsZero() || c.state != http.StateIdle {
+			return time.Time{}, false
+		}
+		grace = http2Linger
+		if c.goneAway.After(c.since) {
+			c.since = c.goneAway
+		}
+	}
+	if c.kicked || c.readSince || (c.state != http.StateIdle && c.state != http.StateNew) {
 		return time.Time{}, false
 	}
 	due = c.since.Add(grace)

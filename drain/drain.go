@@ -187,6 +187,7 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	close(t.begun)
 	r.notify("STOPPING=1")
 	h2.send()
+	t.wentAway(time.Now())
 	r.errs = append(r.errs, serveErr, t.drain(srv, tl, served, h2, opts.Timeout))
 	return r.result()
 }
@@ -306,6 +307,7 @@ func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, 
 		if h2 != nil && t.http2Open() {
 			if now.Sub(sent) >= http2Again {
 				h2.send()
+				t.wentAway(now)
 				sent = now
 			}
 			if again := sent.Add(http2Again); next.IsZero() || again.Before(next) {

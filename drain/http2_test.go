@@ -1,61 +1,26 @@
 package drain_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton/drain"
+	"github.com/batonhq/baton/drain/draintest"
 )
-
-// selfSigned returns a certificate for 127.0.0.1 and a pool that trusts it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "drain test"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
-}
 
 // HTTP/2 clients (TLS with ALPN, and h2c) that keep their connection busy
 // move to the newer server as soon as the old one drains: each of its
 // connections gets a GOAWAY, finishes its streams and closes, so the old
 // server's drain ends long before its deadline, and no request fails.
 func TestDrainHTTP2(t *testing.T) {
-	cert, pool := selfSigned(t)
+	c := draintest.SelfSigned(t)
+	cert, pool := c.Pair, c.Pool
 	for _, tt := range []struct {
 		name      string
 		listener  func(net.Listener) net.Listener
@@ -99,69 +64,27 @@ func TestDrainHTTP2(t *testing.T) {
 			old := startServer(t, tt.listener(dup(t, ln)), "old", opts, nil, configure...)
 			url := tt.proto + "://" + ln.Addr().String() + "/"
 
-			const clients = 8
-			var (
-				stop           = make(chan struct{})
-				wg             sync.WaitGroup
-				ok, failed, h2 atomic.Int64
-				mu             sync.Mutex
-				firstErr       error
-			)
-			for range clients {
-				client := &http.Client{Transport: tt.transport(), Timeout: 10 * time.Second}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer client.CloseIdleConnections()
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						resp, err := client.Get(url)
-						if err == nil {
-							var body []byte
-							body, err = io.ReadAll(resp.Body)
-							resp.Body.Close()
-							if err == nil && !strings.HasPrefix(string(body), "hello from ") {
-								err = errors.New("unexpected body " + string(body))
-							}
-							if resp.ProtoMajor == 2 {
-								h2.Add(1)
-							}
-						}
-						if err != nil {
-							failed.Add(1)
-							mu.Lock()
-							if firstErr == nil {
-								firstErr = err
-							}
-							mu.Unlock()
-							continue
-						}
-						ok.Add(1)
-					}
-				}()
-			}
+			load := draintest.StartHTTPLoad(8, func() *http.Client {
+				return &http.Client{Transport: tt.transport(), Timeout: 10 * time.Second}
+			}, url, "hello from ")
+			defer load.Stop()
 			old.waitHits(t, 200)
 			young := startServer(t, tt.listener(dup(t, ln)), "new", opts, nil, configure...)
 			began := time.Now()
 			err := old.drain(t)
 			took := time.Since(began)
 			young.waitHits(t, 200) // the clients moved
-			close(stop)
-			wg.Wait()
-			t.Logf("%s: the old server drained in %v: %d ok, %d failed, %d over HTTP/2; old answered %d, new %d",
-				tt.name, took, ok.Load(), failed.Load(), h2.Load(), old.hits.Load(), young.hits.Load())
+			load.Stop()
+			t.Logf("%s: the old server drained in %v: %d ok, %d failed, %d over HTTP/1; old answered %d, new %d",
+				tt.name, took, load.OK.Load(), load.Failed.Load(), load.NotHTTP2.Load(), old.hits.Load(), young.hits.Load())
 			if err != nil {
 				t.Errorf("the old server's drain: %v (its HTTP/2 connections did not leave by themselves)", err)
 			}
-			if failed.Load() != 0 {
-				t.Errorf("%d requests failed, the first: %v", failed.Load(), firstErr)
+			if load.Failed.Load() != 0 {
+				t.Errorf("%d requests failed, the first: %v", load.Failed.Load(), load.FirstErr())
 			}
-			if h2.Load() != ok.Load() {
-				t.Errorf("%d of %d requests went over HTTP/2, want all", h2.Load(), ok.Load())
+			if load.NotHTTP2.Load() != 0 {
+				t.Errorf("%d requests went over HTTP/1, want none", load.NotHTTP2.Load())
 			}
 		})
 	}

@@ -7,6 +7,10 @@
 //	hello -listen 127.0.0.1:8080  bind it itself, with SO_REUSEPORT, so that
 //	                            several copies can run side by side (the
 //	                            no-supervisor baseline)
+//	hello -h2c                  also speak HTTP/2 without TLS
+//	hello -cert FILE -key FILE  serve HTTPS, HTTP/2 or HTTP/1.1 by ALPN
+//
+// Under drain, HTTP/2 clients are sent a GOAWAY when hello drains.
 //
 // Routes, besides every other path answering hello:
 //

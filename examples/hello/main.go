@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,9 @@ func main() {
 	log.SetFlags(0)
 	listen := flag.String("listen", "", "bind `ADDR` (host:port) with SO_REUSEPORT instead of using an inherited listener")
 	name := flag.String("name", "http", "`NAME` of the inherited listener to serve (the only one, if none has that name)")
+	h2c := flag.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge)")
+	cert := flag.String("cert", "", "serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with the certificate in `FILE` (PEM), and -key")
+	key := flag.String("key", "", "the private key of -cert, in `FILE` (PEM)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Fatalf("hello: unexpected arguments %q", flag.Args())
@@ -34,12 +38,24 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	if *cert != "" || *key != "" {
+		pair, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			log.Fatalf("hello: -cert, -key: %v", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}, NextProtos: []string{"h2", "http/1.1"}})
+	}
 	pid := strconv.Itoa(os.Getpid())
 	srv := &http.Server{
 		Handler: routes(pid),
 		// A client that never finishes its request headers must not hold
 		// a drain until its deadline.
 		ReadHeaderTimeout: 10 * time.Second,
+	}
+	if *h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	log.Printf("hello: serving on %s pid %s", ln.Addr(), pid)
 	if err := drain.Serve(context.Background(), srv, ln, drain.Options{}); err != nil {
