@@ -217,16 +217,23 @@ func listen(t *testing.T) *net.TCPListener {
 // inherited it would have.
 func dup(t *testing.T, ln *net.TCPListener) net.Listener {
 	t.Helper()
-	f, err := ln.File()
+	return dupOf(t, ln, net.FileListener)
+}
+
+// dupOf makes another c of the socket of s, with from (net.FileListener,
+// net.FilePacketConn).
+func dupOf[C any](t *testing.T, s interface{ File() (*os.File, error) }, from func(*os.File) (C, error)) C {
+	t.Helper()
+	f, err := s.File()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	l, err := net.FileListener(f)
+	c, err := from(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l
+	return c
 }
 
 // TestDrainUnderLoad is the promise of the package: with 32 clients that

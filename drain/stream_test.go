@@ -211,15 +211,7 @@ func TestServeConnsDeadline(t *testing.T) {
 // inherited it would have.
 func dupPacket(t *testing.T, pc *net.UDPConn) net.PacketConn {
 	t.Helper()
-	f, err := pc.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c, err := net.FilePacketConn(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dupOf(t, pc, net.FilePacketConn)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
