@@ -9,13 +9,12 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton/drain"
+	"github.com/batonhq/baton/drain/draintest"
 )
 
 // echoConn is a line echo service's handler, as a service built on
@@ -103,85 +102,24 @@ func TestServeConnsUnderLoad(t *testing.T) {
 		return func(ctx context.Context, opts drain.Options) error { return drain.ServeConns(ctx, l, echoConn, opts) }
 	}
 	old := startStream(t, serve(dup(t, ln)))
-	var (
-		stop             = make(chan struct{})
-		wg               sync.WaitGroup
-		ok, failed, byes atomic.Int64
-		firstErr         atomic.Value
-	)
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var c net.Conn
-			var r *bufio.Reader
-			defer func() {
-				if c != nil {
-					c.Close()
-				}
-			}()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if c == nil {
-					var err error
-					if c, err = net.Dial("tcp", ln.Addr().String()); err != nil {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, err)
-						return
-					}
-					r = bufio.NewReader(c)
-				}
-				want := fmt.Sprintf("client %d line %d", i, n)
-				fmt.Fprintf(c, "%s\n", want)
-				got, err := r.ReadString('\n')
-				switch {
-				case err == nil && got == want+"\n":
-					ok.Add(1)
-				case err == nil && got == want+" bye\n":
-					ok.Add(1)
-					byes.Add(1)
-					c.Close()
-					c = nil
-				default:
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Errorf("line %q: got %q, %v", want, got, err))
-					c.Close()
-					c = nil
-				}
-			}
-		}()
-	}
-	atLeast(t, &ok, 500)
+	load := draintest.StartEchoLoad(8, "tcp", ln.Addr().String())
+	defer load.Stop()
+	load.WaitOK(t, 500)
 	startStream(t, serve(dup(t, ln)))
 	began := time.Now()
 	err := old.stop(t)
 	took := time.Since(began)
-	atLeast(t, &ok, ok.Load()+500)
-	close(stop)
-	wg.Wait()
-	t.Logf("the old server drained in %v: %d exchanges ok, %d failed, %d clients told bye", took, ok.Load(), failed.Load(), byes.Load())
+	load.WaitOK(t, load.OK.Load()+500)
+	load.Stop()
+	t.Logf("the old server drained in %v: %d exchanges ok, %d failed, %d clients told bye", took, load.OK.Load(), load.Failed.Load(), load.Byes.Load())
 	if err != nil {
 		t.Errorf("the old server's drain: %v", err)
 	}
-	if failed.Load() != 0 {
-		t.Errorf("%d exchanges failed, the first: %v", failed.Load(), firstErr.Load())
+	if load.Failed.Load() != 0 {
+		t.Errorf("%d exchanges failed, the first: %v", load.Failed.Load(), load.FirstErr())
 	}
-	if byes.Load() == 0 {
+	if load.Byes.Load() == 0 {
 		t.Error("no client was told bye: the old server had no connection when it drained")
-	}
-}
-
-// atLeast waits until n reaches want, polling.
-func atLeast(t *testing.T, n *atomic.Int64, want int64) {
-	t.Helper()
-	for deadline := time.Now().Add(eventTimeout); n.Load() < want; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d, want %d within %v", n.Load(), want, eventTimeout)
-		}
 	}
 }
 
@@ -231,53 +169,17 @@ func TestServePacketsUnderLoad(t *testing.T) {
 		return func(ctx context.Context, opts drain.Options) error { return drain.ServePackets(ctx, c, 0, echo, opts) }
 	}
 	old := startStream(t, serve(dupPacket(t, pc)))
-	var (
-		stop         = make(chan struct{})
-		wg           sync.WaitGroup
-		answered     atomic.Int64
-		lost, failed atomic.Int64
-	)
-	for i := range 4 {
-		c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 64)
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				want := fmt.Sprintf("client %d datagram %d", i, n)
-				c.Write([]byte(want))
-				c.SetReadDeadline(time.Now().Add(time.Second))
-				m, err := c.Read(buf)
-				switch {
-				case err != nil:
-					lost.Add(1)
-				case string(buf[:m]) != want:
-					failed.Add(1)
-				default:
-					answered.Add(1)
-				}
-			}
-		}()
-	}
-	atLeast(t, &answered, 500)
+	load := draintest.StartEchoLoad(4, "udp", pc.LocalAddr().String())
+	defer load.Stop()
+	load.WaitOK(t, 500)
 	startStream(t, serve(dupPacket(t, pc)))
 	if err := old.stop(t); err != nil {
 		t.Errorf("the old server's drain: %v", err)
 	}
-	atLeast(t, &answered, answered.Load()+500)
-	close(stop)
-	wg.Wait()
-	t.Logf("%d datagrams answered, %d lost, %d answered wrong", answered.Load(), lost.Load(), failed.Load())
-	if lost.Load() != 0 || failed.Load() != 0 {
-		t.Errorf("%d datagrams lost, %d answered wrong, across the drain", lost.Load(), failed.Load())
+	load.WaitOK(t, load.OK.Load()+500)
+	load.Stop()
+	t.Logf("%d datagrams answered, %d lost, %d answered wrong", load.OK.Load(), load.Lost.Load(), load.Failed.Load())
+	if load.Lost.Load() != 0 || load.Failed.Load() != 0 {
+		t.Errorf("%d datagrams lost, %d failed (%v), across the drain", load.Lost.Load(), load.Failed.Load(), load.FirstErr())
 	}
 }

@@ -26,7 +26,7 @@ var raceEnabled bool
 
 // bin holds the paths of the binaries built for this test run.
 var bin struct {
-	dir, baton, hello string
+	dir, baton, hello, echo string
 }
 
 // repoRoot is the module's root directory.
@@ -57,7 +57,8 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(bin.dir)
 	bin.baton = filepath.Join(bin.dir, "baton")
 	bin.hello = filepath.Join(bin.dir, "hello")
-	for out, pkg := range map[string]string{bin.baton: "./cmd/baton", bin.hello: "./examples/hello"} {
+	bin.echo = filepath.Join(bin.dir, "echo")
+	for out, pkg := range map[string]string{bin.baton: "./cmd/baton", bin.hello: "./examples/hello", bin.echo: "./examples/echo"} {
 		args := []string{"build", "-o", out}
 		if raceEnabled {
 			args = append(args, "-race")

@@ -5,10 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"testing"
-	"time"
 )
 
 // HTTPLoad is clients sending GET requests one after another, each on
@@ -18,40 +15,25 @@ import (
 // given. Go's client retries by itself only what the protocol allows (a
 // request an HTTP/2 server said with GOAWAY it did not process).
 type HTTPLoad struct {
-	OK, Failed atomic.Int64
+	clients
 	// NotHTTP2 counts the answers over HTTP/1.x.
 	NotHTTP2 atomic.Int64
-
-	first    atomic.Value
-	stop     chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
 }
 
 // StartHTTPLoad starts n clients made by newClient against url.
 func StartHTTPLoad(n int, newClient func() *http.Client, url, prefix string) *HTTPLoad {
-	l := &HTTPLoad{stop: make(chan struct{})}
-	for range n {
+	l := &HTTPLoad{clients: newClients()}
+	l.run(n, func(int) {
 		client := newClient()
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			defer client.CloseIdleConnections()
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				if err := l.get(client, url, prefix); err != nil {
-					l.Failed.Add(1)
-					l.first.CompareAndSwap(nil, err)
-					continue
-				}
-				l.OK.Add(1)
+		defer client.CloseIdleConnections()
+		for !l.stopped() {
+			if err := l.get(client, url, prefix); err != nil {
+				l.fail(err)
+				continue
 			}
-		}()
-	}
+			l.OK.Add(1)
+		}
+	})
 	return l
 }
 
@@ -72,26 +54,4 @@ func (l *HTTPLoad) get(client *http.Client, url, prefix string) error {
 		return fmt.Errorf("answer %d %q, want 200 starting %q", resp.StatusCode, body, prefix)
 	}
 	return nil
-}
-
-// WaitOK waits until n requests in all have been answered.
-func (l *HTTPLoad) WaitOK(t testing.TB, n int64) {
-	t.Helper()
-	for deadline := time.Now().Add(EventTimeout); l.OK.Load() < n; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests answered, want %d within %v", l.OK.Load(), n, EventTimeout)
-		}
-	}
-}
-
-// Stop ends the clients and waits for them; again, it does nothing.
-func (l *HTTPLoad) Stop() {
-	l.stopOnce.Do(func() { close(l.stop) })
-	l.wg.Wait()
-}
-
-// FirstErr is the first failure, nil if none.
-func (l *HTTPLoad) FirstErr() error {
-	err, _ := l.first.Load().(error)
-	return err
 }
