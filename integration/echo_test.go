@@ -39,13 +39,10 @@ timeout = "5s"
 	tcp := draintest.StartEchoLoad(16, "tcp", b.addr)
 	defer tcp.Stop()
 	tcp.WaitOK(t, 500)
-	for i := range 10 {
-		if code, out := b.reloadCmd(t); code != 0 {
-			t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
-		}
+	reloads(t, b, 10, func() {
 		tcp.WaitOK(t, tcp.OK.Load()+300)
 		udp.WaitOK(t, udp.OK.Load()+100)
-	}
+	})
 	tcp.Stop()
 	udp.Stop()
 	t.Logf("10 reloads: TCP %d exchanges ok, %d failed, %d told bye; UDP %d answered, %d lost (%d lost over 2,000 without reloads), %d wrong",

@@ -29,6 +29,18 @@ func certFiles(t *testing.T, dir string) (cert, key string, pool *x509.CertPool)
 	return cert, key, c.Pool
 }
 
+// reloads reloads b n times, calling served after each (to wait for the
+// load to go on).
+func reloads(t *testing.T, b *configBaton, n int, served func()) {
+	t.Helper()
+	for i := range n {
+		if code, out := b.reloadCmd(t); code != 0 {
+			t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
+		}
+		served()
+	}
+}
+
 // reDrained is baton's line for a generation gone, with how long its
 // drain took.
 var reDrained = regexp.MustCompile(`msg="generation (\d+) drained".* after=(\S+)`)
@@ -66,12 +78,7 @@ func TestHTTP2UnderBaton(t *testing.T) {
 			}, url, "hello from pid ")
 			defer load.Stop()
 			load.WaitOK(t, 500)
-			for i := range 10 {
-				if code, out := b.reloadCmd(t); code != 0 {
-					t.Fatalf("reload %d: exit %d: %s", i+1, code, out)
-				}
-				load.WaitOK(t, load.OK.Load()+300)
-			}
+			reloads(t, b, 10, func() { load.WaitOK(t, load.OK.Load()+300) })
 			// The last generation replaced has drained too.
 			b.out.waitCount(reDrained, 10, 30*time.Second)
 			load.Stop()
@@ -91,5 +98,26 @@ func TestHTTP2UnderBaton(t *testing.T) {
 				t.Errorf("%d requests went over HTTP/1, want none", load.NotHTTP2.Load())
 			}
 		})
+	}
+}
+
+// WebSocket sessions under baton (hello's /ws echo): 10 reloads under 32
+// clients end every session of a replaced worker with a close frame from
+// it, none by a reset or an end without one.
+func TestWebSocketsUnderBaton(t *testing.T) {
+	b := startConfigBaton(t, hellos(2, ""))
+	load := draintest.StartWebSocketLoad(32, b.addr, "/ws")
+	defer load.Stop()
+	load.WaitOK(t, 500)
+	reloads(t, b, 10, func() { load.WaitOK(t, load.OK.Load()+300) })
+	b.out.waitCount(reDrained, 10, 30*time.Second)
+	load.Stop()
+	t.Logf("10 reloads: %d messages echoed, %d sessions closed by the server with a close frame, %d failed",
+		load.OK.Load(), load.ServerClosed.Load(), load.Failed.Load())
+	if load.Failed.Load() != 0 {
+		t.Errorf("%d sessions failed, the first: %v", load.Failed.Load(), load.FirstErr())
+	}
+	if load.ServerClosed.Load() < 32 {
+		t.Errorf("%d sessions closed by a draining worker, want at least the 32 clients' first", load.ServerClosed.Load())
 	}
 }

@@ -17,6 +17,8 @@
 //	/slow?ms=N    wait N milliseconds, then answer
 //	/stream?s=N   write a line every 100ms for N seconds, flushing each
 //	/grow?mb=N    allocate N MiB more and keep it (to test max_memory)
+//	/ws           a WebSocket echo; when hello drains, each session gets
+//	              a close frame (1001, going away) from it
 //	/panic        panic: the request gets a 500, hello says STOPPING=1,
 //	              drains (requests in flight finish) and exits 1
 package main

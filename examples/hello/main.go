@@ -142,6 +142,7 @@ func routes(pid string) http.Handler {
 		case <-r.Context().Done(): // the client left or the server was closed
 		}
 	})
+	mux.HandleFunc("/ws", websocket)
 	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
 		panic("hello: /panic requested")
 	})
