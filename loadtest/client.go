@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -25,10 +26,11 @@ const (
 	outTimeout
 	outBadStatus
 	outOther
+	outUnclosed
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"ok", "refused", "reset", "eof", "timeout", "status", "other"}
+var outcomeNames = [numOutcomes]string{"ok", "refused", "reset", "eof", "timeout", "status", "other", "unclosed"}
 
 func (o outcome) String() string { return outcomeNames[o] }
 
@@ -42,16 +44,18 @@ func classify(err error) outcome {
 		return outOK
 	case errors.As(err, &se):
 		return outBadStatus
+	case errors.Is(err, errUnclosed):
+		return outUnclosed
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return outRefused
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return outReset
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return outEOF
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return outTimeout
 	}
-	return outOther
+	return classifyText(err.Error())
 }
 
 // statusError reports a complete response whose status is not 200.
@@ -142,4 +146,29 @@ func loopbackOnly(_ context.Context, network, address string, _ syscall.RawConn)
 		return fmt.Errorf("%w: %s resolved to %s", ErrNotLoopback, network, address)
 	}
 	return nil
+}
+
+// classifyText classifies an error that carries no error value to test,
+// only its text: HTTP/2's and gRPC's errors about the connection under a
+// request. What ended the connection before the answer counts as an EOF.
+func classifyText(s string) outcome {
+	has := func(subs ...string) bool {
+		for _, sub := range subs {
+			if strings.Contains(s, sub) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("connection refused"):
+		return outRefused
+	case has("connection reset", "broken pipe", "stream error", "RST_STREAM"):
+		return outReset
+	case has("EOF", "connection lost", "GOAWAY", "force closed", "closed the connection", "transport is closing", "client connection closed"):
+		return outEOF
+	case has("deadline exceeded", "timeout", "i/o timeout"):
+		return outTimeout
+	}
+	return outOther
 }

@@ -18,7 +18,6 @@ var ErrEnded = errors.New("load: run ended")
 // Generator is a running load. Its methods are safe for concurrent use.
 type Generator struct {
 	opts  Options
-	req   []byte
 	start time.Time
 
 	stopping chan struct{} // closed when clients should stop issuing requests
@@ -29,6 +28,8 @@ type Generator struct {
 	issued   atomic.Int64 // attempts reserved against Options.Requests
 	requests atomic.Int64
 	counts   [numOutcomes]atomic.Int64
+
+	closeFrames atomic.Int64 // WebSocket sessions the server ended with a close frame
 
 	latency latencies
 
@@ -62,7 +63,6 @@ func Start(ctx context.Context, o Options) (*Generator, error) {
 	}
 	g := &Generator{
 		opts:     o,
-		req:      requestBytes(o),
 		start:    time.Now(),
 		stopping: make(chan struct{}),
 		done:     make(chan struct{}),
@@ -110,7 +110,7 @@ func (g *Generator) Done() <-chan struct{} { return g.done }
 // Snapshot returns the totals so far. While the run goes on, Requests also
 // counts requests still in flight.
 func (g *Generator) Snapshot() Result {
-	r := Result{Mode: g.opts.Mode, Concurrency: g.opts.Concurrency}
+	r := Result{Mode: g.opts.Mode, Protocol: g.opts.Protocol, Concurrency: g.opts.Concurrency}
 	// Outcomes before attempts, so that OK+Failed() <= Requests.
 	r.OK = g.counts[outOK].Load()
 	r.Refused = g.counts[outRefused].Load()
@@ -119,6 +119,8 @@ func (g *Generator) Snapshot() Result {
 	r.Timeout = g.counts[outTimeout].Load()
 	r.BadStatus = g.counts[outBadStatus].Load()
 	r.Other = g.counts[outOther].Load()
+	r.Unclosed = g.counts[outUnclosed].Load()
+	r.CloseFrames = g.closeFrames.Load()
 	r.Requests = g.requests.Load()
 	select {
 	case <-g.done:
@@ -220,12 +222,7 @@ func (g *Generator) watch(ctx context.Context) {
 // work is one client's loop: one request after another, with no pause, until
 // the run ends. The request in flight when it ends is finished and counted.
 func (g *Generator) work() {
-	c := client{
-		addr:      g.opts.Addr,
-		req:       g.req,
-		keepAlive: g.opts.Mode == KeepAlive,
-		timeout:   g.opts.Timeout,
-	}
+	c := newRequester(g.opts, g)
 	defer c.close()
 	for {
 		select {

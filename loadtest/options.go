@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,10 @@ const (
 	DefaultPath        = "/"
 	DefaultConcurrency = 32
 	DefaultTimeout     = 5 * time.Second
+	// DefaultGRPCMethod is the method a GRPC run calls by default: the
+	// hello service of examples/greeter (request and response a
+	// google.protobuf.StringValue).
+	DefaultGRPCMethod = "/baton.hello.Hello/Say"
 )
 
 // Mode says how clients use connections.
@@ -55,12 +60,18 @@ func ParseMode(s string) (Mode, error) {
 // Options configure a run. Zero values mean the documented defaults.
 type Options struct {
 	Addr        string        // host:port; must be a loopback address (127.0.0.0/8, ::1, localhost) or Start returns an error
-	Path        string        // default "/"
+	Path        string        // default "/"; for GRPC the full method name, default DefaultGRPCMethod
 	Concurrency int           // default 32
 	Duration    time.Duration // stop after this long; 0 = until Stop / ctx done
 	Requests    int64         // stop after this many requests in total; 0 = no limit
 	Mode        Mode
-	Timeout     time.Duration // per request (dial+write+read), default 5s
+	// Protocol is what the clients speak; the zero value is HTTP1.
+	Protocol Protocol
+	// TLS is the clients' TLS configuration. HTTP2 needs one (against a
+	// self-signed server, one with its certificate in RootCAs); GRPC
+	// uses TLS when it is set; the others refuse it.
+	TLS     *tls.Config
+	Timeout time.Duration // per request (dial+write+read), default 5s
 	// Timeline, when above zero, counts OK and failed requests in
 	// buckets of this width from the start (Result.Timeline), by when
 	// each ended; at most MaxTimeline buckets.
@@ -77,6 +88,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Path == "" {
 		o.Path = DefaultPath
+		if o.Protocol == GRPC {
+			o.Path = DefaultGRPCMethod
+		}
 	}
 	if !strings.HasPrefix(o.Path, "/") || strings.ContainsAny(o.Path, " \t\r\n") {
 		return o, fmt.Errorf("load: path %q: must start with / and contain no white space", o.Path)
@@ -100,6 +114,12 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("load: negative timeline bucket %v", o.Timeline)
 	case o.Mode != KeepAlive && o.Mode != PerRequest:
 		return o, fmt.Errorf("load: unknown mode %v", o.Mode)
+	case o.Protocol < 0 || o.Protocol >= numProtocols:
+		return o, fmt.Errorf("load: unknown protocol %v", o.Protocol)
+	case o.Protocol == HTTP2 && o.TLS == nil:
+		return o, errors.New("load: protocol h2 needs a TLS configuration")
+	case o.TLS != nil && o.Protocol != HTTP2 && o.Protocol != GRPC:
+		return o, fmt.Errorf("load: protocol %v does not use TLS", o.Protocol)
 	}
 	return o, nil
 }
