@@ -67,4 +67,9 @@
 // UDP: no more reads, the socket's queue left to the workers that share
 // it), each connection's handler told through its context, and a wait for
 // the handlers within the deadline.
+//
+// ServeFunc gives that lifecycle (READY=1, the stop signals, STOPPING=1,
+// the deadline, the guard) to a server of another kind, which drains in
+// its protocol's own way; package grpcdrain is it for a grpc.Server, so
+// that this package does not depend on gRPC.
 package drain

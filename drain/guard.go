@@ -88,14 +88,23 @@ func (g *Guard) Handler(h http.Handler) http.Handler {
 // reports the panic and trips. A panic with http.ErrAbortHandler counts
 // like any other here: there is no response to abort.
 func (g *Guard) Go(f func()) {
-	go func() {
-		defer func() {
-			if v := recover(); v != nil {
-				g.recovered(v)
-			}
-		}()
-		f()
+	go g.Do(f)
+}
+
+// Do runs f under the guard, on the calling goroutine: if f panics, the
+// guard reports the panic and trips, and Do returns true. It is how a
+// handler of another kind of server is guarded (a gRPC method, see
+// package grpcdrain): the caller then fails that one request. A panic
+// with http.ErrAbortHandler counts like any other here.
+func (g *Guard) Do(f func()) (panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			g.recovered(v)
+			panicked = true
+		}
 	}()
+	f()
+	return false
 }
 
 // Done returns a channel that is closed when the guard trips, at the first

@@ -488,3 +488,22 @@ func TestGuard(t *testing.T) {
 		t.Errorf("zero Guard: Err %v, Done %v", err, zero.Done())
 	}
 }
+
+// TestGuardDo: Do runs f on the calling goroutine and says whether it
+// panicked; the guard trips as with Go.
+func TestGuardDo(t *testing.T) {
+	guard, reports := newGuard()
+	ran := false
+	if guard.Do(func() { ran = true }) || !ran {
+		t.Fatalf("Do of a function that returns: ran %t, want true and not panicked", ran)
+	}
+	if guard.Err() != nil {
+		t.Fatal("the guard tripped without a panic")
+	}
+	if !guard.Do(func() { panicNow("in Do") }) {
+		t.Fatal("Do of a function that panics said it did not")
+	}
+	waitFor(t, reports.got, "the report")
+	reports.check(t, "in Do")
+	waitFor(t, guard.Done(), "the guard to trip")
+}

@@ -149,6 +149,46 @@ func ServePackets(ctx context.Context, pc net.PacketConn, maxSize int, handle fu
 	return r.result()
 }
 
+// ServeFunc gives a server of another kind (a grpc.Server: see package
+// grpcdrain) the lifecycle of Serve: it runs serve in a goroutine and
+// sends READY=1, and when a signal from opts.Signals arrives, ctx is
+// done, opts.Guard trips or serve fails, it sends STOPPING=1 and calls
+// stop with a context that ends at opts.Timeout. stop drains the server
+// in its protocol's way, gives up at the context's end (returning an
+// error that wraps ErrForced, say) and must make serve return: ServeFunc
+// waits for serve before it returns. What serve returns once stop was
+// called is not an error; serve returning nil before that means the
+// server was stopped by someone else, and ServeFunc returns at once
+// without calling stop.
+//
+// opts.IdleGrace and opts.NoHandlerGuard do not apply: handlers are the
+// caller's to guard (Guard.Do).
+func ServeFunc(ctx context.Context, opts Options, serve func() error, stop func(ctx context.Context) error) error {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	r := begin(opts)
+	defer r.end()
+
+	served := make(chan error, 1)
+	go func() { served <- serve() }()
+	r.ready()
+
+	serveErr, closed := r.wait(ctx, served, nil)
+	if closed {
+		return r.result()
+	}
+	r.notify("STOPPING=1")
+	dctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
+	defer cancel()
+	r.errs = append(r.errs, serveErr, stop(dctx))
+	if serveErr == nil {
+		<-served
+	}
+	return r.result()
+}
+
 // waitFor waits for wg within timeout; at the deadline it calls force,
 // which ends what it can and says how many were left, and returns an
 // error wrapping ErrForced.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -182,4 +183,62 @@ func TestServePacketsUnderLoad(t *testing.T) {
 	if load.Lost.Load() != 0 || load.Failed.Load() != 0 {
 		t.Errorf("%d datagrams lost, %d failed (%v), across the drain", load.Lost.Load(), load.Failed.Load(), load.FirstErr())
 	}
+}
+
+// TestServeFunc: the lifecycle ServeFunc gives another kind of server.
+func TestServeFunc(t *testing.T) {
+	t.Run("drain", func(t *testing.T) {
+		var states []string
+		notify := func(s string) error { states = append(states, s); return nil }
+		ctx, cancel := context.WithCancel(context.Background())
+		stopped, served := make(chan struct{}), make(chan struct{})
+		var deadline time.Time
+		done := make(chan error, 1)
+		go func() {
+			done <- drain.ServeFunc(ctx, drain.Options{Timeout: time.Hour, Notify: notify, Signals: []os.Signal{syscall.SIGUSR2}},
+				func() error {
+					<-stopped
+					defer close(served)
+					return errors.New("accept: use of a closed listener") // what serve says once stopped: not an error
+				},
+				func(ctx context.Context) error {
+					deadline, _ = ctx.Deadline()
+					close(stopped)
+					return nil
+				})
+		}()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeFunc: %v, want nil", err)
+		}
+		select {
+		case <-served:
+		default:
+			t.Error("ServeFunc returned before serve")
+		}
+		if want := []string{"READY=1", "STOPPING=1"}; !slices.Equal(states, want) {
+			t.Errorf("notified %q, want %q", states, want)
+		}
+		if left := time.Until(deadline); left < 59*time.Minute {
+			t.Errorf("stop's context ends in %v, want the one-hour drain timeout", left)
+		}
+	})
+	t.Run("stopped by someone else", func(t *testing.T) {
+		err := drain.ServeFunc(context.Background(), drain.Options{Notify: func(string) error { return nil }},
+			func() error { return nil },
+			func(context.Context) error { t.Error("stop called"); return nil })
+		if err != nil {
+			t.Errorf("ServeFunc: %v, want nil", err)
+		}
+	})
+	t.Run("serve fails", func(t *testing.T) {
+		boom := errors.New("boom")
+		stopped := false
+		err := drain.ServeFunc(context.Background(), drain.Options{Notify: func(string) error { return nil }},
+			func() error { return boom },
+			func(context.Context) error { stopped = true; return nil })
+		if !errors.Is(err, boom) || !stopped {
+			t.Errorf("ServeFunc: %v (stopped %t), want boom, and the drain run all the same", err, stopped)
+		}
+	})
 }

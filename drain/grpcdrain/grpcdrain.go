@@ -1,0 +1,184 @@
+// Package grpcdrain serves a grpc.Server under baton, with readiness and
+// a drain that fails no call of a client that does not retry. It is a
+// package of its own so that package drain does not depend on gRPC.
+//
+//	g := new(drain.Guard)
+//	srv := grpc.NewServer(grpcdrain.Guard(g)...)
+//	pb.RegisterGreeterServer(srv, greeter{})
+//	ln, err := handoff.Listener("grpc")
+//	...
+//	err = grpcdrain.Serve(context.Background(), srv, ln, drain.Options{Guard: g})
+//
+// Serve sends READY=1 once serving, and on SIGTERM drains: STOPPING=1,
+// this process's copy of the listening socket closed (the other workers
+// keep accepting from it), then grpc.Server.GracefulStop: every
+// connection gets a GOAWAY, after which a client sends new calls on a new
+// connection (to another worker) while the calls in flight finish. At the
+// drain deadline Stop closes what is left.
+//
+// One thing Serve does that a plain GracefulStop does not: GracefulStop
+// closes at once a connection that Serve had accepted but not yet begun
+// to handle, so its client fails to connect (and, with one address, fails
+// the calls waiting for it). Serve waits for gRPC to take up every
+// connection accepted before the listener closed, and only then calls
+// GracefulStop, which sends them a GOAWAY like the others.
+package grpcdrain
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/batonhq/baton/drain"
+)
+
+// Serve serves srv on ln until a signal from opts.Signals arrives, ctx is
+// done or opts.Guard trips, then drains it (see the package
+// documentation) and returns: nil when every connection closed within
+// opts.Timeout, an error wrapping drain.ErrForced when Stop had to close
+// some, one wrapping drain.ErrPanicked when the guard tripped, and an
+// error if serving failed (the drain runs all the same). It is
+// drain.ServeFunc for a grpc.Server. A handler runs under opts.Guard only
+// if srv was made with Guard(opts.Guard).
+func Serve(ctx context.Context, srv *grpc.Server, ln net.Listener, opts drain.Options) error {
+	tl := &listener{Listener: ln, taken: make(chan struct{}, 1)}
+	served := make(chan struct{})
+	serve := func() error {
+		defer close(served)
+		return srv.Serve(tl)
+	}
+	stop := func(ctx context.Context) error {
+		tl.Close()
+		// Serve accepts one connection after another and hands each to
+		// a goroutine of its own: once it has returned, tl has counted
+		// every connection it will ever hand over.
+		select {
+		case <-served:
+		case <-ctx.Done():
+			return force(srv, ctx)
+		}
+		if err := tl.waitTaken(ctx); err != nil {
+			return force(srv, ctx)
+		}
+		stopped := make(chan struct{})
+		go func() {
+			srv.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+			return nil
+		case <-ctx.Done():
+			srv.Stop()
+			<-stopped
+			return fmt.Errorf("%w: gRPC connections still open at the drain deadline", drain.ErrForced)
+		}
+	}
+	return drain.ServeFunc(ctx, opts, serve, stop)
+}
+
+// force stops srv at the deadline, before GracefulStop was called.
+func force(srv *grpc.Server, ctx context.Context) error {
+	srv.Stop()
+	return fmt.Errorf("%w: %v before gRPC took up every connection", drain.ErrForced, context.Cause(ctx))
+}
+
+// listener counts the connections it accepted that gRPC has not touched
+// yet. gRPC's first call on one (a deadline, then its handshake) comes
+// after its check for a stop under way, which closes the connection.
+type listener struct {
+	net.Listener
+	mu      sync.Mutex
+	waiting int
+	taken   chan struct{} // poked when waiting goes down
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.waiting++
+	l.mu.Unlock()
+	return &conn{Conn: c, l: l}, nil
+}
+
+func (l *listener) take() {
+	l.mu.Lock()
+	l.waiting--
+	l.mu.Unlock()
+	select {
+	case l.taken <- struct{}{}:
+	default:
+	}
+}
+
+// waitTaken returns once no accepted connection waits to be touched, or
+// ctx's error.
+func (l *listener) waitTaken(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		n := l.waiting
+		l.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-l.taken:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// conn tells its listener when gRPC first touches it.
+type conn struct {
+	net.Conn
+	l    *listener
+	once sync.Once
+}
+
+func (c *conn) touch() { c.once.Do(c.l.take) }
+
+func (c *conn) Read(p []byte) (int, error)  { c.touch(); return c.Conn.Read(p) }
+func (c *conn) Write(p []byte) (int, error) { c.touch(); return c.Conn.Write(p) }
+func (c *conn) Close() error                { c.touch(); return c.Conn.Close() }
+
+func (c *conn) SetDeadline(t time.Time) error {
+	c.touch()
+	return c.Conn.SetDeadline(t)
+}
+
+// NetConn returns the connection accepted.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
+// Guard returns the server options that run every handler, unary and
+// streaming, under g: a handler that panics fails its own call with
+// codes.Internal, and g trips, so that the Serve watching g drains the
+// worker and returns an error wrapping drain.ErrPanicked.
+func Guard(g *drain.Guard) []grpc.ServerOption {
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+		if g.Do(func() { resp, err = h(ctx, req) }) {
+			return nil, errPanicked(info.FullMethod)
+		}
+		return resp, err
+	}
+	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+		if g.Do(func() { err = h(srv, ss) }) {
+			return errPanicked(info.FullMethod)
+		}
+		return err
+	}
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream)}
+}
+
+func errPanicked(method string) error {
+	return status.Error(codes.Internal, method+": the handler panicked")
+}
