@@ -261,7 +261,7 @@ func call(t *testing.T, addr, method, in string) (string, error) {
 	t.Helper()
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)

@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -163,14 +165,40 @@ func TestInheritedListener(t *testing.T) {
 }
 
 // TestDrainUnderLoad: two hello processes share one socket, as under baton;
-// one gets SIGTERM while 32 clients that never retry hammer the socket.
+// one gets SIGTERM while 32 clients that never retry hammer the socket,
+// in each protocol hello speaks: HTTP/1.1, HTTP/2 over TLS and h2c (each
+// connection sent away by GOAWAY), and WebSocket sessions (each ended by
+// the drained worker's close frame).
 func TestDrainUnderLoad(t *testing.T) {
-	for _, mode := range []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest} {
-		t.Run(mode.String(), func(t *testing.T) {
-			draintest.DrainUnderLoad(t, mode, func(t *testing.T, s draintest.Socket) *draintest.Worker {
-				return startHello(t, []draintest.Socket{s}, "").Worker
+	cert := draintest.SelfSigned(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, cert.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, cert.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		o    loadtest.Options
+		args []string
+	}{
+		{loadtest.Options{Protocol: loadtest.HTTP1}, nil},
+		{loadtest.Options{Protocol: loadtest.HTTP2, TLS: &tls.Config{RootCAs: cert.Pool}}, []string{"-cert", certFile, "-key", keyFile}},
+		{loadtest.Options{Protocol: loadtest.H2C}, []string{"-h2c"}},
+		{loadtest.Options{Protocol: loadtest.WebSocket, Path: "/ws"}, nil},
+	} {
+		for _, mode := range []loadtest.Mode{loadtest.KeepAlive, loadtest.PerRequest} {
+			if tc.o.TLS != nil && mode == loadtest.PerRequest {
+				continue // a TLS handshake per request: slow under -race, and h2c per-request has the churn
+			}
+			tc.o.Mode = mode
+			t.Run(tc.o.Protocol.String()+"/"+mode.String(), func(t *testing.T) {
+				draintest.DrainLoad(t, tc.o, func(t *testing.T, s draintest.Socket) *draintest.Worker {
+					return startHello(t, []draintest.Socket{s}, "", tc.args...).Worker
+				})
 			})
-		})
+		}
 	}
 }
 

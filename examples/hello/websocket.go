@@ -42,6 +42,7 @@ func websocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	going := drain.Draining(r.Context())
+	pid := w.Header().Get("X-Pid")
 	c, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return
@@ -49,7 +50,7 @@ func websocket(w http.ResponseWriter, r *http.Request) {
 	defer c.Close()
 	sum := sha1.Sum([]byte(key + wsGUID))
 	rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n")
+		base64.StdEncoding.EncodeToString(sum[:]) + "\r\nX-Pid: " + pid + "\r\n\r\n")
 	if rw.Flush() != nil {
 		return
 	}
