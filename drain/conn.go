@@ -245,8 +245,11 @@ func (c *conn) closeIfIdle(now time.Time, grace time.Duration) (due time.Time, k
 		if c.goneAway.After(c.since) {
 			c.since = c.goneAway
 		}
-	}
-	if c.kicked || c.readSince || (c.state != http.StateIdle && c.state != http.StateNew) {
+	} else if c.kicked || c.readSince || c.state != http.StateNew && c.state != http.StateIdle {
+		// Bytes since it went idle are a request being read; over
+		// HTTP/2 they are frames (settings, pings, window updates): a
+		// new stream would have made it active, and one after the
+		// GOAWAY is the client's to send again.
 		return time.Time{}, false
 	}
 	due = c.since.Add(grace)
