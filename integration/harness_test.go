@@ -26,7 +26,7 @@ var raceEnabled bool
 
 // bin holds the paths of the binaries built for this test run.
 var bin struct {
-	dir, baton, hello, echo string
+	dir, baton, hello, echo, greeter string
 }
 
 // repoRoot is the module's root directory.
@@ -58,7 +58,8 @@ func runMain(m *testing.M) int {
 	bin.baton = filepath.Join(bin.dir, "baton")
 	bin.hello = filepath.Join(bin.dir, "hello")
 	bin.echo = filepath.Join(bin.dir, "echo")
-	for out, pkg := range map[string]string{bin.baton: "./cmd/baton", bin.hello: "./examples/hello", bin.echo: "./examples/echo"} {
+	bin.greeter = filepath.Join(bin.dir, "greeter")
+	for out, pkg := range map[string]string{bin.baton: "./cmd/baton", bin.hello: "./examples/hello", bin.echo: "./examples/echo", bin.greeter: "./examples/greeter"} {
 		args := []string{"build", "-o", out}
 		if raceEnabled {
 			args = append(args, "-race")

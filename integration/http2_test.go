@@ -3,7 +3,6 @@ package integration
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/drain/draintest"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // certFiles writes a self-signed certificate for 127.0.0.1 and its key
@@ -45,58 +45,81 @@ func reloads(t *testing.T, b *configBaton, n int, served func()) {
 // drain took.
 var reDrained = regexp.MustCompile(`msg="generation (\d+) drained".* after=(\S+)`)
 
+// protocolReloads puts 32 clients of o (Addr is b's) on b, reloads it 10
+// times under them and returns the load's result once every replaced
+// generation has drained, with the drain time of each. A protocol with
+// GOAWAY (HTTP/2, gRPC) must see every replaced generation gone within a
+// second: its clients moved by GOAWAY, not by the drain deadline (10 s).
+func protocolReloads(t *testing.T, b *configBaton, o loadtest.Options) loadtest.Result {
+	t.Helper()
+	ctx := withTimeout(t, 2*time.Minute)
+	o.Addr, o.Concurrency, o.Timeout = b.addr, 32, 10*time.Second
+	g, err := loadtest.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	waitServed(t, g, 500)
+	reloads(t, b, 10, func() { waitServed(t, g, 300) })
+	// The last generation replaced has drained too.
+	b.out.waitCount(reDrained, 10, 30*time.Second)
+	r := g.Stop()
+	var drains []string
+	for _, m := range reDrained.FindAllStringSubmatch(b.out.String(), -1) {
+		drains = append(drains, m[2])
+		d, err := time.ParseDuration(m[2])
+		if err != nil {
+			t.Fatalf("generation %s drained after %q: %v", m[1], m[2], err)
+		}
+		if o.Protocol != loadtest.WebSocket && d > time.Second {
+			t.Errorf("generation %s took %s to drain, want under a second", m[1], m[2])
+		}
+	}
+	t.Logf("10 reloads: %v; generations drained after %s", r, strings.Join(drains, ", "))
+	for _, s := range r.Samples {
+		t.Logf("failure: %s", s)
+	}
+	if r.Failed() != 0 {
+		t.Errorf("%d of %d requests failed", r.Failed(), r.Requests)
+	}
+	return r
+}
+
 // HTTP/2 under baton, over TLS (ALPN) and h2c, with the hello worker on
 // drain: 10 reloads under 32 clients, each on a connection of its own
-// that it keeps busy, fail no request, and every replaced generation is
-// gone within a second (its clients moved by GOAWAY, not by the drain
-// deadline of 10 s).
+// that it keeps busy (and for h2c also a connection per request), fail no
+// request, and every replaced generation is gone within a second.
 func TestHTTP2UnderBaton(t *testing.T) {
 	dir := t.TempDir()
 	cert, key, pool := certFiles(t, dir)
 	for _, tt := range []struct {
-		name      string
-		args      []string
-		scheme    string
-		transport func() *http.Transport
+		o    loadtest.Options
+		args []string
 	}{
-		{"tls", []string{"-cert", cert, "-key", key}, "https", func() *http.Transport {
-			return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
-		}},
-		{"h2c", []string{"-h2c"}, "http", func() *http.Transport {
-			tr := &http.Transport{Protocols: new(http.Protocols)}
-			tr.Protocols.SetUnencryptedHTTP2(true)
-			return tr
-		}},
+		{loadtest.Options{Protocol: loadtest.HTTP2, TLS: &tls.Config{RootCAs: pool}}, []string{"-cert", cert, "-key", key}},
+		{loadtest.Options{Protocol: loadtest.H2C}, []string{"-h2c"}},
+		{loadtest.Options{Protocol: loadtest.H2C, Mode: loadtest.PerRequest}, []string{"-h2c"}},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.o.Protocol.String()+"/"+tt.o.Mode.String(), func(t *testing.T) {
 			b := startConfigBaton(t, func(addr string) string {
 				return batonConfig(addr, 2, append([]string{bin.hello}, tt.args...), "")
 			})
-			url := tt.scheme + "://" + b.addr + "/"
-			load := draintest.StartHTTPLoad(32, func() *http.Client {
-				return &http.Client{Transport: tt.transport(), Timeout: 10 * time.Second}
-			}, url, "hello from pid ")
-			defer load.Stop()
-			load.WaitOK(t, 500)
-			reloads(t, b, 10, func() { load.WaitOK(t, load.OK.Load()+300) })
-			// The last generation replaced has drained too.
-			b.out.waitCount(reDrained, 10, 30*time.Second)
-			load.Stop()
-			var drains []string
-			for _, m := range reDrained.FindAllStringSubmatch(b.out.String(), -1) {
-				drains = append(drains, m[2])
-				if d, err := time.ParseDuration(m[2]); err != nil || d > time.Second {
-					t.Errorf("generation %s took %s to drain, want under a second", m[1], m[2])
-				}
-			}
-			t.Logf("%s: 10 reloads: %d ok, %d failed, %d over HTTP/1; generations drained after %s",
-				tt.name, load.OK.Load(), load.Failed.Load(), load.NotHTTP2.Load(), strings.Join(drains, ", "))
-			if load.Failed.Load() != 0 {
-				t.Errorf("%d requests failed, the first: %v", load.Failed.Load(), load.FirstErr())
-			}
-			if load.NotHTTP2.Load() != 0 {
-				t.Errorf("%d requests went over HTTP/1, want none", load.NotHTTP2.Load())
-			}
+			protocolReloads(t, b, tt.o)
+		})
+	}
+}
+
+// gRPC under baton, with the greeter worker on grpcdrain: 10 reloads
+// under 32 clients making unary calls, each on a connection of its own
+// (and, the other mode, a connection per call), fail no call, and every
+// replaced generation is gone within a second.
+func TestGRPCUnderBaton(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			b := startConfigBaton(t, func(addr string) string {
+				return batonConfig(addr, 2, []string{bin.greeter}, "")
+			})
+			protocolReloads(t, b, loadtest.Options{Protocol: loadtest.GRPC, Mode: mode})
 		})
 	}
 }
@@ -106,18 +129,9 @@ func TestHTTP2UnderBaton(t *testing.T) {
 // it, none by a reset or an end without one.
 func TestWebSocketsUnderBaton(t *testing.T) {
 	b := startConfigBaton(t, hellos(2, ""))
-	load := draintest.StartWebSocketLoad(32, b.addr, "/ws")
-	defer load.Stop()
-	load.WaitOK(t, 500)
-	reloads(t, b, 10, func() { load.WaitOK(t, load.OK.Load()+300) })
-	b.out.waitCount(reDrained, 10, 30*time.Second)
-	load.Stop()
-	t.Logf("10 reloads: %d messages echoed, %d sessions closed by the server with a close frame, %d failed",
-		load.OK.Load(), load.ServerClosed.Load(), load.Failed.Load())
-	if load.Failed.Load() != 0 {
-		t.Errorf("%d sessions failed, the first: %v", load.Failed.Load(), load.FirstErr())
-	}
-	if load.ServerClosed.Load() < 32 {
-		t.Errorf("%d sessions closed by a draining worker, want at least the 32 clients' first", load.ServerClosed.Load())
+	r := protocolReloads(t, b, loadtest.Options{Protocol: loadtest.WebSocket, Path: "/ws"})
+	t.Logf("%d messages echoed, %d sessions closed by the server with a close frame", r.OK, r.CloseFrames)
+	if r.CloseFrames < 32 {
+		t.Errorf("%d sessions closed by a draining worker, want at least the 32 clients' first", r.CloseFrames)
 	}
 }
