@@ -1,6 +1,7 @@
 package drain_test
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/batonhq/baton/drain"
 	"github.com/batonhq/baton/drain/draintest"
+	"github.com/batonhq/baton/loadtest"
 )
 
 // HTTP/2 clients (TLS with ALPN, and h2c) that keep their connection busy
@@ -25,18 +27,14 @@ func TestDrainHTTP2(t *testing.T) {
 		name      string
 		listener  func(net.Listener) net.Listener
 		configure func(*http.Server)
-		transport func() *http.Transport
-		proto     string
+		o         loadtest.Options
 	}{
 		{
 			name: "tls",
 			listener: func(l net.Listener) net.Listener {
 				return tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 			},
-			transport: func() *http.Transport {
-				return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
-			},
-			proto: "https",
+			o: loadtest.Options{Protocol: loadtest.HTTP2, TLS: &tls.Config{RootCAs: pool}},
 		},
 		{
 			name:     "h2c",
@@ -46,12 +44,7 @@ func TestDrainHTTP2(t *testing.T) {
 				srv.Protocols.SetHTTP1(true)
 				srv.Protocols.SetUnencryptedHTTP2(true)
 			},
-			transport: func() *http.Transport {
-				tr := &http.Transport{Protocols: new(http.Protocols)}
-				tr.Protocols.SetUnencryptedHTTP2(true)
-				return tr
-			},
-			proto: "http",
+			o: loadtest.Options{Protocol: loadtest.H2C},
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,29 +55,28 @@ func TestDrainHTTP2(t *testing.T) {
 			}
 			opts := drain.Options{Timeout: 5 * time.Second}
 			old := startServer(t, tt.listener(dup(t, ln)), "old", opts, nil, configure...)
-			url := tt.proto + "://" + ln.Addr().String() + "/"
-
-			load := draintest.StartHTTPLoad(8, func() *http.Client {
-				return &http.Client{Transport: tt.transport(), Timeout: 10 * time.Second}
-			}, url, "hello from ")
+			// An answer over HTTP/1 fails loadtest's HTTP/2 clients.
+			o := tt.o
+			o.Addr, o.Concurrency, o.Timeout = ln.Addr().String(), 8, 10*time.Second
+			load, err := loadtest.Start(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer load.Stop()
 			old.waitHits(t, 200)
 			young := startServer(t, tt.listener(dup(t, ln)), "new", opts, nil, configure...)
 			began := time.Now()
-			err := old.drain(t)
+			err = old.drain(t)
 			took := time.Since(began)
 			young.waitHits(t, 200) // the clients moved
-			load.Stop()
-			t.Logf("%s: the old server drained in %v: %d ok, %d failed, %d over HTTP/1; old answered %d, new %d",
-				tt.name, took, load.OK.Load(), load.Failed.Load(), load.NotHTTP2.Load(), old.hits.Load(), young.hits.Load())
+			r := load.Stop()
+			t.Logf("%s: the old server drained in %v: %v; old answered %d, new %d",
+				tt.name, took, r, old.hits.Load(), young.hits.Load())
 			if err != nil {
 				t.Errorf("the old server's drain: %v (its HTTP/2 connections did not leave by themselves)", err)
 			}
-			if load.Failed.Load() != 0 {
-				t.Errorf("%d requests failed, the first: %v", load.Failed.Load(), load.FirstErr())
-			}
-			if load.NotHTTP2.Load() != 0 {
-				t.Errorf("%d requests went over HTTP/1, want none", load.NotHTTP2.Load())
+			if r.Failed() != 0 {
+				t.Errorf("%d requests failed (an answer over HTTP/1 among them), the first: %v", r.Failed(), r.Samples)
 			}
 		})
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// clients is what HTTPLoad and EchoLoad share: the counts, the first
+// clients is what EchoLoad is made of: the counts, the first
 // failure, and the stop.
 type clients struct {
 	OK, Failed atomic.Int64
