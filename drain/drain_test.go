@@ -3,6 +3,7 @@ package drain_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -517,44 +518,86 @@ func TestDefaultServeMux(t *testing.T) {
 }
 
 // TestNaiveShutdown shows, for comparison, what http.Server.Shutdown does
-// to the same load. It only logs: the race it loses is timing-dependent.
+// to the same load, over HTTP/1.1 and HTTP/2 (TLS and h2c). It only logs:
+// the race it loses is timing-dependent.
 func TestNaiveShutdown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("comparison only")
 	}
-	base := listen(t)
-	serve := func(id string) (*http.Server, chan struct{}) {
-		srv := &http.Server{
-			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("X-Pid", id)
-				io.WriteString(w, "hello from "+id+"\n")
-			}),
-			ErrorLog: testLogger(t),
-		}
-		done := make(chan struct{})
-		ln := dup(t, base)
-		go func() { srv.Serve(ln); close(done) }()
-		t.Cleanup(func() { srv.Close(); <-done })
-		return srv, done
+	c := draintest.SelfSigned(t)
+	h2c := func(srv *http.Server) {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
-	old, _ := serve("n0")
-	g, err := loadtest.Start(context.Background(), loadtest.Options{Addr: base.Addr().String(), Concurrency: 32, Mode: loadtest.KeepAlive})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		o         loadtest.Options
+		configure func(*http.Server)
+		tls       bool
+	}{
+		{o: loadtest.Options{Mode: loadtest.KeepAlive}},
+		{o: loadtest.Options{Mode: loadtest.PerRequest}},
+		{o: loadtest.Options{Protocol: loadtest.HTTP2, TLS: &tls.Config{RootCAs: c.Pool}}, tls: true},
+		{o: loadtest.Options{Protocol: loadtest.H2C}, configure: h2c},
+		{o: loadtest.Options{Protocol: loadtest.H2C, Mode: loadtest.PerRequest}, configure: h2c},
+	} {
+		t.Run(tc.o.Protocol.String()+"/"+tc.o.Mode.String(), func(t *testing.T) {
+			base := listen(t)
+			serve := func(id string) *http.Server {
+				srv := &http.Server{
+					Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+						w.Header().Set("X-Pid", id)
+						io.WriteString(w, "hello from "+id+"\n")
+					}),
+					ErrorLog: testLogger(t),
+				}
+				if tc.configure != nil {
+					tc.configure(srv)
+				}
+				done := make(chan struct{})
+				ln := dup(t, base)
+				go func() {
+					if tc.tls {
+						srv.ServeTLS(ln, "", "")
+					} else {
+						srv.Serve(ln)
+					}
+					close(done)
+				}()
+				if tc.tls {
+					srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{c.Pair}}
+				}
+				t.Cleanup(func() { srv.Close(); <-done })
+				return srv
+			}
+			old := serve("n0")
+			o := tc.o
+			o.Addr, o.Concurrency = base.Addr().String(), 32
+			g, err := loadtest.Start(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Stop()
+			var took []string
+			for i := 1; i <= 5; i++ {
+				next := serve(fmt.Sprintf("n%d", i))
+				if err := g.WaitOK(context.Background(), g.Snapshot().OK+500); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				began := time.Now()
+				old.Shutdown(ctx)
+				took = append(took, time.Since(began).Round(time.Millisecond).String())
+				cancel()
+				old = next
+			}
+			r := g.Stop()
+			t.Logf("http.Server.Shutdown, 5 drains (%s): %v", strings.Join(took, ", "), r)
+			for _, s := range r.Samples {
+				t.Logf("failure: %s", s)
+			}
+		})
 	}
-	defer g.Stop()
-	for i := 1; i <= 5; i++ {
-		next, _ := serve(fmt.Sprintf("n%d", i))
-		if err := g.WaitOK(context.Background(), g.Snapshot().OK+500); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		old.Shutdown(ctx)
-		cancel()
-		old = next
-	}
-	r := g.Stop()
-	t.Logf("http.Server.Shutdown, 5 drains: %v", r)
 }
 
 // keepAlive opens a connection and completes one keep-alive request on it.
