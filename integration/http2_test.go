@@ -2,9 +2,6 @@ package integration
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,21 +10,6 @@ import (
 	"github.com/batonhq/baton/drain/draintest"
 	"github.com/batonhq/baton/loadtest"
 )
-
-// certFiles writes a self-signed certificate for 127.0.0.1 and its key
-// (PEM) into dir, and returns their paths and a pool that trusts it.
-func certFiles(t *testing.T, dir string) (cert, key string, pool *x509.CertPool) {
-	t.Helper()
-	c := draintest.SelfSigned(t)
-	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(cert, c.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(key, c.KeyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cert, key, c.Pool
-}
 
 // reloads reloads b n times, calling served after each (to wait for the
 // load to go on).
@@ -90,8 +72,9 @@ func protocolReloads(t *testing.T, b *configBaton, o loadtest.Options) loadtest.
 // that it keeps busy (and for h2c also a connection per request), fail no
 // request, and every replaced generation is gone within a second.
 func TestHTTP2UnderBaton(t *testing.T) {
-	dir := t.TempDir()
-	cert, key, pool := certFiles(t, dir)
+	c := draintest.SelfSigned(t)
+	cert, key := c.Files(t)
+	pool := c.Pool
 	for _, tt := range []struct {
 		o    loadtest.Options
 		args []string

@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -59,4 +61,19 @@ func SelfSigned(t testing.TB) Cert {
 	}
 	c.Pool.AddCert(cert)
 	return c
+}
+
+// Files writes the certificate and its key (PEM) into a directory of
+// the test's own and returns their paths, for a worker's -cert and -key.
+func (c Cert) Files(t testing.TB) (cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(cert, c.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, c.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
 }

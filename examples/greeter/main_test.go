@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,14 +50,7 @@ func startGreeter(t *testing.T, s draintest.Socket, env []string, args ...string
 // (its clients sent away by GOAWAY).
 func TestDrainUnderLoad(t *testing.T) {
 	cert := draintest.SelfSigned(t)
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, cert.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, cert.KeyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile := cert.Files(t)
 	for _, tc := range []struct {
 		name string
 		tls  *tls.Config

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -171,14 +170,7 @@ func TestInheritedListener(t *testing.T) {
 // the drained worker's close frame).
 func TestDrainUnderLoad(t *testing.T) {
 	cert := draintest.SelfSigned(t)
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, cert.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, cert.KeyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile := cert.Files(t)
 	for _, tc := range []struct {
 		o    loadtest.Options
 		args []string
