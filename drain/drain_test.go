@@ -554,6 +554,9 @@ func TestNaiveShutdown(t *testing.T) {
 				if tc.configure != nil {
 					tc.configure(srv)
 				}
+				if tc.tls {
+					srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{c.Pair}}
+				}
 				done := make(chan struct{})
 				ln := dup(t, base)
 				go func() {
@@ -564,9 +567,6 @@ func TestNaiveShutdown(t *testing.T) {
 					}
 					close(done)
 				}()
-				if tc.tls {
-					srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{c.Pair}}
-				}
 				t.Cleanup(func() { srv.Close(); <-done })
 				return srv
 			}
