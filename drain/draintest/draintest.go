@@ -49,6 +49,18 @@ func Listen(t testing.TB, name string) (*net.TCPListener, Socket) {
 	return ln.(*net.TCPListener), Socket{Name: name, Fd: dup(t, ln.(*net.TCPListener))}
 }
 
+// ListenUDP is Listen for a UDP socket on 127.0.0.1: the test's copy is
+// never read from.
+func ListenUDP(t testing.TB, name string) (*net.UDPConn, Socket) {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc, Socket{Name: name, Fd: dup(t, pc)}
+}
+
 // ListenUnix is Listen for a unix stream socket at path.
 func ListenUnix(t testing.TB, path, name string) (*net.UnixListener, Socket) {
 	t.Helper()
