@@ -76,6 +76,11 @@ func TestBalanceModesUnderLoad(t *testing.T) {
 			case balance == config.BalanceReusePort && len(sockets) < 4:
 				t.Errorf("%d sockets listen with balance %s and 2 workers after reloads, want at least 4: a reload's new workers and the old ones do not share", len(sockets), balance)
 			}
+			// Both batons deal connections in turn (as root): the new one
+			// went on with the old one's program.
+			if balance == config.BalanceReusePort && strings.Contains(u.out.String(), "not in turn") {
+				t.Errorf("a baton spreads connections at random:\n%s", u.out)
+			}
 			for _, n := range []string{"4", "2"} {
 				if code, out := ctl(t, "scale", n, "--control", u.control); code != 0 {
 					t.Fatalf("scale %s: exit %d: %s", n, code, out)

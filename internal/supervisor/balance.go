@@ -54,10 +54,11 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 				return fmt.Errorf("supervisor: listener %q: balance = %q needs a socket per worker, but %s", c.Name, config.BalanceReusePort, why)
 			}
 			if l.group == nil {
-				l.group = newGroup(l.name, l.fd)
+				// A successor leaves its parent's program be.
+				l.group = newGroup(l.name, l.fd, s.parent == 0)
+				s.warnRandom(l.group)
 				l.group.check(s)
 			}
-			s.warnMigrate()
 		case passedOn(cfg, c):
 			if err := s.rr.Listen(l.fd, l.fd, c.Name); err != nil {
 				return fmt.Errorf("supervisor: listener %q: %w", c.Name, err)
@@ -67,8 +68,18 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 	return nil
 }
 
+// warnRandom warns when g has no dealer: the classic program spreads
+// connections at random.
+func (s *supervisor) warnRandom(g *group) {
+	if g.deal != nil {
+		return
+	}
+	s.log.Warn("balance = \"reuseport\": connections are spread at random, not in turn (dealing them in turn takes an eBPF program, which needs CAP_BPF)", "listener", g.name, "reason", g.random)
+	s.warnMigrate()
+}
+
 // warnMigrate warns, once, that retiring a socket resets the connections
-// waiting in its queue.
+// waiting in its queue (the classic program does not move them).
 func (s *supervisor) warnMigrate() {
 	if s.warnedMigrate {
 		return

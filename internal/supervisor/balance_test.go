@@ -183,30 +183,49 @@ func TestRoundRobinLeavesSocketBlocking(t *testing.T) {
 }
 
 // With reuseport, baton warns when the kernel would reset what waits in
-// the queue of a slot that goes, and not when it would move it.
+// the queue of a slot that goes, and not when it would move it: with the
+// classic program, as tcp_migrate_req says; with the dealer, which moves
+// it, never.
 func TestReusePortWarnsWithoutMigrateReq(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tcp_migrate_req")
 	was := migrateReqPath
 	migrateReqPath = path
 	t.Cleanup(func() { migrateReqPath = was })
+	run := func(t *testing.T, value string) string {
+		if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fd, port := reusePortSocket(t, true)
+		cfg := testConfig("serve", 2, func(c *config.Config) {
+			c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port)
+			c.Worker.Balance = config.BalanceReusePort
+		})
+		var out syncBuffer
+		runUntilReadyIn(t, cfg, []systemd.Socket{{Name: "http", Fd: fd}}, t.TempDir(), &out)
+		return out.String()
+	}
 	for _, value := range []string{"0", "1"} {
-		t.Run(value, func(t *testing.T) {
-			if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			fd, port := reusePortSocket(t, true)
-			cfg := testConfig("serve", 2, func(c *config.Config) {
-				c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port)
-				c.Worker.Balance = config.BalanceReusePort
-			})
-			var out syncBuffer
-			runUntilReadyIn(t, cfg, []systemd.Socket{{Name: "http", Fd: fd}}, t.TempDir(), &out)
-			warned := strings.Contains(out.String(), "net.ipv4.tcp_migrate_req is 0")
+		t.Run("random/"+value, func(t *testing.T) {
+			dealInTurn = false
+			t.Cleanup(func() { dealInTurn = true })
+			out := run(t, value)
+			warned := strings.Contains(out, "net.ipv4.tcp_migrate_req is 0")
 			if warned != (value == "0") {
 				t.Errorf("tcp_migrate_req %s: warned %v", value, warned)
 			}
+			if !strings.Contains(out, "connections are spread at random, not in turn") {
+				t.Error("no warning that connections are spread at random")
+			}
 		})
 	}
+	t.Run("dealt/0", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("the dealer needs CAP_BPF: run as root")
+		}
+		if out := run(t, "0"); strings.Contains(out, "tcp_migrate_req") || strings.Contains(out, "at random") {
+			t.Errorf("baton warned though its dealer moves a closed socket's queue:\n%s", out)
+		}
+	})
 }
 
 // ready = "fd": a worker that writes a line to $BATON_READY_FD is ready,

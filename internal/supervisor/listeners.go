@@ -57,6 +57,9 @@ func (l *listener) close(keepPath bool) {
 	for _, gs := range l.extra() {
 		unix.Close(gs.fd)
 	}
+	if l.group != nil && l.group.deal != nil {
+		l.group.deal.Close()
+	}
 	unix.Close(l.fd)
 	if l.unlink != "" && !keepPath {
 		os.Remove(l.unlink)
@@ -419,6 +422,17 @@ func (s *supervisor) passListeners(fromSystemd bool) error {
 			if err := register(l.name, gs.fd, &gs.passKey); err != nil {
 				return err
 			}
+		}
+		if g := l.group; g != nil && g.deal != nil && g.dealPass == "" {
+			s.passSeq++
+			prefix := fmt.Sprintf("deal-%d-%d", os.Getpid(), s.passSeq)
+			fds := g.deal.Fds()
+			for name, fd := range dealFds(&fds) {
+				if err := s.upg.Add(prefix+"-"+name, *fd); err != nil {
+					return fmt.Errorf("supervisor: listener %q: %w", l.name, err)
+				}
+			}
+			g.dealPass = prefix
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/internal/deal"
 	"github.com/batonhq/baton/internal/lifecycle"
 )
 
@@ -19,18 +21,21 @@ import (
 // for its whole life, one per worker at a time: a new worker takes a
 // socket no live worker holds, and another is bound beside the listener
 // when there is none, so a reload's new worker never shares a socket with
-// the one it replaces. A classic BPF program attached to the group
-// (SO_ATTACH_REUSEPORT_CBPF) sends each new connection to the socket of a
-// ready worker, at random. A worker about to be told to stop is first
+// the one it replaces. An eBPF program attached to the group (deal) deals
+// each new connection to the socket of a ready worker, in turn; where the
+// kernel refuses to load it (baton without CAP_BPF), a classic BPF
+// program (SO_ATTACH_REUSEPORT_CBPF) picks one at random. A worker about
+// to be told to stop is first
 // left out of the program, and is signalled once its socket's accept
 // queue is empty: a server that drops at shutdown what it accepted but
 // had not served yet drops nothing, and a socket no worker holds receives
 // nothing.
 //
-// The program names sockets by their index in the kernel's group: a
-// socket joins at the end when it listens, and one that leaves is
+// The classic program names sockets by their index in the kernel's group:
+// a socket joins at the end when it listens, and one that leaves is
 // replaced by the last (net/core/sock_reuseport.c). group.socks keeps
-// that order, and a self-upgrade passes it on. baton checks it against
+// that order, and a self-upgrade passes it on; group.to holds indices in
+// that order in both cases, which the dealer's keys are looked up from. baton checks it against
 // the kernel's count of listening sockets on the address whenever it
 // binds one: a group with members baton does not hold (another process
 // of the same user bound the port with SO_REUSEPORT) is not steered.
@@ -54,6 +59,7 @@ const (
 // groupSocket is one socket of a listener's group.
 type groupSocket struct {
 	fd      int
+	key     uint32 // its key in the group's dealer, if it has one
 	passKey string // its name for the upgrader, "" if not registered
 	holders []int  // the live workers it was given to
 	slot    int    // the slot of the last worker it was given to
@@ -76,10 +82,71 @@ type group struct {
 	// holds or refused the program. Then a socket is retired as soon as
 	// no worker holds it, and workers are signalled at once.
 	off bool
+	// deal deals connections in turn to the sockets at to; nil when the
+	// classic program picks at random, and random says why.
+	deal   *deal.Dealer
+	random string
+	// dealPass names deal's descriptors for the upgrader (with the
+	// suffixes of dealFds), "" if not registered.
+	dealPass string
 }
 
-func newGroup(name string, fd int) *group {
-	return &group{name: name, socks: []*groupSocket{{fd: fd}}}
+// dealInTurn: groups get a dealer when the kernel lets baton load one (a
+// variable for tests of the classic program).
+var dealInTurn = true
+
+// newGroup makes the group of the listener fd. detach drops the program
+// another baton may have left attached to it (a socket from systemd), so
+// that its maps, which hold the socket, are freed; never while that
+// baton still steers.
+func newGroup(name string, fd int, detach bool) *group {
+	g := &group{name: name, socks: []*groupSocket{{fd: fd}}}
+	if detach {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
+	}
+	g.seat(detach)
+	return g
+}
+
+// seat gives the group a dealer holding all its sockets, or says in
+// random why it has none. retry waits for the maps of a program just
+// detached to let go of the sockets (the kernel frees them shortly after).
+func (g *group) seat(retry bool) {
+	if !dealInTurn {
+		g.random = "turned off"
+		return
+	}
+	d, err := deal.New()
+	if err != nil {
+		g.random = err.Error()
+		return
+	}
+	for _, gs := range g.socks {
+		key, err := d.Add(gs.fd)
+		for deadline := time.Now().Add(time.Second); retry && errors.Is(err, unix.EBUSY) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+			key, err = d.Add(gs.fd)
+		}
+		if err != nil {
+			d.Close()
+			g.random = err.Error()
+			return
+		}
+		gs.key = key
+	}
+	g.deal, g.random = d, ""
+}
+
+// dropDealer falls back to the classic program, saying why.
+func (g *group) dropDealer(s *supervisor, why string) {
+	s.log.Warn("balance = \"reuseport\": connections are spread at random, not in turn", "listener", g.name, "reason", why)
+	g.deal.Close()
+	g.deal, g.random, g.dealPass, g.to = nil, why, "", nil
+}
+
+// dealFds names the dealer's descriptors under the group's dealPass.
+func dealFds(fds *deal.Fds) map[string]*int {
+	return map[string]*int{"prog": &fds.Prog, "state": &fds.State, "turns": &fds.Turns, "socks": &fds.Socks}
 }
 
 // backlog is the number of connections waiting in a listening socket's
@@ -167,8 +234,25 @@ func program(to []int) []unix.SockFilter {
 	return prog
 }
 
-// attach makes the group's program pick from the sockets at indices to.
+// attach makes the group's program pick from the sockets at indices to:
+// the dealer's in turn, or the classic one's at random.
 func (g *group) attach(to []int) error {
+	if g.deal != nil {
+		keys := make([]uint32, len(to))
+		for i, idx := range to {
+			keys[i] = g.socks[idx].key
+		}
+		if err := g.deal.Deal(keys); err != nil {
+			return err
+		}
+		if g.to == nil {
+			if err := g.deal.Attach(g.socks[0].fd); err != nil {
+				return err
+			}
+		}
+		g.to = slices.Clone(to)
+		return nil
+	}
 	prog := program(to)
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	if err := unix.SetsockoptSockFprog(g.socks[0].fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog); err != nil {
@@ -176,6 +260,19 @@ func (g *group) attach(to []int) error {
 	}
 	g.to = slices.Clone(to)
 	return nil
+}
+
+// point attaches the program for to; if the dealer fails, the classic
+// one; if that fails too, steering ends.
+func (g *group) point(s *supervisor, to []int) {
+	err := g.attach(to)
+	if err != nil && g.deal != nil {
+		g.dropDealer(s, err.Error())
+		err = g.attach(to)
+	}
+	if err != nil {
+		g.giveUp(s, err.Error())
+	}
 }
 
 // giveUp stops steering the group, saying why: the kernel spreads
@@ -245,14 +342,17 @@ func listenersAt(fd int) (int, error) {
 	return n, sc.Err()
 }
 
-// retire takes the socket at index i out of the group (its queue moves
-// to the others with net.ipv4.tcp_migrate_req = 1) and closes it. The
-// kernel moves the last socket into its place; a steered group gets a
-// program for that order first, which until the shutdown sends what
-// would go to the moved socket to the retired one, whose queue moves.
+// retire takes the socket at index i out of the group and closes it. The
+// kernel moves the last socket into its place, and the program is pointed
+// at the targets in that order first. The dealer moves the retired
+// socket's queue to them; the classic program sends what would go to the
+// moved socket to the retired one until the shutdown, and the kernel
+// moves that queue by its hash with net.ipv4.tcp_migrate_req = 1.
 func (g *group) retire(s *supervisor, i int) {
 	last := len(g.socks) - 1
 	gs := g.socks[i]
+	g.socks[i] = g.socks[last]
+	g.socks = g.socks[:last]
 	if !g.off && g.to != nil {
 		var to []int
 		for _, idx := range g.to {
@@ -265,15 +365,11 @@ func (g *group) retire(s *supervisor, i int) {
 			}
 		}
 		if len(to) > 0 {
-			if err := g.attach(to); err != nil {
-				g.giveUp(s, err.Error())
-			}
+			g.point(s, to)
 		}
 	}
 	unix.Shutdown(gs.fd, unix.SHUT_RDWR)
 	unix.Close(gs.fd)
-	g.socks[i] = g.socks[last]
-	g.socks = g.socks[:last]
 }
 
 // pick chooses the socket of each reuseport listener of w's config for
@@ -312,6 +408,11 @@ func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error)
 			}
 			gs = &groupSocket{fd: fd}
 			g.socks = append(g.socks, gs)
+			if g.deal != nil {
+				if gs.key, err = g.deal.Add(fd); err != nil {
+					g.dropDealer(s, err.Error())
+				}
+			}
 			g.check(s)
 		}
 		picks[l] = gs
@@ -388,9 +489,7 @@ func (s *supervisor) steer() {
 		if len(to) == 0 || slices.Equal(to, g.to) {
 			continue
 		}
-		if err := g.attach(to); err != nil {
-			g.giveUp(s, err.Error())
-		}
+		g.point(s, to)
 	}
 }
 

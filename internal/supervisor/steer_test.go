@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/deal"
 	"github.com/batonhq/baton/internal/lifecycle"
 )
 
@@ -37,7 +39,7 @@ func newSteerRig(t *testing.T) *steerRig {
 		leaving:     map[int]bool{},
 		pendingKill: map[int]*pendingSignal{},
 	}
-	l := &listener{name: "http", fd: fd, inherited: true, group: newGroup("http", fd)}
+	l := &listener{name: "http", fd: fd, inherited: true, group: newGroup("http", fd, true)}
 	s.listeners = []*listener{l}
 	t.Cleanup(func() {
 		close(s.quit)
@@ -47,6 +49,17 @@ func newSteerRig(t *testing.T) *steerRig {
 		l.close(false)
 	})
 	return &steerRig{s: s, l: l, port: port, log: &log}
+}
+
+// eachProgram runs test with the dealer and with the classic program.
+func eachProgram(t *testing.T, test func(t *testing.T)) {
+	for _, dealt := range []bool{true, false} {
+		t.Run(map[bool]string{true: "dealt", false: "random"}[dealt], func(t *testing.T) {
+			dealInTurn = dealt
+			t.Cleanup(func() { dealInTurn = true })
+			test(t)
+		})
+	}
 }
 
 // worker starts a stand-in worker of slot and gives it a socket, as
@@ -156,59 +169,116 @@ func accept(t *testing.T, gs *groupSocket, n int) {
 // only once it has accepted what waited in its socket's queue; new
 // connections go to the other worker's socket meanwhile.
 func TestSignalWaitsForTheQueue(t *testing.T) {
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		a, sa := r.worker(t, 0)
+		b, sb := r.worker(t, 1)
+		if sa == sb || len(r.l.group.socks) != 2 {
+			t.Fatalf("two workers got %d sockets, want one each", len(r.l.group.socks))
+		}
+		r.route(a) // everything goes to a's socket
+		r.dial(t, 3)
+		if n := backlog(sa.fd); n != 3 {
+			t.Fatalf("a's queue holds %d, want 3", n)
+		}
+		r.route(a, b)
+		status := exited(a)
+		r.s.Signal(a.Process.Pid, lifecycle.SIGTERM, lifecycle.Process)
+		if _, waiting := r.s.pendingKill[a.Process.Pid]; !waiting {
+			t.Fatal("a was signalled with connections waiting in its socket")
+		}
+		r.dial(t, 5)
+		if na, nb := backlog(sa.fd), backlog(sb.fd); na != 3 || nb != 5 {
+			t.Fatalf("queues a %d, b %d after a was left out; want 3 and 5", na, nb)
+		}
+		accept(t, sa, 3)
+		r.loop(t, status)
+	})
+}
+
+// With the dealer, new connections go to the ready workers' sockets in
+// turn, exactly: 64 over 4 workers is 16 each, and a worker left out
+// (leaving, or not ready) gets none.
+func TestDealsInTurn(t *testing.T) {
 	r := newSteerRig(t)
-	a, sa := r.worker(t, 0)
-	b, sb := r.worker(t, 1)
-	if sa == sb || len(r.l.group.socks) != 2 {
-		t.Fatalf("two workers got %d sockets, want one each", len(r.l.group.socks))
+	if r.l.group.deal == nil {
+		t.Fatalf("no dealer: %s", r.l.group.random)
 	}
-	r.route(a) // everything goes to a's socket
-	r.dial(t, 3)
-	if n := backlog(sa.fd); n != 3 {
-		t.Fatalf("a's queue holds %d, want 3", n)
+	var ws []*exec.Cmd
+	var socks []*groupSocket
+	for slot := range 5 {
+		w, gs := r.worker(t, slot)
+		ws, socks = append(ws, w), append(socks, gs)
 	}
-	r.route(a, b)
-	status := exited(a)
-	r.s.Signal(a.Process.Pid, lifecycle.SIGTERM, lifecycle.Process)
-	if _, waiting := r.s.pendingKill[a.Process.Pid]; !waiting {
-		t.Fatal("a was signalled with connections waiting in its socket")
+	r.route(ws[:4]...)
+	r.dial(t, 64)
+	for i, gs := range socks {
+		if want := map[bool]uint32{true: 16, false: 0}[i < 4]; backlog(gs.fd) != want {
+			t.Errorf("worker %d's queue holds %d of 64, want %d", i, backlog(gs.fd), want)
+		}
 	}
-	r.dial(t, 5)
-	if na, nb := backlog(sa.fd), backlog(sb.fd); na != 3 || nb != 5 {
-		t.Fatalf("queues a %d, b %d after a was left out; want 3 and 5", na, nb)
+}
+
+// A socket from systemd may still be in the maps of the program a baton
+// that exited attached: the next baton's dealer takes it once that
+// program is detached, and not before.
+func TestDealerAfterARestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the dealer needs CAP_BPF: run as root")
 	}
-	accept(t, sa, 3)
-	r.loop(t, status)
+	fd, _ := reusePortSocket(t, true)
+	defer unix.Close(fd)
+	before, err := deal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := before.Add(fd); err != nil {
+		t.Fatal(err)
+	}
+	if err := before.Attach(fd); err != nil {
+		t.Fatal(err)
+	}
+	before.Close() // it exited; its program stays attached
+	if g := newGroup("http", fd, false); g.deal != nil || !strings.Contains(g.random, "busy") {
+		t.Fatalf("a dealer took a socket another program's map holds (random %q)", g.random)
+	}
+	g := newGroup("http", fd, true)
+	if g.deal == nil {
+		t.Fatalf("no dealer after the old program was detached: %s", g.random)
+	}
+	g.deal.Close()
 }
 
 // A worker that accepts nothing is signalled anyway, steerWait later;
 // SIGKILL never waits.
 func TestSignalWaitIsBounded(t *testing.T) {
-	r := newSteerRig(t)
-	a, sa := r.worker(t, 0)
-	b, _ := r.worker(t, 1)
-	r.route(a)
-	r.dial(t, 2)
-	r.route(a, b)
-	status := exited(a)
-	r.s.Signal(a.Process.Pid, lifecycle.SIGTERM, lifecycle.Process)
-	r.loop(t, status)
-	if n := backlog(sa.fd); n != 2 {
-		t.Errorf("a's queue holds %d, want the 2 it never accepted", n)
-	}
-
-	c, _ := r.worker(t, 0)
-	r.route(b, c)
-	status = exited(b)
-	r.s.Signal(b.Process.Pid, lifecycle.SIGKILL, lifecycle.Process)
-	select {
-	case ws := <-status:
-		if ws.Signal() != syscall.SIGKILL {
-			t.Errorf("b ended by %v, want SIGKILL", ws.Signal())
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		a, sa := r.worker(t, 0)
+		b, _ := r.worker(t, 1)
+		r.route(a)
+		r.dial(t, 2)
+		r.route(a, b)
+		status := exited(a)
+		r.s.Signal(a.Process.Pid, lifecycle.SIGTERM, lifecycle.Process)
+		r.loop(t, status)
+		if n := backlog(sa.fd); n != 2 {
+			t.Errorf("a's queue holds %d, want the 2 it never accepted", n)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("SIGKILL did not reach b")
-	}
+
+		c, _ := r.worker(t, 0)
+		r.route(b, c)
+		status = exited(b)
+		r.s.Signal(b.Process.Pid, lifecycle.SIGKILL, lifecycle.Process)
+		select {
+		case ws := <-status:
+			if ws.Signal() != syscall.SIGKILL {
+				t.Errorf("b ended by %v, want SIGKILL", ws.Signal())
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("SIGKILL did not reach b")
+		}
+	})
 }
 
 // A socket no worker will take again, with connections waiting (its
@@ -218,34 +288,36 @@ func TestSignalWaitIsBounded(t *testing.T) {
 // leaving one's place, and the program follows: new connections reach
 // the ready workers.
 func TestRetireKeepsTheKernelsOrder(t *testing.T) {
-	r := newSteerRig(t)
-	a, sa := r.worker(t, 0)
-	b, sb := r.worker(t, 1)
-	c, _ := r.worker(t, 2)
-	d, sd := r.worker(t, 3)
-	all := []int{0, 1, 2, 3}
-	r.s.Route(lifecycle.Routes{Ready: []int{b.Process.Pid}, Slots: all})
-	r.dial(t, 2) // b's, and b dies
-	r.s.workerExited(b.Process.Pid)
-	r.s.workerExited(c.Process.Pid)
-	if len(r.l.group.socks) != 4 || backlog(sb.fd) != 2 {
-		t.Fatalf("%d sockets, b's holding %d: a socket whose slot is refilled stays, with its queue", len(r.l.group.socks), backlog(sb.fd))
-	}
-	r.s.Route(lifecycle.Routes{Ready: []int{a.Process.Pid, d.Process.Pid}, Slots: []int{0, 3}})
-	if got, want := r.l.group.socks, []*groupSocket{sa, sd}; !slices.Equal(got, want) {
-		t.Fatalf("after b's and c's sockets were retired the group is %v, want a's and d's (d's moved into c's place, then b's)", got)
-	}
-	if n, err := listenersAt(sa.fd); err != nil || n != 2 {
-		t.Fatalf("%d sockets listen (%v), want 2", n, err)
-	}
-	if r.l.group.to == nil || !slices.Equal(r.l.group.to, []int{0, 1}) {
-		t.Errorf("the program picks from %v, want a's and d's indices [0 1]", r.l.group.to)
-	}
-	was := backlog(sa.fd) + backlog(sd.fd) // b's 2 moved here, with tcp_migrate_req = 1
-	r.dial(t, 10)
-	if got := backlog(sa.fd) + backlog(sd.fd) - was; got != 10 {
-		t.Errorf("of 10 new connections %d reached the ready workers", got)
-	}
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		a, sa := r.worker(t, 0)
+		b, sb := r.worker(t, 1)
+		c, _ := r.worker(t, 2)
+		d, sd := r.worker(t, 3)
+		all := []int{0, 1, 2, 3}
+		r.s.Route(lifecycle.Routes{Ready: []int{b.Process.Pid}, Slots: all})
+		r.dial(t, 2) // b's, and b dies
+		r.s.workerExited(b.Process.Pid)
+		r.s.workerExited(c.Process.Pid)
+		if len(r.l.group.socks) != 4 || backlog(sb.fd) != 2 {
+			t.Fatalf("%d sockets, b's holding %d: a socket whose slot is refilled stays, with its queue", len(r.l.group.socks), backlog(sb.fd))
+		}
+		r.s.Route(lifecycle.Routes{Ready: []int{a.Process.Pid, d.Process.Pid}, Slots: []int{0, 3}})
+		if got, want := r.l.group.socks, []*groupSocket{sa, sd}; !slices.Equal(got, want) {
+			t.Fatalf("after b's and c's sockets were retired the group is %v, want a's and d's (d's moved into c's place, then b's)", got)
+		}
+		if n, err := listenersAt(sa.fd); err != nil || n != 2 {
+			t.Fatalf("%d sockets listen (%v), want 2", n, err)
+		}
+		if r.l.group.to == nil || !slices.Equal(r.l.group.to, []int{0, 1}) {
+			t.Errorf("the program picks from %v, want a's and d's indices [0 1]", r.l.group.to)
+		}
+		was := backlog(sa.fd) + backlog(sd.fd) // b's 2 moved here, with tcp_migrate_req = 1
+		r.dial(t, 10)
+		if got := backlog(sa.fd) + backlog(sd.fd) - was; got != 10 {
+			t.Errorf("of 10 new connections %d reached the ready workers", got)
+		}
+	})
 }
 
 // A group with a socket baton does not hold (another process of the same
@@ -283,18 +355,20 @@ func TestForeignSocketStopsSteering(t *testing.T) {
 // A baton started by a self-upgrade leaves the program alone until it is
 // in charge: if the upgrade fails, nothing was sent to its workers.
 func TestSuccessorSteersOnceInCharge(t *testing.T) {
-	r := newSteerRig(t)
-	r.s.parent = 1 // a parent still in charge
-	a, _ := r.worker(t, 0)
-	r.s.Route(lifecycle.Routes{Ready: []int{a.Process.Pid}, Slots: []int{0}, Shared: true})
-	if r.l.group.to != nil {
-		t.Fatalf("a successor not in charge attached a program picking from %v", r.l.group.to)
-	}
-	r.s.parent = 0 // TakeOver
-	r.s.Route(lifecycle.Routes{Ready: []int{a.Process.Pid}, Slots: []int{0}})
-	if !slices.Equal(r.l.group.to, []int{0}) {
-		t.Fatalf("in charge, the program picks from %v, want [0]", r.l.group.to)
-	}
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		r.s.parent = 1 // a parent still in charge
+		a, _ := r.worker(t, 0)
+		r.s.Route(lifecycle.Routes{Ready: []int{a.Process.Pid}, Slots: []int{0}, Shared: true})
+		if r.l.group.to != nil {
+			t.Fatalf("a successor not in charge attached a program picking from %v", r.l.group.to)
+		}
+		r.s.parent = 0 // TakeOver
+		r.s.Route(lifecycle.Routes{Ready: []int{a.Process.Pid}, Slots: []int{0}})
+		if !slices.Equal(r.l.group.to, []int{0}) {
+			t.Fatalf("in charge, the program picks from %v, want [0]", r.l.group.to)
+		}
+	})
 }
 
 // A socket that joins the group after baton bound its own is noticed at

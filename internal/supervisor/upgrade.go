@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/deal"
 	"github.com/batonhq/baton/internal/systemd"
 )
 
@@ -70,6 +71,11 @@ type passedListener struct {
 	// it, so the successor's workers take others.
 	Index int  `json:"index,omitempty"`
 	Busy  bool `json:"busy,omitempty"`
+	// Deal, on the listener itself, names the descriptors of the group's
+	// dealer (its program and maps, which the successor goes on with);
+	// DealKey is each socket's key in it.
+	Deal    string `json:"deal,omitempty"`
+	DealKey uint32 `json:"deal_key,omitempty"`
 }
 
 // UpgradeBackstop is the upgrader's own limit on a successor that never
@@ -88,12 +94,15 @@ func (s *supervisor) upgradeNote(lastGen int, balance string) upgradeNote {
 			continue // could not be registered (logged then)
 		}
 		p := passedListener{Key: l.passKey, Name: l.name, Network: l.network, Addr: l.addr, Systemd: l.inherited, Stored: l.stored}
-		if l.group != nil {
-			p.Busy = l.group.socks[0].held()
+		if g := l.group; g != nil {
+			p.Busy = g.socks[0].held()
+			if g.deal != nil {
+				p.Deal, p.DealKey = g.dealPass, g.socks[0].key
+			}
 		}
 		n.Listeners = append(n.Listeners, p)
 		for i, gs := range l.extra() {
-			p.Key, p.Index, p.Busy, p.Stored = gs.passKey, i+1, gs.held(), false
+			p.Key, p.Index, p.Busy, p.Stored, p.Deal, p.DealKey = gs.passKey, i+1, gs.held(), false, "", gs.key
 			n.Listeners = append(n.Listeners, p)
 		}
 	}
@@ -182,9 +191,11 @@ func (s *supervisor) takeGroups(all, extra []passedListener) error {
 	}
 	for _, l := range s.listeners {
 		var socks []*groupSocket
+		dealPass := ""
 		for _, p := range all {
 			if p.Index == 0 && p.Key == l.passKey {
-				socks = []*groupSocket{{fd: l.fd, theirs: p.Busy}}
+				socks = []*groupSocket{{fd: l.fd, key: p.DealKey, theirs: p.Busy}}
+				dealPass = p.Deal
 			}
 		}
 		for _, p := range extra {
@@ -198,21 +209,56 @@ func (s *supervisor) takeGroups(all, extra []passedListener) error {
 			if err != nil {
 				return fmt.Errorf("supervisor: self-upgrade: listener %q: socket %d of its SO_REUSEPORT group: %w", l.name, p.Index, err)
 			}
-			socks = append(socks, &groupSocket{fd: fd, passKey: p.Key, theirs: p.Busy})
+			socks = append(socks, &groupSocket{fd: fd, key: p.DealKey, passKey: p.Key, theirs: p.Busy})
 			if p.Index != len(socks)-1 {
 				unix.Close(fd)
 				return fmt.Errorf("supervisor: self-upgrade: listener %q: the previous baton passed socket %d of its SO_REUSEPORT group as number %d", l.name, p.Index, len(socks)-1)
 			}
 		}
-		if len(socks) > 1 || len(socks) == 1 && socks[0].theirs {
-			l.group = &group{name: l.name, socks: socks}
-			l.group.check(s)
+		if len(socks) > 1 || len(socks) == 1 && (socks[0].theirs || dealPass != "") {
+			g := &group{name: l.name, socks: socks}
+			if dealPass != "" {
+				s.adoptDealer(g, dealPass)
+			} else {
+				g.seat(false)
+				s.warnRandom(g)
+			}
+			l.group = g
+			g.check(s)
 		}
 	}
 	if s.balance == config.BalanceReusePort {
 		s.watchParent(s.parent)
 	}
 	return nil
+}
+
+// adoptDealer goes on with the dealer the parent passed under prefix, or
+// falls back to the classic program, saying why.
+func (s *supervisor) adoptDealer(g *group, prefix string) {
+	var fds deal.Fds
+	var err error
+	for name, fd := range dealFds(&fds) {
+		*fd = -1
+		if err == nil {
+			if *fd, err = s.upg.Take(prefix + "-" + name); err == nil && *fd < 0 {
+				err = fmt.Errorf("the previous baton did not pass its %s", name)
+			}
+		}
+	}
+	if err == nil {
+		if g.deal, err = deal.Adopt(fds); err == nil {
+			g.dealPass = prefix // the upgrader passes its copies on
+			return
+		}
+	}
+	for _, fd := range dealFds(&fds) {
+		if *fd >= 0 {
+			unix.Close(*fd)
+		}
+	}
+	g.random = "self-upgrade: " + err.Error()
+	s.warnRandom(g)
 }
 
 // listenerAt returns cfg's listener where p is bound, if any.
