@@ -48,6 +48,25 @@ func (h *harness) waitSettled() {
 	}
 }
 
+// A reload asked on the control socket is answered once baton gave back
+// what the reload left resident: a trim ran at or after its end.
+func TestReloadAnsweredTrimmed(t *testing.T) {
+	h := startHarness(t, testConfig("serve", 2, nil))
+	h.waitNote("READY=1")
+	for i := range 3 {
+		asked := time.Now()
+		resp, err := h.reload()
+		if err != nil || !resp.OK {
+			t.Fatalf("reload %d: %+v, %v", i+1, resp, err)
+		}
+		// The reload ended no earlier than asked + its duration.
+		ended := asked.Add(time.Duration(resp.Seconds * float64(time.Second)))
+		if st := h.stats(); st.Trimmed.Before(ended) {
+			t.Fatalf("reload %d ended after %v, answered; the last trim was at %v, before that", i+1, ended.Format(time.StampMicro), st.Trimmed.Format(time.StampMicro))
+		}
+	}
+}
+
 // sample is one parsed test-worker response.
 type sample struct {
 	pid, gen int

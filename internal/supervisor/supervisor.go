@@ -403,6 +403,13 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 			if e, ok := ev.(lifecycle.Exited); ok {
 				s.workerExited(e.PID)
 			}
+			if r, ok := ev.(lifecycle.Reload); ok && r.Reply != nil {
+				// Answered once baton gave back what the reload touched:
+				// reloads one after another do not pile it up.
+				answer := r.Reply
+				r.Reply = func(res lifecycle.Result) { s.trimMemory(); answer(res) }
+				ev = r
+			}
 			if _, ok := ev.(lifecycle.Timer); !ok {
 				idle.work()
 			}
