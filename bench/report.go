@@ -223,9 +223,9 @@ func (r *report) markdown() string {
 	mem := r.memory
 	first, second := mem.halves()
 	p("\n\n### baton's memory over %d reloads\n\n", mem.reloads)
-	p("2 hello workers, one `baton reload` after another (each answered once the new generation is ready); RSS (VmRSS) read after each.\n\n")
-	p("| idle before MB | largest, first half MB | largest, second half MB | idle after MB |\n| ---: | ---: | ---: | ---: |\n")
-	p("| %.1f | %.1f | %.1f | %.1f |\n", mem.idleBefore, first, second, mem.idleAfter)
+	p("2 hello workers, one `baton reload` after another (each answered once the new generation is ready); RSS (VmRSS) read after each. *peak*: the most resident at any moment of the reloads (VmHWM, reset once idle before them).\n\n")
+	p("| idle before MB | largest, first half MB | largest, second half MB | peak MB | idle after MB |\n| ---: | ---: | ---: | ---: | ---: |\n")
+	p("| %.1f | %.1f | %.1f | %.1f | %.1f |\n", mem.idleBefore, first, second, mem.peak, mem.idleAfter)
 	p("\n![successful and failed requests per 100 ms through %d reloads: baton and pm2](reloads.png)\n", r.reloads)
 	return b.String()
 }

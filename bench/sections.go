@@ -434,6 +434,10 @@ func memorySection(s settings, rep *report) error {
 	pid := p.cmd.Process.Pid
 	time.Sleep(2500 * time.Millisecond) // idle: baton has trimmed
 	mem := memoryRun{reloads: s.memReloads, idleBefore: rssMB(pid)}
+	// From here VmHWM is the peak of the reloads (clear_refs 5 resets it).
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset baton's peak RSS: %w", err)
+	}
 	for i := range s.memReloads {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		resp, err := supervisor.Request(ctx, ctl, supervisor.ControlRequest{Command: "reload"})
@@ -444,6 +448,7 @@ func memorySection(s settings, rep *report) error {
 		rss := rssMB(pid)
 		mem.samples = append(mem.samples, rss)
 	}
+	mem.peak = statusMB(pid, "VmHWM:")
 	time.Sleep(2500 * time.Millisecond)
 	mem.idleAfter = rssMB(pid)
 	rep.memory = mem
@@ -454,6 +459,7 @@ type memoryRun struct {
 	reloads               int
 	idleBefore, idleAfter float64
 	samples               []float64 // after each reload
+	peak                  float64   // at any moment of the reloads
 }
 
 // halves returns the largest sample of each half of the run.
