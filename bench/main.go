@@ -35,7 +35,8 @@ type settings struct {
 	baton, hello    string // built binaries
 	node, pm2       string
 	pm2Home         string
-	duration        time.Duration // of each throughput measurement
+	duration        time.Duration // of each throughput measurement of Node
+	goDuration      time.Duration // of each of the Go comparison's
 	rounds          int           // of the Go comparison, reported as medians
 	reloads         int           // per manager in the Node comparison
 	memReloads      int           // for baton's RSS
@@ -57,10 +58,10 @@ func main() {
 		baton: filepath.Join(root, "bin", "baton"), hello: filepath.Join(root, "bin", "hello"),
 		node: "node", pm2: filepath.Join(root, ".bench", "node_modules", ".bin", "pm2"),
 		pm2Home:  filepath.Join(root, ".bench", "pm2"),
-		duration: 5 * time.Second, rounds: 3, reloads: 10, memReloads: 300,
+		duration: 5 * time.Second, goDuration: 3 * time.Second, rounds: 5, reloads: 10, memReloads: 300,
 	}
 	if *quick {
-		s.duration, s.rounds, s.reloads, s.memReloads = time.Second, 1, 3, 30
+		s.duration, s.goDuration, s.rounds, s.reloads, s.memReloads = time.Second, time.Second, 1, 3, 30
 	}
 	if err := os.MkdirAll(s.logs, 0o755); err != nil {
 		fatal(err)

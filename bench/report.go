@@ -136,12 +136,25 @@ func cmpFloat(a, b float64) int {
 	return 0
 }
 
-// direct returns the direct runs' median req/s for workers and mode.
-func (r *report) direct(rows []goRow, workers int, mode loadtest.Mode) float64 {
-	for _, row := range rows {
-		if m := row.median; m.setup == "direct" && m.workers == workers && m.mode == mode {
-			return m.r.RPS()
+// ofDirect is row's req/s over direct's, setup against setup: the median
+// of each round's ratio (a round runs the setups one after the other, so
+// the machine's drift from round to round cancels out).
+func (r *report) ofDirect(rows []goRow, row goRow) float64 {
+	for _, d := range rows {
+		if m := d.median; m.setup != "direct" || m.workers != row.median.workers || m.mode != row.median.mode {
+			continue
 		}
+		var ratios []float64
+		for i := range min(len(d.rps), len(row.rps)) {
+			if d.rps[i] > 0 {
+				ratios = append(ratios, row.rps[i]/d.rps[i])
+			}
+		}
+		if len(ratios) == 0 {
+			return 0
+		}
+		slices.Sort(ratios)
+		return ratios[len(ratios)/2]
 	}
 	return 0
 }
@@ -170,15 +183,15 @@ func (r *report) markdown() string {
 		p("- %s\n", m)
 	}
 	p("\n### Go hello worker: baton's balancing modes against no supervisor\n\n")
-	p("64 clients, %s per run, %d rounds with the setups interleaved; each row is the round of median req/s (all rounds' req/s in the last column). *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *of direct*: the median req/s over direct's median. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even).\n\n", r.duration, r.rounds)
+	p("64 clients, %s per run, %d rounds with the setups interleaved; each row is the round of median req/s (all rounds' req/s in the last column). *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *of direct*: the median over the rounds of the setup's req/s over direct's in the same round. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even).\n\n", r.goDuration, r.rounds)
 	p("| workers | setup | clients | req/s | of direct | p50 ms | p99 ms | fairness CV | failed | baton RSS MB | req/s of each round |\n| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	rows := r.goRows()
 	for _, row := range rows {
 		m := row.median
 		ratio, rss := "—", "—"
 		if m.setup != "direct" {
-			if d := r.direct(rows, m.workers, m.mode); d > 0 {
-				ratio = fmt.Sprintf("%.2f", m.r.RPS()/d)
+			if d := r.ofDirect(rows, row); d > 0 {
+				ratio = fmt.Sprintf("%.2f", d)
 			}
 			rss = fmt.Sprintf("%.1f", m.rss)
 		}

@@ -90,8 +90,14 @@ func goSection(s settings, rep *report) error {
 	for _, workers := range []int{2, 4} {
 		// Rounds interleave the setups, so that the machine's drift
 		// (other load, thermal) spreads over all of them.
-		for range s.rounds {
-			for _, setup := range goSetups {
+		for round := range s.rounds {
+			// Every other round backwards: a drift during a round
+			// favours no setup.
+			setups := slices.Clone(goSetups)
+			if round%2 == 1 {
+				slices.Reverse(setups)
+			}
+			for _, setup := range setups {
 				if err := goRun(s, rep, setup, workers, clients); err != nil {
 					return err
 				}
@@ -138,7 +144,7 @@ func goRun(s settings, rep *report, setup string, workers, clients int) error {
 		procs, manager = append(procs, p), p.cmd.Process.Pid
 	}
 	for _, mode := range clientModes {
-		m, err := load(addr, mode, clients, s.duration, workers)
+		m, err := load(addr, mode, clients, s.goDuration, workers)
 		if err != nil {
 			return err
 		}
