@@ -104,15 +104,29 @@ func TestBalanceModesUnderLoad(t *testing.T) {
 			}
 
 			gs = load()
+			fresh := 0 // the last kill's replacement
 			for range 10 {
 				st := u.settle(t)
-				syscall.Kill(st.workers[0], syscall.SIGKILL)
+				// Each slot in turn: killing one slot's fresh worker
+				// again and again would wait out its growing backoff
+				// (and pids, sorted, put the newest first once they wrap).
+				victim := st.workers[0]
+				if victim == fresh {
+					victim = st.workers[1]
+				}
+				syscall.Kill(victim, syscall.SIGKILL)
 				deadline := time.Now().Add(10 * time.Second)
-				for next := u.settle(t); next.workers[0] == st.workers[0] || len(next.workers) != 2; next = u.settle(t) {
+				next := u.settle(t)
+				for ; slices.Contains(next.workers, victim) || len(next.workers) != 2; next = u.settle(t) {
 					if time.Now().After(deadline) {
-						t.Fatalf("worker %d was not replaced", st.workers[0])
+						t.Fatalf("worker %d was not replaced", victim)
 					}
 					time.Sleep(10 * time.Millisecond)
+				}
+				for _, pid := range next.workers {
+					if !slices.Contains(st.workers, pid) {
+						fresh = pid
+					}
 				}
 				served(gs)
 			}
