@@ -35,8 +35,9 @@ import (
 // a socket joins at the end when it listens, and one that leaves is
 // replaced by the last (net/core/sock_reuseport.c). group.socks keeps
 // that order, and a self-upgrade passes it on; group.to holds indices in
-// that order in both cases, which the dealer's keys are looked up from. baton checks it against
-// the kernel's count of listening sockets on the address whenever it
+// that order under either program (the dealer's keys are looked up from
+// them). baton checks it against the kernel's count of listening
+// sockets on the address whenever it
 // binds one: a group with members baton does not hold (another process
 // of the same user bound the port with SO_REUSEPORT) is not steered.
 
@@ -139,9 +140,9 @@ func (g *group) seat(retry bool) {
 
 // dropDealer falls back to the classic program, saying why.
 func (g *group) dropDealer(s *supervisor, why string) {
-	s.log.Warn("balance = \"reuseport\": connections are spread at random, not in turn", "listener", g.name, "reason", why)
 	g.deal.Close()
 	g.deal, g.random, g.dealPass, g.to = nil, why, "", nil
+	s.warnRandom(g)
 }
 
 // dealFds names the dealer's descriptors under the group's dealPass.
