@@ -80,8 +80,9 @@ type client struct {
 	keepAlive bool
 	timeout   time.Duration
 
-	conn net.Conn // nil between connections
-	br   *bufio.Reader
+	conn  net.Conn // nil between connections
+	br    *bufio.Reader
+	fresh bool // the last do dialed the connection it used
 }
 
 // do performs one request within c.timeout and returns the response's X-Pid
@@ -89,6 +90,7 @@ type client struct {
 // response that did not ask for the connection to be closed.
 func (c *client) do() (pid string, err error) {
 	deadline := time.Now().Add(c.timeout)
+	c.fresh = c.conn == nil
 	if c.conn == nil {
 		d := net.Dialer{Deadline: deadline, ControlContext: loopbackOnly}
 		conn, err := d.Dial("tcp", c.addr)
@@ -129,6 +131,8 @@ func (c *client) do() (pid string, err error) {
 	}
 	return resp.Header.Get("X-Pid"), nil
 }
+
+func (c *client) newConn() bool { return c.fresh }
 
 // close closes the connection, if any.
 func (c *client) close() {

@@ -33,8 +33,9 @@ type Generator struct {
 
 	latency latencies
 
-	mu       sync.Mutex // guards pids, samples and timeline
+	mu       sync.Mutex // guards pids, connPIDs, samples and timeline
 	pids     map[string]int64
+	connPIDs map[string]int64
 	samples  []string
 	timeline []Bucket
 
@@ -67,6 +68,7 @@ func Start(ctx context.Context, o Options) (*Generator, error) {
 		stopping: make(chan struct{}),
 		done:     make(chan struct{}),
 		pids:     make(map[string]int64),
+		connPIDs: make(map[string]int64),
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { g.watch(ctx) })
@@ -130,6 +132,7 @@ func (g *Generator) Snapshot() Result {
 	}
 	g.mu.Lock()
 	r.PIDs = maps.Clone(g.pids)
+	r.ConnPIDs = maps.Clone(g.connPIDs)
 	r.Samples = slices.Clone(g.samples)
 	r.Timeline = slices.Clone(g.timeline)
 	g.mu.Unlock()
@@ -224,6 +227,7 @@ func (g *Generator) watch(ctx context.Context) {
 func (g *Generator) work() {
 	c := newRequester(g.opts, g)
 	defer c.close()
+	conns, _ := c.(connCounter)
 	for {
 		select {
 		case <-g.stopping:
@@ -237,12 +241,13 @@ func (g *Generator) work() {
 		g.requests.Add(1)
 		began := time.Now()
 		pid, err := c.do()
-		g.record(pid, err, began)
+		g.record(pid, err, began, conns != nil && conns.newConn())
 	}
 }
 
-// record counts one finished request, begun at began.
-func (g *Generator) record(pid string, err error, began time.Time) {
+// record counts one finished request, begun at began; fresh if it was
+// the first on its connection.
+func (g *Generator) record(pid string, err error, began time.Time, fresh bool) {
 	now := time.Now()
 	out := classify(err)
 	if g.opts.Timeline > 0 {
@@ -253,6 +258,9 @@ func (g *Generator) record(pid string, err error, began time.Time) {
 		if pid != "" {
 			g.mu.Lock()
 			g.pids[pid]++
+			if fresh {
+				g.connPIDs[pid]++
+			}
 			g.mu.Unlock()
 		}
 		g.wake(g.counts[outOK].Add(1))

@@ -75,3 +75,17 @@ func (l Latency) Quantile(q float64) time.Duration {
 	}
 	return latencyUpper(latencyCount - 1)
 }
+
+// add counts o's latencies into l.
+func (l *Latency) add(o Latency) {
+	if o.total == 0 {
+		return
+	}
+	if l.counts == nil {
+		l.counts = make([]int64, latencyCount)
+	}
+	for i, n := range o.counts {
+		l.counts[i] += n
+	}
+	l.total += o.total
+}

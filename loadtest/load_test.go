@@ -208,6 +208,9 @@ func TestAllOK(t *testing.T) {
 				t.Errorf("result %+v", r)
 			}
 			got := conns.Load()
+			if dealt := r.ConnPIDs["100"] + r.ConnPIDs["200"]; dealt != got || len(r.ConnPIDs) > 2 {
+				t.Errorf("ConnPIDs = %v, want the server's %d connections", r.ConnPIDs, got)
+			}
 			switch mode {
 			case KeepAlive:
 				if got < 1 || got > c {
@@ -580,6 +583,55 @@ func TestResultString(t *testing.T) {
 	}
 	if (Result{Requests: 5}).RPS() != 0 {
 		t.Error("RPS without Elapsed is not 0")
+	}
+}
+
+// TestResultAdd checks that slices of a load add up to one Result, the
+// latencies included.
+func TestResultAdd(t *testing.T) {
+	checkLeaks(t)
+	slow := atomic.Bool{}
+	addr, _ := httpServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			time.Sleep(20 * time.Millisecond)
+			w.Header().Set("X-Pid", "2")
+		} else {
+			w.Header().Set("X-Pid", "1")
+		}
+		io.WriteString(w, "hello")
+	})
+	fast := finish(t, start(t, Options{Addr: addr, Mode: KeepAlive, Concurrency: 2, Requests: 300}))
+	slow.Store(true)
+	slowR := finish(t, start(t, Options{Addr: addr, Mode: KeepAlive, Concurrency: 2, Requests: 100}))
+	refused := Result{Requests: 3, Refused: 3, Elapsed: time.Second,
+		Samples: []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"}}
+
+	var sum Result
+	for _, r := range []Result{fast, slowR, refused} {
+		sum.Add(r)
+	}
+	if sum.Requests != 403 || sum.OK != 400 || sum.Refused != 3 || sum.Failed() != 3 {
+		t.Errorf("sum %v, want 403 requests, 400 ok, 3 refused", sum)
+	}
+	if sum.Mode != KeepAlive || sum.Concurrency != 2 {
+		t.Errorf("sum mode %v c=%d, want the first run's", sum.Mode, sum.Concurrency)
+	}
+	if sum.PIDs["1"] != 300 || sum.PIDs["2"] != 100 || len(sum.PIDs) != 2 {
+		t.Errorf("PIDs = %v, want 1:300 2:100", sum.PIDs)
+	}
+	if sum.ConnPIDs["1"] != 2 || sum.ConnPIDs["2"] != 2 || len(sum.ConnPIDs) != 2 {
+		t.Errorf("ConnPIDs = %v, want each run's 2 connections", sum.ConnPIDs)
+	}
+	if want := fast.Elapsed + slowR.Elapsed + time.Second; sum.Elapsed != want {
+		t.Errorf("Elapsed = %v, want %v", sum.Elapsed, want)
+	}
+	if len(sum.Samples) != MaxSamples {
+		t.Errorf("%d samples, want at most %d", len(sum.Samples), MaxSamples)
+	}
+	// A quarter of the requests took 20 ms or more: the median is the
+	// fast run's, p90 the slow one's.
+	if p50, p90 := sum.Latency.Quantile(0.5), sum.Latency.Quantile(0.9); p50 >= 20*time.Millisecond || p90 < 19*time.Millisecond {
+		t.Errorf("p50 %v, p90 %v: want under 20 ms and about 20 ms", p50, p90)
 	}
 }
 

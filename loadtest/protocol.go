@@ -53,6 +53,12 @@ type requester interface {
 	close()
 }
 
+// connCounter is a requester that can tell whether its last do was the
+// first request on a new connection (Result.ConnPIDs).
+type connCounter interface {
+	newConn() bool
+}
+
 // newRequester returns a client for o.Protocol.
 func newRequester(o Options, g *Generator) requester {
 	switch o.Protocol {

@@ -28,10 +28,14 @@ type Result struct {
 	// a new session.
 	CloseFrames int64
 	PIDs        map[string]int64 // value of the X-Pid response header -> count of OK responses; OK responses without one are not counted here
-	Elapsed     time.Duration    // from Start to the end of the last request (or to now, for a Snapshot of a running load)
-	Samples     []string         // up to MaxSamples example error messages, for test logs
-	Latency     Latency          // of the OK requests
-	Timeline    []Bucket         // with Options.Timeline: what ended in each bucket
+	// ConnPIDs counts, for HTTP/1, the connections by the pid that gave
+	// the first OK response on each: how a balancer dealt them, apart
+	// from how fast each worker then served its share.
+	ConnPIDs map[string]int64
+	Elapsed  time.Duration // from Start to the end of the last request (or to now, for a Snapshot of a running load)
+	Samples  []string      // up to MaxSamples example error messages, for test logs
+	Latency  Latency       // of the OK requests
+	Timeline []Bucket      // with Options.Timeline: what ended in each bucket
 }
 
 // Bucket is one Options.Timeline interval.
@@ -71,4 +75,41 @@ func (r Result) http1String() string {
 		r.Mode, r.Concurrency, r.Requests, r.OK, r.Failed(),
 		r.Refused, r.Reset, r.EOF, r.Timeout, r.BadStatus, r.Other,
 		r.RPS(), len(r.PIDs))
+}
+
+// Add counts o into r, as if o's requests had been made in a run of r's
+// that lasted o.Elapsed longer: a load measured in slices (interleaved
+// with another's, so that the machine's drift falls on both alike) adds
+// up to one Result. Counters, PIDs, ConnPIDs, Elapsed and Latency add; Samples
+// keep the first MaxSamples; Timeline, a run's own clock, is not kept.
+func (r *Result) Add(o Result) {
+	if r.Requests == 0 && r.Elapsed == 0 {
+		r.Mode, r.Protocol, r.Concurrency = o.Mode, o.Protocol, o.Concurrency
+	}
+	r.Requests += o.Requests
+	r.OK += o.OK
+	r.Refused += o.Refused
+	r.Reset += o.Reset
+	r.EOF += o.EOF
+	r.Timeout += o.Timeout
+	r.BadStatus += o.BadStatus
+	r.Other += o.Other
+	r.Unclosed += o.Unclosed
+	r.CloseFrames += o.CloseFrames
+	r.Elapsed += o.Elapsed
+	if len(o.PIDs) > 0 && r.PIDs == nil {
+		r.PIDs = make(map[string]int64, len(o.PIDs))
+	}
+	for pid, n := range o.PIDs {
+		r.PIDs[pid] += n
+	}
+	if len(o.ConnPIDs) > 0 && r.ConnPIDs == nil {
+		r.ConnPIDs = make(map[string]int64, len(o.ConnPIDs))
+	}
+	for pid, n := range o.ConnPIDs {
+		r.ConnPIDs[pid] += n
+	}
+	r.Samples = append(r.Samples, o.Samples[:min(len(o.Samples), MaxSamples-min(len(r.Samples), MaxSamples))]...)
+	r.Latency.add(o.Latency)
+	r.Timeline = nil
 }
