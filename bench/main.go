@@ -3,8 +3,10 @@
 //
 //   - the Go hello worker under baton in each balancing mode against the
 //     same number of `hello -listen` processes sharing a port with
-//     SO_REUSEPORT and no supervisor: requests/s, p50/p99, fairness (the
-//     coefficient of variation of requests per worker), baton's RSS;
+//     SO_REUSEPORT and no supervisor, all running at once and loaded in
+//     turn in short slices: requests/s, p50/p99, fairness (the
+//     coefficient of variation of requests, and of connections, per
+//     worker), baton's RSS;
 //   - one Node hello server (contrib/node/server.js, the same code for
 //     all) under baton, pm2 in cluster mode and Node's cluster module
 //     (SCHED_RR and SCHED_NONE): the same figures, then failed requests
@@ -36,8 +38,8 @@ type settings struct {
 	node, pm2       string
 	pm2Home         string
 	duration        time.Duration // of each throughput measurement of Node
-	goDuration      time.Duration // of each of the Go comparison's
-	rounds          int           // of the Go comparison, reported as medians
+	goSlice         time.Duration // of each of the Go comparison's slices of load
+	rounds          int           // of the Go comparison: slices of each setup
 	reloads         int           // per manager in the Node comparison
 	memReloads      int           // for baton's RSS
 }
@@ -58,10 +60,10 @@ func main() {
 		baton: filepath.Join(root, "bin", "baton"), hello: filepath.Join(root, "bin", "hello"),
 		node: "node", pm2: filepath.Join(root, ".bench", "node_modules", ".bin", "pm2"),
 		pm2Home:  filepath.Join(root, ".bench", "pm2"),
-		duration: 5 * time.Second, goDuration: 3 * time.Second, rounds: 5, reloads: 10, memReloads: 300,
+		duration: 5 * time.Second, goSlice: 250 * time.Millisecond, rounds: 60, reloads: 10, memReloads: 300,
 	}
 	if *quick {
-		s.duration, s.goDuration, s.rounds, s.reloads, s.memReloads = time.Second, time.Second, 1, 3, 30
+		s.duration, s.goSlice, s.rounds, s.reloads, s.memReloads = time.Second, 100*time.Millisecond, 4, 3, 30
 	}
 	if err := os.MkdirAll(s.logs, 0o755); err != nil {
 		fatal(err)

@@ -82,81 +82,48 @@ func (r *report) pm2Version() string {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
-// goRow is one setup's rounds: the run of median req/s stands for them.
-type goRow struct {
-	median measured
-	rps    []float64 // every round's, in order
-}
-
-// goRows groups the Go runs by workers, setup and mode, in run order.
-func (r *report) goRows() []goRow {
-	var rows []goRow
-	index := map[string]int{}
-	var runs [][]measured
-	for _, m := range r.goRuns {
-		k := fmt.Sprint(m.workers, m.setup, m.mode)
-		i, ok := index[k]
-		if !ok {
-			i = len(runs)
-			index[k] = i
-			runs = append(runs, nil)
+// goRuns in table order: workers, then setup, then mode.
+func (r *report) goRows() []measured {
+	rows := slices.Clone(r.goRuns)
+	slices.SortStableFunc(rows, func(a, b measured) int {
+		if a.workers != b.workers {
+			return a.workers - b.workers
 		}
-		runs[i] = append(runs[i], m)
-	}
-	for _, ms := range runs {
-		row := goRow{}
-		for _, m := range ms {
-			row.rps = append(row.rps, m.r.RPS())
-		}
-		sorted := slices.Clone(ms)
-		slices.SortFunc(sorted, func(a, b measured) int { return cmpFloat(a.r.RPS(), b.r.RPS()) })
-		row.median = sorted[len(sorted)/2]
-		rows = append(rows, row)
-	}
-	// Workers, then setup, then mode.
-	slices.SortStableFunc(rows, func(a, b goRow) int {
-		if a.median.workers != b.median.workers {
-			return a.median.workers - b.median.workers
-		}
-		if c := slices.Index(goSetups, a.median.setup) - slices.Index(goSetups, b.median.setup); c != 0 {
+		if c := slices.Index(goSetups, a.setup) - slices.Index(goSetups, b.setup); c != 0 {
 			return c
 		}
-		return int(a.median.mode) - int(b.median.mode)
+		return int(a.mode) - int(b.mode)
 	})
 	return rows
 }
 
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// direct is the run without a supervisor that m is compared with.
+func (r *report) direct(m measured) (measured, bool) {
+	for _, d := range r.goRuns {
+		if d.setup == "direct" && d.workers == m.workers && d.mode == m.mode {
+			return d, true
+		}
 	}
-	return 0
+	return measured{}, false
 }
 
-// ofDirect is row's req/s over direct's, setup against setup: the median
-// of each round's ratio (a round runs the setups one after the other, so
-// the machine's drift from round to round cancels out).
-func (r *report) ofDirect(rows []goRow, row goRow) float64 {
-	for _, d := range rows {
-		if m := d.median; m.setup != "direct" || m.workers != row.median.workers || m.mode != row.median.mode {
-			continue
+// quarterRatios is m's req/s over d's in each quarter of their slices
+// (slice i of each was measured in the same round): how steady the ratio
+// of the whole run is.
+func quarterRatios(m, d measured) []float64 {
+	n := min(len(m.slices), len(d.slices))
+	var out []float64
+	for q := range 4 {
+		var a, b loadtest.Result
+		for i := q * n / 4; i < (q+1)*n/4; i++ {
+			a.Add(m.slices[i])
+			b.Add(d.slices[i])
 		}
-		var ratios []float64
-		for i := range min(len(d.rps), len(row.rps)) {
-			if d.rps[i] > 0 {
-				ratios = append(ratios, row.rps[i]/d.rps[i])
-			}
+		if b.RPS() > 0 {
+			out = append(out, a.RPS()/b.RPS())
 		}
-		if len(ratios) == 0 {
-			return 0
-		}
-		slices.Sort(ratios)
-		return ratios[len(ratios)/2]
 	}
-	return 0
+	return out
 }
 
 func failedKinds(res loadtest.Result) string {
@@ -183,30 +150,28 @@ func (r *report) markdown() string {
 		p("- %s\n", m)
 	}
 	p("\n### Go hello worker: baton's balancing modes against no supervisor\n\n")
-	p("64 clients, %s per run, %d rounds with the setups interleaved; each row is the round of median req/s (all rounds' req/s in the last column). *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *of direct*: the median over the rounds of the setup's req/s over direct's in the same round. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even).\n\n", r.goDuration, r.rounds)
-	p("| workers | setup | clients | req/s | of direct | p50 ms | p99 ms | fairness CV | failed | baton RSS MB | req/s of each round |\n| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
-	rows := r.goRows()
-	for _, row := range rows {
-		m := row.median
-		ratio, rss := "—", "—"
-		if m.setup != "direct" {
-			if d := r.ofDirect(rows, row); d > 0 {
-				ratio = fmt.Sprintf("%.2f", d)
+	p("64 clients. Every setup runs at once, idle but for the one under load: the load goes to one setup after the other for %s each, %d rounds (every other round backwards), and each row adds up its setup's slices (%s of load in all), so that the machine's drift falls on all setups alike. *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *of direct*: the setup's req/s over direct's; *each quarter*: the same over each quarter of the rounds, to show how steady it is. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even), and of the connections each was given (by the worker of each connection's first response): with keep-alive clients a worker serves its connections as fast as the CPU it gets allows, so the requests' spread is the connections' and the CPU's.\n\n",
+		r.goSlice, r.rounds, time.Duration(r.rounds)*r.goSlice)
+	p("| workers | setup | clients | req/s | of direct | each quarter | p50 ms | p99 ms | fairness CV requests | connections | failed | baton RSS MB |\n| ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, m := range r.goRows() {
+		ratio, quarters, rss := "—", "—", "—"
+		if d, ok := r.direct(m); ok && m.setup != "direct" && d.r.RPS() > 0 {
+			ratio = fmt.Sprintf("%.2f", m.r.RPS()/d.r.RPS())
+			var each []string
+			for _, q := range quarterRatios(m, d) {
+				each = append(each, fmt.Sprintf("%.2f", q))
 			}
+			quarters = strings.Join(each, ", ")
 			rss = fmt.Sprintf("%.1f", m.rss)
 		}
-		var each []string
-		for _, v := range row.rps {
-			each = append(each, fmt.Sprintf("%.0f", v))
-		}
-		p("| %d | %s | %s | %.0f | %s | %s | %s | %.3f | %d | %s | %s |\n", m.workers, m.setup, m.mode, m.r.RPS(), ratio,
-			ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.r.Failed(), rss, strings.Join(each, ", "))
+		p("| %d | %s | %s | %.0f | %s | %s | %s | %s | %.3f | %.3f | %d | %s |\n", m.workers, m.setup, m.mode, m.r.RPS(), ratio, quarters,
+			ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.connCV, m.r.Failed(), rss)
 	}
 	p("\n### Node hello server (contrib/node/server.js, the same code under each)\n\n")
 	p("2 workers, 64 clients, %s per row. Manager RSS: baton; pm2's daemon; the cluster's primary.\n\n", r.duration)
-	p("| manager | clients | req/s | p50 ms | p99 ms | fairness CV | failed | manager RSS MB |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	p("| manager | clients | req/s | p50 ms | p99 ms | fairness CV requests | connections | failed | manager RSS MB |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, m := range r.nodeRuns {
-		p("| %s | %s | %.0f | %s | %s | %.3f | %d | %.1f |\n", m.setup, m.mode, m.r.RPS(), ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.r.Failed(), m.rss)
+		p("| %s | %s | %.0f | %s | %s | %.3f | %.3f | %d | %.1f |\n", m.setup, m.mode, m.r.RPS(), ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.connCV, m.r.Failed(), m.rss)
 	}
 	p("\n### Node hello server: %d reloads under 32 clients\n\n", r.reloads)
 	p("`baton reload`; `pm2 reload hello`; for the cluster module, a rolling restart by its primary (new worker first, then SIGTERM to the old one). Reload time: from the command to its answer (the cluster: to its primary's \"reloaded\").\n\n")

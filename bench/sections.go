@@ -30,19 +30,20 @@ type measured struct {
 	mode    loadtest.Mode
 	clients int
 	r       loadtest.Result
-	cv      float64 // of requests per worker
-	rss     float64 // the manager's, MB; 0 for none
+	cv      float64           // of requests per worker
+	connCV  float64           // of connections per worker
+	rss     float64           // the manager's, MB; 0 for none
+	slices  []loadtest.Result // that r adds up, in order, if measured in slices
 }
 
 // load runs c clients against addr for d and measures the outcome.
 func load(addr string, mode loadtest.Mode, c int, d time.Duration, workers int) (measured, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
-	defer cancel()
-	r, err := loadtest.Run(ctx, loadtest.Options{Addr: addr, Concurrency: c, Duration: d, Mode: mode})
+	r, err := runLoad(addr, mode, c, d)
 	if err != nil {
 		return measured{}, err
 	}
-	return measured{mode: mode, clients: c, workers: workers, r: r, cv: fairness(r.PIDs, workers)}, nil
+	return measured{mode: mode, clients: c, workers: workers, r: r,
+		cv: fairness(r.PIDs, workers), connCV: fairness(r.ConnPIDs, workers)}, nil
 }
 
 // fairness is the coefficient of variation of the requests each of n
@@ -86,22 +87,9 @@ func startBaton(s settings, name string, args ...string) (*proc, error) {
 
 // goSection: the Go hello worker, directly and under baton in each mode.
 func goSection(s settings, rep *report) error {
-	const clients = 64
 	for _, workers := range []int{2, 4} {
-		// Rounds interleave the setups, so that the machine's drift
-		// (other load, thermal) spreads over all of them.
-		for round := range s.rounds {
-			// Every other round backwards: a drift during a round
-			// favours no setup.
-			setups := slices.Clone(goSetups)
-			if round%2 == 1 {
-				slices.Reverse(setups)
-			}
-			for _, setup := range setups {
-				if err := goRun(s, rep, setup, workers, clients); err != nil {
-					return err
-				}
-			}
+		if err := goWorkers(s, rep, workers, 64); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -109,53 +97,103 @@ func goSection(s settings, rep *report) error {
 
 var goSetups = []string{"direct", "baton shared", "baton reuseport", "baton round-robin"}
 
-// goRun measures one setup with workers hello workers, in both modes.
-func goRun(s settings, rep *report, setup string, workers, clients int) error {
-	addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+// goWorkers measures every setup with workers hello workers, in both
+// client modes. The setups are all started first; then the load goes to
+// one after the other in slices of s.goSlice, round after round (every
+// other round backwards), and each setup's slices add up to its result.
+// On this machine a setup's req/s swings by 10-20 % from one second to
+// the next whatever runs; slices a fraction of a second apart see the
+// same machine, so the swings fall on all setups alike and cancel out of
+// their ratios.
+func goWorkers(s settings, rep *report, workers, clients int) error {
 	var procs []*proc
 	defer func() {
 		for _, p := range procs {
 			p.stop(10 * time.Second)
 		}
 	}()
-	manager := 0
-	name := fmt.Sprintf("go-%s-%d", setupFile(setup), workers)
-	if setup == "direct" {
-		for i := range workers {
-			p, err := start(s.logs, fmt.Sprintf("%s-%d", name, i), nil, s.hello, "-listen", addr)
-			if err != nil {
-				return err
+	addrs := make([]string, len(goSetups))
+	managers := make([]int, len(goSetups))
+	for i, setup := range goSetups {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		ps, manager, err := startGoSetup(s, setup, addr, workers)
+		procs = append(procs, ps...)
+		if err != nil {
+			return err
+		}
+		addrs[i], managers[i] = addr, manager
+	}
+	for _, mode := range clientModes {
+		runs := make([]measured, len(goSetups))
+		for i, setup := range goSetups {
+			runs[i] = measured{setup: setup, workers: workers, mode: mode, clients: clients}
+		}
+		// Round -1 is not counted: it opens the workers' first
+		// connections and warms their caches.
+		for round := -1; round < s.rounds; round++ {
+			order := []int{0, 1, 2, 3}
+			if round%2 != 0 {
+				slices.Reverse(order)
 			}
-			procs = append(procs, p)
-			if _, _, err := p.wait(reHello, 0, 30*time.Second); err != nil {
-				return err
+			for _, i := range order {
+				r, err := runLoad(addrs[i], mode, clients, s.goSlice)
+				if err != nil {
+					return err
+				}
+				if round >= 0 {
+					runs[i].r.Add(r)
+					runs[i].slices = append(runs[i].slices, r)
+				}
 			}
 		}
-	} else {
+		for i := range runs {
+			m := &runs[i]
+			m.cv, m.connCV = fairness(m.r.PIDs, workers), fairness(m.r.ConnPIDs, workers)
+			if managers[i] != 0 {
+				m.rss = rssMB(managers[i])
+			}
+			fmt.Fprintf(os.Stderr, "bench:   %s ×%d %s: %.0f req/s, cv %.3f, connections %.3f\n", m.setup, workers, mode, m.r.RPS(), m.cv, m.connCV)
+		}
+		rep.goRuns = append(rep.goRuns, runs...)
+	}
+	return nil
+}
+
+// startGoSetup starts one setup of workers hello workers on addr: the
+// processes, and the pid of their manager (0 for none).
+func startGoSetup(s settings, setup, addr string, workers int) ([]*proc, int, error) {
+	name := fmt.Sprintf("go-%s-%d", setupFile(setup), workers)
+	if setup != "direct" {
 		balance := setup[len("baton "):]
 		p, err := startBaton(s, name, "--workers", strconv.Itoa(workers), "--balance", balance,
 			"--listen", "http=tcp://"+addr, "--control", filepath.Join(s.logs, name+".sock"), "--", s.hello)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
-		procs, manager = append(procs, p), p.cmd.Process.Pid
+		return []*proc{p}, p.cmd.Process.Pid, nil
 	}
-	for _, mode := range clientModes {
-		m, err := load(addr, mode, clients, s.goDuration, workers)
+	var procs []*proc
+	for i := range workers {
+		p, err := start(s.logs, fmt.Sprintf("%s-%d", name, i), nil, s.hello, "-listen", addr)
 		if err != nil {
-			return err
+			return procs, 0, err
 		}
-		m.setup = setup
-		if manager != 0 {
-			m.rss = rssMB(manager)
+		procs = append(procs, p)
+		if _, _, err := p.wait(reHello, 0, 30*time.Second); err != nil {
+			return procs, 0, err
 		}
-		rep.goRuns = append(rep.goRuns, m)
-		fmt.Fprintf(os.Stderr, "bench:   %s ×%d %s: %.0f req/s, cv %.3f\n", setup, workers, mode, m.r.RPS(), m.cv)
 	}
-	return nil
+	return procs, 0, nil
+}
+
+// runLoad runs c clients against addr for d.
+func runLoad(addr string, mode loadtest.Mode, c int, d time.Duration) (loadtest.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
+	defer cancel()
+	return loadtest.Run(ctx, loadtest.Options{Addr: addr, Concurrency: c, Duration: d, Mode: mode})
 }
 
 func setupFile(setup string) string {
