@@ -2,9 +2,12 @@ package drain
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -26,7 +29,10 @@ import (
 //
 // It sends READY=1 once accepting. opts.IdleGrace and opts.NoHandlerGuard
 // do not apply. The connection is handle's to close; ServeConns closes it
-// only at the deadline.
+// only at the deadline, or when handle panicked. An accept that fails for
+// want of descriptors or memory is logged and tried again after a pause
+// (5 ms, doubling up to 1 s), as net/http does; any other accept error
+// ends serving.
 func ServeConns(ctx context.Context, ln net.Listener, handle func(ctx context.Context, c net.Conn), opts Options) error {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -43,32 +49,46 @@ func ServeConns(ctx context.Context, ln net.Listener, handle func(ctx context.Co
 		wg    sync.WaitGroup
 	)
 	served := make(chan error, 1)
+	closing := make(chan struct{})
 	go func() {
+		var pause time.Duration
 		for {
 			c, err := ln.Accept()
 			if err != nil {
+				if pause = acceptPause(err, pause); pause > 0 {
+					log.Printf("drain: accept: %v; retrying in %v", err, pause)
+					select {
+					case <-time.After(pause):
+						continue
+					case <-closing:
+					}
+				}
 				served <- err
 				return
 			}
+			pause = 0
 			mu.Lock()
 			conns[c] = true
 			mu.Unlock()
 			wg.Add(1)
-			opts.Guard.Go(func() {
+			go func() {
 				defer func() {
 					mu.Lock()
 					delete(conns, c)
 					mu.Unlock()
 					wg.Done()
 				}()
-				handle(hctx, c)
-			})
+				if opts.Guard.Do(func() { handle(hctx, c) }) {
+					c.Close() // the handle that panicked cannot
+				}
+			}()
 		}
 	}()
 	r.ready()
 
 	serveErr, _ := r.wait(ctx, served, nil)
 	r.notify("STOPPING=1")
+	close(closing)
 	ln.Close()
 	if serveErr == nil {
 		<-served // every connection accepted is counted now
@@ -187,6 +207,21 @@ func ServeFunc(ctx context.Context, opts Options, serve func() error, stop func(
 		<-served
 	}
 	return r.result()
+}
+
+// acceptPause says how long to wait before accepting again after err,
+// the pause before being last; 0 for an error that ends serving. Out of
+// descriptors or memory, or a connection reset before it was accepted,
+// passes: a worker must not drain and exit because clients opened too
+// many connections at once. The pause doubles from 5 ms to 1 s, as
+// net/http's.
+func acceptPause(err error, last time.Duration) time.Duration {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.ECONNRESET} {
+		if errors.Is(err, e) {
+			return min(max(2*last, 5*time.Millisecond), time.Second)
+		}
+	}
+	return 0
 }
 
 // waitFor waits for wg within timeout; at the deadline it calls force,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -241,4 +242,69 @@ func TestServeFunc(t *testing.T) {
 			t.Errorf("ServeFunc: %v (stopped %t), want boom, and the drain run all the same", err, stopped)
 		}
 	})
+}
+
+// flakyListener fails its first accepts as a process out of descriptors
+// does, then accepts.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// Running out of descriptors for a moment is not a reason to drain: the
+// accept is tried again and the next client is served.
+func TestServeConnsRetriesEMFILE(t *testing.T) {
+	ln := &flakyListener{Listener: listen(t)}
+	ln.fails.Store(3)
+	s := startStream(t, func(ctx context.Context, opts drain.Options) error {
+		return drain.ServeConns(ctx, ln, echoConn, opts)
+	})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(eventTimeout))
+	io.WriteString(c, "ping\n")
+	if line, err := bufio.NewReader(c).ReadString('\n'); line != "ping\n" {
+		t.Fatalf("answer %q, %v: want ping, from a server that kept accepting", line, err)
+	}
+	select {
+	case err := <-s.done:
+		t.Fatalf("ServeConns returned %v after EMFILE", err)
+	default:
+	}
+	if err := s.stop(t); err != nil {
+		t.Errorf("drain = %v", err)
+	}
+}
+
+// A handle that panics has its connection closed for it: the client is
+// not left waiting on a descriptor no one will close.
+func TestServeConnsClosesAfterPanic(t *testing.T) {
+	ln := listen(t)
+	guard := &drain.Guard{OnPanic: func(any, []byte) {}}
+	startStream(t, func(ctx context.Context, opts drain.Options) error {
+		opts.Guard = guard
+		return drain.ServeConns(ctx, dup(t, ln), func(context.Context, net.Conn) { panic("handler bug") }, opts)
+	})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(eventTimeout))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("read %d, %v: want EOF, the connection closed after the panic", n, err)
+	}
+	if !errors.Is(guard.Err(), drain.ErrPanicked) {
+		t.Errorf("guard.Err() = %v, want ErrPanicked", guard.Err())
+	}
 }
