@@ -22,6 +22,14 @@
 // the calls waiting for it). Serve waits for gRPC to take up every
 // connection accepted before the listener closed, and only then calls
 // GracefulStop, which sends them a GOAWAY like the others.
+//
+// And two that bound the drain whatever clients do: a connection whose
+// client has sent nothing (not even HTTP/2's preface) opts.IdleGrace
+// after GracefulStop began is closed, and at the deadline every
+// connection is closed before Stop. gRPC waits for a connection's
+// handshake, in GracefulStop and in Stop alike, up to its
+// ConnectionTimeout (120 s by default): a client that connects and stays
+// silent would otherwise hold the drain, and the deadline, that long.
 package grpcdrain
 
 import (
@@ -29,6 +37,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -47,7 +56,11 @@ import (
 // drain.ServeFunc for a grpc.Server. A handler runs under opts.Guard only
 // if srv was made with Guard(opts.Guard).
 func Serve(ctx context.Context, srv *grpc.Server, ln net.Listener, opts drain.Options) error {
-	tl := &listener{Listener: ln, taken: make(chan struct{}, 1)}
+	tl := &listener{Listener: ln, taken: make(chan struct{}, 1), conns: map[*conn]struct{}{}}
+	grace := opts.IdleGrace
+	if grace <= 0 {
+		grace = drain.DefaultIdleGrace
+	}
 	served := make(chan struct{})
 	serve := func() error {
 		defer close(served)
@@ -61,20 +74,23 @@ func Serve(ctx context.Context, srv *grpc.Server, ln net.Listener, opts drain.Op
 		select {
 		case <-served:
 		case <-ctx.Done():
-			return force(srv, ctx)
+			return force(srv, tl, ctx)
 		}
 		if err := tl.waitTaken(ctx); err != nil {
-			return force(srv, ctx)
+			return force(srv, tl, ctx)
 		}
 		stopped := make(chan struct{})
 		go func() {
 			srv.GracefulStop()
 			close(stopped)
 		}()
+		silent := time.AfterFunc(grace, tl.closeSilent)
+		defer silent.Stop()
 		select {
 		case <-stopped:
 			return nil
 		case <-ctx.Done():
+			tl.closeAll()
 			srv.Stop()
 			<-stopped
 			return fmt.Errorf("%w: gRPC connections still open at the drain deadline", drain.ErrForced)
@@ -84,19 +100,22 @@ func Serve(ctx context.Context, srv *grpc.Server, ln net.Listener, opts drain.Op
 }
 
 // force stops srv at the deadline, before GracefulStop was called.
-func force(srv *grpc.Server, ctx context.Context) error {
+func force(srv *grpc.Server, tl *listener, ctx context.Context) error {
+	tl.closeAll()
 	srv.Stop()
 	return fmt.Errorf("%w: %v before gRPC took up every connection", drain.ErrForced, context.Cause(ctx))
 }
 
 // listener counts the connections it accepted that gRPC has not touched
 // yet. gRPC's first call on one (a deadline, then its handshake) comes
-// after its check for a stop under way, which closes the connection.
+// after its check for a stop under way, which closes the connection. It
+// keeps the connections it accepted until they are closed.
 type listener struct {
 	net.Listener
 	mu      sync.Mutex
 	waiting int
 	taken   chan struct{} // poked when waiting goes down
+	conns   map[*conn]struct{}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -104,10 +123,38 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	tc := &conn{Conn: c, l: l}
 	l.mu.Lock()
 	l.waiting++
+	l.conns[tc] = struct{}{}
 	l.mu.Unlock()
-	return &conn{Conn: c, l: l}, nil
+	return tc, nil
+}
+
+// closeAll closes every connection still open.
+func (l *listener) closeAll() { l.closeIf(func(*conn) bool { return true }) }
+
+// closeSilent closes the connections whose client has sent nothing.
+func (l *listener) closeSilent() { l.closeIf(func(c *conn) bool { return !c.heard.Load() }) }
+
+func (l *listener) closeIf(f func(*conn) bool) {
+	l.mu.Lock()
+	var shut []*conn
+	for c := range l.conns {
+		if f(c) {
+			shut = append(shut, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range shut {
+		c.Close()
+	}
+}
+
+func (l *listener) forget(c *conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
 }
 
 func (l *listener) take() {
@@ -138,18 +185,33 @@ func (l *listener) waitTaken(ctx context.Context) error {
 	}
 }
 
-// conn tells its listener when gRPC first touches it.
+// conn tells its listener when gRPC first touches it, and whether its
+// client has sent anything.
 type conn struct {
 	net.Conn
-	l    *listener
-	once sync.Once
+	l     *listener
+	once  sync.Once
+	heard atomic.Bool
 }
 
 func (c *conn) touch() { c.once.Do(c.l.take) }
 
-func (c *conn) Read(p []byte) (int, error)  { c.touch(); return c.Conn.Read(p) }
+func (c *conn) Read(p []byte) (int, error) {
+	c.touch()
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.heard.Load() {
+		c.heard.Store(true)
+	}
+	return n, err
+}
+
 func (c *conn) Write(p []byte) (int, error) { c.touch(); return c.Conn.Write(p) }
-func (c *conn) Close() error                { c.touch(); return c.Conn.Close() }
+
+func (c *conn) Close() error {
+	c.touch()
+	c.l.forget(c)
+	return c.Conn.Close()
+}
 
 func (c *conn) SetDeadline(t time.Time) error {
 	c.touch()

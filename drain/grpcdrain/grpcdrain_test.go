@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -325,4 +326,65 @@ func TestGuard(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Errorf("the call in flight during the panic's drain: %v", err)
 	}
+}
+
+// silentConn connects to addr and sends nothing, as a client that stalls
+// (or a port scanner) does, and returns once the server has taken it up:
+// a call made after it, on a connection of its own, was answered.
+func silentConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := call(t, addr, "Say", "after the silent one"); err != nil {
+		t.Fatalf("a call after the silent connection: %v", err)
+	}
+	return c
+}
+
+// closedByServer reports whether the server closed c.
+func closedByServer(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(eventTimeout))
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the silent connection: %v, want it closed by the server", err)
+	}
+}
+
+// TestSilentClient: a client that connects and sends nothing does not hold
+// the drain (gRPC would wait for its handshake up to 120 s): it is closed
+// IdleGrace after GracefulStop began, and the drain ends well within its
+// deadline.
+func TestSilentClient(t *testing.T) {
+	ln := listen(t)
+	s := start(t, dup(t, ln), "s0", grpcdrain.Serve, drain.Options{Timeout: 10 * time.Second, IdleGrace: 100 * time.Millisecond})
+	c := silentConn(t, ln.Addr().String())
+	began := time.Now()
+	if err := s.drain(t); err != nil {
+		t.Errorf("Serve: %v, want nil", err)
+	}
+	if took := time.Since(began); took >= 10*time.Second {
+		t.Errorf("the drain took %v, its whole deadline", took)
+	}
+	closedByServer(t, c)
+}
+
+// TestSilentClientDeadline: with an IdleGrace longer than the deadline,
+// the deadline closes the silent connection, and Serve returns then, not
+// when gRPC's handshake would have given up.
+func TestSilentClientDeadline(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	ln := listen(t)
+	s := start(t, dup(t, ln), "s0", grpcdrain.Serve, drain.Options{Timeout: timeout, IdleGrace: time.Minute})
+	c := silentConn(t, ln.Addr().String())
+	began := time.Now()
+	if err := s.drain(t); !errors.Is(err, drain.ErrForced) {
+		t.Errorf("Serve: %v, want an error wrapping ErrForced", err)
+	}
+	if took := time.Since(began); took > timeout+5*time.Second {
+		t.Errorf("Serve returned %v after the drain began, want at its %v deadline", took, timeout)
+	}
+	closedByServer(t, c)
 }
