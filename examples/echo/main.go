@@ -8,7 +8,9 @@
 // a new connection, to another worker (the protocol's own rule, as HTTP's
 // "Connection: close"). A connection silent for a second after the drain
 // began is closed. Datagrams still queued in the shared UDP socket are the
-// other workers' to answer.
+// other workers' to answer. (A UDP echo answers whatever source address a
+// datagram claims: on an address others can reach, it should drop
+// datagrams from ports it would not serve, as from another echo service.)
 //
 //	[[listen]]
 //	name = "tcp"
@@ -22,7 +24,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"time"
@@ -59,22 +60,42 @@ func main() {
 	}
 }
 
+// Limits on what one client can make a worker hold or wait for.
+const (
+	maxLine   = 64 << 10         // a longer line closes the connection
+	idle      = time.Minute      // a connection silent this long is closed
+	slowRead  = 10 * time.Second // to take an answer in, or be closed
+	drainIdle = time.Second      // silent this long after the drain began: closed
+)
+
 // echo answers c's lines until the drain began, then its next one with
-// " bye" and closes.
+// " bye" and closes. A line longer than maxLine, a client silent for idle
+// (drainIdle once the drain began) or one that takes no answer in for
+// slowRead ends the connection: one client can neither fill the
+// worker's memory nor hold its drain.
 func echo(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now().Add(time.Second)) })
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now().Add(drainIdle)) })
 	defer stop()
-	r := bufio.NewReader(c)
+	r := bufio.NewReaderSize(c, maxLine)
 	for {
-		line, err := r.ReadString('\n')
+		// The idle deadline first, then the check: a drain that began
+		// in between has its own deadline set again here.
+		c.SetReadDeadline(time.Now().Add(idle))
+		if ctx.Err() != nil {
+			c.SetDeadline(time.Now().Add(drainIdle))
+		}
+		line, err := r.ReadSlice('\n')
 		if err != nil {
-			return
+			return // bufio.ErrBufferFull: longer than maxLine
 		}
 		if ctx.Err() != nil {
 			fmt.Fprintf(c, "%s bye\n", line[:len(line)-1])
 			return
 		}
-		io.WriteString(c, line)
+		c.SetWriteDeadline(time.Now().Add(slowRead))
+		if _, err := c.Write(line); err != nil {
+			return
+		}
 	}
 }

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton/drain/draintest"
 )
@@ -76,4 +82,103 @@ func TestNoSockets(t *testing.T) {
 	if st := w.Wait(t); st != 1 {
 		t.Errorf("exit status %d, want 1", st)
 	}
+}
+
+// eventTimeout bounds every wait for an event; reaching it fails the test.
+const eventTimeout = 20 * time.Second
+
+// handled runs echo on the server side of a loopback TCP connection and
+// returns the client side, the drain's cancel, and a channel closed when
+// echo returned.
+func handled(t *testing.T) (net.Conn, context.CancelFunc, chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		echo(ctx, s)
+	}()
+	t.Cleanup(func() {
+		c.Close()
+		select {
+		case <-done:
+		case <-time.After(eventTimeout):
+			t.Error("echo did not return after the test")
+		}
+	})
+	return c, cancel, done
+}
+
+func returned(t *testing.T, done chan struct{}, why string) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(eventTimeout):
+		t.Fatalf("echo still runs: %s", why)
+	}
+}
+
+// TestLongLine: a line longer than maxLine closes the connection, rather
+// than growing the worker's memory for as long as the client sends.
+func TestLongLine(t *testing.T) {
+	c, _, done := handled(t)
+	go func() {
+		chunk := bytes.Repeat([]byte("x"), 4096)
+		for range 4 * maxLine / len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	returned(t, done, "a line four times maxLine was still being read")
+}
+
+// TestClientThatNeverReads: a client that sends lines and never reads the
+// answers does not hold the drain: echo returns within drainIdle of it.
+func TestClientThatNeverReads(t *testing.T) {
+	c, cancel, done := handled(t)
+	line := append(bytes.Repeat([]byte("y"), 1000), '\n')
+	// Until the answers fill both sockets' buffers and echo blocks on
+	// its write: then the client's own writes block.
+	for {
+		c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Write(line); err != nil {
+			break
+		}
+	}
+	cancel()
+	returned(t, done, "blocked writing to a client that never reads, after the drain began")
+}
+
+// TestEcho: lines are answered until the drain, then the next one gets
+// " bye" and the connection closes.
+func TestEcho(t *testing.T) {
+	c, cancel, done := handled(t)
+	c.SetDeadline(time.Now().Add(eventTimeout))
+	r := bufio.NewReader(c)
+	io.WriteString(c, "one\n")
+	if got, err := r.ReadString('\n'); got != "one\n" {
+		t.Fatalf("answer %q, %v", got, err)
+	}
+	cancel()
+	io.WriteString(c, "two\n")
+	if got, err := r.ReadString('\n'); got != "two bye\n" {
+		t.Errorf("answer after the drain began %q, %v: want \"two bye\"", got, err)
+	}
+	returned(t, done, "after its bye")
 }
