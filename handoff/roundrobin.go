@@ -218,8 +218,9 @@ func closeAll(fds []int) {
 	}
 }
 
-// parseRights returns the descriptors in a control message (and closes
-// those of a message it cannot read).
+// parseRights returns the descriptors in a control message. The kernel
+// builds it, so it is well formed; one that is not yields none (whatever
+// descriptors it carried stay open: nothing can tell which they are).
 func parseRights(oob []byte) []int {
 	if len(oob) == 0 {
 		return nil
