@@ -40,6 +40,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -123,12 +124,34 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t, ok := c.(*net.TCPConn); ok {
+		setUserTimeout(t)
+	}
 	tc := &conn{Conn: c, l: l}
 	l.mu.Lock()
 	l.waiting++
 	l.conns[tc] = struct{}{}
 	l.mu.Unlock()
 	return tc, nil
+}
+
+// userTimeout is gRPC's default keepalive timeout, which grpc.Server
+// makes a TCP connection's TCP_USER_TIMEOUT: data a peer has not
+// acknowledged for that long ends the connection, so that a peer that
+// vanished does not hold it for the kernel's 15 minutes of retries.
+// gRPC sets it only on a *net.TCPConn, which conn hides; Serve sets it
+// here instead (to the default: a server with keepalive parameters of its
+// own gets the default all the same).
+const userTimeout = 20 * time.Second
+
+func setUserTimeout(c *net.TCPConn) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout/time.Millisecond))
+	})
 }
 
 // closeAll closes every connection still open.
