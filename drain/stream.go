@@ -24,8 +24,9 @@ import (
 //     give up its blocking read, for instance with a deadline, once the
 //     context is done);
 //  3. when every handle has returned, ServeConns returns nil; at
-//     opts.Timeout it closes the connections whose handle still runs and
-//     returns an error wrapping ErrForced.
+//     opts.Timeout it closes the connections whose handle still runs,
+//     gives those handles 100 ms to return, and returns an error
+//     wrapping ErrForced.
 //
 // It sends READY=1 once accepting. opts.IdleGrace and opts.NoHandlerGuard
 // do not apply. The connection is handle's to close; ServeConns closes it
@@ -225,8 +226,8 @@ func acceptPause(err error, last time.Duration) time.Duration {
 }
 
 // waitFor waits for wg within timeout; at the deadline it calls force,
-// which ends what it can and says how many were left, and returns an
-// error wrapping ErrForced.
+// which ends what it can and says how many were left, gives what force
+// ended afterForce to return, and returns an error wrapping ErrForced.
 func waitFor(wg *sync.WaitGroup, timeout time.Duration, force func() int) error {
 	done := make(chan struct{})
 	go func() {
@@ -238,6 +239,16 @@ func waitFor(wg *sync.WaitGroup, timeout time.Duration, force func() int) error 
 		return nil
 	case <-time.After(timeout):
 		n := force()
+		select {
+		case <-done:
+		case <-time.After(afterForce):
+		}
 		return fmt.Errorf("%w: %d still being handled at the %v deadline", ErrForced, n, timeout)
 	}
 }
+
+// afterForce is how long a handle whose connection was closed at the
+// deadline gets to return (its read or write fails at once), so that
+// ServeConns returns with nothing left running; within the margin baton
+// leaves between a worker's deadline and its SIGKILL.
+const afterForce = 100 * time.Millisecond

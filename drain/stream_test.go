@@ -129,11 +129,14 @@ func TestServeConnsUnderLoad(t *testing.T) {
 func TestServeConnsDeadline(t *testing.T) {
 	ln := listen(t)
 	handling := make(chan struct{})
+	var returned atomic.Bool
 	s := startStream(t, func(ctx context.Context, opts drain.Options) error {
 		opts.Timeout = 200 * time.Millisecond
 		return drain.ServeConns(ctx, dup(t, ln), func(_ context.Context, c net.Conn) {
 			close(handling)
 			io.Copy(io.Discard, c) // until the connection is closed
+			time.Sleep(10 * time.Millisecond) // its cleanup
+			returned.Store(true)
 		}, opts)
 	})
 	c, err := net.Dial("tcp", ln.Addr().String())
@@ -144,6 +147,9 @@ func TestServeConnsDeadline(t *testing.T) {
 	waitFor(t, handling, "the connection being handled")
 	if err := s.stop(t); !errors.Is(err, drain.ErrForced) {
 		t.Errorf("drain = %v, want ErrForced", err)
+	}
+	if !returned.Load() {
+		t.Error("ServeConns returned while the handle of the connection it closed still ran")
 	}
 }
 
