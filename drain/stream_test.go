@@ -134,7 +134,7 @@ func TestServeConnsDeadline(t *testing.T) {
 		opts.Timeout = 200 * time.Millisecond
 		return drain.ServeConns(ctx, dup(t, ln), func(_ context.Context, c net.Conn) {
 			close(handling)
-			io.Copy(io.Discard, c) // until the connection is closed
+			io.Copy(io.Discard, c)            // until the connection is closed
 			time.Sleep(10 * time.Millisecond) // its cleanup
 			returned.Store(true)
 		}, opts)
