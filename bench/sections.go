@@ -134,7 +134,10 @@ func goWorkers(s settings, rep *report, workers, clients int) error {
 		// Round -1 is not counted: it opens the workers' first
 		// connections and warms their caches.
 		for round := -1; round < s.rounds; round++ {
-			order := []int{0, 1, 2, 3}
+			order := make([]int, len(goSetups))
+			for i := range order {
+				order[i] = i
+			}
 			if round%2 != 0 {
 				slices.Reverse(order)
 			}
