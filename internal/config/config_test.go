@@ -235,3 +235,22 @@ func TestRestartAndSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestFileOf(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", "a.toml"}, "a.toml"},
+		{[]string{"-config=/etc/app/baton.toml", "--workers", "2"}, "/etc/app/baton.toml"},
+		{[]string{"--listen", "http=tcp://127.0.0.1:80", "--log-format", "json", "--config", "../b.toml", "--", "./server", "--config", "x"}, "../b.toml"},
+		{[]string{"--listen", "http=tcp://127.0.0.1:80", "--", "./server", "--config", "x"}, ""},
+		{[]string{"--config", "a.toml", "--config", "b.toml"}, "b.toml"},
+		{[]string{"--no-such-flag", "--config", "a.toml"}, ""},
+		{nil, ""},
+	} {
+		if got := FileOf(tt.args); got != tt.want {
+			t.Errorf("FileOf(%q) = %q, want %q", tt.args, got, tt.want)
+		}
+	}
+}

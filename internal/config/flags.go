@@ -16,54 +16,79 @@ type Options struct {
 	LogFormat string
 }
 
-// FromArgs parses `baton run` arguments: flags, then an optional "--" and
-// the worker command. With --config the file is loaded first and each flag
-// given overrides its key. The result is validated.
-func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
-	var opts Options
+// runFlags are the flags of `baton run`, defined once for FromArgs and
+// FileOf.
+type runFlags struct {
+	fs                                          *flag.FlagSet
+	path, workers, balance, ready, drainTimeout *string
+	reloadTimeout, control, metrics, logFormat  *string
+	listens                                     listFlag
+}
+
+func newRunFlags(usage io.Writer) *runFlags {
 	fs := flag.NewFlagSet("baton run", flag.ContinueOnError)
 	fs.SetOutput(usage)
-	var (
-		path          = fs.String("config", "", "TOML configuration `file`")
-		listens       listFlag
-		workers       = fs.String("workers", "", "number of workers `N` (worker.count; default: one per CPU)")
-		balance       = fs.String("balance", "", "how connections reach the workers: shared, reuseport or round-robin (worker.balance; default shared)")
-		ready         = fs.String("ready", "", "readiness: notify, fd or delay:DURATION (worker.ready; default notify)")
-		drainTimeout  = fs.String("drain-timeout", "", "how long a stopping worker may drain (worker.drain_timeout; default 30s)")
-		reloadTimeout = fs.String("reload-timeout", "", "how long workers have to become ready (reload.timeout; default 60s)")
-		control       = fs.String("control", "", "control socket `path` (control.socket; default $RUNTIME_DIRECTORY/baton.sock)")
-		metrics       = fs.String("metrics", "", "`host:port` for Prometheus /metrics and the /livez, /readyz probes (control.metrics; default none)")
-	)
-	fs.Var(&listens, "listen", "listener `NAME=URL`, repeatable (e.g. http=tcp://127.0.0.1:8080); replaces the file's [[listen]]")
-	fs.StringVar(&opts.LogFormat, "log-format", "text", "baton's own log format: text or json")
+	f := &runFlags{
+		fs:            fs,
+		path:          fs.String("config", "", "TOML configuration `file`"),
+		workers:       fs.String("workers", "", "number of workers `N` (worker.count; default: one per CPU)"),
+		balance:       fs.String("balance", "", "how connections reach the workers: shared, reuseport or round-robin (worker.balance; default shared)"),
+		ready:         fs.String("ready", "", "readiness: notify, fd or delay:DURATION (worker.ready; default notify)"),
+		drainTimeout:  fs.String("drain-timeout", "", "how long a stopping worker may drain (worker.drain_timeout; default 30s)"),
+		reloadTimeout: fs.String("reload-timeout", "", "how long workers have to become ready (reload.timeout; default 60s)"),
+		control:       fs.String("control", "", "control socket `path` (control.socket; default $RUNTIME_DIRECTORY/baton.sock)"),
+		metrics:       fs.String("metrics", "", "`host:port` for Prometheus /metrics and the /livez, /readyz probes (control.metrics; default none)"),
+	}
+	fs.Var(&f.listens, "listen", "listener `NAME=URL`, repeatable (e.g. http=tcp://127.0.0.1:8080); replaces the file's [[listen]]")
+	f.logFormat = fs.String("log-format", "text", "baton's own log format: text or json")
 	fs.Usage = func() {
 		fmt.Fprintf(usage, "usage: baton run [--config FILE] [flags] [-- COMMAND [ARGS...]]\n\nRuns a pool of workers on the listeners, keeping them serving.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, opts, err
-		}
-		return nil, opts, fmt.Errorf("config: %w", wrapInvalid(err))
+	return f
+}
+
+// FileOf returns the configuration file that `baton run` with these
+// arguments reads, as its --config gave it: "" without one, or when the
+// arguments do not parse.
+func FileOf(args []string) string {
+	f := newRunFlags(io.Discard)
+	if f.fs.Parse(args) != nil {
+		return ""
 	}
+	return *f.path
+}
+
+// FromArgs parses `baton run` arguments: flags, then an optional "--" and
+// the worker command. With --config the file is loaded first and each flag
+// given overrides its key. The result is validated.
+func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
+	f := newRunFlags(usage)
+	if err := f.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, Options{}, err
+		}
+		return nil, Options{}, fmt.Errorf("config: %w", wrapInvalid(err))
+	}
+	opts := Options{LogFormat: *f.logFormat}
 	if opts.LogFormat != "text" && opts.LogFormat != "json" {
 		return nil, opts, fmt.Errorf("config: flag --log-format: %w", wrapInvalid(fmt.Errorf("%q: want text or json", opts.LogFormat)))
 	}
 
 	c := &Config{}
-	if *path != "" {
+	if *f.path != "" {
 		var err error
-		if c, err = Load(*path); err != nil {
+		if c, err = Load(*f.path); err != nil {
 			return nil, opts, err
 		}
 	}
-	if rest := fs.Args(); len(rest) > 0 {
+	if rest := f.fs.Args(); len(rest) > 0 {
 		c.Worker.Command = rest
 		c.setOrigin("worker.command", "command line")
 	}
-	if len(listens) > 0 {
+	if len(f.listens) > 0 {
 		c.Listen = nil
-		for i, s := range listens {
+		for i, s := range f.listens {
 			name, addr, ok := strings.Cut(s, "=")
 			if !ok {
 				return nil, opts, fmt.Errorf("config: flag --listen: %w", wrapInvalid(fmt.Errorf("%q: want NAME=URL", s)))
@@ -77,7 +102,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		value     string
 		apply     func(string) error
 	}{
-		{"workers", "worker.count", *workers, func(s string) error {
+		{"workers", "worker.count", *f.workers, func(s string) error {
 			n, err := strconv.Atoi(s)
 			if err != nil || n < 1 {
 				return fmt.Errorf("%q: want a whole number of at least 1", s)
@@ -85,12 +110,12 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 			c.Worker.Count = n
 			return nil
 		}},
-		{"ready", "worker.ready", *ready, func(s string) error { c.Worker.Ready = s; return nil }},
-		{"balance", "worker.balance", *balance, func(s string) error { c.Worker.Balance = s; return nil }},
-		{"drain-timeout", "worker.drain_timeout", *drainTimeout, durationInto(&c.Worker.DrainTimeout)},
-		{"reload-timeout", "reload.timeout", *reloadTimeout, durationInto(&c.Reload.Timeout)},
-		{"control", "control.socket", *control, func(s string) error { c.Control.Socket = s; return nil }},
-		{"metrics", "control.metrics", *metrics, func(s string) error { c.Control.Metrics = s; return nil }},
+		{"ready", "worker.ready", *f.ready, func(s string) error { c.Worker.Ready = s; return nil }},
+		{"balance", "worker.balance", *f.balance, func(s string) error { c.Worker.Balance = s; return nil }},
+		{"drain-timeout", "worker.drain_timeout", *f.drainTimeout, durationInto(&c.Worker.DrainTimeout)},
+		{"reload-timeout", "reload.timeout", *f.reloadTimeout, durationInto(&c.Reload.Timeout)},
+		{"control", "control.socket", *f.control, func(s string) error { c.Control.Socket = s; return nil }},
+		{"metrics", "control.metrics", *f.metrics, func(s string) error { c.Control.Metrics = s; return nil }},
 	}
 	for _, s := range set {
 		if s.value == "" {
