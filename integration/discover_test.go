@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,27 +111,153 @@ func TestControlRefusesOtherUsers(t *testing.T) {
 	b.stop()
 }
 
-// A socket found by looking around is only trusted if its owner is the
-// caller: one that another user listens on (named baton.sock, held by
-// whatever process) is refused, saying whose it is.
-func TestControlTrustsOnlyOwnSockets(t *testing.T) {
+// `--config FILE` of a file that sets no control.socket reaches the baton
+// started with that file, however either spells the path (relative to its
+// own directory, through a symlink), whatever $BATON_SOCKET says; with
+// none it is refused and with two it names them, and no other baton is
+// touched.
+func TestControlConfigReachesItsBaton(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string) string {
+		path := filepath.Join(dir, name)
+		addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+		if err := os.WriteFile(path, []byte(batonConfig(addr, 1, nil, "")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	a, b := write("a.toml"), write("b.toml")
+	runB := start(t, nil, bin.baton, "run", "--config", b)
+	runB.out.wait(reAllReady, 30*time.Second)
+	controlB := controlOf(t, runB)
+	// $BATON_SOCKET names B: --config must win over it.
+	env := []string{"BATON_SOCKET=" + controlB, "RUNTIME_DIRECTORY="}
+	alive := func(what string) {
+		t.Helper()
+		select {
+		case <-runB.exited:
+			t.Fatalf("%s stopped the baton of b.toml", what)
+		default:
+		}
+		if st := stats(t, controlB); st.Generation != 1 {
+			t.Errorf("after %s the baton of b.toml serves generation %d, want 1 (untouched)", what, st.Generation)
+		}
+	}
+
+	code, out := ctlEnv(t, env, "stop", "--config", a)
+	if code != 2 || !strings.Contains(out, "baton: stop: no running baton of uid 0 was started with --config "+a) || strings.Contains(out, "\n") {
+		t.Errorf("stop --config a.toml with no baton of a.toml: exit %d: %s", code, out)
+	}
+	alive("stop --config a.toml")
+
+	// A runs from dir, with the relative path.
+	runA := start(t, nil, "sh", "-c", `cd "$1" && exec "$2" run --config a.toml`, "sh", dir, bin.baton)
+	runA.out.wait(reAllReady, 30*time.Second)
+	pidA := runA.cmd.Process.Pid
+	link := filepath.Join(t.TempDir(), "link.toml")
+	if err := os.Symlink(a, link); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second baton of a.toml (on another port): refused, naming both.
+	other := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	runA2 := start(t, nil, bin.baton, "run", "--config", a, "--listen", "http=tcp://"+other)
+	runA2.out.wait(reAllReady, 30*time.Second)
+	code, out = ctlEnv(t, env, "status", "--config", link)
+	pa, pa2 := strconv.Itoa(pidA), strconv.Itoa(runA2.cmd.Process.Pid)
+	if code != 2 || !strings.Contains(out, "2 batons were started with --config "+link+": pid "+pa+" (") || !strings.Contains(out, "pid "+pa2+" (") || !strings.Contains(out, "--pid PID") {
+		t.Errorf("status --config with two batons of a.toml (%s, %s): exit %d: %s", pa, pa2, code, out)
+	}
+	runA2.stop()
+
+	code, out = ctlEnv(t, env, "status", "--json", "--config", link)
+	var st supervisor.Status
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.PID != pidA {
+		t.Errorf("status --config %s (a symlink to a.toml), baton of a.toml is pid %d: exit %d (%v): %s", link, pidA, code, err, out)
+	}
+	// The command runs in the repository: a path relative to it.
+	rel, err := filepath.Rel(repoRoot, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out = ctlEnv(t, env, "stop", "--config", rel)
+	if code != 0 || !strings.Contains(out, "stop ok") {
+		t.Errorf("stop --config %s: exit %d: %s", rel, code, out)
+	}
+	if code := runA.waitExit(30 * time.Second); code != 0 {
+		t.Errorf("the baton of a.toml exited %d after stop --config a.toml, want 0", code)
+	}
+	alive("stop --config a.toml")
+}
+
+// fakeBaton is a control server that is no baton: it answers every
+// request as a baton would, and says what it was asked.
+const fakeBaton = `import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(8)
+print("listening", flush=True)
+s.settimeout(60)
+end = time.time() + 60
+while time.time() < end:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        break
+    c.settimeout(5)
+    try:
+        line = c.makefile().readline()
+        if line:
+            print("asked:", line.strip(), flush=True)
+        c.sendall(b'{"ok": true, "generation": 99, "workers": 42}\n')
+    except OSError:
+        pass
+    c.close()
+`
+
+// A process that is not a baton of the caller's user gets no request,
+// found by its pid or by its socket: not another user's control server
+// named baton.sock, not one of the caller's own that is no baton (whose
+// socket is the caller's, and answers a request sent to it directly).
+func TestControlRefusesFakeBatons(t *testing.T) {
 	python := "/usr/bin/python3"
 	if _, err := os.Stat(python); err != nil {
 		t.Skipf("%s (Debian package python3) is not installed: %v", python, err)
 	}
-	dir := worldWritableDir(t)
-	path := filepath.Join(dir, "baton.sock")
-	listen := `import socket, sys, time
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(8)
-print("listening", flush=True)
-time.sleep(60)`
-	p := start(t, nil, asUser(t, python, "-c", listen, path)...)
-	p.out.wait(regexp.MustCompile(`^listening`), 10*time.Second)
-	err := supervisor.CheckOwner(path, 0)
-	if err == nil || !strings.Contains(err.Error(), "is uid 65534's, not yours (uid 0)") {
-		t.Errorf("CheckOwner of nobody's socket, as root: %v", err)
-	}
-	if err := supervisor.CheckOwner(path, nobody); err != nil {
-		t.Errorf("CheckOwner of nobody's socket, for nobody: %v", err)
+	reAsked := regexp.MustCompile(`^asked:`)
+	for _, tt := range []struct {
+		name   string
+		argv   func(path string) []string
+		refuse string // why --pid is refused
+		// socket: what a request to its socket, found by looking
+		// around, gets: refused unless the socket is the caller's.
+		socket string
+	}{
+		{"nobody's", func(path string) []string { return asUser(t, python, "-c", fakeBaton, path) },
+			"runs as uids 65534 65534 65534 65534, not yours (uid 0)", "is uid 65534's, not yours (uid 0)"},
+		{"root's", func(path string) []string { return []string{python, "-c", fakeBaton, path} },
+			`is not a baton: it runs "python3", not "baton run"`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(worldWritableDir(t), "baton.sock")
+			fake := start(t, nil, tt.argv(path)...)
+			fake.out.wait(regexp.MustCompile(`^listening`), 10*time.Second)
+			pid := strconv.Itoa(fake.cmd.Process.Pid)
+			for _, cmd := range []string{"reload", "stop"} {
+				code, out := ctlEnv(t, []string{"BATON_SOCKET=", "RUNTIME_DIRECTORY="}, cmd, "--pid", pid)
+				if code != 2 || !strings.Contains(out, "baton: "+cmd+": pid "+pid+" "+tt.refuse) || strings.Contains(out, "\n") {
+					t.Errorf("%s --pid %s: exit %d: %s", cmd, pid, code, out)
+				}
+			}
+			asked := 0
+			_, err := supervisor.Client{Path: path, Own: true}.Request(withTimeout(t, 10*time.Second), supervisor.ControlRequest{Command: "stats"})
+			switch {
+			case tt.socket == "" && err == nil:
+				asked = 1
+			case tt.socket == "" || err == nil || !strings.Contains(err.Error(), "control socket "+path+" "+tt.socket):
+				t.Errorf("stats to the fake's socket, found by looking around: %v, want %q", err, tt.socket)
+			}
+			if n := fake.out.count(reAsked); n != asked {
+				t.Errorf("the fake was asked %d requests, want %d:\n%s", n, asked, fake.out)
+			}
+		})
 	}
 }

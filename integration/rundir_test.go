@@ -110,7 +110,13 @@ func controlOf(t testing.TB, p *proc) string {
 // output.
 func ctl(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	c := start(t, nil, append([]string{bin.baton}, args...)...)
+	return ctlEnv(t, nil, args...)
+}
+
+// ctlEnv is ctl with extra environment.
+func ctlEnv(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	c := start(t, env, append([]string{bin.baton}, args...)...)
 	code := c.waitExit(70 * time.Second)
 	<-c.out.done
 	return code, c.out.String()

@@ -38,9 +38,9 @@ func commandFlags(name string, stderr io.Writer) (*flag.FlagSet, *target) {
 
 // flags adds --control, --config and --pid to fs.
 func (t *target) flags(fs *flag.FlagSet) {
-	fs.StringVar(&t.control, "control", "", "control socket `path` (default: control.socket of --config, else $BATON_SOCKET, else $RUNTIME_DIRECTORY/baton.sock, else the one baton of this user running)")
-	fs.StringVar(&t.config, "config", "", "the running baton's configuration `file`, to find its control socket")
-	fs.IntVar(&t.pid, "pid", 0, "`PID` of the baton: its control socket is found through the process")
+	fs.StringVar(&t.control, "control", "", "control socket `path` (without it: --config, else --pid, else $BATON_SOCKET, else $RUNTIME_DIRECTORY/baton.sock, else the one baton of this user running)")
+	fs.StringVar(&t.config, "config", "", "the running baton's configuration `file`: its control.socket, else the baton of this user started with that file")
+	fs.IntVar(&t.pid, "pid", 0, "`PID` of the baton, one of this user's: its control socket is found through the process")
 }
 
 // parse parses a control command's flags; ok is false when the command
@@ -61,11 +61,11 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool
 
 // request sends req to the baton t names; the error is ready to print.
 func (t *target) request(ctx context.Context, req supervisor.ControlRequest) (supervisor.ControlResponse, int, error) {
-	path, err := controlPath(t.control, t.config, t.pid)
+	c, err := t.client()
 	if err != nil {
 		return supervisor.ControlResponse{}, exitUsage, err
 	}
-	resp, err := supervisor.Request(ctx, path, req)
+	resp, err := c.Request(ctx, req)
 	if errors.Is(err, supervisor.ErrNoAnswer) {
 		err = fmt.Errorf("%w (name another with --control PATH, --config FILE or --pid PID)", err)
 	}
@@ -205,7 +205,7 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
 	}
-	path, err := controlPath(t.control, t.config, t.pid)
+	c, err := t.client()
 	if err != nil {
 		fmt.Fprintf(stderr, "baton logs: %s\n", printable(err.Error()))
 		return exitUsage
@@ -218,7 +218,7 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 		defer cancel()
 	}
 	enc := json.NewEncoder(stdout)
-	err = supervisor.Logs(ctx, path, supervisor.ControlRequest{Lines: n, Follow: *follow}, func(l supervisor.LogLine) {
+	err = c.Logs(ctx, supervisor.ControlRequest{Lines: n, Follow: *follow}, func(l supervisor.LogLine) {
 		if *asJSON {
 			enc.Encode(l)
 			return
@@ -316,47 +316,54 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// controlPath finds a running baton's control socket: --control, else
-// --config's control.socket, else --pid's, else $BATON_SOCKET, else
-// systemd's runtime directory (a command run by ExecReload=), else the
-// one baton of this user that is running.
-func controlPath(control, cfgPath string, pid int) (string, error) {
-	switch {
-	case control != "":
-		return control, nil
-	case cfgPath != "":
-		c, err := config.Load(cfgPath)
+// client finds the control socket of the baton t names, the way sourceOf
+// says, and says whether it was named or found by looking around (then
+// only a baton of this user is asked).
+func (t *target) client() (supervisor.Client, error) {
+	n := naming{control: t.control, config: t.config, pid: t.pid, envSocket: os.Getenv("BATON_SOCKET"), runtimeDir: supervisor.SystemdRuntimeDir()}
+	if n.control == "" && n.config != "" {
+		c, err := config.Load(n.config)
 		if err != nil {
-			return "", err
+			return supervisor.Client{}, err
 		}
-		if c.Control.Socket != "" {
-			return c.Control.Socket, nil
+		n.configSocket = c.Control.Socket
+	}
+	uid := os.Geteuid()
+	switch sourceOf(n) {
+	case fromControl:
+		return supervisor.Client{Path: n.control}, nil
+	case fromConfig:
+		return supervisor.Client{Path: n.configSocket}, nil
+	case fromEnv:
+		return supervisor.Client{Path: n.envSocket}, nil
+	case fromRuntimeDir:
+		return supervisor.Client{Path: filepath.Join(n.runtimeDir, supervisor.ControlSocketName)}, nil
+	case fromPID:
+		b, err := supervisor.InstanceOf(n.pid, uid)
+		return supervisor.Client{Path: b.Control, Own: true}, err
+	}
+	found := supervisor.Running(uid)
+	if n.config != "" {
+		found = startedWith(found, n.config)
+	}
+	b, err := choose(found, n.config, uid)
+	return supervisor.Client{Path: b.Control, Own: true}, err
+}
+
+// startedWith keeps the batons of found whose --config is the file at
+// path: the same file (device and inode), however each names it.
+func startedWith(found []supervisor.Instance, path string) []supervisor.Instance {
+	want, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	var out []supervisor.Instance
+	for _, b := range found {
+		if fi, err := os.Stat(b.Config); b.Config != "" && err == nil && os.SameFile(fi, want) {
+			out = append(out, b)
 		}
-	case pid > 0:
-		return supervisor.ControlSocketOf(pid)
 	}
-	if p := os.Getenv("BATON_SOCKET"); p != "" {
-		return p, nil
-	}
-	if dir := supervisor.SystemdRuntimeDir(); dir != "" {
-		return filepath.Join(dir, supervisor.ControlSocketName), nil
-	}
-	found := supervisor.Running(os.Geteuid())
-	switch len(found) {
-	case 0:
-		return "", fmt.Errorf("no baton of uid %d is running here, or none answers on a control socket: give --control PATH, --config FILE or --pid PID", os.Geteuid())
-	case 1:
-		// Found by looking around: only if it is really this user's.
-		if err := supervisor.CheckOwner(found[0].Control, os.Geteuid()); err != nil {
-			return "", err
-		}
-		return found[0].Control, nil
-	}
-	list := make([]string, len(found))
-	for i, b := range found {
-		list[i] = fmt.Sprintf("pid %d (%s)", b.PID, b.Control)
-	}
-	return "", fmt.Errorf("%d batons are running: %s: pick one with --pid PID", len(found), strings.Join(list, ", "))
+	return out
 }
 
 // printable replaces the control characters of text that came from a

@@ -556,40 +556,6 @@ func (s *supervisor) stats() *Stats {
 	return st
 }
 
-// Logs sends req (a logs request) to the control socket at path and calls
-// each for every line of the answer, until it ends (at once without
-// Follow; with it, when baton stops) or ctx is done, which is no error.
-func Logs(ctx context.Context, path string, req ControlRequest, each func(LogLine)) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return fmt.Errorf("%w on %s: %w", ErrNoAnswer, path, err)
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	req.Command = "logs"
-	b, _ := json.Marshal(req)
-	_, werr := conn.Write(append(b, '\n'))
-	dec := json.NewDecoder(bufio.NewReader(conn))
-	for {
-		var resp ControlResponse
-		err := dec.Decode(&resp)
-		switch {
-		case errors.Is(err, io.EOF) || err != nil && ctx.Err() != nil:
-			return nil
-		case err != nil && werr != nil:
-			return fmt.Errorf("supervisor: control socket: %w", werr)
-		case err != nil:
-			return fmt.Errorf("supervisor: control socket: %w", err)
-		case !resp.OK:
-			return errors.New(resp.Error)
-		case resp.Log != nil:
-			each(*resp.Log)
-		}
-	}
-}
-
 // ErrNoAnswer is wrapped by Request's error when no baton listens at the
 // path.
 var ErrNoAnswer = errors.New("supervisor: control socket: no baton answers")
@@ -607,13 +573,46 @@ func (s *supervisor) outputDropped() int64 {
 	return n
 }
 
-// Request sends one request to the control socket at path and waits for
-// the answer (a reload's comes when it is over), bounded by ctx.
-func Request(ctx context.Context, path string, req ControlRequest) (ControlResponse, error) {
+// Client asks a baton over its control socket.
+type Client struct {
+	// Path is the control socket.
+	Path string
+	// Own is set when the socket was found by looking around rather than
+	// named by the caller: then it is asked only if the caller's own uid
+	// listens on it, so that no other user's process answers in a
+	// baton's place.
+	Own bool
+}
+
+// dial connects to the control socket, checking its owner if Own.
+func (c Client) dial(ctx context.Context) (*net.UnixConn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	conn, err := d.DialContext(ctx, "unix", c.Path)
 	if err != nil {
-		return ControlResponse{}, fmt.Errorf("%w on %s: %w", ErrNoAnswer, path, err)
+		return nil, fmt.Errorf("%w on %s: %w", ErrNoAnswer, c.Path, err)
+	}
+	uc := conn.(*net.UnixConn)
+	if c.Own {
+		if err := checkOwner(uc, c.Path, os.Geteuid()); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return uc, nil
+}
+
+// Request sends one request to the control socket at path, which the
+// caller named, and waits for the answer: Client.Request.
+func Request(ctx context.Context, path string, req ControlRequest) (ControlResponse, error) {
+	return Client{Path: path}.Request(ctx, req)
+}
+
+// Request sends one request and waits for the answer (a reload's comes
+// when it is over), bounded by ctx.
+func (c Client) Request(ctx context.Context, req ControlRequest) (ControlResponse, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return ControlResponse{}, err
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
@@ -641,4 +640,37 @@ func Request(ctx context.Context, path string, req ControlRequest) (ControlRespo
 		return resp, errors.New(resp.Error)
 	}
 	return resp, nil
+}
+
+// Logs sends req (a logs request) and calls each for every line of the
+// answer, until it ends (at once without Follow; with it, when baton
+// stops) or ctx is done, which is no error.
+func (c Client) Logs(ctx context.Context, req ControlRequest, each func(LogLine)) error {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	req.Command = "logs"
+	b, _ := json.Marshal(req)
+	_, werr := conn.Write(append(b, '\n'))
+	dec := json.NewDecoder(bufio.NewReader(conn))
+	for {
+		var resp ControlResponse
+		err := dec.Decode(&resp)
+		switch {
+		case errors.Is(err, io.EOF) || err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil && werr != nil:
+			return fmt.Errorf("supervisor: control socket: %w", werr)
+		case err != nil:
+			return fmt.Errorf("supervisor: control socket: %w", err)
+		case !resp.OK:
+			return errors.New(resp.Error)
+		case resp.Log != nil:
+			each(*resp.Log)
+		}
+	}
 }

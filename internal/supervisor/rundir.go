@@ -33,7 +33,7 @@ type runtimeDir struct {
 // have made or can enter. Its name is not predictable, so a local user
 // cannot take it over or keep baton from starting by creating it first,
 // and two batons with the same pid (in two containers) never share one.
-// `baton reload --pid PID` finds it through the process (ControlSocketOf).
+// `baton reload --pid PID` finds it through the process (controlSocketOf).
 func openRuntimeDir(dir string, log *slog.Logger) (runtimeDir, error) {
 	if dir == "" {
 		dir = SystemdRuntimeDir()
@@ -110,11 +110,11 @@ func (d runtimeDir) remove() {
 	}
 }
 
-// ControlSocketOf returns the control socket of the baton with that pid,
+// controlSocketOf returns the control socket of the baton with that pid,
 // found through the process itself: the listening unix socket named
 // ControlSocketName among those it holds (/proc/PID/fd, /proc/PID/net/unix).
 // Only its own user and root may look.
-func ControlSocketOf(pid int) (string, error) {
+func controlSocketOf(pid int) (string, error) {
 	proc := "/proc/" + strconv.Itoa(pid)
 	if _, err := os.Stat(proc); err != nil {
 		return "", fmt.Errorf("no process with pid %d", pid)
@@ -144,7 +144,7 @@ func ControlSocketOf(pid int) (string, error) {
 	}
 	switch len(found) {
 	case 0:
-		return "", fmt.Errorf("pid %d holds no control socket named %s: is it a baton? (give --control PATH or --config FILE)", pid, ControlSocketName)
+		return "", fmt.Errorf("pid %d holds no control socket named %s (give --control PATH)", pid, ControlSocketName)
 	case 1:
 		path := found[0]
 		// A baton in another mount namespace (a container): its path is
