@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(notifyFloodEnv); path != "" {
 		os.Exit(notifyFlood(path)) // a helper process of BenchmarkNotifyFlood
 	}
+	if os.Getenv(hostileNotifyEnv) != "" && len(os.Args) > 1 {
+		os.Exit(hostileNotify(os.Args[1:])) // a worker of TestHostileNotifyDatagrams
+	}
 	os.Exit(runMain(m))
 }
 
