@@ -138,6 +138,8 @@ KillMode=mixed
 # Above worker.drain_timeout (30s), so a drain is never cut short.
 TimeoutStopSec=45
 Restart=on-failure
+# systemd's start limit stays (5 starts in 10s): a crash loop ends "failed", for
+# OnFailure= and alerts. After restarting by hand that often: systemctl reset-failed %[1]s
 # baton pings the watchdog from its event loop every 5s.
 WatchdogSec=10
 # /run/%[1]s holds baton's control socket.
