@@ -8,5 +8,7 @@
 // only that goroutine ever waits on it. When the ring is full, the line is
 // dropped and counted, never split; as soon as the goroutine has written
 // again, it writes one line saying how many were lost. Lines keep their
-// order.
+// order. Lines the real writer fails to take (EPIPE from a pipe whose
+// reader has gone) are dropped and counted the same way, without a note,
+// which would fail too.
 package logbuf

@@ -1,6 +1,7 @@
 package logbuf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -145,10 +146,14 @@ func (w *Writer) drain() {
 		seg := w.ring[w.r:end]
 		w.mu.Unlock()
 
+		failed := 0
 		if len(seg) > 0 {
-			w.out.Write(seg) // a failed write loses the lines: nothing better to do
+			if n, err := w.out.Write(seg); err != nil {
+				failed = lines(seg[min(max(n, 0), len(seg)):])
+			}
 		}
 		w.mu.Lock()
+		w.total += int64(failed)
 		w.r = (w.r + len(seg)) % len(w.ring)
 		w.n -= len(seg)
 		w.written += int64(len(seg))
@@ -161,6 +166,15 @@ func (w *Writer) drain() {
 			w.out.Write(w.note(lost))
 		}
 	}
+}
+
+// lines counts the lines in p, a last one without its newline included.
+func lines(p []byte) int {
+	n := bytes.Count(p, []byte{'\n'})
+	if len(p) > 0 && p[len(p)-1] != '\n' {
+		n++
+	}
+	return n
 }
 
 // ErrFlushTimeout is returned by Close when the underlying writer did not

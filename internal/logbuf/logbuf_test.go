@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -145,6 +146,73 @@ func TestLineLongerThanRingIsDropped(t *testing.T) {
 	}
 	if got := out.String(); got != "short\nlost 1\n" && got != "lost 1\nshort\n" {
 		t.Errorf("output %q, want the short line and a note of 1 lost", got)
+	}
+}
+
+// broken is a writer whose reader has gone (a pipe, EPIPE) until it is
+// mended; a write may have taken part of its bytes before failing.
+type broken struct {
+	syncBuffer
+	mu      sync.Mutex
+	closed  bool
+	partial int // bytes the next failing write takes, if any
+}
+
+func (b *broken) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		return b.syncBuffer.Write(p)
+	}
+	n := min(b.partial, len(p))
+	b.partial = 0
+	b.syncBuffer.Write(p[:n])
+	return n, syscall.EPIPE
+}
+
+func (b *broken) set(closed bool, partial int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed, b.partial = closed, partial
+}
+
+// Lines the underlying writer fails to take (its reader has gone) are
+// dropped and counted, a line it took only part of too; once it takes
+// lines again, the next ones come out whole.
+func TestFailedWritesAreCounted(t *testing.T) {
+	b := &broken{}
+	w := New(b, Options{})
+	flush := func() {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			w.mu.Lock()
+			done := w.written == w.appended
+			w.mu.Unlock()
+			if done {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the ring was not written out within 5s")
+			}
+		}
+	}
+	fmt.Fprintf(w, "before\n")
+	flush()
+	b.set(true, 3)
+	for i := range 100 {
+		fmt.Fprintf(w, "lost %d\n", i)
+	}
+	flush()
+	b.set(false, 0)
+	fmt.Fprintf(w, "after\n")
+	if err := w.Close(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Dropped(); got != 100 {
+		t.Errorf("dropped %d lines, want the 100 the writer failed to take", got)
+	}
+	if got := b.String(); got != "before\nlos"+"after\n" {
+		t.Errorf("output %q, want the lines before and after the failure and the part the failing write took", got)
 	}
 }
 

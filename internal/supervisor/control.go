@@ -123,7 +123,8 @@ type Stats struct {
 	Reloading   bool      `json:"reloading"`
 	NotifyDrops int64     `json:"notify_dropped"`
 	// OutputDrops counts output lines (baton's and the workers') dropped
-	// because baton's standard error was not read fast enough.
+	// because baton's standard error was not read fast enough, or its
+	// reader had gone.
 	OutputDrops int64 `json:"output_dropped"`
 	// ControlRefused counts control connections refused because their
 	// peer was neither root nor baton's own user.

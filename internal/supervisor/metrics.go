@@ -244,7 +244,7 @@ var (
 	descReady      = prometheus.NewDesc("baton_ready", "1 while a ready generation serves and no stop has begun.", nil, nil)
 	descDropped    = prometheus.NewDesc("baton_notify_dropped_total", "Notify datagrams dropped: not from a worker, or malformed.", nil, nil)
 	descRefused    = prometheus.NewDesc("baton_control_refused_total", "Control connections refused: neither root nor baton's user.", nil, nil)
-	descOutput     = prometheus.NewDesc("baton_output_dropped_total", "Output lines dropped because baton's standard error was not read fast enough.", nil, nil)
+	descOutput     = prometheus.NewDesc("baton_output_dropped_total", "Output lines dropped because baton's standard error was not read fast enough, or its reader had gone.", nil, nil)
 	descMemory     = prometheus.NewDesc("baton_worker_resident_memory_bytes", "Resident memory of the serving worker of each slot.", []string{"slot"}, nil)
 	descBalance    = prometheus.NewDesc("baton_balance_info", "How connections reach the workers (worker.balance): 1 for the mode in force.", []string{"mode"}, nil)
 	descPassed     = prometheus.NewDesc("baton_connections_passed_total", "Connections baton accepted and passed to a worker (worker.balance = \"round-robin\"), by listener.", []string{"listener"}, nil)
