@@ -154,13 +154,19 @@ func waitIdle(t testing.TB, out *logLines) {
 
 func stats(t testing.TB, control string) *supervisor.Stats {
 	t.Helper()
+	return request(t, control, "stats").Stats
+}
+
+// request sends command to the control socket and returns the answer.
+func request(t testing.TB, control, command string) supervisor.ControlResponse {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := supervisor.Request(ctx, control, supervisor.ControlRequest{Command: "stats"})
+	r, err := supervisor.Request(ctx, control, supervisor.ControlRequest{Command: command})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r.Stats
+	return r
 }
 
 // A reload that cannot work leaves the old workers serving, without one

@@ -104,6 +104,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runCmd(args []string, stderr io.Writer) int {
+	// With SIGPIPE caught, a write to a stdout or stderr whose reader has
+	// gone fails with EPIPE (the line is dropped and counted) instead of
+	// killing baton and its workers. Caught, not ignored: an ignored
+	// disposition would be inherited by the workers across exec.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	memtrim.Setup()
 	cfg, opts, err := config.FromArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
