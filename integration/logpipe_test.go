@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -120,3 +121,44 @@ func workerOf(t *testing.T, control string, slot int) int {
 // reSigIgn matches the line a worker prints about the signals it found
 // ignored.
 var reSigIgn = regexp.MustCompile(`SigIgn:\s+([0-9a-f]+)`)
+
+// baton started with a child it did not spawn: a shell's `2> >(tee log)`
+// forks tee, which reads baton's standard error, then execs baton. That
+// child is no worker's: a stop neither signals it nor waits for it, and
+// tee passes baton's last line on, then exits on its own once baton has.
+func TestStopLeavesAChildFromBeforeBaton(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skipf("bash (for its process substitution) is not installed: %v", err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := start(t, nil, "bash", "-c", `exec 2> >(exec tee); exec "$@"`, "bash",
+		bin.baton, "run", "--listen", "http=tcp://"+addr, "--workers", "2", "--", bin.hello)
+	p.out.wait(reAllReady, 30*time.Second)
+	control := controlOf(t, p)
+	tee := 0
+	for _, pid := range p.descendants() {
+		if ppid(pid) == p.cmd.Process.Pid && comm(pid) == "tee" {
+			tee = pid
+		}
+	}
+	if tee == 0 {
+		t.Fatal("baton has no child tee")
+	}
+
+	code, out := ctl(t, "stop", "--control", control)
+	if code != 0 || !strings.Contains(out, "stop ok") {
+		t.Errorf("baton stop: exit %d: %s", code, out)
+	}
+	if code := p.waitExit(30 * time.Second); code != 0 {
+		t.Errorf("baton exited %d after baton stop, want 0", code)
+	}
+	p.out.wait(regexp.MustCompile(`msg=stopped`), 10*time.Second)
+	if n := p.out.count(regexp.MustCompile(`pid=` + strconv.Itoa(tee) + `\b`)); n != 0 {
+		t.Errorf("baton's log names tee (pid %d) %d times: it took it for a worker's", tee, n)
+	}
+	select {
+	case <-p.out.done: // tee has closed its output: it has exited
+	case <-time.After(10 * time.Second):
+		t.Errorf("tee (pid %d, state %s) still running 10s after baton exited", tee, procState(tee))
+	}
+}

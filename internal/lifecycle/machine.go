@@ -109,6 +109,10 @@ type Machine struct {
 	// orphanCheck: a timer to look again is armed.
 	orphans     map[int]bool
 	orphanCheck bool
+	// foreign are the children baton had before it started a worker (a
+	// shell's process substitution, forked before the shell exec'd
+	// baton): no worker's leftovers, so never signalled nor waited for.
+	foreign map[int]bool
 	// successor is the pid of the baton that took over, once known.
 	successor int
 
@@ -149,6 +153,7 @@ func New(env Env, opts Options) *Machine {
 		lastGen: opts.LastGen,
 		workers: map[int]*worker{},
 		orphans: map[int]bool{},
+		foreign: map[int]bool{},
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -169,6 +174,10 @@ func (m *Machine) Start(cfg *config.Config) error {
 		return err
 	}
 	m.inForce, m.next = g, g
+	for _, pid := range m.env.Children() {
+		m.log.Debug("a child from before the first worker: left alone", "pid", pid)
+		m.foreign[pid] = true
+	}
 	if err := m.startGeneration(g); err != nil {
 		m.fail(err)
 	}

@@ -381,6 +381,56 @@ func TestStop(t *testing.T) {
 	}
 }
 
+// A child baton had before it started any worker (a shell's process
+// substitution: bash forks tee, then execs baton) is no worker's: a stop
+// never signals it, killing or not, and does not wait for it. What a
+// worker left behind still goes, even at a pid a foreign child had.
+func TestStopLeavesChildrenFromBeforeStart(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.env.live[50] = true // tee, from before
+	h.env.live[60] = true // another, that exits before the stop
+	pids := h.serve()
+	h.exit(60, "exit status 0")
+	h.env.live[60] = true // the pid again, now a worker's orphan
+	h.env.live[777] = true
+	h.step(Stop{Signal: "terminated"})
+	h.want("signal 101 SIGTERM group", "signal 102 SIGTERM group", "close sockets shared=false", "signal 60 SIGTERM orphan", "signal 777 SIGTERM orphan")
+	h.exit(pids[0], "exit status 0")
+	h.advance(30 * time.Second)
+	h.want("signal 102 SIGKILL group", "signal 60 SIGKILL orphan", "signal 777 SIGKILL orphan")
+	h.step(Stop{Signal: "terminated"})
+	h.exit(pids[1], "killed by SIGKILL")
+	h.exit(60, "killed by SIGKILL")
+	h.exit(777, "killed by SIGKILL")
+	h.advance(time.Minute)
+	if s := signalsTo(h.take(), 50); len(s) != 0 {
+		t.Errorf("the child from before the start got %d signals, first %s", len(s), s[0])
+	}
+	if !h.m.Done() {
+		t.Error("not done once every worker and orphan is gone: waiting for the child from before the start")
+	}
+}
+
+// During a self-upgrade that a stop cancels, the successor the upgrader
+// cannot name is the child that is no worker, never one from before the
+// start.
+func TestStopDuringUpgradeSparesChildFromBeforeStart(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.env.live[50] = true
+	h.serve()
+	h.step(Reload{Upgrade: true})
+	h.want("systemd RELOADING=1", "upgrade after g1")
+	h.env.live[900] = true // the successor
+	h.step(Stop{Signal: "terminated"})
+	acts := h.take()
+	if s := signalsTo(acts, 900); len(s) != 1 || s[0] != "SIGTERM process" {
+		t.Errorf("the successor got %v, want SIGTERM", s)
+	}
+	if s := signalsTo(acts, 50); len(s) != 0 {
+		t.Errorf("the child from before the start got %v", s)
+	}
+}
+
 func TestSecondStopSignalKills(t *testing.T) {
 	h := newHarness(t, testConfig(t, nil), Options{})
 	h.serve()

@@ -83,11 +83,12 @@ func (m *Machine) signalSuccessor(sig Signal) bool {
 	return ok
 }
 
-// successorPID finds the child that is no worker: the successor (or, very
-// rarely, an orphan being reaped), 0 if none.
+// successorPID finds the child that is no worker nor from before the
+// first worker: the successor (or, very rarely, an orphan being reaped),
+// 0 if none.
 func (m *Machine) successorPID() int {
 	for _, pid := range m.env.Children() {
-		if m.workers[pid] == nil {
+		if m.workers[pid] == nil && !m.foreign[pid] {
 			return pid
 		}
 	}

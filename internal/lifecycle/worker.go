@@ -168,6 +168,7 @@ func (m *Machine) onExit(ev Exited) {
 	w := m.workers[ev.PID]
 	if w == nil {
 		delete(m.orphans, ev.PID)
+		delete(m.foreign, ev.PID)
 		m.log.Debug("reaped a child that is no worker", "pid", ev.PID, "how", ev.How)
 		return
 	}
@@ -301,15 +302,16 @@ func (m *Machine) checkMemory() {
 	}
 }
 
-// sweepOrphans signals the children that are no worker (nor the
-// successor of a self-upgrade) and were not signalled yet; all of them
-// again, with SIGKILL, once killing. It does nothing until baton stops:
-// while it serves, orphans are only reaped when they exit. Each orphan
-// that exits may hand its own children to baton in turn, so the sweep
-// runs again on every exit. An orphan that is no longer a child is gone
-// even without an Exited event: the new baton of a self-upgrade cut
-// short is the upgrader's to reap, not the reaper's. So while orphans
-// are left, the sweep runs again every OrphanCheckInterval.
+// sweepOrphans signals the children that are no worker, nor the
+// successor of a self-upgrade, nor from before the first worker, and were
+// not signalled yet; all of them again, with SIGKILL, once killing. It
+// does nothing until baton stops: while it serves, orphans are only
+// reaped when they exit. Each orphan that exits may hand its own children
+// to baton in turn, so the sweep runs again on every exit. An orphan that
+// is no longer a child is gone even without an Exited event: the new
+// baton of a self-upgrade cut short is the upgrader's to reap, not the
+// reaper's. So while orphans are left, the sweep runs again every
+// OrphanCheckInterval.
 func (m *Machine) sweepOrphans() {
 	if !m.stoppingOrGone() || m.charge == successorInCharge && m.successor == 0 {
 		return // a successor we cannot tell from an orphan must live
@@ -322,7 +324,7 @@ func (m *Machine) sweepOrphans() {
 		}
 	}
 	for _, pid := range children {
-		if m.workers[pid] != nil || pid == m.successor || m.orphans[pid] && !kill {
+		if m.workers[pid] != nil || pid == m.successor || m.foreign[pid] || m.orphans[pid] && !kill {
 			continue
 		}
 		sig := SIGTERM
