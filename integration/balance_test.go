@@ -1,15 +1,23 @@
 package integration
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/loadtest"
@@ -186,4 +194,87 @@ func TestNodeWorkerBalanced(t *testing.T) {
 			}
 		})
 	}
+}
+
+// intruderEnv makes the test binary an intruder (intrude): a process of
+// the same user that binds the address it names with SO_REUSEPORT.
+const intruderEnv = "BATON_IT_INTRUDER"
+
+// intrude listens on addr with SO_REUSEPORT, accepting nothing, says so
+// on stdout and waits for its end (SIGTERM).
+func intrude(addr string) int {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		return err
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp4", addr)
+	if err != nil {
+		fmt.Println("intruder:", err)
+		return 1
+	}
+	defer ln.Close()
+	fmt.Println("intruder listening")
+	select {}
+}
+
+// A process of the same user that binds the port with SO_REUSEPORT while
+// a reload runs (reuseport) gets no connection, and leaves nothing behind
+// once it has gone: of 200 requests, each on a connection of its own,
+// none hangs, and (as root) baton deals them in turn again.
+func TestReusePortIntruder(t *testing.T) {
+	b := startBaton(t, "--workers", "2", "--balance", config.BalanceReusePort, "--", bin.hello)
+	intruder := start(t, []string{intruderEnv + "=" + b.addr}, os.Args[0])
+	intruder.out.wait(regexp.MustCompile(`^intruder listening$`), 10*time.Second)
+
+	from := b.out.len()
+	syscall.Kill(b.cmd.Process.Pid, syscall.SIGHUP)
+	b.out.waitFrom(from, regexp.MustCompile(`msg="reload done"`), 30*time.Second)
+	waitIdle(t, b.out)
+	if _, hung := requests(t, b.addr, 200, 2*time.Second); hung != 0 {
+		t.Errorf("with the intruder there, %d of 200 requests got no answer", hung)
+	}
+	from = b.out.len()
+	syscall.Kill(intruder.cmd.Process.Pid, syscall.SIGTERM)
+	intruder.waitExit(10 * time.Second)
+	b.out.waitFrom(from, regexp.MustCompile(`group is baton's alone again`), 10*time.Second)
+
+	pids, hung := requests(t, b.addr, 200, 2*time.Second)
+	if hung != 0 {
+		t.Errorf("after the intruder exited, %d of 200 requests got no answer", hung)
+	}
+	if !strings.Contains(b.out.String(), "not in turn") {
+		for pid, n := range pids {
+			if n != 100 {
+				t.Errorf("worker %s answered %d of 200 requests, want 100: not dealt in turn (%v)", pid, n, pids)
+			}
+		}
+	}
+}
+
+// requests makes n requests to addr at once, each on a connection of its
+// own; it returns how many each worker answered (by its X-Pid) and how
+// many got no answer within timeout.
+func requests(t *testing.T, addr string, n int, timeout time.Duration) (pids map[string]int, hung int) {
+	t.Helper()
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	var mu sync.Mutex
+	pids = map[string]int{}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			resp, err := client.Get("http://" + addr + "/")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				hung++
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			pids[resp.Header.Get("X-Pid")]++
+		})
+	}
+	wg.Wait()
+	return pids, hung
 }

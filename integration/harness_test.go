@@ -42,6 +42,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(hostileNotifyEnv) != "" && len(os.Args) > 1 {
 		os.Exit(hostileNotify(os.Args[1:])) // a worker of TestHostileNotifyDatagrams
 	}
+	if addr := os.Getenv(intruderEnv); addr != "" {
+		os.Exit(intrude(addr)) // a helper process of TestReusePortIntruder
+	}
 	os.Exit(runMain(m))
 }
 

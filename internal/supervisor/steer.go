@@ -36,10 +36,17 @@ import (
 // replaced by the last (net/core/sock_reuseport.c). group.socks keeps
 // that order, and a self-upgrade passes it on; group.to holds indices in
 // that order under either program (the dealer's keys are looked up from
-// them). baton checks it against the kernel's count of listening
-// sockets on the address whenever it
-// binds one: a group with members baton does not hold (another process
-// of the same user bound the port with SO_REUSEPORT) is not steered.
+// them). check compares the group with the kernel's at every sweep and
+// after a bind. Sockets of another process of the same user
+// (it bound the port with SO_REUSEPORT) get nothing from either program,
+// so steering goes on; the classic program's indices would shift if a
+// socket left or joined before theirs, so under it baton binds and
+// retires none while they are there. A timer checks again every
+// foreignRecheck until they have gone, then attaches baton's program
+// again (the other process may have replaced it). A socket of baton's
+// that stopped listening (a worker shut it down) is dropped under the
+// dealer; under the classic program, whose order it changed, steering
+// ends (giveUp).
 
 // Classic BPF's ancillary load of a random number (linux/filter.h).
 const (
@@ -56,6 +63,10 @@ const (
 	steerSettle = 100 * time.Millisecond
 	steerPoll   = 10 * time.Millisecond
 )
+
+// foreignRecheck is how often a group with another process's sockets is
+// checked again, to notice that they have gone.
+const foreignRecheck = time.Second
 
 // groupSocket is one socket of a listener's group.
 type groupSocket struct {
@@ -79,10 +90,20 @@ type group struct {
 	// to are the indices the attached program picks from; nil when baton
 	// has not attached one (or another baton may have since).
 	to []int
-	// off: not steered, because the kernel's group is not what baton
-	// holds or refused the program. Then a socket is retired as soon as
-	// no worker holds it, and workers are signalled at once.
+	// off: not steered, because the kernel refused the program or a
+	// socket of baton's left the group. Then a socket is retired as soon
+	// as no worker holds it, and workers are signalled at once. Under the
+	// dealer, whose keys do not depend on the kernel's order, steering
+	// resumes once the group is what baton holds again.
 	off bool
+	// foreign is how many sockets of another process the last check found
+	// listening in the group. Under the classic program baton binds and
+	// retires none meanwhile (frozen).
+	foreign int
+	// unordered: socks may no longer be in the kernel's order (a socket
+	// of baton's left the group under the dealer), so the classic
+	// program cannot take over from the dealer.
+	unordered bool
 	// deal deals connections in turn to the sockets at to; nil when the
 	// classic program picks at random, and random says why.
 	deal   *deal.Dealer
@@ -138,12 +159,22 @@ func (g *group) seat(retry bool) {
 	g.deal, g.random = d, ""
 }
 
-// dropDealer falls back to the classic program, saying why.
+// dropDealer falls back to the classic program, saying why; if socks may
+// not be in the kernel's order, steering ends instead.
 func (g *group) dropDealer(s *supervisor, why string) {
 	g.deal.Close()
 	g.deal, g.random, g.dealPass, g.to = nil, why, "", nil
 	s.warnRandom(g)
+	if g.unordered {
+		g.giveUp(s, "the classic program needs the kernel's order of the sockets, which baton lost when one left the group")
+	}
 }
+
+// frozen reports whether the kernel's order of the group must not change:
+// the classic program steers it, and another process's sockets follow
+// baton's (a socket of baton's leaving would move one of theirs into its
+// place, and one bound would come after theirs).
+func (g *group) frozen() bool { return !g.off && g.deal == nil && g.foreign > 0 }
 
 // dealFds names the dealer's descriptors under the group's dealPass.
 func dealFds(fds *deal.Fds) map[string]*int {
@@ -186,9 +217,11 @@ func (g *group) free(slot int) *groupSocket {
 }
 
 // ofSlot returns the socket of slot's workers: the listener itself for
-// slot 0, else one a worker of slot holds; nil if none.
+// slot 0, or for any slot while no worker holds it (it is never retired,
+// and the kernel's hash reaches it), else one a worker of slot holds; nil
+// if none.
 func (g *group) ofSlot(slot int) *groupSocket {
-	if slot == 0 {
+	if slot == 0 || !g.socks[0].held() {
 		return g.socks[0]
 	}
 	for _, gs := range g.socks[1:] {
@@ -288,19 +321,117 @@ func (g *group) giveUp(s *supervisor, why string) {
 	s.log.Warn("balance = \"reuseport\": not steering connections: workers are signalled without waiting for their queues, and a socket is closed when its worker goes", "listener", g.name, "reason", why)
 }
 
-// check compares the group with the kernel's count of sockets listening
-// on its address, and gives up steering when they differ.
+// check compares the group with the kernel's (see the top of this file):
+// it gives up steering when baton cannot count the group or the classic
+// program's order was lost, drops a socket of baton's that no longer
+// listens under the dealer, takes steering up again under the dealer
+// once the group is what baton holds, and notes another process's
+// sockets. While another baton uses the sockets it changes nothing but
+// that note.
 func (g *group) check(s *supervisor) {
-	if g.off {
-		return
+	if g.off && g.deal == nil {
+		return // refused, or the classic program's order is lost: for good
 	}
 	n, err := listenersAt(g.socks[0].fd)
-	switch {
-	case err != nil:
-		g.giveUp(s, err.Error())
-	case n != len(g.socks):
-		g.giveUp(s, fmt.Sprintf("%d sockets listen on its address, baton holds %d: another process joined the SO_REUSEPORT group", n, len(g.socks)))
+	if err != nil {
+		if !s.batonShares() {
+			g.giveUp(s, err.Error())
+		}
+		return
 	}
+	listening := make([]bool, len(g.socks))
+	for i, gs := range g.socks {
+		on, err := unix.GetsockoptInt(gs.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		listening[i] = err == nil && on == 1
+	}
+	v := judge(n, listening)
+	if s.batonShares() {
+		g.note(s, v.foreign)
+		return
+	}
+	if len(v.shut) > 0 && (g.deal == nil || slices.Contains(v.shut, 0)) {
+		g.giveUp(s, fmt.Sprintf("socket %d of its SO_REUSEPORT group no longer listens (a worker shut it down)", v.shut[0]))
+		return
+	}
+	for _, i := range v.shut {
+		g.unordered = true
+		g.retire(s, i)
+	}
+	if g.off {
+		g.off, g.to = false, nil
+		s.log.Info("balance = \"reuseport\": steering connections again", "listener", g.name)
+	}
+	g.note(s, v.foreign)
+}
+
+// census is what a check of a group found: how many sockets of another
+// process listen in it, and which of baton's no longer do, last first.
+type census struct {
+	foreign int
+	shut    []int
+}
+
+// judge reads a check: n sockets listen on the group's address, and
+// listening says which of baton's do.
+func judge(n int, listening []bool) census {
+	var c census
+	mine := 0
+	for i := len(listening) - 1; i >= 0; i-- {
+		if listening[i] {
+			mine++
+		} else {
+			c.shut = append(c.shut, i)
+		}
+	}
+	c.foreign = max(n-mine, 0)
+	return c
+}
+
+// note records how many sockets of another process the group has, says
+// when that goes from none to some and back, and has the groups checked
+// again while there are some. Once they have gone, baton's program is
+// attached again at once (the other process may have detached or
+// replaced it), before a sweep closes a socket whose queue it moves.
+func (g *group) note(s *supervisor, foreign int) {
+	switch {
+	case foreign > 0 && g.foreign == 0:
+		how := "baton's program sends them nothing"
+		if g.deal == nil {
+			how += ", and baton binds no socket for its workers until they have gone (workers share)"
+		}
+		s.log.Warn("balance = \"reuseport\": another process listens on the address (it bound it with SO_REUSEPORT)", "listener", g.name, "sockets", foreign, "steering", how)
+	case foreign == 0 && g.foreign > 0:
+		s.log.Info("balance = \"reuseport\": the SO_REUSEPORT group is baton's alone again", "listener", g.name)
+		if to := g.to; to != nil && !s.batonShares() {
+			g.to = nil // attach it, not just deal
+			g.point(s, to)
+		}
+	}
+	g.foreign = foreign
+	if foreign > 0 {
+		s.recheckLater()
+	}
+}
+
+// recheckLater has the groups checked again in foreignRecheck, when
+// nothing else may make baton look: it notices another process's
+// sockets have gone.
+func (s *supervisor) recheckLater() {
+	if s.recheck != nil {
+		return
+	}
+	s.recheck = time.AfterFunc(foreignRecheck, func() {
+		s.post(loopCall{do: func() {
+			s.recheck = nil
+			s.sweep()
+			s.steer()
+			for _, l := range s.listeners {
+				if l.group != nil && l.group.foreign > 0 {
+					s.recheckLater()
+				}
+			}
+		}})
+	})
 }
 
 // listenersAt counts the TCP sockets listening where fd is bound, from
@@ -374,8 +505,7 @@ func (g *group) retire(s *supervisor, i int) {
 }
 
 // pick chooses the socket of each reuseport listener of w's config for
-// w: a free one, else a new one bound beside the listener, else (in the
-// upgrading baton, which may not bind) a shared one.
+// w (pickIn).
 func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error) {
 	picks := map[*listener]*groupSocket{}
 	for _, c := range w.Config.Listen {
@@ -383,47 +513,73 @@ func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error)
 			continue
 		}
 		l := s.findListener(c)
-		g := l.group
-		var gs *groupSocket
-		if g.off {
-			// Not steered, the kernel's hash spreads connections over
-			// every socket, so none may be free: a slot's sockets is
-			// shared by its old and new worker (the listener itself is
-			// slot 0's), as in shared mode, and sweep closes another
-			// once its workers are gone.
-			gs = g.ofSlot(w.Slot)
-		} else {
-			gs = g.free(w.Slot)
-		}
-		if gs == nil && s.upgrading() {
-			// Its successor binds: a socket bound here would take an
-			// index the successor counts as its own.
-			if gs = g.share(w.Slot); gs == nil {
-				gs = g.socks[0]
-			}
-		}
-		if gs == nil {
-			fd, err := bindBeside(l.fd)
-			if err != nil {
-				return nil, fmt.Errorf("supervisor: listener %q: socket for worker %d: %w", l.name, w.Slot, err)
-			}
-			gs = &groupSocket{fd: fd}
-			g.socks = append(g.socks, gs)
-			if g.deal != nil {
-				if gs.key, err = g.deal.Add(fd); err != nil {
-					g.dropDealer(s, err.Error())
-				}
-			}
-			g.check(s)
+		gs, err := s.pickIn(l, w.Slot)
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: listener %q: socket for worker %d: %w", l.name, w.Slot, err)
 		}
 		picks[l] = gs
 	}
 	return picks, nil
 }
 
+// pickIn chooses l's socket for a new worker of slot. Steered: a free
+// one, else a new one bound beside the listener, else (in the upgrading
+// baton, which may not bind, and in a frozen group) a shared one. Not
+// steered, the kernel's hash spreads connections over every socket, so
+// none may be free: a slot's socket is shared by its old and new worker
+// (ofSlot), and sweep closes another once its workers are gone.
+func (s *supervisor) pickIn(l *listener, slot int) (*groupSocket, error) {
+	g := l.group
+	if g.off {
+		if gs := g.ofSlot(slot); gs != nil {
+			return gs, nil
+		}
+	} else if gs := g.free(slot); gs != nil {
+		return gs, nil
+	}
+	if !g.off && (s.upgrading() || g.frozen()) {
+		// The successor binds (a socket bound here would take an index
+		// it counts as its own), or another process's sockets are last.
+		if gs := g.share(slot); gs != nil {
+			return gs, nil
+		}
+		return g.socks[0], nil
+	}
+	if g.off && s.upgrading() {
+		return g.socks[0], nil
+	}
+	fd, err := bindBeside(l.fd)
+	if err != nil {
+		return nil, err
+	}
+	gs := &groupSocket{fd: fd}
+	g.socks = append(g.socks, gs)
+	if g.deal != nil {
+		if gs.key, err = g.deal.Add(fd); err != nil {
+			g.dropDealer(s, err.Error())
+		}
+	}
+	wasOff := g.off
+	g.check(s)
+	if !wasOff && (g.off || g.frozen()) {
+		// The group changed as this one was bound: under the classic
+		// program another process's socket may have joined before it.
+		if i := slices.Index(g.socks, gs); i >= 0 {
+			g.retire(s, i)
+		}
+		return s.pickIn(l, slot)
+	}
+	return gs, nil
+}
+
 // upgrading reports whether this baton started a self-upgrade that is
 // under way or handed over: its successor binds sockets, and steers.
 func (s *supervisor) upgrading() bool { return s.routes.Shared && s.parent == 0 }
+
+// batonShares reports whether another baton uses the groups' sockets (a
+// self-upgrade under way, or its parent not yet exited): neither baton
+// then closes one.
+func (s *supervisor) batonShares() bool { return s.routes.Shared || s.oldBaton != 0 || s.parent != 0 }
 
 // leaveFreeSockets leaves, as a self-upgrade starts, the sockets no
 // worker holds to the successor's workers, as its note says.
@@ -445,6 +601,7 @@ func (s *supervisor) hold(picks map[*listener]*groupSocket, pid, slot int) {
 		gs.slot = slot
 	}
 	s.sweep() // a group given up as it bound one keeps no free socket
+	s.steer() // one that steers again gets its program
 }
 
 // socketsOf returns the group sockets pid holds.
@@ -516,11 +673,11 @@ func (s *supervisor) targets(g *group, ready, leaving bool) []int {
 // start), and then every free one without connections too, since the
 // kernel moves a retired socket's queue by its hash to any socket still
 // listening. (A free listener itself, which is never retired, may get
-// some.) First it checks the group against the kernel's count: a socket
-// shut down by a worker, or another process's, ends steering. Never while
-// another baton shares the sockets.
+// some.) First it checks the group against the kernel's (check); in a
+// frozen group it retires none. Never while another baton shares the
+// sockets.
 func (s *supervisor) sweep() {
-	if s.routes.Shared || s.oldBaton != 0 {
+	if s.batonShares() {
 		return
 	}
 	for _, l := range s.listeners {
@@ -529,6 +686,9 @@ func (s *supervisor) sweep() {
 			continue
 		}
 		g.check(s)
+		if g.frozen() {
+			continue
+		}
 		stranded := func(gs *groupSocket) bool { return backlog(gs.fd) > 0 && !s.refilling(g, gs.slot) }
 		free := func(gs *groupSocket) bool { return !gs.held() && !gs.theirs }
 		if !g.off && !slices.ContainsFunc(g.socks[1:], func(gs *groupSocket) bool { return free(gs) && stranded(gs) }) {

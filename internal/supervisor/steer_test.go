@@ -26,6 +26,8 @@ type steerRig struct {
 	l    *listener
 	port int
 	log  *syncBuffer
+	// foreign are the sockets another process would have in the group.
+	foreign []int
 }
 
 func newSteerRig(t *testing.T) *steerRig {
@@ -111,13 +113,114 @@ func (r *steerRig) dial(t *testing.T, n int) {
 	}
 }
 
-// queued is the number of connections waiting in all the group's queues.
+// queued is the number of connections waiting in all the group's
+// queues, and the foreign sockets'.
 func (r *steerRig) queued() int {
 	n := 0
 	for _, gs := range r.l.group.socks {
 		n += int(backlog(gs.fd))
 	}
+	for _, fd := range r.foreign {
+		n += int(backlog(fd))
+	}
 	return n
+}
+
+// unserved is the number of connections waiting in the sockets no worker
+// holds: baton's free ones, and the foreign ones.
+func (r *steerRig) unserved() int {
+	n := 0
+	for _, gs := range r.l.group.socks {
+		if !gs.held() {
+			n += int(backlog(gs.fd))
+		}
+	}
+	for _, fd := range r.foreign {
+		n += int(backlog(fd))
+	}
+	return n
+}
+
+// intrude binds a socket to the rig's port with SO_REUSEPORT, as another
+// process of the same user would, and returns what closes it.
+func (r *steerRig) intrude(t *testing.T) (leave func()) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: r.port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 128); err != nil {
+		t.Fatal(err)
+	}
+	r.foreign = append(r.foreign, fd)
+	leave = func() {
+		if i := slices.Index(r.foreign, fd); i >= 0 {
+			r.foreign = slices.Delete(r.foreign, i, i+1)
+			unix.Close(fd)
+		}
+	}
+	t.Cleanup(leave)
+	return leave
+}
+
+// generation starts stand-in workers of slots 0 and 1, and returns them
+// and their sockets.
+func (r *steerRig) generation(t *testing.T) ([]*exec.Cmd, []*groupSocket) {
+	t.Helper()
+	a, sa := r.worker(t, 0)
+	b, sb := r.worker(t, 1)
+	return []*exec.Cmd{a, b}, []*groupSocket{sa, sb}
+}
+
+// reloaded starts a generation, then a reload's, and ends the first: its
+// sockets are free. It returns the second and its sockets.
+func (r *steerRig) reloaded(t *testing.T) ([]*exec.Cmd, []*groupSocket) {
+	t.Helper()
+	old, _ := r.generation(t)
+	r.route(old...)
+	ws, socks := r.generation(t)
+	r.route(ws...)
+	r.exit(old...)
+	return ws, socks
+}
+
+// served dials n connections and checks that every one reached a socket
+// a worker holds, and under the dealer an equal share each of socks.
+func (r *steerRig) served(t *testing.T, n int, socks ...*groupSocket) {
+	t.Helper()
+	was := map[*groupSocket]uint32{}
+	for _, gs := range socks {
+		was[gs] = backlog(gs.fd)
+	}
+	unserved := r.unserved()
+	r.dial(t, n)
+	if got := r.unserved() - unserved; got != 0 {
+		t.Errorf("%d of %d connections went to a socket no worker holds", got, n)
+	}
+	if r.l.group.deal == nil {
+		return
+	}
+	if len(was) != len(socks) {
+		t.Fatalf("the workers share sockets: %v", socks)
+	}
+	for i, gs := range socks {
+		if got := backlog(gs.fd) - was[gs]; got != uint32(n/len(socks)) {
+			t.Errorf("worker %d's socket got %d of %d: not dealt in turn to %d sockets", i, got, n, len(socks))
+		}
+	}
+}
+
+// exit ends the stand-in workers and tells the rig, as the reaper would.
+func (r *steerRig) exit(ws ...*exec.Cmd) {
+	for _, w := range ws {
+		w.Process.Kill()
+		w.Wait()
+		r.s.workerExited(w.Process.Pid)
+	}
 }
 
 // loop runs the loop's calls until a worker's status arrives, and
@@ -320,36 +423,53 @@ func TestRetireKeepsTheKernelsOrder(t *testing.T) {
 	})
 }
 
-// A group with a socket baton does not hold (another process of the same
-// user joined it) is not steered: baton says so, and signals at once.
-func TestForeignSocketStopsSteering(t *testing.T) {
-	r := newSteerRig(t)
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+// judge tells another process's sockets from baton's that left the
+// kernel's group.
+func TestJudge(t *testing.T) {
+	tests := []struct {
+		n         int
+		listening []bool
+		want      census
+	}{
+		{2, []bool{true, true}, census{}},
+		{3, []bool{true, true}, census{foreign: 1}},
+		{1, []bool{true, false}, census{shut: []int{1}}},
+		{2, []bool{false, true, false}, census{foreign: 1, shut: []int{2, 0}}},
+		{0, []bool{true}, census{}}, // counted as one stopped listening
 	}
-	defer unix.Close(fd)
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: r.port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
+	for _, tt := range tests {
+		if got := judge(tt.n, tt.listening); got.foreign != tt.want.foreign || !slices.Equal(got.shut, tt.want.shut) {
+			t.Errorf("judge(%d, %v) = %+v, want %+v", tt.n, tt.listening, got, tt.want)
+		}
 	}
-	if err := unix.Listen(fd, 16); err != nil {
-		t.Fatal(err)
-	}
-	a, _ := r.worker(t, 0)
-	b, _ := r.worker(t, 1)
-	if !r.l.group.off || !strings.Contains(r.log.String(), "another process joined the SO_REUSEPORT group") {
-		t.Fatalf("steering on with a foreign socket in the group; log:\n%s", r.log.String())
-	}
-	r.route(a, b)
-	status := exited(a)
-	r.s.Signal(a.Process.Pid, lifecycle.SIGTERM, lifecycle.Process)
-	if _, waiting := r.s.pendingKill[a.Process.Pid]; waiting {
-		t.Fatal("the signal waits, though nothing steers connections away")
-	}
-	if ws := <-status; ws.Signal() != syscall.SIGTERM {
-		t.Errorf("a ended by %v, want SIGTERM", ws.Signal())
-	}
+}
+
+// A socket of another process of the same user in the group gets
+// nothing from baton's program: steering goes on, baton says so, and
+// under the classic program, whose indices a socket bound after it would
+// not have, workers share rather than bind.
+func TestForeignSocketGetsNothing(t *testing.T) {
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		r.intrude(t)
+		a, sa := r.worker(t, 0)
+		b, sb := r.worker(t, 1)
+		g := r.l.group
+		if g.off || g.foreign != 1 || !strings.Contains(r.log.String(), "another process listens on the address") {
+			t.Fatalf("off %v, %d foreign sockets seen; log:\n%s", g.off, g.foreign, r.log)
+		}
+		if dealt := g.deal != nil; dealt == (sa == sb) || len(g.socks) != map[bool]int{true: 2, false: 1}[dealt] {
+			t.Fatalf("%d sockets for 2 workers (dealt %v)", len(g.socks), dealt)
+		}
+		r.route(a, b)
+		r.dial(t, 20)
+		if n := r.unserved(); n != 0 {
+			t.Errorf("%d of 20 connections went to a socket no worker holds", n)
+		}
+		if n, err := listenersAt(g.socks[0].fd); err != nil || n != len(g.socks)+1 {
+			t.Errorf("%d sockets listen (%v), want baton's %d and the other one", n, err, len(g.socks))
+		}
+	})
 }
 
 // A baton started by a self-upgrade leaves the program alone until it is
@@ -372,22 +492,82 @@ func TestSuccessorSteersOnceInCharge(t *testing.T) {
 }
 
 // A socket that joins the group after baton bound its own is noticed at
-// the next change of routes.
+// the next change of routes, and steering goes on.
 func TestForeignSocketLater(t *testing.T) {
 	r := newSteerRig(t)
 	a, _ := r.worker(t, 0)
 	b, _ := r.worker(t, 1)
 	r.route(a, b)
-	if r.l.group.off {
-		t.Fatal("steering off before anything joined")
-	}
-	fd, err := bindBeside(r.l.fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	r.intrude(t)
 	r.route(a)
-	if !r.l.group.off {
-		t.Fatal("steering still on with a socket baton does not hold in the group")
+	if g := r.l.group; g.off || g.foreign != 1 || !slices.Equal(g.to, []int{0}) {
+		t.Fatalf("off %v, %d foreign sockets seen, the program picks from %v; want a's [0]", g.off, g.foreign, g.to)
 	}
+}
+
+// A process of the same user that binds the port with SO_REUSEPORT while
+// a reload runs leaves no socket of the group without a worker: while it
+// is there and after it has gone, every new connection reaches a socket
+// a worker holds, and the dealer deals them to the new workers in turn.
+func TestIntruderDuringReload(t *testing.T) {
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		old, _ := r.generation(t)
+		r.route(old...)
+		leave := r.intrude(t)
+		ws, socks := r.generation(t) // a reload's
+		r.route(append(old, ws...)...)
+		r.route(ws...)
+		r.exit(old...)
+		r.served(t, 20)
+		leave()
+		r.route(ws...)
+		r.served(t, 20, socks...)
+	})
+}
+
+// Once another process's sockets have gone, the timer that looks again
+// finds the group baton's alone and attaches its program again, in case
+// the other one detached or replaced it: new connections reach the
+// workers, in turn under the dealer.
+func TestSteersAgainWhenTheIntruderLeaves(t *testing.T) {
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		ws, socks := r.reloaded(t)
+		leave := r.intrude(t)
+		r.route(ws...)
+		unix.SetsockoptInt(r.foreign[0], unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
+		leave()
+		from := len(r.log.String())
+		for timeout := time.After(5 * time.Second); !strings.Contains(r.log.String()[from:], "baton's alone again"); {
+			select {
+			case ev := <-r.s.events:
+				ev.(loopCall).do()
+			case <-timeout:
+				t.Fatalf("the group was not checked again after the other process left; log:\n%s", r.log)
+			}
+		}
+		r.served(t, 20, socks...)
+	})
+}
+
+// A worker that shuts its socket down takes it out of the kernel's group.
+// The dealer goes on without it; the classic program, whose order that
+// changed, stops, and the next worker takes the listener, which no
+// worker held: no socket that listens is left without a worker.
+func TestWorkerShutsItsSocket(t *testing.T) {
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		ws, socks := r.reloaded(t) // the listener and slot 1's old socket are free
+		unix.Shutdown(socks[1].fd, unix.SHUT_RD)
+		r.route(ws...)
+		g := r.l.group
+		if dealt := g.deal != nil; g.off == dealt || slices.Contains(g.socks, socks[1]) != !dealt {
+			t.Fatalf("off %v, the shut socket in the group %v (dealt %v); log:\n%s", g.off, slices.Contains(g.socks, socks[1]), dealt, r.log)
+		}
+		e, se := r.worker(t, 1) // the replacement of the worker that shut it
+		r.exit(ws[1])
+		r.route(ws[0], e)
+		r.served(t, 20, socks[0], se)
+	})
 }

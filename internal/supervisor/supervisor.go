@@ -156,12 +156,14 @@ type supervisor struct {
 	// signalled or signalled; pendingKill the signals waiting for their
 	// sockets' queues, by pid; handedOver is set once a successor steers
 	// this baton's workers' sockets; oldBaton is the parent baton, in a
-	// successor, until it has exited.
+	// successor, until it has exited; recheck, while another process's
+	// sockets are in a group, checks the groups again.
 	routes      lifecycle.Routes
 	leaving     map[int]bool
 	pendingKill map[int]*pendingSignal
 	handedOver  bool
 	oldBaton    int
+	recheck     *time.Timer
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until
