@@ -37,6 +37,12 @@ const (
 	DefaultStableAfter   = 30 * time.Second
 	DefaultOnGiveUp      = "exit"
 
+	// DefaultChannelTimeout is how long a round-robin worker may leave a
+	// connection it was passed unread: longer than a pause of a worker
+	// that reads its channel (a collection, a busy event loop), short
+	// enough that the clients it strands still get an answer.
+	DefaultChannelTimeout = 5 * time.Second
+
 	// MaxWorkers bounds worker.count: each worker is a process with its
 	// own descriptors in baton, and a typo must not fork a hundred
 	// thousand of them.
@@ -109,6 +115,11 @@ type Worker struct {
 	// workers: BalanceShared, BalanceReusePort or BalanceRoundRobin
 	// (docs/balancing.md). It cannot change on a reload.
 	Balance string `toml:"balance"`
+	// ChannelTimeout is how long a worker may leave a connection passed
+	// to it unread on its channel under round-robin before it is stuck:
+	// its unread connections go to the other workers and it is replaced
+	// (docs/balancing.md). 0 means DefaultChannelTimeout.
+	ChannelTimeout Duration `toml:"channel_timeout"`
 
 	// ReadyDelay is the parsed delay of a "delay:" Ready; zero for notify.
 	ReadyDelay time.Duration `toml:"-"`
@@ -311,6 +322,12 @@ func (c *Config) Validate() error {
 	}
 	if w.DrainTimeout == 0 {
 		w.DrainTimeout = Duration(DefaultDrainTimeout)
+	}
+	if w.ChannelTimeout < 0 {
+		return c.errorf("worker.channel_timeout", "must not be negative, got %s", w.ChannelTimeout.Std())
+	}
+	if w.ChannelTimeout == 0 {
+		w.ChannelTimeout = Duration(DefaultChannelTimeout)
 	}
 	for k := range w.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {

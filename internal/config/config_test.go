@@ -70,7 +70,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Worker.Count != runtime.NumCPU() || c.Worker.Ready != "notify" ||
 		c.Worker.DrainTimeout.Std() != DefaultDrainTimeout || c.Reload.Timeout.Std() != DefaultReloadTimeout ||
-		c.Worker.Balance != BalanceShared {
+		c.Worker.Balance != BalanceShared || c.Worker.ChannelTimeout.Std() != DefaultChannelTimeout {
 		t.Errorf("defaults not applied: %+v %+v", c.Worker, c.Reload)
 	}
 }
@@ -124,6 +124,8 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 			`baton.toml:7: control.metrics: "127.0.0.1": want host:port, such as 127.0.0.1:9100`},
 		{"flag metrics no host", "", []string{"--listen", "h=tcp://127.0.0.1:1", "--metrics", ":9100", "--", "a"},
 			`config: flag --metrics: control.metrics: ":9100": name the address to listen on`},
+		{"negative channel timeout", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nchannel_timeout = \"-1s\"\n", nil,
+			`baton.toml:6: worker.channel_timeout: must not be negative, got -1s`},
 		{"integer reload timeout", "[reload]\ntimeout = 60\n", nil, `baton.toml:2: reload.timeout: 60 has no unit: write "60s"`},
 		{"float duration", "restart.window = 1.5\n", nil, `baton.toml:1: restart.window: 1.5 has no unit: write "1.5s"`},
 		{"inline duration", "worker = { watchdog = 5 }\n", nil, `baton.toml:1: worker.watchdog: 5 has no unit: write "5s"`},
