@@ -2,7 +2,9 @@ package lifecycle
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
+	"time"
 )
 
 // route tells the Env where connections go whenever that changed: after
@@ -56,4 +58,30 @@ func (m *Machine) routes() Routes {
 	}
 	slices.Sort(r.Slots)
 	return r
+}
+
+// onStuck handles a worker that left a connection it was passed unread
+// (round-robin): the shell took back what it had not read and passes it
+// nothing more, so no client waits on it. It is replaced as a worker that
+// misses its watchdog is, new first and against the restart budget, but
+// then drained rather than killed: its channel is all that is known to
+// be stuck, and what it serves may still finish within drain_timeout.
+func (m *Machine) onStuck(ev Stuck) {
+	w := m.workers[ev.PID]
+	if w == nil || w.stuck {
+		return
+	}
+	w.stuck = true
+	why := fmt.Sprintf("left a connection unread on its channel for %s (worker.channel_timeout)", ev.Unread.Round(time.Millisecond))
+	switch {
+	case w.state == wDraining:
+		m.log.Warn("draining worker is stuck", "slot", w.slot, "pid", w.pid, "generation", w.gen.n, "why", why)
+	case w.gen == m.current && w.gen.holds(w) && !m.stoppingOrGone():
+		m.replaceFirst(w, "stuck", why, SIGTERM)
+	default:
+		// Not serving yet (a reload's new worker): draining it fails its
+		// generation when it exits, as any early exit does.
+		m.log.Warn("worker is stuck, draining it", "slot", w.slot, "pid", w.pid, "generation", w.gen.n, "why", why)
+		m.drainWorker(w)
+	}
 }

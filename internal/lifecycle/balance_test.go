@@ -1,6 +1,8 @@
 package lifecycle
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -64,4 +66,70 @@ func TestReloadKeepsBalance(t *testing.T) {
 		t.Fatalf("reply %+v", *got)
 	}
 	h.none("start ")
+}
+
+// A serving worker found stuck (round-robin) leaves the routes at once, is
+// shown stuck and counted, and is replaced new first, then drained.
+func TestStuckWorker(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.serve()
+	h.step(Stuck{PID: pids[0], Unread: 5 * time.Second})
+	h.want("start g1 s0 = 103", "route ready=[102] slots=[0 1]")
+	if !strings.Contains(h.logs.String(), `msg="replacing worker" slot=0 pid=101 generation=1 why="left a connection unread on its channel for 5s (worker.channel_timeout)"`) {
+		t.Errorf("no replacement logged:\n%s", h.logs)
+	}
+	snap := h.m.Snapshot()
+	if snap.Procs[0].PID != 101 || snap.Procs[0].State != "stuck" || snap.Counts.Restarts["stuck"] != 1 {
+		t.Errorf("snapshot %+v, want worker 101 stuck and 1 restart for it", snap)
+	}
+	// Said twice, it is one restart.
+	h.step(Stuck{PID: pids[0], Unread: 6 * time.Second})
+	h.none("start ", "signal ")
+	h.ready(103)
+	h.want("signal 101 SIGTERM group", "route ready=[103 102] slots=[0 1]")
+	// Its drain deadline counts from when it was found stuck.
+	h.advance(testConfig(t, nil).Worker.DrainTimeout.Std())
+	h.want("signal 101 SIGKILL group")
+	h.exit(101, "killed by SIGKILL")
+	if snap := h.m.Snapshot(); len(snap.Procs) != 2 || snap.Restarts != 1 {
+		t.Errorf("after it exited: %+v", snap)
+	}
+}
+
+// A worker that is not serving when found stuck is drained, not
+// replaced: one draining already only shows it; a reload's new worker
+// fails its reload when it exits; a worker unknown is ignored.
+func TestStuckWorkerNotServing(t *testing.T) {
+	t.Run("draining", func(t *testing.T) {
+		h := newHarness(t, testConfig(t, nil), Options{})
+		pids := h.serve()
+		h.notify(pids[0], "STOPPING=1")
+		h.take()
+		h.step(Stuck{PID: pids[0], Unread: 5 * time.Second})
+		h.none("start ", "signal ")
+		if snap := h.m.Snapshot(); snap.Procs[0].State != "stuck" || snap.Counts.Restarts["stuck"] != 0 {
+			t.Errorf("snapshot %+v, want worker 101 stuck, no restart for it", snap)
+		}
+	})
+	t.Run("reload", func(t *testing.T) {
+		h := newHarness(t, testConfig(t, nil), Options{})
+		h.serve()
+		rep, got := reply()
+		h.step(Reload{Reply: rep})
+		nw := h.started()
+		h.ready(nw[0])
+		h.take()
+		h.step(Stuck{PID: nw[0], Unread: 5 * time.Second})
+		h.want(fmt.Sprintf("signal %d SIGTERM group", nw[0]), "route ready=[101 102]")
+		h.exit(nw[0], "exit status 0")
+		if len(*got) != 1 || !errors.Is((*got)[0].Err, errRolledBack) {
+			t.Errorf("reply %+v, want rolled back", *got)
+		}
+	})
+	t.Run("unknown", func(t *testing.T) {
+		h := newHarness(t, testConfig(t, nil), Options{})
+		h.serve()
+		h.step(Stuck{PID: 999, Unread: 5 * time.Second})
+		h.none("start ", "signal ", "route ")
+	})
 }

@@ -80,6 +80,15 @@ type Result struct {
 	PID        int  // the new baton's pid (0 if unknown)
 }
 
+// Stuck: round-robin found that worker PID left a connection it was
+// passed unread on its channel for Unread (worker.channel_timeout, or a
+// little more). The shell passes it no more connections and passed those
+// it had not read to other workers (docs/balancing.md).
+type Stuck struct {
+	PID    int
+	Unread time.Duration
+}
+
 // Timer is an event the Machine armed through Env.After.
 type Timer struct {
 	kind timerKind
@@ -116,4 +125,5 @@ func (Restart) event()       {}
 func (Scale) event()         {}
 func (UpgradeDone) event()   {}
 func (SuccessorInfo) event() {}
+func (Stuck) event()         {}
 func (Timer) event()         {}

@@ -210,6 +210,8 @@ func (m *Machine) Step(ev Event) {
 		m.onUpgradeDone(ev)
 	case SuccessorInfo:
 		m.onSuccessorInfo(ev)
+	case Stuck:
+		m.onStuck(ev)
 	}
 	m.route()
 }

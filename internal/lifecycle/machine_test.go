@@ -222,6 +222,7 @@ func TestReplaceFirst(t *testing.T) {
 			}, "SIGKILL group"},
 		{"max_memory", func(c *config.Config) { c.Worker.MaxMemory = 64 << 20 },
 			func(h *harness, pid int) { h.env.rss[pid] = 65 << 20; h.advance(MemoryCheckInterval) }, "SIGTERM group"},
+		{"stuck", nil, func(h *harness, pid int) { h.step(Stuck{PID: pid, Unread: 5 * time.Second}) }, "SIGTERM group"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 type budget struct {
 	total    int            // unplanned restarts since start
 	bySlot   map[int]int    // and of each slot
-	byReason map[string]int // and for each reason: crash, stopping, watchdog, memory
+	byReason map[string]int // and for each reason: crash, stopping, watchdog, memory, stuck
 	giveUps  int            // times the budget ran out
 	// times are the unplanned restarts within restart.window.
 	times []time.Time

@@ -46,7 +46,7 @@ type Snapshot struct {
 // Counts are the Machine's counters since start.
 type Counts struct {
 	// Restarts by reason: crash, stopping (a worker leaving),
-	// watchdog, memory; operator restarts are not in the budget.
+	// watchdog, memory, stuck; operator restarts are not in the budget.
 	Restarts map[string]int
 	GiveUps  int
 	// Reloads and Upgrades by result: ok, failed, rolled_back (an upgrade
@@ -65,8 +65,9 @@ type Listener struct{ Name, Address string }
 // Proc is one live worker.
 type Proc struct {
 	Slot, PID, Generation int
-	// State is starting, ready, draining (replaced or leaving) or
-	// stopping (baton is stopping).
+	// State is starting, ready, draining (replaced or leaving), stuck
+	// (it left a connection unread: drained once replaced) or stopping
+	// (baton is stopping).
 	State   string
 	Started time.Time
 	// Restarts counts the unplanned restarts of its slot.
@@ -109,8 +110,11 @@ func (m *Machine) Snapshot() Snapshot {
 	}
 	for _, w := range m.live() {
 		st := w.state.String()
-		if w.state == wDraining && m.stoppingOrGone() {
+		switch {
+		case w.state == wDraining && m.stoppingOrGone():
 			st = "stopping"
+		case w.stuck:
+			st = "stuck"
 		}
 		s.Procs = append(s.Procs, Proc{Slot: w.slot, PID: w.pid, Generation: w.gen.n, State: st, Started: w.started,
 			Restarts: m.budget.bySlot[w.slot], Status: w.status})

@@ -30,6 +30,8 @@ type worker struct {
 	timers []func()
 	// termSent is set once SIGTERM went to its group.
 	termSent bool
+	// stuck: it left a connection it was passed unread (round-robin).
+	stuck bool
 	// stopWatchdog ends the watchdog timer, which fires when no
 	// WATCHDOG=1 came for worker.watchdog; wdSeq tells a stale expiry
 	// from the current one.
