@@ -36,29 +36,16 @@ func rrSetup(t *testing.T, n int) (*roundrobin.Balancer, string, []*rrWorker) {
 // each worker's l is its first.
 func rrSetupNamed(t *testing.T, n int, names ...string) (*roundrobin.Balancer, []string, []*rrWorker) {
 	t.Helper()
-	b := roundrobin.New(nil)
+	b := roundrobin.New(nil, nil)
 	keys := map[int]string{}
 	var addrs []string
 	for i, name := range names {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		f, err := ln.(*net.TCPListener).File()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Listen(i+1, int(f.Fd()), name); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
 		keys[i+1] = name
-		addrs = append(addrs, ln.Addr().String())
+		addrs = append(addrs, rrListen(t, b, i+1, name))
 	}
 	var ws []*rrWorker
 	for i := range n {
-		c, err := b.Channel(keys)
+		c, err := b.Channel(keys, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,6 +67,26 @@ func rrSetupNamed(t *testing.T, n int, names ...string) (*roundrobin.Balancer, [
 	// First, so the workers' Close sees the channel end at once.
 	t.Cleanup(b.Close)
 	return b, addrs, ws
+}
+
+// rrListen makes b accept on a new loopback listener, under key, for the
+// workers that know it as name, and returns its address.
+func rrListen(t *testing.T, b *roundrobin.Balancer, key int, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := b.Listen(key, int(f.Fd()), name); err != nil {
+		t.Fatal(err)
+	}
+	return ln.Addr().String()
 }
 
 // serveNames answers every connection of w with its pid, until closed.
@@ -117,6 +124,23 @@ func ask(t *testing.T, addr string) string {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		t.Fatalf("no answer: %v", err)
+	}
+	return line[:len(line)-1]
+}
+
+// askWaiting is ask for a client that may wait on a worker for a while:
+// it returns the answer, or what went wrong.
+func askWaiting(addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "who\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err.Error()
 	}
 	return line[:len(line)-1]
 }
@@ -186,22 +210,7 @@ func TestRoundRobinExitedWorkerGivesBack(t *testing.T) {
 	b.Route(pids(ws)[:1]) // only 1000, which never accepts
 	answers := make(chan string, 2)
 	for range 2 {
-		go func() {
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-			if err != nil {
-				answers <- err.Error()
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.WriteString(c, "who\n")
-			line, err := bufio.NewReader(c).ReadString('\n')
-			if err != nil {
-				answers <- err.Error()
-				return
-			}
-			answers <- line[:len(line)-1]
-		}()
+		go func() { answers <- askWaiting(addr) }()
 	}
 	// Both wait at 1000, unanswered, until it is gone.
 	waitFor(t, func() bool { return b.Passed()["http"] == 2 })
@@ -218,9 +227,9 @@ func TestRoundRobinExitedWorkerGivesBack(t *testing.T) {
 // A line that is no answer, or far too long, is skipped; the channel
 // keeps working.
 func TestRoundRobinIgnoresGarbage(t *testing.T) {
-	b := roundrobin.New(nil)
+	b := roundrobin.New(nil, nil)
 	defer b.Close()
-	c, err := b.Channel(map[int]string{1: "http"})
+	c, err := b.Channel(map[int]string{1: "http"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,5 +410,168 @@ func TestHandleAnswersWhatItCannotTake(t *testing.T) {
 	want := `{"cmd":"BATON_NACK","seq":5}` + "\n" + `{"cmd":"BATON_NACK","seq":6,"closed":true}` + "\n"
 	if all != want {
 		t.Errorf("answers %q, want %q", all, want)
+	}
+}
+
+// rrBound is the bound of the stuck-worker tests: short, as a test wants
+// it, and far above how long a worker that reads takes to.
+const rrBound = 200 * time.Millisecond
+
+// rrStuckSetup starts a Balancer on a loopback listener "http" with a
+// worker for each of open: those it says open take their channel as a
+// worker would (l), the others leave it to the test (end, -1 otherwise).
+// Each worker found stuck is sent on the channel returned.
+func rrStuckSetup(t *testing.T, open ...bool) (*roundrobin.Balancer, string, []*rrWorker, []int, chan roundrobin.Stuck) {
+	t.Helper()
+	stuck := make(chan roundrobin.Stuck, len(open))
+	b := roundrobin.New(nil, func(s roundrobin.Stuck) { stuck <- s })
+	addr := rrListen(t, b, 1, "http")
+	var ws []*rrWorker
+	var ends []int
+	for i, o := range open {
+		c, err := b.Channel(map[int]string{1: "http"}, rrBound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &rrWorker{pid: 1000 + i}
+		end := -1
+		if o {
+			t.Setenv(connsEnv, strconv.Itoa(c.WorkerFd))
+			t.Setenv(connsListenersEnv, "http")
+			ls, err := openChannel(strconv.Itoa(os.Getpid()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.l, w.all = ls["http"], ls
+			t.Cleanup(func() { w.l.Close() })
+		} else {
+			end = c.WorkerFd
+			t.Cleanup(func() { unix.Close(end) })
+		}
+		b.Attach(w.pid, c)
+		ws, ends = append(ws, w), append(ends, end)
+	}
+	t.Cleanup(b.Close)
+	b.Route(pids(ws))
+	return b, addr, ws, ends, stuck
+}
+
+// waitStuck waits for the next worker found stuck.
+func waitStuck(t *testing.T, stuck chan roundrobin.Stuck) roundrobin.Stuck {
+	t.Helper()
+	select {
+	case s := <-stuck:
+		if s.Unread < rrBound {
+			t.Errorf("worker %d reported stuck after %s unread, before its bound %s", s.PID, s.Unread, rrBound)
+		}
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("no worker found stuck in 10s")
+		return roundrobin.Stuck{}
+	}
+}
+
+// A worker that never reads its channel is found stuck once its bound
+// has passed, and the connections it was passed go to the worker that
+// takes them: every client gets its answer.
+func TestRoundRobinStuckWorkerGivesBack(t *testing.T) {
+	b, addr, ws, _, stuck := rrStuckSetup(t, false, true)
+	go ws[1].serve()
+	answers := make(chan string, 4)
+	for range 4 {
+		go func() { answers <- askWaiting(addr) }()
+	}
+	s := waitStuck(t, stuck)
+	if s.PID != 1000 || s.TakenBack < 1 {
+		t.Errorf("stuck %+v, want worker 1000 with connections taken back", s)
+	}
+	for range 4 {
+		if got := <-answers; got != "1001" {
+			t.Errorf("answer %q, want 1001", got)
+		}
+	}
+	if n := b.Reclaimed()["http"]; n != uint64(s.TakenBack) {
+		t.Errorf("reclaimed %d, want %d", n, s.TakenBack)
+	}
+	if n := b.Passed()["http"]; n != 4 {
+		t.Errorf("passed %d, want 4 (each connection counted once)", n)
+	}
+}
+
+// A stuck worker keeps the connection it read (it has its descriptor):
+// only the one it never began to read goes to another worker, so no
+// connection is ever served twice.
+func TestRoundRobinStuckWorkerKeepsWhatItRead(t *testing.T) {
+	b, addr, ws, ends, stuck := rrStuckSetup(t, false, true)
+	go ws[1].serve()
+	type result struct {
+		i      int
+		answer string
+	}
+	answers := make(chan result, 3)
+	dial := func(i int) {
+		go func() { answers <- result{i, askWaiting(addr)} }()
+		waitFor(t, func() bool { return b.Passed()["http"] == uint64(i+1) })
+	}
+	// In turn: the first to 1000, which reads it (here, by hand) and
+	// answers it itself, the second to 1001, the third to 1000, which
+	// reads no more.
+	dial(0)
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(ends[0], buf, oob, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := parseRights(oob[:oobn])
+	if len(fds) != 1 || !strings.Contains(string(buf[:n]), `"seq":`) {
+		t.Fatalf("read %q with %d descriptors, want a connection line with one", buf[:n], len(fds))
+	}
+	c := os.NewFile(uintptr(fds[0]), "conn")
+	go func() {
+		defer c.Close()
+		bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "mine\n")
+	}()
+	dial(1)
+	dial(2)
+	s := waitStuck(t, stuck)
+	if s.PID != 1000 || s.TakenBack != 1 {
+		t.Errorf("stuck %+v, want worker 1000 with 1 connection taken back", s)
+	}
+	want := []string{"mine", "1001", "1001"}
+	for range 3 {
+		r := <-answers
+		if r.answer != want[r.i] {
+			t.Errorf("connection %d answered %q, want %q", r.i, r.answer, want[r.i])
+		}
+	}
+	// Its channel has nothing left, and ends: it gets nothing more.
+	if n, err := unix.Read(ends[0], buf); n != 0 || err != nil {
+		t.Errorf("stuck worker's channel: read %q, %v; want its end", buf[:max(n, 0)], err)
+	}
+}
+
+// A worker that reads its channel but does not accept (busy) is not
+// stuck, however long its connections wait for an answer: it has their
+// descriptors. A stuck worker beside it, passed a connection later, is
+// found: so the busy one has been looked at past its bound.
+func TestRoundRobinBusyWorkerIsNotStuck(t *testing.T) {
+	b, addr, _, _, stuck := rrStuckSetup(t, true, false)
+	for i := range 2 {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		waitFor(t, func() bool { return b.Passed()["http"] == uint64(i+1) })
+	}
+	if s := waitStuck(t, stuck); s.PID != 1001 {
+		t.Errorf("stuck %+v, want worker 1001", s)
+	}
+	b.Close() // the checks are over
+	close(stuck)
+	for s := range stuck {
+		t.Errorf("also stuck: %+v", s)
 	}
 }

@@ -4,7 +4,8 @@
 // i = (i + 1) mod n, over that worker's channel (the wire format is in the
 // handoff package's documentation). A connection stays baton's until the
 // worker answers that it took it, so one a worker never took (it stopped,
-// or died) goes to another.
+// or died) goes to another; and one a worker leaves unread on its channel
+// past its bound goes to another while that worker is stuck (unread.go).
 package roundrobin
 
 import (
@@ -15,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,24 +35,33 @@ const maxLine = 4096
 
 // Balancer passes connections to workers.
 type Balancer struct {
-	log *slog.Logger
+	log     *slog.Logger
+	onStuck func(Stuck)
 
 	mu        sync.Mutex
 	workers   map[int]*worker // attached, by pid
 	order     []*worker       // the ready ones, in Route's order
 	acceptors map[int]*acceptor
 	passed    map[string]uint64 // by listener name, for as long as the Balancer lives
+	reclaimed map[string]uint64 // taken back from stuck workers, likewise
 	seq       uint64
 	closed    bool
 	wg        sync.WaitGroup
+	// timer runs check while watching: some worker has connections
+	// unanswered.
+	timer    *time.Timer
+	watching bool
 }
 
-// New returns a Balancer with no listener and no worker.
-func New(log *slog.Logger) *Balancer {
+// New returns a Balancer with no listener and no worker. onStuck, if not
+// nil, is told of each worker found stuck, from a goroutine of the
+// Balancer's.
+func New(log *slog.Logger, onStuck func(Stuck)) *Balancer {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Balancer{log: log, workers: map[int]*worker{}, acceptors: map[int]*acceptor{}, passed: map[string]uint64{}}
+	return &Balancer{log: log, onStuck: onStuck, workers: map[int]*worker{}, acceptors: map[int]*acceptor{},
+		passed: map[string]uint64{}, reclaimed: map[string]uint64{}}
 }
 
 // passed is a connection baton accepted, not yet taken by a worker.
@@ -58,7 +69,8 @@ type passed struct {
 	fd      int
 	acc     *acceptor
 	seq     uint64
-	counted bool // in Passed already (it was passed once)
+	counted bool   // in Passed already (it was passed once)
+	start   uint64 // where its line begins in the worker's channel
 }
 
 // pauseFor is how long a worker that gave a connection back for a reason
@@ -80,14 +92,20 @@ type acceptor struct {
 // worker is one worker's channel.
 type worker struct {
 	pid       int
-	f         *os.File          // baton's end
-	fd        int               // its number, for sendmsg under mu
+	f         *os.File // baton's end
+	fd        int      // its number, for sendmsg under mu
+	peer      int      // a copy of the worker's end, to see how far it read
+	bound     time.Duration
+	sent      uint64            // bytes sent on the channel
+	watch     watch             // what the checks saw it leave unread (unread.go)
 	listeners map[int]string    // acceptor key -> the name the worker knows
 	refused   map[int]bool      // keys whose listener it closed
 	paused    map[int]time.Time // keys it gave a connection back for, until when
 	unacked   []passed          // in the order sent
 	inflight  map[int]int       // len(unacked) by key
 	shut      bool              // sends no more
+	exited    bool              // the process is gone
+	stuck     bool              // found stuck: shut, and what it left unread taken back
 	gone      bool
 }
 
@@ -150,43 +168,56 @@ func (b *Balancer) retire(a *acceptor) {
 }
 
 // Channel makes a worker's channel; listeners are the sockets it takes
-// connections from (key -> name). The worker gets WorkerFd; call Attach
-// with its pid once started, or Discard.
-func (b *Balancer) Channel(listeners map[int]string) (*Channel, error) {
+// connections from (key -> name); bound is how long it may leave one
+// unread before it is stuck (0: never). The worker gets WorkerFd; call
+// Attach with its pid once started, or Discard.
+func (b *Balancer) Channel(listeners map[int]string, bound time.Duration) (*Channel, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("roundrobin: %w", os.NewSyscallError("socketpair", err))
 	}
-	if err := unix.SetNonblock(fds[0], true); err != nil {
+	// The copy of the worker's end shares its blocking mode with the
+	// worker: it is only read with MSG_DONTWAIT.
+	peer, err := unix.FcntlInt(uintptr(fds[1]), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		err = os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	} else if err = unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(peer)
+		err = os.NewSyscallError("fcntl", err)
+	}
+	if err != nil {
 		unix.Close(fds[0])
 		unix.Close(fds[1])
-		return nil, fmt.Errorf("roundrobin: %w", os.NewSyscallError("fcntl", err))
+		return nil, fmt.Errorf("roundrobin: %w", err)
 	}
-	return &Channel{ours: fds[0], WorkerFd: fds[1], listeners: listeners}, nil
+	return &Channel{ours: fds[0], peer: peer, WorkerFd: fds[1], listeners: listeners, bound: bound}, nil
 }
 
 // Channel is a worker's channel before the worker is attached.
 type Channel struct {
-	ours      int
-	WorkerFd  int // the worker's end, for its process; close it once started
-	listeners map[int]string
+	ours, peer int
+	WorkerFd   int // the worker's end, for its process; close it once started
+	listeners  map[int]string
+	bound      time.Duration
 }
 
 // Discard closes a channel whose worker did not start.
 func (c *Channel) Discard() {
 	unix.Close(c.ours)
+	unix.Close(c.peer)
 	unix.Close(c.WorkerFd)
 }
 
 // Attach makes pid the worker at c's end. It gets connections once Route
 // names it.
 func (b *Balancer) Attach(pid int, c *Channel) {
-	w := &worker{pid: pid, f: os.NewFile(uintptr(c.ours), "baton-conns"), fd: c.ours,
+	w := &worker{pid: pid, f: os.NewFile(uintptr(c.ours), "baton-conns"), fd: c.ours, peer: c.peer, bound: c.bound,
 		listeners: c.listeners, refused: map[int]bool{}, paused: map[int]time.Time{}, inflight: map[int]int{}}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		w.f.Close()
+		unix.Close(w.peer)
 		return
 	}
 	b.workers[pid] = w
@@ -252,6 +283,7 @@ func (b *Balancer) Exited(pid int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if w := b.workers[pid]; w != nil && !w.gone {
+		w.exited = true
 		b.shutWorker(w)
 		unix.Shutdown(w.fd, unix.SHUT_RD)
 	}
@@ -266,6 +298,7 @@ func (b *Balancer) dropWorker(w *worker) {
 	w.gone = true
 	delete(b.workers, w.pid)
 	w.f.Close()
+	unix.Close(w.peer)
 	back := w.unacked
 	w.unacked, w.inflight = nil, map[int]int{}
 	for _, p := range back {
@@ -318,11 +351,23 @@ func (b *Balancer) Passed() map[string]uint64 {
 	return maps.Clone(b.passed)
 }
 
+// Reclaimed returns how many connections of each listener (by name) were
+// taken back unread from stuck workers and passed on.
+func (b *Balancer) Reclaimed() map[string]uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.reclaimed)
+}
+
 // Close stops accepting, closes every connection no worker took and
 // every channel, and waits for the Balancer's goroutines.
 func (b *Balancer) Close() {
 	b.mu.Lock()
 	b.closed = true
+	if b.watching && b.timer.Stop() {
+		b.watching = false
+		b.wg.Done() // the check that will not run
+	}
 	var files []*os.File
 	for _, a := range b.acceptors {
 		b.retire(a)
@@ -372,7 +417,7 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 			return false
 		}
 		b.seq++
-		p.seq = b.seq
+		p.seq, p.start = b.seq, w.sent
 		n, err := send(w.fd, w.listeners[a.key], p)
 		if n > 0 {
 			// The descriptor went along: it is the worker's to answer
@@ -382,8 +427,10 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 				p.counted = true
 				b.passed[a.name]++
 			}
+			w.sent += uint64(n)
 			w.unacked = append(w.unacked, p)
 			w.inflight[a.key]++
+			b.watchChannels()
 		}
 		if err != nil {
 			// Gone, or so slow its buffer filled: it gets no more.
@@ -555,21 +602,14 @@ func (b *Balancer) answered(w *worker, a answer) {
 		if a.Seq == nil {
 			return
 		}
-		for j, p := range w.unacked {
-			if p.seq == *a.Seq {
-				i = j
-				break
-			}
-		}
+		i = w.find(*a.Seq)
 	default:
 		return
 	}
 	if i < 0 {
 		return // not one of ours: ignored
 	}
-	p := w.unacked[i]
-	w.unacked = append(w.unacked[:i], w.unacked[i+1:]...)
-	w.inflight[p.acc.key]--
+	p := w.take(i)
 	switch {
 	case a.Cmd == "BATON_ACK" || a.Cmd == "NODE_HANDLE_ACK":
 		unix.Close(p.fd)
@@ -581,4 +621,17 @@ func (b *Balancer) answered(w *worker, a answer) {
 		b.giveBack(p)
 	}
 	b.wakeAll() // it has room again
+}
+
+// find returns the index of connection seq in w.unacked, -1 if none.
+func (w *worker) find(seq uint64) int {
+	return slices.IndexFunc(w.unacked, func(p passed) bool { return p.seq == seq })
+}
+
+// take removes w.unacked[i]: answered, or taken back.
+func (w *worker) take(i int) passed {
+	p := w.unacked[i]
+	w.unacked = slices.Delete(w.unacked, i, i+1)
+	w.inflight[p.acc.key]--
+	return p
 }

@@ -233,7 +233,7 @@ type machineCollector struct{ s *supervisor }
 
 var (
 	descWorkers    = prometheus.NewDesc("baton_workers", "Live worker processes by state.", []string{"state"}, nil)
-	descRestarts   = prometheus.NewDesc("baton_restarts_total", "Worker replacements by reason (crash, stopping, watchdog, memory: the restart budget's; operator: baton restart).", []string{"reason"}, nil)
+	descRestarts   = prometheus.NewDesc("baton_restarts_total", "Worker replacements by reason (crash, stopping, watchdog, memory, stuck: the restart budget's; operator: baton restart).", []string{"reason"}, nil)
 	descGiveUps    = prometheus.NewDesc("baton_giveups_total", "Times the restart budget ran out.", nil, nil)
 	descReloads    = prometheus.NewDesc("baton_reloads_total", "Reloads by result (ok, failed, rolled_back).", []string{"result"}, nil)
 	descUpgrades   = prometheus.NewDesc("baton_upgrades_total", "Self-upgrades by result (ok: the one this baton took over; failed).", []string{"result"}, nil)
@@ -248,6 +248,7 @@ var (
 	descMemory     = prometheus.NewDesc("baton_worker_resident_memory_bytes", "Resident memory of the serving worker of each slot.", []string{"slot"}, nil)
 	descBalance    = prometheus.NewDesc("baton_balance_info", "How connections reach the workers (worker.balance): 1 for the mode in force.", []string{"mode"}, nil)
 	descPassed     = prometheus.NewDesc("baton_connections_passed_total", "Connections baton accepted and passed to a worker (worker.balance = \"round-robin\"), by listener.", []string{"listener"}, nil)
+	descReclaimed  = prometheus.NewDesc("baton_connections_reclaimed_total", "Connections a stuck worker left unread on its channel, taken back and passed to another worker (worker.balance = \"round-robin\"), by listener.", []string{"listener"}, nil)
 	descCPU        = prometheus.NewDesc("baton_worker_cpu_seconds_total", "User and system CPU time of the serving worker of each slot.", []string{"slot"}, nil)
 )
 
@@ -267,14 +268,14 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
-	states := map[string]int{"starting": 0, "ready": 0, "draining": 0, "stopping": 0}
+	states := map[string]int{"starting": 0, "ready": 0, "draining": 0, "stuck": 0, "stopping": 0}
 	for _, p := range snap.Procs {
 		states[p.State]++
 	}
 	for state, n := range states {
 		gauge(descWorkers, float64(n), state)
 	}
-	for _, reason := range []string{"crash", "stopping", "watchdog", "memory", "operator"} {
+	for _, reason := range []string{"crash", "stopping", "watchdog", "memory", "stuck", "operator"} {
 		counter(descRestarts, float64(snap.Counts.Restarts[reason]), reason)
 	}
 	counter(descGiveUps, float64(snap.Counts.GiveUps))
@@ -304,15 +305,17 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descOutput, float64(s.outputDropped()))
 	gauge(descBalance, 1, s.balance)
 	if s.rr != nil {
+		reclaimed := s.rr.Reclaimed() // of listeners that passed some
 		for name, n := range s.rr.Passed() {
 			counter(descPassed, float64(n), name)
+			counter(descReclaimed, float64(reclaimed[name]), name)
 		}
 	}
 	// The serving worker of each slot: the newest one not leaving. /proc
 	// is read here, not in the loop.
 	serving := map[int]lifecycle.Proc{}
 	for _, p := range snap.Procs {
-		if p.State == "draining" || p.State == "stopping" {
+		if p.State == "draining" || p.State == "stuck" || p.State == "stopping" {
 			continue
 		}
 		if cur, ok := serving[p.Slot]; !ok || p.Generation > cur.Generation {

@@ -203,7 +203,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		s.log = slog.Default()
 	}
 	if s.balance == config.BalanceRoundRobin {
-		s.rr = roundrobin.New(s.log)
+		s.rr = roundrobin.New(s.log, func(st roundrobin.Stuck) { s.post(lifecycle.Stuck{PID: st.PID, Unread: st.Unread}) })
 	}
 	if s.load == nil {
 		s.load = func() (*config.Config, error) { return cfg, nil }

@@ -187,7 +187,7 @@ func (s *supervisor) channel(cfg *config.Config) (*roundrobin.Channel, error) {
 			listeners[s.findListener(c).fd] = c.Name
 		}
 	}
-	return s.rr.Channel(listeners)
+	return s.rr.Channel(listeners, cfg.Worker.ChannelTimeout.Std())
 }
 
 // Start starts a worker, its standard output and error forwarded line by
