@@ -278,3 +278,96 @@ func requests(t *testing.T, addr string, n int, timeout time.Duration) (pids map
 	wg.Wait()
 	return pids, hung
 }
+
+// Under round-robin, a worker that takes its channel and never reads it
+// (here the first worker to start: a shell that execs sleep, ignoring
+// SIGTERM as a hung process would) is reported within
+// worker.channel_timeout: in the log, in `baton status` and in the
+// metrics. The connections it left unread go to the other worker, so of
+// 32 requests on new connections none times out; it is replaced, and
+// killed once its drain_timeout is up.
+func TestRoundRobinStuckWorker(t *testing.T) {
+	const bound = time.Second
+	dir := t.TempDir()
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	stuckOnce := `if mkdir "$0/stuck" 2>/dev/null; then trap '' TERM; exec sleep 60; fi; exec "$1"`
+	b := startConfigBaton(t, func(addr string) string {
+		cfg := batonConfig(addr, 2, []string{"/bin/sh", "-c", stuckOnce, dir, bin.hello},
+			fmt.Sprintf("ready = \"delay:200ms\"\nbalance = %q\nchannel_timeout = %q", config.BalanceRoundRobin, bound))
+		cfg = strings.Replace(cfg, `drain_timeout = "10s"`, `drain_timeout = "3s"`, 1)
+		return cfg + fmt.Sprintf("\n[control]\nmetrics = %q\n", metrics)
+	})
+	stuck := 0
+	for deadline := time.Now().Add(10 * time.Second); stuck == 0; time.Sleep(10 * time.Millisecond) {
+		for _, pid := range b.workerPIDs() {
+			if comm(pid) == "sleep" {
+				stuck = pid
+			}
+		}
+		if stuck == 0 && time.Now().After(deadline) {
+			t.Fatalf("no worker runs sleep: %v", b.workerPIDs())
+		}
+	}
+
+	const n = 32
+	type answer struct {
+		body string
+		err  error
+	}
+	answers := make(chan answer, n)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	began := time.Now()
+	for range n {
+		go func() {
+			resp, err := client.Get("http://" + b.addr + "/")
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answers <- answer{body: string(body), err: err}
+		}()
+	}
+	failed := 0
+	for range n {
+		a := <-answers
+		if a.err != nil || !strings.HasPrefix(a.body, "hello from pid ") {
+			failed++
+			t.Logf("request failed: %v %q", a.err, a.body)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed with a stuck worker", failed, n)
+	}
+
+	line := b.out.wait(regexp.MustCompile(fmt.Sprintf(`msg="round-robin: worker left connections unread[^"]*" pid=%d `, stuck)), 5*time.Second)
+	t.Logf("%s", line)
+	at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(strings.Fields(line)[0], "time="))
+	if err != nil {
+		t.Fatalf("no time in %q: %v", line, err)
+	}
+	if took := at.Sub(began); took > bound+2*time.Second {
+		t.Errorf("the stuck worker was reported %s after the first connection, past its bound %s", took.Round(time.Millisecond), bound)
+	}
+	if code, out := ctl(t, "status", "--control", b.control); code != 0 || !regexp.MustCompile(fmt.Sprintf(`(?m)^\d+\s+%d\s+\d+\s+stuck\s`, stuck)).MatchString(out) {
+		t.Errorf("baton status: exit %d, does not show worker %d stuck:\n%s", code, stuck, out)
+	}
+	mf := scrape(t, "http://"+metrics)
+	if v := value(mf, "baton_restarts_total", "reason", "stuck"); v != 1 {
+		t.Errorf("baton_restarts_total{reason=\"stuck\"} = %v, want 1", v)
+	}
+	if v := value(mf, "baton_connections_reclaimed_total", "listener", "http"); v < 1 {
+		t.Errorf("baton_connections_reclaimed_total{listener=\"http\"} = %v, want at least 1", v)
+	}
+
+	// Replaced by a worker that serves (the shell runs hello from now on),
+	// and killed at its drain deadline.
+	b.out.wait(regexp.MustCompile(fmt.Sprintf(`msg="worker exited" slot=\d+ pid=%d `, stuck)), 30*time.Second)
+	for i := range 8 {
+		code, body := httpGet("http://" + b.addr + "/")
+		if code != 200 || body == fmt.Sprintf("hello from pid %d\n", stuck) {
+			t.Errorf("request %d after the replacement: %d %q", i, code, body)
+		}
+	}
+}
