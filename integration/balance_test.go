@@ -297,6 +297,9 @@ func TestRoundRobinStuckWorker(t *testing.T) {
 		cfg = strings.Replace(cfg, `drain_timeout = "10s"`, `drain_timeout = "3s"`, 1)
 		return cfg + fmt.Sprintf("\n[control]\nmetrics = %q\n", metrics)
 	})
+	// Ready by delay, the other one may still be starting: a worker that
+	// reads its channel only that late is stuck too.
+	b.out.wait(regexp.MustCompile(`\] hello: serving on http`), 30*time.Second)
 	stuck := 0
 	for deadline := time.Now().Add(10 * time.Second); stuck == 0; time.Sleep(10 * time.Millisecond) {
 		for _, pid := range b.workerPIDs() {
