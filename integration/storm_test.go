@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/supervisor"
 	"github.com/batonhq/baton/loadtest"
 )
@@ -206,5 +207,41 @@ func TestConcurrentOperatorCommands(t *testing.T) {
 	r := g.Stop()
 	if r.Failed() != 0 {
 		t.Errorf("%d requests failed: %s %v", r.Failed(), r, r.Samples)
+	}
+}
+
+// A round-robin worker SIGSTOPped for 2 s under load (a debugger, a long
+// pause), well inside worker.channel_timeout: the other worker takes the
+// new connections meanwhile, what waited on the stopped one is served
+// once it goes on, and no request fails.
+func TestRoundRobinWorkerPaused(t *testing.T) {
+	b := startBaton(t, "--workers", "2", "--balance", config.BalanceRoundRobin, "--", bin.hello)
+	var gens []*loadtest.Generator
+	for _, mode := range modes {
+		gens = append(gens, startLoad(t, b.addr, mode, 16))
+	}
+	paused := b.workerPIDs()[0]
+	before := gens[1].Snapshot().OK
+	syscall.Kill(paused, syscall.SIGSTOP)
+	stopped := time.Now()
+	time.Sleep(2 * time.Second) // the pause itself: what is tried is its length
+	during := gens[1].Snapshot().OK - before
+	syscall.Kill(paused, syscall.SIGCONT)
+	t.Logf("worker %d stopped for %s", paused, time.Since(stopped).Round(time.Millisecond))
+	for _, g := range gens {
+		waitServed(t, g, 300)
+	}
+	for _, g := range gens {
+		r := g.Stop()
+		t.Logf("worker %d stopped 2 s: %s", paused, r)
+		if r.Failed() != 0 {
+			t.Errorf("%d requests failed: %s %v", r.Failed(), r, r.Samples)
+		}
+	}
+	if during == 0 {
+		t.Errorf("no new connection was served while worker %d was stopped", paused)
+	}
+	if got := b.workerPIDs()[0]; got != paused {
+		t.Errorf("slot 0 is pid %d, was %d: a 2 s pause replaced the worker", got, paused)
 	}
 }
