@@ -17,6 +17,7 @@ import (
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/console"
+	"github.com/batonhq/baton/internal/excerpt"
 	"github.com/batonhq/baton/internal/supervisor"
 )
 
@@ -53,7 +54,7 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool
 		return exitUsage, false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "baton: %s: unexpected argument %q\n", strings.TrimPrefix(fs.Name(), "baton "), fs.Arg(0))
+		fmt.Fprintf(stderr, "baton: %s: unexpected argument %s\n", strings.TrimPrefix(fs.Name(), "baton "), excerpt.Quote(fs.Arg(0)))
 		return exitUsage, false
 	}
 	return 0, true
@@ -155,7 +156,11 @@ func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		want = 0
 	}
 	if len(numbers) != want {
-		fmt.Fprintf(stderr, "baton %s: want %d argument(s) (%s), got %q\n", cmd, want, usage, numbers)
+		got := make([]string, len(numbers))
+		for i, n := range numbers {
+			got[i] = excerpt.Quote(n)
+		}
+		fmt.Fprintf(stderr, "baton %s: want %d argument(s) (%s), got [%s]\n", cmd, want, usage, strings.Join(got, " "))
 		return exitUsage
 	}
 	switch cmd {
@@ -164,7 +169,7 @@ func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	case "restart":
 		slot, err := strconv.Atoi(numbers[0])
 		if err != nil || slot < 0 {
-			fmt.Fprintf(stderr, "baton restart: slot %q: want a number, as baton status shows it\n", numbers[0])
+			fmt.Fprintf(stderr, "baton restart: slot %s: want a number, as baton status shows it\n", excerpt.Quote(numbers[0]))
 			return exitUsage
 		}
 		req.Slot = &slot

@@ -23,6 +23,7 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/excerpt"
 	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/internal/memtrim"
 	"github.com/batonhq/baton/internal/spawn"
@@ -98,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usageText)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "baton: unknown command %q\n%s", cmd, usageText)
+		fmt.Fprintf(stderr, "baton: unknown command %s\n%s", excerpt.Quote(cmd), usageText)
 		return exitUsage
 	}
 }

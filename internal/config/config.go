@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/batonhq/baton/internal/excerpt"
 )
 
 // ReadyFD is worker.ready's mode for a worker that reports readiness by
@@ -182,7 +184,7 @@ func ParseSize(s string) (int64, error) {
 	}
 	f, err := strconv.ParseFloat(num, 64)
 	if err != nil || f < 0 || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("not a size: %q (use e.g. \"512MiB\")", s)
+		return 0, fmt.Errorf("not a size: %s (use e.g. \"512MiB\")", excerpt.Quote(s))
 	}
 	mult := map[string]float64{"": 1, "B": 1,
 		"K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10,
@@ -191,11 +193,11 @@ func ParseSize(s string) (int64, error) {
 		"T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40,
 	}[strings.ToUpper(unit)]
 	if mult == 0 {
-		return 0, fmt.Errorf("not a size: %q: unknown unit %q (use K, M, G or T)", s, unit)
+		return 0, fmt.Errorf("not a size: %s: unknown unit %s (use K, M, G or T)", excerpt.Quote(s), excerpt.Quote(unit))
 	}
 	// float64(math.MaxInt64) rounds up to 2^63, itself out of range.
 	if f*mult >= math.MaxInt64 {
-		return 0, fmt.Errorf("size %q is too large (at most 8 EiB)", s)
+		return 0, fmt.Errorf("size %s is too large (at most 8 EiB)", excerpt.Quote(s))
 	}
 	return int64(f * mult), nil
 }
@@ -243,7 +245,7 @@ func ParseDuration(s string) (time.Duration, error) {
 	if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
 		return 0, noUnit(s)
 	}
-	return 0, fmt.Errorf("not a duration: %q (use a number with a unit, e.g. \"30s\")", s)
+	return 0, fmt.Errorf("not a duration: %s (use a number with a unit, e.g. \"30s\")", excerpt.Quote(s))
 }
 
 // MarshalText writes the duration as a Go duration string.
@@ -266,10 +268,10 @@ func (c *Config) Validate() error {
 			return c.errorf(key+".name", "is required")
 		}
 		if strings.ContainsAny(l.Name, ":=\n\x00") || len(l.Name) > 255 {
-			return c.errorf(key+".name", "%q: must not contain ':', '=' or control characters and be at most 255 bytes", l.Name)
+			return c.errorf(key+".name", "%s: must not contain ':', '=' or control characters and be at most 255 bytes", excerpt.Quote(l.Name))
 		}
 		if seen[l.Name] {
-			return c.errorf(key+".name", "%q is used by two listeners", l.Name)
+			return c.errorf(key+".name", "%s is used by two listeners", excerpt.Quote(l.Name))
 		}
 		seen[l.Name] = true
 		network, addr, err := ParseAddress(l.Address)
@@ -301,21 +303,21 @@ func (c *Config) Validate() error {
 	case strings.HasPrefix(w.Ready, "delay:"):
 		d, err := ParseDuration(strings.TrimPrefix(w.Ready, "delay:"))
 		if err != nil {
-			return c.errorf("worker.ready", "%q: %w", w.Ready, err)
+			return c.errorf("worker.ready", "%s: %w", excerpt.Quote(w.Ready), err)
 		}
 		if d <= 0 {
-			return c.errorf("worker.ready", "%q: want \"notify\", \"fd\" or \"delay:DURATION\" with a positive duration", w.Ready)
+			return c.errorf("worker.ready", "%s: want \"notify\", \"fd\" or \"delay:DURATION\" with a positive duration", excerpt.Quote(w.Ready))
 		}
 		w.ReadyDelay = d
 	default:
-		return c.errorf("worker.ready", "%q: want \"notify\", \"fd\" or \"delay:DURATION\"", w.Ready)
+		return c.errorf("worker.ready", "%s: want \"notify\", \"fd\" or \"delay:DURATION\"", excerpt.Quote(w.Ready))
 	}
 	switch w.Balance {
 	case "":
 		w.Balance = BalanceShared
 	case BalanceShared, BalanceReusePort, BalanceRoundRobin:
 	default:
-		return c.errorf("worker.balance", "%q: want %q, %q or %q", w.Balance, BalanceShared, BalanceReusePort, BalanceRoundRobin)
+		return c.errorf("worker.balance", "%s: want %q, %q or %q", excerpt.Quote(w.Balance), BalanceShared, BalanceReusePort, BalanceRoundRobin)
 	}
 	if w.DrainTimeout < 0 {
 		return c.errorf("worker.drain_timeout", "must not be negative, got %s", w.DrainTimeout.Std())
@@ -331,7 +333,7 @@ func (c *Config) Validate() error {
 	}
 	for k := range w.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return c.errorf("worker.env", "%q is not a valid variable name", k)
+			return c.errorf("worker.env", "%s is not a valid variable name", excerpt.Quote(k))
 		}
 	}
 
@@ -388,19 +390,19 @@ func (c *Config) Validate() error {
 		r.OnGiveUp = DefaultOnGiveUp
 	case "exit", "degrade":
 	default:
-		return c.errorf("restart.on_giveup", "%q: want \"exit\" or \"degrade\"", r.OnGiveUp)
+		return c.errorf("restart.on_giveup", "%s: want \"exit\" or \"degrade\"", excerpt.Quote(r.OnGiveUp))
 	}
 	if a := c.Control.Metrics; a != "" {
 		host, port, err := net.SplitHostPort(a)
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
-			return c.errorf("control.metrics", "%q: want host:port, such as 127.0.0.1:9100", a)
+			return c.errorf("control.metrics", "%s: want host:port, such as 127.0.0.1:9100", excerpt.Quote(a))
 		}
 		if host == "" {
-			return c.errorf("control.metrics", "%q: name the address to listen on (127.0.0.1:%s for this machine only, 0.0.0.0:%s for all)", a, port, port)
+			return c.errorf("control.metrics", "%s: name the address to listen on (127.0.0.1:%s for this machine only, 0.0.0.0:%s for all)", excerpt.Quote(a), port, port)
 		}
 	}
 	if p := c.Control.Socket; p != "" && (!strings.HasPrefix(p, "/") || len(p) > 107) {
-		return c.errorf("control.socket", "%q: want an absolute path of at most 107 bytes", p)
+		return c.errorf("control.socket", "%s: want an absolute path of at most 107 bytes", excerpt.Quote(p))
 	}
 	return nil
 }
@@ -412,31 +414,31 @@ func ParseAddress(s string) (network, addr string, err error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme == "" {
-		return "", "", fmt.Errorf("%q: want a URL such as tcp://127.0.0.1:8080 or unix:///run/app.sock", s)
+		return "", "", fmt.Errorf("%s: want a URL such as tcp://127.0.0.1:8080 or unix:///run/app.sock", excerpt.Quote(s))
 	}
 	switch u.Scheme {
 	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
 		if u.Path != "" || u.RawQuery != "" || u.User != nil {
-			return "", "", fmt.Errorf("%q: a %s address is scheme://host:port and nothing more", s, u.Scheme)
+			return "", "", fmt.Errorf("%s: a %s address is scheme://host:port and nothing more", excerpt.Quote(s), u.Scheme)
 		}
 		host, port, err := net.SplitHostPort(u.Host)
 		if err != nil || port == "" {
-			return "", "", fmt.Errorf("%q: want %s://HOST:PORT", s, u.Scheme)
+			return "", "", fmt.Errorf("%s: want %s://HOST:PORT", excerpt.Quote(s), u.Scheme)
 		}
 		if _, err := net.LookupPort(u.Scheme, port); err != nil {
-			return "", "", fmt.Errorf("%q: bad port %q", s, port)
+			return "", "", fmt.Errorf("%s: bad port %s", excerpt.Quote(s), excerpt.Quote(port))
 		}
 		return u.Scheme, net.JoinHostPort(host, port), nil
 	case "unix":
 		if u.Host != "" || u.Path == "" {
-			return "", "", fmt.Errorf("%q: want unix:///absolute/path (three slashes)", s)
+			return "", "", fmt.Errorf("%s: want unix:///absolute/path (three slashes)", excerpt.Quote(s))
 		}
 		if len(u.Path) > 107 {
-			return "", "", fmt.Errorf("%q: a unix socket path is at most 107 bytes", s)
+			return "", "", fmt.Errorf("%s: a unix socket path is at most 107 bytes", excerpt.Quote(s))
 		}
 		return "unix", u.Path, nil
 	}
-	return "", "", fmt.Errorf("%q: unknown scheme %q (want tcp, tcp4, tcp6, udp, udp4, udp6 or unix)", s, u.Scheme)
+	return "", "", fmt.Errorf("%s: unknown scheme %s (want tcp, tcp4, tcp6, udp, udp4, udp6 or unix)", excerpt.Quote(s), excerpt.Quote(u.Scheme))
 }
 
 // errorf builds a validation error prefixed with the key and where it was

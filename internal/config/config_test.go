@@ -88,6 +88,20 @@ func TestFlagsOverrideFile(t *testing.T) {
 	}
 }
 
+// argsError returns the error of FromArgs for args, after --config with
+// a file of body when body is not empty; none fails the test.
+func argsError(t *testing.T, body string, args []string) error {
+	t.Helper()
+	if body != "" {
+		args = append([]string{"--config", writeFile(t, body)}, args...)
+	}
+	_, _, err := FromArgs(args, io.Discard)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	return err
+}
+
 // Every bad input gives one line naming the key and where it was set.
 func TestErrorsNameKeyAndLine(t *testing.T) {
 	tests := []struct {
@@ -144,14 +158,7 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args := tt.args
-			if tt.file != "" {
-				args = append([]string{"--config", writeFile(t, tt.file)}, args...)
-			}
-			_, _, err := FromArgs(args, io.Discard)
-			if err == nil {
-				t.Fatalf("no error, want %q", tt.want)
-			}
+			err := argsError(t, tt.file, tt.args)
 			msg := err.Error()
 			if !strings.Contains(msg, tt.want) {
 				t.Errorf("error %q does not contain %q", msg, tt.want)
@@ -254,5 +261,42 @@ func TestFileOf(t *testing.T) {
 		if got := FileOf(tt.args); got != tt.want {
 			t.Errorf("FileOf(%q) = %q, want %q", tt.args, got, tt.want)
 		}
+	}
+}
+
+// A value, key or flag of any size is quoted by a short prefix and its
+// length: the error stays one short line.
+func TestLongValuesQuotedShort(t *testing.T) {
+	long := strings.Repeat("v", 1<<20)
+	head := "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\n"
+	for _, tt := range []struct {
+		name string
+		args []string // after the file, if any
+		file string
+		want string
+	}{
+		{"unknown key", nil, head + long + " = 1\n", "worker.vvvv"},
+		{"unknown table", nil, "[" + long + "]\n", "vvvv"},
+		{"duplicate key", nil, head + long + " = 1\n" + long + " = 2\n", "already defined"},
+		{"bare number", nil, head + "watchdog = " + strings.Repeat("1", 1<<20) + "\n", `has no unit: write a duration such as "30s"`},
+		{"duration", nil, head + "watchdog = \"" + long + "\"\n", "not a duration"},
+		{"size", nil, head + "max_memory = \"" + long + "\"\n", "not a size"},
+		{"ready", nil, head + "ready = \"" + long + "\"\n", "worker.ready"},
+		{"balance", nil, head + "balance = \"" + long + "\"\n", "worker.balance"},
+		{"env name", nil, head + "env = { \"" + long + "=\" = \"x\" }\n", "is not a valid variable name"},
+		{"listener name", nil, "[[listen]]\nname=\"" + long + ":\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\n", "listen[0].name"},
+		{"address", nil, "[[listen]]\nname=\"h\"\naddress=\"tcp://" + long + "\"\n[worker]\ncommand=[\"a\"]\n", "listen[0].address"},
+		{"metrics", nil, head + "[control]\nmetrics = \"" + long + "\"\n", "control.metrics"},
+		{"socket", nil, head + "[control]\nsocket = \"/" + long + "\"\n", "control.socket"},
+		{"flag listen", []string{"--listen", long, "--", "a"}, "", "flag --listen"},
+		{"flag workers", []string{"--listen", "h=tcp://127.0.0.1:1", "--workers", long, "--", "a"}, "", "flag --workers"},
+		{"flag log format", []string{"--log-format", long}, "", "flag --log-format"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := argsError(t, tt.file, tt.args).Error()
+			if len(msg) > 512 || strings.Contains(msg, "\n") || !strings.Contains(msg, tt.want) || !strings.Contains(msg, " bytes)") {
+				t.Errorf("error of %d bytes: %.300q; want one line of at most 512 bytes containing %q and a marked prefix", len(msg), msg, tt.want)
+			}
+		})
 	}
 }

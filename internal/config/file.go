@@ -10,6 +10,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/batonhq/baton/internal/excerpt"
 )
 
 // Load reads and strictly decodes the TOML file at path. It does not
@@ -31,7 +33,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	// go-toml takes 30 for 30ns, and fails on 1.5 without saying where.
 	doc := scan(data)
 	if b := doc.bareDuration; b.key != "" {
-		return nil, fmt.Errorf("config: %s:%d: %s: %w", path, b.line, b.key, wrapInvalid(noUnit(b.value)))
+		return nil, fmt.Errorf("config: %s:%d: %s: %w", path, b.line, excerpt.Clip(b.key), wrapInvalid(noUnit(b.value)))
 	}
 	if err != nil {
 		return nil, decodeError(path, data, err)
@@ -47,38 +49,51 @@ var errNoUnit = errors.New("has no unit")
 
 // noUnit says how to write a duration given as a bare number.
 func noUnit(value string) error {
-	if strings.Trim(value, "0123456789.") == "" {
+	if len(value) <= excerpt.Max && strings.Trim(value, "0123456789.") == "" {
 		return fmt.Errorf("%s %w: write \"%ss\"", value, errNoUnit, value)
 	}
-	return fmt.Errorf("%s %w: write a duration such as \"30s\"", value, errNoUnit)
+	return fmt.Errorf("%s %w: write a duration such as \"30s\"", excerpt.Clip(value), errNoUnit)
 }
 
 // decodeError turns go-toml's errors into one line naming the file, line
 // and key. go-toml names a key inside a table by its last part alone
-// ("count" for worker.count); the key is completed from the line.
+// ("count" for worker.count); the key is completed from the line. Keys
+// are clipped, in go-toml's message too ("key x is already defined").
 func decodeError(path string, data []byte, err error) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) && len(strict.Errors) > 0 {
 		e := strict.Errors[0]
 		line, _ := e.Position()
-		return fmt.Errorf("config: %s:%d: %s: %w", path, line, strings.Join(e.Key(), "."),
+		return fmt.Errorf("config: %s:%d: %s: %w", path, line, excerpt.Clip(strings.Join(e.Key(), ".")),
 			wrapInvalid(errors.New("unknown key")))
 	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		line, _ := de.Position()
 		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		for _, part := range de.Key() {
+			if len(part) > excerpt.Max {
+				msg = strings.ReplaceAll(msg, part, excerpt.Clip(part))
+			}
+		}
+		msg = excerpt.Cut(msg, maxMessage)
 		if k := de.Key(); len(k) > 0 {
 			key := strings.Join(k, ".")
 			if full := scan(data).keyAt[line]; strings.HasSuffix(full, key) {
 				key = full
 			}
-			return fmt.Errorf("config: %s:%d: %s: %w", path, line, key, wrapInvalid(errors.New(msg)))
+			return fmt.Errorf("config: %s:%d: %s: %w", path, line, excerpt.Clip(key), wrapInvalid(errors.New(msg)))
 		}
 		return fmt.Errorf("config: %s:%d: %w", path, line, wrapInvalid(errors.New(msg)))
 	}
+	if msg := err.Error(); len(msg) > maxMessage {
+		err = errors.New(excerpt.Cut(msg, maxMessage))
+	}
 	return fmt.Errorf("config: %s: %w", path, wrapInvalid(err))
 }
+
+// maxMessage is how much of go-toml's own message an error keeps.
+const maxMessage = 4 * excerpt.Max
 
 // document is what scan finds in a TOML document, beyond what decoding it
 // into a Config tells.

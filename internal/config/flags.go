@@ -7,6 +7,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/batonhq/baton/internal/excerpt"
 )
 
 // Options is what the run command line says besides the configuration
@@ -72,7 +74,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 	}
 	opts := Options{LogFormat: *f.logFormat}
 	if opts.LogFormat != "text" && opts.LogFormat != "json" {
-		return nil, opts, fmt.Errorf("config: flag --log-format: %w", wrapInvalid(fmt.Errorf("%q: want text or json", opts.LogFormat)))
+		return nil, opts, fmt.Errorf("config: flag --log-format: %w", wrapInvalid(fmt.Errorf("%s: want text or json", excerpt.Quote(opts.LogFormat))))
 	}
 
 	c := &Config{}
@@ -91,7 +93,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		for i, s := range f.listens {
 			name, addr, ok := strings.Cut(s, "=")
 			if !ok {
-				return nil, opts, fmt.Errorf("config: flag --listen: %w", wrapInvalid(fmt.Errorf("%q: want NAME=URL", s)))
+				return nil, opts, fmt.Errorf("config: flag --listen: %w", wrapInvalid(fmt.Errorf("%s: want NAME=URL", excerpt.Quote(s))))
 			}
 			c.Listen = append(c.Listen, Listener{Name: name, Address: addr})
 			c.setOrigin(fmt.Sprintf("listen[%d]", i), "flag --listen")
@@ -105,7 +107,7 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		{"workers", "worker.count", *f.workers, func(s string) error {
 			n, err := strconv.Atoi(s)
 			if err != nil || n < 1 {
-				return fmt.Errorf("%q: want a whole number of at least 1", s)
+				return fmt.Errorf("%s: want a whole number of at least 1", excerpt.Quote(s))
 			}
 			c.Worker.Count = n
 			return nil
@@ -139,7 +141,7 @@ func durationInto(d *Duration) func(string) error {
 			return err
 		}
 		if err != nil || v <= 0 {
-			return fmt.Errorf("%q: want a positive duration such as 30s", s)
+			return fmt.Errorf("%s: want a positive duration such as 30s", excerpt.Quote(s))
 		}
 		*d = Duration(v)
 		return nil

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/excerpt"
 )
 
 // reload is the reload under way.
@@ -127,13 +128,13 @@ func (m *Machine) beginReload(waiters []func(Result), upgrade bool) {
 // checkReloadable refuses what a reload cannot change in place.
 func (m *Machine) checkReloadable(cfg *config.Config) error {
 	if was := m.config().Control.Socket; cfg.Control.Socket != was {
-		return fmt.Errorf("control.socket: changed from %q to %q: restart baton to move the control socket", was, cfg.Control.Socket)
+		return fmt.Errorf("control.socket: changed from %s to %s: restart baton to move the control socket", excerpt.Quote(was), excerpt.Quote(cfg.Control.Socket))
 	}
 	if was := m.config().Worker.Balance; cfg.Worker.Balance != was {
-		return fmt.Errorf("worker.balance: changed from %q to %q: restart baton to balance another way", was, cfg.Worker.Balance)
+		return fmt.Errorf("worker.balance: changed from %s to %s: restart baton to balance another way", excerpt.Quote(was), excerpt.Quote(cfg.Worker.Balance))
 	}
 	if was := m.config().Control.Metrics; cfg.Control.Metrics != was {
-		return fmt.Errorf("control.metrics: changed from %q to %q: restart baton (or upgrade it) to move the metrics listener", was, cfg.Control.Metrics)
+		return fmt.Errorf("control.metrics: changed from %s to %s: restart baton (or upgrade it) to move the metrics listener", excerpt.Quote(was), excerpt.Quote(cfg.Control.Metrics))
 	}
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/excerpt"
 )
 
 // ConnsEnv names the descriptor of a worker's round-robin channel
@@ -134,7 +136,7 @@ func start(spec Spec) (int, error) {
 		},
 	})
 	if err != nil {
-		return 0, fmt.Errorf("spawn: start worker %q: %w", spec.Command[0], os.NewSyscallError("fork/exec "+argv[0], err))
+		return 0, fmt.Errorf("spawn: start worker %s: %w", excerpt.Quote(spec.Command[0]), os.NewSyscallError("fork/exec "+argv[0], err))
 	}
 	return pid, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/internal/excerpt"
 	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/linering"
 	"github.com/batonhq/baton/internal/spawn"
@@ -362,7 +363,7 @@ func parseRequest(line []byte) (ControlRequest, error) {
 		return req, fmt.Errorf("control: bad request: %s", oneLine(err.Error()))
 	}
 	if rest := bytes.TrimSpace(line[dec.InputOffset():]); len(rest) > 0 {
-		return req, fmt.Errorf("control: bad request: %q after the JSON object (want one object on one line)", truncate(rest, 32))
+		return req, fmt.Errorf("control: bad request: %s after the JSON object (want one object on one line)", excerpt.Quote(string(rest)))
 	}
 	switch req.Command {
 	case "stats", "status", "reload", "upgrade", "stop":
@@ -379,7 +380,7 @@ func parseRequest(line []byte) (ControlRequest, error) {
 			return req, fmt.Errorf("control: logs: lines %d: want 0 to %d", *l, maxLogLines)
 		}
 	default:
-		return req, fmt.Errorf("control: unknown command %q (want reload, upgrade, stats, status, scale, restart, stop or logs)", truncate([]byte(req.Command), 32))
+		return req, fmt.Errorf("control: unknown command %s (want reload, upgrade, stats, status, scale, restart, stop or logs)", excerpt.Quote(req.Command))
 	}
 	return req, nil
 }
@@ -489,14 +490,6 @@ func receive[T any](c <-chan T, quit <-chan struct{}) (T, bool) {
 	}
 }
 
-// truncate shortens b to at most n bytes, for messages.
-func truncate(b []byte, n int) []byte {
-	if len(b) > n {
-		return append(b[:n:n], "..."...)
-	}
-	return b
-}
-
 // writeResponse sends r; a client that does not read it (the answer fits
 // in the socket's buffer) costs at most the write timeout.
 func writeResponse(conn net.Conn, r ControlResponse) {
@@ -517,7 +510,7 @@ func parseScale(s string) (n int, relative bool, err error) {
 	relative = strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-")
 	n, err = strconv.Atoi(s)
 	if err != nil || s == "" {
-		return 0, false, fmt.Errorf("workers %q: want N, +N or -N", s)
+		return 0, false, fmt.Errorf("workers %s: want N, +N or -N", excerpt.Quote(s))
 	}
 	return n, relative, nil
 }

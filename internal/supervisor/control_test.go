@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/internal/excerpt"
 	"github.com/batonhq/baton/internal/linering"
 )
 
@@ -34,7 +35,7 @@ func rawRequest(t *testing.T, path string, b []byte) string {
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		t.Fatalf("no answer to %q: %v", truncate(b, 40), err)
+		t.Fatalf("no answer to %s: %v", excerpt.Quote(string(b)), err)
 	}
 	return line
 }
