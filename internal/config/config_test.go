@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -267,7 +268,8 @@ func TestFileOf(t *testing.T) {
 // A value, key or flag of any size is quoted by a short prefix and its
 // length: the error stays one short line.
 func TestLongValuesQuotedShort(t *testing.T) {
-	long := strings.Repeat("v", 1<<20)
+	// As long as a file may hold one (twice, for a duplicate key).
+	long := strings.Repeat("v", MaxFileSize/2-100)
 	head := "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\n"
 	for _, tt := range []struct {
 		name string
@@ -278,7 +280,7 @@ func TestLongValuesQuotedShort(t *testing.T) {
 		{"unknown key", nil, head + long + " = 1\n", "worker.vvvv"},
 		{"unknown table", nil, "[" + long + "]\n", "vvvv"},
 		{"duplicate key", nil, head + long + " = 1\n" + long + " = 2\n", "already defined"},
-		{"bare number", nil, head + "watchdog = " + strings.Repeat("1", 1<<20) + "\n", `has no unit: write a duration such as "30s"`},
+		{"bare number", nil, head + "watchdog = " + strings.Repeat("1", MaxFileSize/2) + "\n", `has no unit: write a duration such as "30s"`},
 		{"duration", nil, head + "watchdog = \"" + long + "\"\n", "not a duration"},
 		{"size", nil, head + "max_memory = \"" + long + "\"\n", "not a size"},
 		{"ready", nil, head + "ready = \"" + long + "\"\n", "worker.ready"},
@@ -298,5 +300,65 @@ func TestLongValuesQuotedShort(t *testing.T) {
 				t.Errorf("error of %d bytes: %.300q; want one line of at most 512 bytes containing %q and a marked prefix", len(msg), msg, tt.want)
 			}
 		})
+	}
+}
+
+// ReadFile refuses what is not a regular file without blocking or
+// reading it, and a file past MaxFileSize; a file of exactly the limit
+// is read.
+func TestReadFileRefusesWhatIsNoConfig(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	sized := func(name string, n int64) string {
+		p := filepath.Join(dir, name)
+		f, err := os.Create(p)
+		if err == nil {
+			err = f.Truncate(n)
+			f.Close()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tt := range []struct{ name, path, want string }{
+		{"fifo", fifo, "not a regular file but a FIFO"},
+		{"dev-zero", "/dev/zero", "not a regular file but a character device"},
+		{"symlink to dev-zero", zero, "not a regular file but a character device"},
+		{"directory", dir, "not a regular file but a directory"},
+		{"100MB", sized("big", 100<<20), "104857600 bytes, more than the 1 MiB a configuration file may have"},
+		{"one byte over", sized("over", MaxFileSize+1), "1048577 bytes, more than the 1 MiB"},
+		{"missing", filepath.Join(dir, "none"), "no such file or directory"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				_, err := ReadFile(tt.path)
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				// Let the blocked open go, so that the goroutine ends.
+				if fd, err := syscall.Open(fifo, syscall.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+					syscall.Close(fd)
+				}
+				t.Fatalf("ReadFile(%s) still blocked after 10s", tt.path)
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "config: ") || !strings.Contains(err.Error(), tt.path) {
+				t.Errorf("ReadFile(%s) = %v; want an error naming the file and saying %q", tt.path, err, tt.want)
+			}
+		})
+	}
+	if b, err := ReadFile(sized("limit", MaxFileSize)); err != nil || len(b) != MaxFileSize {
+		t.Errorf("ReadFile of a file of exactly MaxFileSize: %d bytes, %v", len(b), err)
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"reflect"
 	"strings"
+	"syscall"
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
@@ -14,14 +17,71 @@ import (
 	"github.com/batonhq/baton/internal/excerpt"
 )
 
-// Load reads and strictly decodes the TOML file at path. It does not
-// validate: call Validate once flags have been applied.
+// MaxFileSize is the largest configuration file baton reads; a TOML
+// configuration is a few kilobytes.
+const MaxFileSize = 1 << 20
+
+// Load reads (ReadFile) and strictly decodes the TOML file at path. It
+// does not validate: call Validate once flags have been applied.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// ReadFile reads the configuration file at path, which must be a regular
+// file of at most MaxFileSize bytes. Every command that reads the file
+// does it here. A FIFO, a device or a directory is refused without being
+// read, and without waiting: the open does not block for a FIFO's
+// writer. At most one byte past the limit is read, whatever size the
+// file claims.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(path, data)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("config: %s: not a regular file but %s", path, fileKind(fi.Mode()))
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("config: %s: %d bytes, %w", path, fi.Size(), errTooLarge)
+	}
+	// Room for the size the file claims, and the read that sees its end.
+	buf := bytes.NewBuffer(make([]byte, 0, fi.Size()+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1)); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if buf.Len() > MaxFileSize {
+		return nil, fmt.Errorf("config: %s: %w", path, errTooLarge)
+	}
+	return buf.Bytes(), nil
+}
+
+// errTooLarge is wrapped by the error for a file past MaxFileSize.
+var errTooLarge = fmt.Errorf("more than the %d MiB a configuration file may have", MaxFileSize>>20)
+
+// fileKind names what a file that is not a regular one is.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	}
+	return "of type " + m.Type().String()
 }
 
 // Parse strictly decodes a TOML document; path is used in error messages.
