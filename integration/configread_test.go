@@ -1,13 +1,18 @@
 package integration
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonhq/baton/internal/supervisor"
 )
 
 // What a configuration read may meet at the config path, and what baton
@@ -117,5 +122,111 @@ func TestConfigCommandsRefuseWhatIsNoConfig(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A reload that finds a FIFO, /dev/zero or a 100 MB file at the config
+// path fails with one line, while the event loop keeps answering status
+// and replaces a killed worker, and baton does not grow.
+func TestReloadOfNoConfigKeepsServing(t *testing.T) {
+	exe := batonPlain(t)
+	for _, nc := range notAConfig {
+		t.Run(nc.name, func(t *testing.T) {
+			b := startConfigBatonOf(t, exe, hellos(1, ""))
+			mem := guardMemory(t, b.cmd.Process.Pid, 200<<10)
+			placeAt(t, b.cfgPath, nc.make)
+
+			// A client polls status all along; each answer's latency is
+			// kept.
+			var (
+				mu        sync.Mutex
+				latencies []time.Duration
+				failures  []error
+			)
+			stop := make(chan struct{})
+			polled := make(chan struct{})
+			go func() {
+				defer close(polled)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					begin := time.Now()
+					resp, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "status"})
+					took := time.Since(begin)
+					cancel()
+					if err == nil && resp.Status == nil {
+						err = fmt.Errorf("no status in %+v", resp)
+					}
+					mu.Lock()
+					latencies = append(latencies, took)
+					if err != nil {
+						failures = append(failures, err)
+					}
+					mu.Unlock()
+				}
+			}()
+			var stopOnce sync.Once
+			endPoll := func() { stopOnce.Do(func() { close(stop); <-polled }) }
+			t.Cleanup(endPoll)
+
+			from := b.out.len()
+			answer := make(chan supervisor.ControlResponse, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				resp, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "reload"})
+				if err != nil && resp.Error == "" {
+					resp.Error = "no answer: " + err.Error()
+				}
+				answer <- resp
+			}()
+			// The reload is under way (or done): a worker killed now is
+			// replaced all the same.
+			b.out.waitFrom(from, regexp.MustCompile(`msg=reloading`), 10*time.Second)
+			victim := b.workerPIDs()[0]
+			syscall.Kill(victim, syscall.SIGKILL)
+			_, next := b.out.waitFrom(from, regexp.MustCompile(fmt.Sprintf(`msg="worker exited[^"]*" slot=\d+ pid=%d `, victim)), 10*time.Second)
+			line, _ := b.out.waitFrom(next, reWorkerReady, 10*time.Second)
+			t.Logf("worker %d killed during the reload; replaced: %s", victim, line)
+
+			var resp supervisor.ControlResponse
+			select {
+			case resp = <-answer:
+			case <-time.After(25 * time.Second):
+				t.Fatal("no answer to the reload")
+			}
+			endPoll()
+			peak := mem.end()
+			mu.Lock()
+			defer mu.Unlock()
+			var worst time.Duration
+			for _, d := range latencies {
+				worst = max(worst, d)
+			}
+			t.Logf("reload (%s): %q; %d status answers, the slowest in %s; baton at most %d kB resident", nc.name, resp.Error, len(latencies), worst.Round(time.Millisecond), peak)
+			select {
+			case <-mem.killed:
+				t.Fatalf("baton went past 200 MB resident and was killed")
+			default:
+			}
+			if resp.OK || !strings.Contains(resp.Error, nc.want) || strings.Contains(resp.Error, "\n") {
+				t.Errorf("reload answer %+v; want a failure of one line saying %q", resp, nc.want)
+			}
+			if len(failures) > 0 {
+				t.Errorf("%d of %d status requests failed, the first: %v", len(failures), len(latencies), failures[0])
+			}
+			// 100 ms is the target; the bound leaves room for a loaded
+			// machine while catching a loop that waits on the read.
+			if worst > 500*time.Millisecond {
+				t.Errorf("a status answer took %s during the reload; want each within 500ms", worst)
+			}
+			if peak > 50<<10 {
+				t.Errorf("baton reached %d kB resident; want below 50 MB", peak)
+			}
+		})
 	}
 }

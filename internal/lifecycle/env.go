@@ -80,8 +80,10 @@ type Systemd interface {
 	// (half of WatchdogSec=), 0 for never; parent is the pid systemd's
 	// WATCHDOG_PID may name instead of this process.
 	WatchdogInterval(parent int) time.Duration
-	// Load re-reads the configuration, for a reload.
-	Load() (*config.Config, error)
+	// Load starts re-reading the configuration, for a reload, off the
+	// loop: what is at its path may be slow to read, or no file at all.
+	// A Loaded event follows.
+	Load()
 }
 
 // Upgrades replaces this baton by a new process of its executable.

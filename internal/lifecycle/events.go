@@ -1,6 +1,10 @@
 package lifecycle
 
-import "time"
+import (
+	"time"
+
+	"github.com/batonhq/baton/internal/config"
+)
 
 // Event is what Step takes: one of the types below.
 type Event interface{ event() }
@@ -52,6 +56,13 @@ type Scale struct {
 	N        int
 	Relative bool
 	Reply    func(Result)
+}
+
+// Loaded: the configuration Systemd.Load read (validated), or why it
+// could not.
+type Loaded struct {
+	Config *config.Config
+	Err    error
 }
 
 // UpgradeDone: the self-upgrade started by Upgrades.Upgrade ended. Err
@@ -123,6 +134,7 @@ func (Reload) event()        {}
 func (Stop) event()          {}
 func (Restart) event()       {}
 func (Scale) event()         {}
+func (Loaded) event()        {}
 func (UpgradeDone) event()   {}
 func (SuccessorInfo) event() {}
 func (Stuck) event()         {}

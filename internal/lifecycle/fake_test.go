@@ -28,8 +28,13 @@ type fakeEnv struct {
 	acts    []string
 
 	failStarts int // the next this many Starts fail
+	// Load's outcome: nextCfg or loadErr. loads are the Loads not
+	// answered yet; the harness answers them after each event unless
+	// holdLoads.
 	nextCfg    *config.Config
 	loadErr    error
+	loads      int
+	holdLoads  bool
 	cannot     error // CanUpgrade's answer
 	upgradeErr error // Upgrade's answer
 	upgrades   int
@@ -106,7 +111,10 @@ func (e *fakeEnv) Notify(state string) { e.act("systemd %s", strings.ReplaceAll(
 func (e *fakeEnv) WatchdogInterval(parent int) time.Duration {
 	return e.watchdog
 }
-func (e *fakeEnv) Load() (*config.Config, error) { return e.nextCfg, e.loadErr }
+func (e *fakeEnv) Load() {
+	e.act("load config")
+	e.loads++
+}
 
 func (e *fakeEnv) CanUpgrade() error { return e.cannot }
 func (e *fakeEnv) ExeChanged() bool  { return false }
@@ -200,7 +208,21 @@ func (h *harness) started() []int {
 	return pids
 }
 
-func (h *harness) step(ev Event) { h.m.Step(ev) }
+// step gives the Machine ev, then the configuration each Load asked for
+// (unless the test holds them).
+func (h *harness) step(ev Event) {
+	h.m.Step(ev)
+	h.answerLoads()
+}
+
+// answerLoads delivers a Loaded for each Load not answered yet, unless
+// the test holds them.
+func (h *harness) answerLoads() {
+	for !h.env.holdLoads && h.env.loads > 0 {
+		h.env.loads--
+		h.m.Step(Loaded{Config: h.env.nextCfg, Err: h.env.loadErr})
+	}
+}
 
 func (h *harness) notify(pid int, fields ...string) {
 	f := map[string]string{}
@@ -208,7 +230,7 @@ func (h *harness) notify(pid int, fields ...string) {
 		k, v, _ := strings.Cut(kv, "=")
 		f[k] = v
 	}
-	h.m.Step(Notified{PID: pid, Fields: f})
+	h.step(Notified{PID: pid, Fields: f})
 }
 
 func (h *harness) ready(pids ...int) {
@@ -220,7 +242,7 @@ func (h *harness) ready(pids ...int) {
 // exit reaps pid.
 func (h *harness) exit(pid int, how string) {
 	delete(h.env.live, pid)
-	h.m.Step(Exited{PID: pid, How: how})
+	h.step(Exited{PID: pid, How: how})
 }
 
 // advance moves the clock by d, firing every timer due meanwhile in
@@ -239,7 +261,7 @@ func (h *harness) advance(d time.Duration) {
 		}
 		next.stopped = true
 		h.env.now = next.at
-		h.m.Step(next.t)
+		h.step(next.t)
 	}
 	h.env.now = end
 }

@@ -206,6 +206,8 @@ func (m *Machine) Step(ev Event) {
 		m.onRestart(ev)
 	case Scale:
 		m.onScale(ev)
+	case Loaded:
+		m.onLoaded(ev)
 	case UpgradeDone:
 		m.onUpgradeDone(ev)
 	case SuccessorInfo:

@@ -206,6 +206,64 @@ func TestCrashDuringReload(t *testing.T) {
 	}
 }
 
+// The configuration is read off the loop: until it is Loaded the Machine
+// serves as before (status, crashes replaced, requests queued), then
+// the reload goes on.
+func TestReloadWaitsForItsConfig(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	old := h.serve()
+	h.env.holdLoads = true
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	h.want("systemd RELOADING=1", "load config")
+	if s := h.m.Snapshot(); s.Phase != "reloading" || !s.Ready || s.Generation != 1 {
+		t.Errorf("snapshot while the config is read: %+v", s)
+	}
+	h.exit(old[0], "killed by SIGKILL")
+	h.advance(100 * time.Millisecond) // restart.backoff_min
+	h.want("start g1 s0 = 103")
+	h.ready(103)
+	later, gotLater := reply()
+	h.step(Reload{Reply: later})
+	h.none("start ", "load config")
+	if len(*got) != 0 {
+		t.Fatalf("answered before the config came: %+v", *got)
+	}
+
+	h.env.holdLoads = false
+	h.answerLoads()
+	h.want("open store=true", "start g2 s0 = 104", "start g2 s1 = 105")
+	h.ready(104, 105)
+	if len(*got) != 1 || (*got)[0].Err != nil || (*got)[0].Generation != 2 {
+		t.Fatalf("reply %+v", *got)
+	}
+	h.want("systemd READY=1", "systemd RELOADING=1", "load config", "start g3 s0")
+	if len(*gotLater) != 0 {
+		t.Fatalf("the queued reload answered before its generation was ready: %+v", *gotLater)
+	}
+}
+
+// A stop while the configuration is read ends the reload; the
+// configuration that comes after is dropped.
+func TestStopWhileConfigLoads(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.serve()
+	h.env.holdLoads = true
+	rep, got := reply()
+	h.step(Reload{Reply: rep})
+	h.step(Stop{Signal: "terminated"})
+	if len(*got) != 1 || !errors.Is((*got)[0].Err, errStopping) {
+		t.Fatalf("reply %+v, want the stop's error", *got)
+	}
+	h.take()
+	h.env.holdLoads = false
+	h.answerLoads()
+	h.none("start ", "open ", "systemd READY=1")
+	if s := h.m.Snapshot(); s.Phase != "stopping" || s.Reloading {
+		t.Errorf("snapshot %+v", s)
+	}
+}
+
 func TestReplaceFirst(t *testing.T) {
 	tests := []struct {
 		name  string

@@ -13,6 +13,9 @@ import (
 type reload struct {
 	started time.Time
 	waiters []func(Result)
+	// loading: the configuration is being read (Env.Load); the reload
+	// goes on once it is Loaded.
+	loading bool
 	// successorTermed: a self-upgrade's successor was sent SIGTERM (its
 	// deadline passed, or a stop came).
 	successorTermed bool
@@ -80,10 +83,10 @@ func (m *Machine) runQueued() {
 	m.beginReload(q.waiters, q.upgrade)
 }
 
-// beginReload re-reads the configuration and starts the next generation
-// (docs/architecture.md, "Reload"). The serving generation is untouched
-// until the new one is all ready. A new baton executable on disk makes it
-// a self-upgrade.
+// beginReload asks for the configuration, to start the next generation
+// once it is Loaded (docs/architecture.md, "Reload"). The serving
+// generation is untouched until the new one is all ready. A new baton
+// executable on disk makes it a self-upgrade.
 func (m *Machine) beginReload(waiters []func(Result), upgrade bool) {
 	m.endScaling(errors.New("supervisor: scale: a reload came before every new worker was ready"))
 	m.phase = reloading
@@ -102,11 +105,23 @@ func (m *Machine) beginReload(waiters []func(Result), upgrade bool) {
 	if changed {
 		m.log.Warn("the baton executable on disk changed since start, and this baton cannot upgrade itself: restart the service to run the new version", "why", cannot)
 	}
-	cfg, err := m.env.Load()
-	if err != nil {
-		m.finishReload(fmt.Errorf("supervisor: reload: %w", err))
+	m.reload.loading = true
+	m.env.Load()
+}
+
+// onLoaded starts the next generation from the configuration the reload
+// asked for. One that comes after its reload has ended (a stop came
+// first) is dropped: no reload begins once baton is stopping.
+func (m *Machine) onLoaded(ev Loaded) {
+	if r := m.reload; r == nil || !r.loading || m.phase != reloading {
 		return
 	}
+	m.reload.loading = false
+	if ev.Err != nil {
+		m.finishReload(fmt.Errorf("supervisor: reload: %w", ev.Err))
+		return
+	}
+	cfg := ev.Config
 	if err := m.checkReloadable(cfg); err != nil {
 		m.finishReload(fmt.Errorf("supervisor: reload: %w", err))
 		return

@@ -105,7 +105,16 @@ func (s *supervisor) WatchdogInterval(parent int) time.Duration {
 	return d / 2
 }
 
-func (s *supervisor) Load() (*config.Config, error) { return s.load() }
+// Load reads the configuration in a goroutine of its own, not a task: a
+// read stuck on a dead network file system must not keep baton from
+// exiting. It ends when the read returns; its event is dropped once the
+// loop has ended.
+func (s *supervisor) Load() {
+	go func() {
+		cfg, err := s.load()
+		s.post(lifecycle.Loaded{Config: cfg, Err: err})
+	}()
+}
 
 func (s *supervisor) CanUpgrade() error {
 	switch {

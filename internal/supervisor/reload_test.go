@@ -379,3 +379,75 @@ func TestReloadSurge(t *testing.T) {
 		t.Errorf("generation 2 went %v, want one at a time: %v", seq, want)
 	}
 }
+
+// The configuration is read off the event loop: while a reload's read
+// hangs, status answers at once and a killed worker is replaced; the
+// reload goes on once the read returns.
+func TestReloadReadsConfigOffTheLoop(t *testing.T) {
+	h := startHarness(t, testConfig("serve", 1, nil))
+	h.waitNote("READY=1")
+	path := filepath.Join(h.dir, ControlSocketName)
+	status := func() (*Status, time.Duration) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		begin := time.Now()
+		r, err := Request(ctx, path, ControlRequest{Command: "status"})
+		if err != nil || r.Status == nil {
+			t.Fatalf("status while the config is read: %+v, %v", r, err)
+		}
+		return r.Status, time.Since(begin)
+	}
+	st, _ := status()
+	victim := st.Workers[0].PID
+
+	h.cfgMu.Lock() // the reload's read hangs until unlocked
+	locked := true
+	defer func() {
+		if locked {
+			h.cfgMu.Unlock()
+		}
+	}()
+	answer := make(chan error, 1)
+	go func() {
+		resp, err := h.reload()
+		if err == nil && !resp.OK {
+			err = errors.New(resp.Error)
+		}
+		answer <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.out.String(), "msg=reloading"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the reload did not begin")
+		}
+	}
+	syscall.Kill(victim, syscall.SIGKILL)
+	var slowest time.Duration
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, took := status()
+		slowest = max(slowest, took)
+		if st.Phase != "reloading" {
+			t.Fatalf("phase %q while the config is read, want reloading", st.Phase)
+		}
+		if len(st.Workers) == 1 && st.Workers[0].PID != victim && st.Workers[0].State == "ready" {
+			t.Logf("worker %d killed while the config was read: replaced by %d; the slowest status took %s", victim, st.Workers[0].PID, slowest)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker %d was not replaced while the config was read: %+v", victim, st.Workers)
+		}
+	}
+	if slowest > 500*time.Millisecond {
+		t.Errorf("a status took %s while the config was read; want each within 500ms", slowest)
+	}
+	h.cfgMu.Unlock()
+	locked = false
+	select {
+	case err := <-answer:
+		if err != nil {
+			t.Fatalf("reload once the read returned: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer to the reload")
+	}
+}
