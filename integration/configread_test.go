@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -228,5 +230,134 @@ func TestReloadOfNoConfigKeepsServing(t *testing.T) {
 				t.Errorf("baton reached %d kB resident; want below 50 MB", peak)
 			}
 		})
+	}
+}
+
+// notifyListener is a stand-in for systemd's notify socket: the
+// datagrams baton sends to it, in order.
+type notifyListener struct {
+	path string
+	msgs chan string
+}
+
+func listenNotify(t *testing.T) *notifyListener {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for a datagram as large as the kernel lets baton send.
+	conn.SetReadBuffer(4 << 20)
+	n := &notifyListener{path: path, msgs: make(chan string, 1024)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<20)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				return // closed
+			}
+			select {
+			case n.msgs <- string(buf[:k]):
+			default: // a test that stopped reading
+			}
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return n
+}
+
+// wait returns the next datagram containing field (such as "READY=1"),
+// skipping others, within d.
+func (n *notifyListener) wait(t *testing.T, field string, d time.Duration) string {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case m := <-n.msgs:
+			for _, l := range strings.Split(m, "\n") {
+				if l == field {
+					return m
+				}
+			}
+		case <-deadline:
+			t.Fatalf("no %s on the notify socket within %s", field, d)
+		}
+	}
+}
+
+// A configuration with a huge key quotes a short prefix of it: the reload
+// answer, `last_reload.error` and every status stay small, and systemd
+// hears READY=1 after RELOADING=1 (a STATUS= as large as the key would
+// not fit a datagram). baton stays under 20 MB resident through the
+// reload and status calls of a 300 KiB and a 10 MB key (refused by size);
+// a 1 MB key, the largest a file may hold, costs a passing peak that
+// go-toml's error building makes (about nine times the key), given back
+// by the next trim.
+func TestLongValuesAreNotEchoed(t *testing.T) {
+	exe := batonPlain(t)
+	notify := listenNotify(t)
+	dir := t.TempDir()
+	b := &configBaton{cfgPath: filepath.Join(dir, "baton.toml"), control: filepath.Join(dir, "baton.sock")}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	good := batonConfig(addr, 1, nil, "")
+	b.write(t, good)
+	p := start(t, []string{"NOTIFY_SOCKET=" + notify.path}, exe, "run", "--config", b.cfgPath, "--control", b.control)
+	b.baton = &baton{proc: p, addr: addr}
+	p.out.wait(reAllReady, 30*time.Second)
+	notify.wait(t, "READY=1", 10*time.Second)
+	pid := p.cmd.Process.Pid
+	// What the start left resident is given back by baton's first trim.
+	for deadline := time.Now().Add(10 * time.Second); stats(t, b.control).Trimmed.IsZero(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("baton did not trim its memory within 10s of starting")
+		}
+	}
+	t.Logf("baton %d kB resident before the reloads", rssKB(pid))
+
+	for _, step := range []struct{ size, peakKB int }{{300 << 10, 20 << 10}, {1000_000, 40 << 10}, {10 << 20, 20 << 10}} {
+		// Resident memory left by the step before is given back first.
+		for deadline := time.Now().Add(10 * time.Second); rssKB(pid) >= 20<<10; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("baton still %d kB resident 10s after a reload, want below 20 MB", rssKB(pid))
+			}
+		}
+		rss := sampleRSS(pid)
+		key := strings.Repeat("k", step.size)
+		b.write(t, good+"\n"+key+" = 1\n")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		resp, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "reload"})
+		cancel()
+		if err != nil && resp.Error == "" {
+			t.Fatalf("reload with a %d-byte key: no answer: %v", step.size, err)
+		}
+		t.Logf("reload with a %d-byte key: %d-byte answer: %.200s", step.size, len(resp.Error), resp.Error)
+		if resp.OK || len(resp.Error) > 512 || strings.Contains(resp.Error, strings.Repeat("k", 100)) {
+			t.Errorf("reload with a %d-byte key answered %d bytes (ok %v); want a failure quoting at most a short prefix of the key", step.size, len(resp.Error), resp.OK)
+		}
+		notify.wait(t, "RELOADING=1", 10*time.Second)
+		ready := notify.wait(t, "READY=1", 10*time.Second)
+		if len(ready) > 4096 {
+			t.Errorf("READY=1 came in a datagram of %d bytes; want STATUS= kept short", len(ready))
+		}
+		for range 10 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			st, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "status"})
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, _ := json.Marshal(st)
+			if len(j) > 8192 || st.Status.LastReload == nil || st.Status.LastReload.OK {
+				t.Fatalf("status after a reload with a %d-byte key: %d bytes of JSON, last reload %+v; want a failed reload in a few kB", step.size, len(j), st.Status.LastReload)
+			}
+		}
+		peak := rss.end()
+		t.Logf("a %d-byte key: baton at most %d kB resident through the reload and 10 status calls", step.size, peak)
+		if peak >= step.peakKB {
+			t.Errorf("a %d-byte key: baton reached %d kB resident; want below %d kB", step.size, peak, step.peakKB)
+		}
 	}
 }

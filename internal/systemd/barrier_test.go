@@ -32,7 +32,7 @@ func fakeManager(t *testing.T) (fd int) {
 // receiveFDs reads one datagram and returns its text and passed descriptors.
 func receiveFDs(t *testing.T, sock int) (string, []int) {
 	t.Helper()
-	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4*4))
+	buf, oob := make([]byte, 64<<10), make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
 		t.Fatal(err)
