@@ -361,3 +361,38 @@ func TestLongValuesAreNotEchoed(t *testing.T) {
 		}
 	}
 }
+
+// `baton check` refuses what exec would refuse: an argument or an
+// environment variable longer than the kernel takes (MAX_ARG_STRLEN),
+// naming the key and the limit; `baton run` refuses it before starting.
+func TestCheckRefusesWhatExecRefuses(t *testing.T) {
+	long := strings.Repeat("x", 200<<10)
+	for _, tt := range []struct {
+		name, extra, want string
+	}{
+		{"argument", "", "worker.command[1]"},
+		{"env", "env = { BIG = \"" + long + "\" }", "worker.env.BIG"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			command := []string{bin.hello}
+			if tt.name == "argument" {
+				command = append(command, long)
+			}
+			path := filepath.Join(t.TempDir(), "baton.toml")
+			cfg := batonConfig(fmt.Sprintf("127.0.0.1:%d", freePort(t)), 1, command, tt.extra)
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, cmd := range [][]string{{"check", "--config", path}, {"run", "--config", path}} {
+				p := start(t, nil, append([]string{bin.baton}, cmd...)...)
+				code := p.waitExit(30 * time.Second)
+				<-p.out.done
+				out := strings.TrimSpace(p.out.String())
+				t.Logf("baton %s: exit %d: %.300s", cmd[0], code, out)
+				if code != 2 || strings.Contains(out, "\n") || !strings.Contains(out, tt.want) || !strings.Contains(out, "131072") || len(out) > 512 {
+					t.Errorf("baton %s: exit %d, %d bytes: %.300q; want exit 2 and one short line naming %s and the limit 131072", cmd[0], code, len(out), out, tt.want)
+				}
+			}
+		})
+	}
+}

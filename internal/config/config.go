@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -335,6 +336,10 @@ func (c *Config) Validate() error {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return c.errorf("worker.env", "%s is not a valid variable name", excerpt.Quote(k))
 		}
+	}
+	one, all := execLimits()
+	if err := c.checkExec(os.Environ(), one, all); err != nil {
+		return err
 	}
 
 	if c.Reload.Timeout < 0 {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -360,5 +361,57 @@ func TestReadFileRefusesWhatIsNoConfig(t *testing.T) {
 	}
 	if b, err := ReadFile(sized("limit", MaxFileSize)); err != nil || len(b) != MaxFileSize {
 		t.Errorf("ReadFile of a file of exactly MaxFileSize: %d bytes, %v", len(b), err)
+	}
+}
+
+// Validate refuses a command or environment exec would refuse, naming
+// the key and the limit.
+func TestExecLimits(t *testing.T) {
+	one, all := execLimits()
+	if one < 32*4096 || all < one || all > 6<<20 {
+		t.Fatalf("execLimits() = %d, %d", one, all)
+	}
+	big := strings.Repeat("x", one)
+	for _, tt := range []struct {
+		name     string
+		command  []string
+		env      map[string]string
+		base     []string
+		one, all int
+		want     string // "" for none
+	}{
+		{"fits", []string{"app", strings.Repeat("x", 99)}, map[string]string{"K": strings.Repeat("v", 97)}, nil, 100, 4096, ""},
+		{"argument", []string{"app", strings.Repeat("x", 100)}, nil, nil, 100, 4096,
+			"b.toml:6: worker.command[1]: 101 bytes: exec takes an argument of at most 100 bytes"},
+		{"variable", []string{"app"}, map[string]string{"A": "1", "K": strings.Repeat("v", 98)}, nil, 100, 4096,
+			"worker.env.K: 101 bytes as NAME=VALUE: exec takes a variable of at most 100 bytes"},
+		{"long name", []string{"app"}, map[string]string{strings.Repeat("N", 200): ""}, nil, 100, 4096,
+			"worker.env.NNNN"},
+		{"all", []string{"app", strings.Repeat("x", 90)}, map[string]string{"K": strings.Repeat("v", 90)}, []string{strings.Repeat("b", 90)}, 100, 1300,
+			"worker.command: with worker.env and baton's own environment the worker's exec would take 1337 bytes, more than the 1300 it may"},
+		{"real limit", []string{"app", big}, nil, nil, one, all, fmt.Sprintf("worker.command[1]: %d bytes: exec takes an argument of at most %d bytes", one+1, one)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("b.toml", []byte("[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n\n[worker]\ncommand=[\"app\"]\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Worker.Command, c.Worker.Env = tt.command, tt.env
+			err = c.checkExec(tt.base, tt.one, tt.all)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || len(err.Error()) > 512):
+				t.Errorf("error %v; want one containing %q", err, tt.want)
+			}
+		})
+	}
+	// Validate checks it too, for check, run and every reload.
+	c, err := Parse("b.toml", []byte("[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n\n[worker]\ncommand=[\"app\", \""+big+"\"]\n"))
+	if err == nil {
+		err = c.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "worker.command[1]") || !errors.Is(err, ErrInvalid) {
+		t.Errorf("Validate of a %d-byte argument: %v", len(big), err)
 	}
 }
