@@ -52,8 +52,9 @@ type Options struct {
 	// one kills the workers at once) and SIGHUP (reload). Run does not
 	// subscribe to signals itself, so tests and embedders choose.
 	Signals <-chan os.Signal
-	// Load re-reads the configuration for a reload; nil means reloads
-	// reuse the configuration Run was given.
+	// Load re-reads the configuration for a reload, in a goroutine of its
+	// own (never on the event loop); nil means reloads reuse the
+	// configuration Run was given.
 	Load func() (*config.Config, error)
 	// Shim is the argv prefix that runs spawn.ExecWorker; nil means this
 	// executable with "exec-worker --".
