@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/excerpt"
 )
 
 // Instance is a running baton of the caller's user.
@@ -69,7 +70,7 @@ func InstanceOf(pid, uid int) (Instance, error) {
 	}
 	argv := strings.Split(string(bytes.TrimRight(b, "\x00")), "\x00")
 	if len(argv) < 2 || argv[1] != "run" {
-		return Instance{}, fmt.Errorf("pid %d is not a baton: it runs %q, not \"baton run\"", pid, truncate([]byte(filepath.Base(argv[0])), 32))
+		return Instance{}, fmt.Errorf("pid %d is not a baton: it runs %s, not \"baton run\"", pid, excerpt.Quote(filepath.Base(argv[0])))
 	}
 	control, err := controlSocketOf(pid)
 	if err != nil {
