@@ -334,8 +334,8 @@ func TestReadFileRefusesWhatIsNoConfig(t *testing.T) {
 		{"dev-zero", "/dev/zero", "not a regular file but a character device"},
 		{"symlink to dev-zero", zero, "not a regular file but a character device"},
 		{"directory", dir, "not a regular file but a directory"},
-		{"100MB", sized("big", 100<<20), "104857600 bytes, more than the 1 MiB a configuration file may have"},
-		{"one byte over", sized("over", MaxFileSize+1), "1048577 bytes, more than the 1 MiB"},
+		{"100MB", sized("big", 100<<20), "104857600 bytes, more than the 256 KiB a configuration file may have"},
+		{"one byte over", sized("over", MaxFileSize+1), "262145 bytes, more than the 256 KiB"},
 		{"missing", filepath.Join(dir, "none"), "no such file or directory"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,9 +17,13 @@ import (
 	"github.com/batonhq/baton/internal/excerpt"
 )
 
-// MaxFileSize is the largest configuration file baton reads; a TOML
-// configuration is a few kilobytes.
-const MaxFileSize = 1 << 20
+// MaxFileSize is the largest configuration file baton reads. A TOML
+// configuration is a few kilobytes; this leaves room for the largest
+// value exec takes (128 KiB) twice over. It also bounds what an error in
+// a huge line costs: go-toml builds its error text at some 17 bytes of
+// garbage per byte of the line, which a larger file would let reach
+// hundreds of megabytes.
+const MaxFileSize = 256 << 10
 
 // Load reads (ReadFile) and strictly decodes the TOML file at path. It
 // does not validate: call Validate once flags have been applied.
@@ -65,7 +69,7 @@ func ReadFile(path string) ([]byte, error) {
 }
 
 // errTooLarge is wrapped by the error for a file past MaxFileSize.
-var errTooLarge = fmt.Errorf("more than the %d MiB a configuration file may have", MaxFileSize>>20)
+var errTooLarge = fmt.Errorf("more than the %d KiB a configuration file may have", MaxFileSize>>10)
 
 // fileKind names what a file that is not a regular one is.
 func fileKind(m fs.FileMode) string {
