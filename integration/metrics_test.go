@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/batonhq/baton/internal/supervisor"
 	"github.com/batonhq/baton/loadtest"
 )
 
@@ -272,9 +274,9 @@ func TestPID1UnderLoad(t *testing.T) {
 }
 
 // Whoever reaches the metrics address cannot take baton's descriptors:
-// 300 idle connections cost it at most the 64 it serves at once, the
-// probes still answer (an idle connection is closed after 1 s), and once
-// they are gone baton holds what it held before.
+// 300 connections that start a request and stall cost it at most the 64
+// it serves at once, a probe still answers at once (it takes the place of
+// one of them), and once they are gone baton holds what it held before.
 func TestMetricsListenerIsBounded(t *testing.T) {
 	port := freePort(t)
 	b := startBaton(t, "--workers", "1", "--metrics", fmt.Sprintf("127.0.0.1:%d", port), "--", bin.hello)
@@ -291,6 +293,7 @@ func TestMetricsListenerIsBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		io.WriteString(c, "GET /metrics HTTP/1.1\r\n")
 		conns = append(conns, c)
 	}
 	// Let baton accept what it will: the fd count settles at its bound.
@@ -298,15 +301,13 @@ func TestMetricsListenerIsBounded(t *testing.T) {
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		most = max(most, openFDs(t, pid))
 	}
-	if most > before+maxMetricsConnsSeen+4 {
-		t.Errorf("with 300 idle metrics connections baton held %d descriptors, %d before; want at most %d more", most, before, maxMetricsConnsSeen)
+	if most > before+supervisor.MetricsConns+4 {
+		t.Errorf("with 300 stalled metrics connections baton held %d descriptors, %d before; want at most %d more", most, before, supervisor.MetricsConns)
 	}
-	// The probe waits its turn behind them: each idle one is dropped
-	// after 1 s, 64 at a time.
-	c := http.Client{Timeout: 20 * time.Second}
+	c := http.Client{Timeout: time.Second}
 	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/livez", port))
 	if err != nil || resp.StatusCode != 200 {
-		t.Errorf("/livez with 300 idle connections: %v %v", resp, err)
+		t.Errorf("/livez with 300 stalled connections: %v %v", resp, err)
 	}
 	if resp != nil {
 		resp.Body.Close()
@@ -326,5 +327,130 @@ func TestMetricsListenerIsBounded(t *testing.T) {
 	}
 }
 
-// maxMetricsConnsSeen is internal/supervisor's maxMetricsConns.
-const maxMetricsConnsSeen = 64
+// idleFlood is n clients that each connect to addr, send first (nothing,
+// or the start of a request), and connect again as soon as the other end
+// closes: the attack of someone who can reach the metrics port and wants
+// the probes to fail.
+type idleFlood struct {
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]bool
+	connects atomic.Int64
+}
+
+func startIdleFlood(t *testing.T, addr string, n int, first string) *idleFlood {
+	f := &idleFlood{stop: make(chan struct{}), conns: map[net.Conn]bool{}}
+	for range n {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			for {
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err != nil {
+					select {
+					case <-f.stop:
+						return
+					case <-time.After(10 * time.Millisecond):
+						continue
+					}
+				}
+				f.mu.Lock()
+				if f.conns == nil {
+					f.mu.Unlock()
+					c.Close()
+					return
+				}
+				f.conns[c] = true
+				f.mu.Unlock()
+				f.connects.Add(1)
+				io.WriteString(c, first)
+				io.Copy(io.Discard, c) // until baton (or end) closes it
+				f.mu.Lock()
+				delete(f.conns, c)
+				f.mu.Unlock()
+				c.Close()
+			}
+		}()
+	}
+	t.Cleanup(f.end)
+	return f
+}
+
+// end closes every connection and waits for the clients to return.
+func (f *idleFlood) end() {
+	f.mu.Lock()
+	if f.conns != nil {
+		close(f.stop)
+		for c := range f.conns {
+			c.Close()
+		}
+		f.conns = nil
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+// The probes answer whatever the metrics clients do: while 500 clients
+// reconnect as fast as baton closes them, every /livez probe answers (a
+// kubelet's new connection per probe) and baton holds no more descriptors
+// than its connection budget. Silent clients cost a probe little (the
+// kernel holds them back): 100 of 100 answer within 200 ms. Clients that
+// send the start of a request, and then nothing, reach baton at once and
+// are turned away one by one, the probe queued among them: 30 of 30
+// answer within 1 s, Kubernetes' default probe timeout.
+func TestProbesAnswerUnderIdleFlood(t *testing.T) {
+	for _, tt := range []struct {
+		name, first string
+		probes      int
+		within      time.Duration
+	}{
+		{"silent", "", 100, 200 * time.Millisecond},
+		{"stalled", "GET /metrics HTTP/1.1\r\n", 30, time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			port := freePort(t)
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			b := startBaton(t, "--workers", "1", "--metrics", addr, "--", bin.hello)
+			pid := b.cmd.Process.Pid
+			before := openFDs(t, pid)
+			f := startIdleFlood(t, addr, 500, tt.first)
+			for deadline := time.Now().Add(10 * time.Second); f.connects.Load() < 500 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			}
+			start := f.connects.Load()
+			c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			var slow []string
+			most, longest := 0, time.Duration(0)
+			probeStart := time.Now()
+			for i := 0; i < tt.probes && len(slow) < 10; i++ {
+				t0 := time.Now()
+				resp, err := c.Get("http://" + addr + "/livez")
+				took := time.Since(t0)
+				longest = max(longest, took)
+				switch {
+				case err != nil:
+					slow = append(slow, fmt.Sprintf("probe %d: %v after %v", i, err, took.Round(time.Millisecond)))
+				case resp.StatusCode != 200 || took > tt.within:
+					slow = append(slow, fmt.Sprintf("probe %d: %d after %v", i, resp.StatusCode, took.Round(time.Millisecond)))
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+				most = max(most, openFDs(t, pid))
+				time.Sleep(20 * time.Millisecond) // a probe period, scaled down
+			}
+			cut := f.connects.Load() - start
+			t.Logf("%d probes in %v, the slowest %v; %d flood connections were cut meanwhile; baton held at most %d descriptors (%d before)",
+				tt.probes, time.Since(probeStart).Round(time.Millisecond), longest.Round(time.Millisecond), cut, most, before)
+			if len(slow) > 0 {
+				t.Errorf("%d probes failed or took over %v under 500 reconnecting clients (stopped at 10), first: %s", len(slow), tt.within, slow[0])
+			}
+			if cut < 500 {
+				t.Errorf("only %d flood connections were cut while probing: the flood did not reach baton", cut)
+			}
+			if most > before+supervisor.MetricsConns+4 {
+				t.Errorf("baton held %d descriptors under the flood, %d before; want at most %d more", most, before, supervisor.MetricsConns)
+			}
+		})
+	}
+}

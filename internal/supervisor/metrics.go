@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/internal/connbudget"
 	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/spawn"
 )
@@ -37,15 +38,17 @@ import (
 // Machine.
 type loopCall struct{ do func() }
 
-// inLoop runs f on the loop and waits for it, at most timeout; false if
-// the loop did not get to it (stopped, or hung).
+// inLoop runs f on the loop and waits for it, at most timeout in all;
+// false if the loop did not get to it (stopped, or hung).
 func (s *supervisor) inLoop(f func(), timeout time.Duration) bool {
 	done := make(chan struct{})
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	select {
 	case s.events <- loopCall{do: func() { f(); close(done) }}:
 	case <-s.quit:
 		return false
-	case <-time.After(timeout):
+	case <-timer.C:
 		return false
 	}
 	select {
@@ -53,19 +56,26 @@ func (s *supervisor) inLoop(f func(), timeout time.Duration) bool {
 		return true
 	case <-s.quit:
 		return false
-	case <-time.After(timeout):
+	case <-timer.C:
 		return false
 	}
 }
 
 // Bounds on the metrics listener, which any client that can reach its
-// address may use: connections served at once (more wait in the kernel's
-// queue, costing baton nothing), and how often a scrape or probe may ask
-// the event loop for the state (the answers in between share it).
+// address may use (docs/metrics.md).
 const (
-	loopTimeout     = 2 * time.Second
-	maxMetricsConns = 64
-	snapshotTTL     = 250 * time.Millisecond
+	// MetricsConns is how many connections are served at once;
+	// internal/connbudget makes room among them for a client that asks
+	// something.
+	MetricsConns = 64
+	// maxScrapes is how many scrapes run at once: one whose client reads
+	// the answer slowly holds its connection until the write timeout.
+	maxScrapes = 8
+	// LivezTimeout is how long /livez, and a scrape, wait for the event
+	// loop.
+	LivezTimeout = 2 * time.Second
+	// snapshotTTL is how long scrapes share the state read from the loop.
+	snapshotTTL = 250 * time.Millisecond
 )
 
 type metricsServer struct {
@@ -81,6 +91,43 @@ type metricsServer struct {
 	at   time.Time
 	snap lifecycle.Snapshot
 	ok   bool
+
+	ping sharedPing // /livez's no-op on the loop
+}
+
+// sharedPing is the no-op /livez has queued on the loop and that has not
+// run yet: a probe that comes meanwhile waits for it rather than queue
+// another.
+type sharedPing struct {
+	mu  sync.Mutex
+	cur *loopPing
+}
+
+// loopPing is one no-op on the loop, shared by the probes that wait for it.
+type loopPing struct {
+	done chan struct{}
+	ok   bool
+}
+
+// join returns the no-op to wait for, and whether the caller is to queue
+// it (none was pending).
+func (sp *sharedPing) join() (*loopPing, bool) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if sp.cur != nil {
+		return sp.cur, false
+	}
+	sp.cur = &loopPing{done: make(chan struct{})}
+	return sp.cur, true
+}
+
+// ran marks p as run (or given up on): whoever comes next needs a new one.
+func (sp *sharedPing) ran(p *loopPing) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if sp.cur == p {
+		sp.cur = nil
+	}
 }
 
 // snapshot returns the Machine's state as of at most snapshotTTL ago, and
@@ -93,49 +140,42 @@ func (s *supervisor) snapshot() (lifecycle.Snapshot, bool) {
 		return m.snap, m.ok
 	}
 	var snap lifecycle.Snapshot
-	ok := s.inLoop(func() { snap = s.m.Snapshot() }, loopTimeout)
+	ok := s.inLoop(func() { snap = s.m.Snapshot() }, LivezTimeout)
 	m.at, m.snap, m.ok = time.Now(), snap, ok
 	return snap, ok
 }
 
-// limitListener serves at most cap(sem) connections at once: Accept waits
-// for one to close.
-type limitListener struct {
-	net.Listener
-	sem    chan struct{}
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.sem <- struct{}{}:
-	case <-l.closed:
-		return nil, net.ErrClosed
+// loopAnswers reports whether the event loop runs a no-op within
+// LivezTimeout. A caller that comes while a no-op is queued and has not
+// run waits for that one: it runs after the caller asked, which is what a
+// probe needs to know, and a flood of probes costs the loop one no-op at
+// a time.
+func (s *supervisor) loopAnswers() bool {
+	sp := &s.metrics.ping
+	p, queue := sp.join()
+	if !queue {
+		<-p.done
+		return p.ok
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+	p.ok = s.inLoop(func() { sp.ran(p) }, LivezTimeout)
+	sp.ran(p)
+	close(p.done)
+	return p.ok
 }
 
-func (l *limitListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return l.Listener.Close()
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
+// atMost serves at most n requests of h at once; one more gets 503 at
+// once.
+func atMost(n int, h http.Handler) http.Handler {
+	sem := make(chan struct{}, n)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+			h.ServeHTTP(w, r)
+		default:
+			http.Error(w, fmt.Sprintf("%d requests of %s are under way: try again", n, r.URL.Path), http.StatusServiceUnavailable)
+		}
+	})
 }
 
 // openMetrics returns the metrics listener at addr: the one the parent
@@ -189,11 +229,11 @@ func (s *supervisor) serveMetrics() {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &machineCollector{s: s})
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.Handle("GET /metrics", atMost(maxScrapes, promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})))
 	// /livez asks the loop itself (a no-op it runs); /readyz reads what
 	// the loop stored after its last event: fresh, and no work for it.
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
-		if !s.inLoop(func() {}, loopTimeout) {
+		if !s.loopAnswers() {
 			http.Error(w, "baton's event loop does not answer", http.StatusServiceUnavailable)
 			return
 		}
@@ -208,9 +248,8 @@ func (s *supervisor) serveMetrics() {
 	})
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second,
 		IdleTimeout: 5 * time.Second, MaxHeaderBytes: 8 << 10}
-	srv := m.srv
-	ln := &limitListener{Listener: m.ln, sem: make(chan struct{}, maxMetricsConns), closed: make(chan struct{})}
-	s.goTask(func() { srv.Serve(ln) })
+	srv, ln := m.srv, connbudget.New(m.ln, MetricsConns)
+	s.goTask(func() { ln.Serve(srv) })
 }
 
 // close stops answering; the socket stays open in the upgrader (and in a
