@@ -8,12 +8,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/supervisor"
 )
 
 // contrib/kubernetes' config is valid, its probes are baton's on the
-// metrics port, and its grace period is above the drain timeout; the
+// metrics port, its liveness probe waits for /livez's verdict, and its
+// grace period is above the drain timeout; the
 // Grafana dashboard is valid JSON and every metric it queries is one
 // docs/metrics.md documents.
 func TestContribKubernetesAndGrafana(t *testing.T) {
@@ -49,6 +52,13 @@ func TestContribKubernetesAndGrafana(t *testing.T) {
 		if !strings.Contains(y, probe) {
 			t.Errorf("contrib/kubernetes has no probe %q", probe)
 		}
+	}
+	// The liveness probe waits for /livez's verdict: a kubelet that gives
+	// up first turns a slow event loop into a restart.
+	if m := regexp.MustCompile(`livenessProbe:\n(?:\s+.*\n)*?\s+timeoutSeconds: (\d+)`).FindStringSubmatch(y); m == nil {
+		t.Error("contrib/kubernetes' livenessProbe has no timeoutSeconds (the default, 1 s, is shorter than /livez's)")
+	} else if secs, _ := strconv.Atoi(m[1]); time.Duration(secs)*time.Second <= supervisor.LivezTimeout {
+		t.Errorf("livenessProbe timeoutSeconds %d: want it above /livez's %v", secs, supervisor.LivezTimeout)
 	}
 	grace := regexp.MustCompile(`terminationGracePeriodSeconds: (\d+)`).FindStringSubmatch(y)
 	if g, _ := strconv.Atoi(grace[1]); float64(g) <= cfg.Worker.DrainTimeout.Std().Seconds() || strings.Contains(y, "preStop:") {
