@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batonhq/baton/internal/supervisor"
 )
@@ -46,14 +47,14 @@ func Table(w io.Writer, st *supervisor.Status, prev *supervisor.Status, now time
 			head = append(head, "last reload failed "+ago+": "+r.Error)
 		}
 	}
-	if _, err := fmt.Fprintln(w, strings.Join(head, " · ")); err != nil {
+	if _, err := fmt.Fprintln(w, Printable(strings.Join(head, " · "))); err != nil {
 		return err
 	}
 	var rows bytes.Buffer
 	tw := tabwriter.NewWriter(&rows, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "slot\tpid\tgen\tstate\tuptime\t↺\tcpu\tmem\tstatus")
 	for _, wk := range st.Workers {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", wk.Slot, wk.PID, wk.Generation, wk.State,
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", wk.Slot, wk.PID, wk.Generation, Printable(wk.State),
 			duration(now.Sub(wk.Started)), wk.Restarts, cpu(wk, prev, now), mem(wk.RSSBytes), oneLine(wk.Status))
 	}
 	if len(st.Workers) == 0 {
@@ -117,16 +118,23 @@ func duration(d time.Duration) string {
 	return fmt.Sprintf("%dD", int(d.Hours()/24))
 }
 
-// oneLine keeps a worker's STATUS= text from breaking the table.
+// oneLine keeps a worker's STATUS= text from breaking the table: white
+// space controls become spaces, the rest is Printable, and a text longer
+// than 60 characters is cut, never inside an escape.
 func oneLine(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if r := []rune(s); len(r) > 60 {
-		s = string(r[:57]) + "..."
+	s = spaces.Replace(s)
+	if p := Printable(s); utf8.RuneCountInString(p) <= 60 {
+		return p
 	}
-	return s
+	var b strings.Builder
+	n := 0
+	for p := range pieces(s) {
+		if n += utf8.RuneCountInString(p); n > 57 {
+			break
+		}
+		b.WriteString(p)
+	}
+	return b.String() + "..."
 }
+
+var spaces = strings.NewReplacer("\t", " ", "\n", " ", "\r", " ", "\v", " ", "\f", " ")

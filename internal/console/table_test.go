@@ -3,10 +3,14 @@ package console
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/batonhq/baton/internal/supervisor"
 )
@@ -89,5 +93,61 @@ func TestTable(t *testing.T) {
 				t.Errorf("got:\n%s\nwant (%s):\n%s", b.Bytes(), golden, want)
 			}
 		})
+	}
+}
+
+// Text from outside (a worker's STATUS=, a reload's error, a listener's
+// name) reaches the terminal with no character that could start an escape
+// sequence or reorder the text, and no byte that is not UTF-8: each shows
+// as a visible escape instead.
+func TestTableEscapes(t *testing.T) {
+	st := serving()
+	st.Listeners[0].Name = "http\u202e"
+	st.LastReload = &supervisor.StatusReload{At: at.Add(-time.Minute), Error: "bad \x1b]0;title\x07 \u009b2J \xe2\x80"}
+	st.Workers[0].Status = "\u009b31mred\u202eevil\u2066 \x9b \u200f\r\u2028"
+	var b bytes.Buffer
+	if err := Table(&b, st, nil, st.At); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !utf8.ValidString(out) {
+		t.Errorf("the table has bytes that are not UTF-8:\n%q", out)
+	}
+	var passed []string
+	for _, r := range out {
+		if r != '\n' && unsafeRune(r) {
+			passed = append(passed, fmt.Sprintf("%U", r))
+		}
+	}
+	if len(passed) > 0 {
+		t.Errorf("the table passes %s:\n%q", strings.Join(passed, " "), out)
+	}
+	for _, want := range []string{`http\u202e`, `\x1b]0;title\a`, `\u009b2J \xe2\x80`, `\u009b31mred\u202eevil\u2066 \x9b \u200f \u2028`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the table does not show %s:\n%q", want, out)
+		}
+	}
+}
+
+// unsafeRune reports whether r may not reach a terminal as it is: a C0 or
+// C1 control or DEL (Cc), a format character such as the bidi controls
+// (Cf), or a line or paragraph separator (Zl, Zp).
+func unsafeRune(r rune) bool {
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+// A long STATUS= is cut at 60 characters as shown, between two escapes
+// rather than inside one.
+func TestOneLineCuts(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{strings.Repeat("x", 60), strings.Repeat("x", 60)},
+		{strings.Repeat("x", 61), strings.Repeat("x", 57) + "..."},
+		{strings.Repeat("x", 53) + "\u202e" + "yy", strings.Repeat("x", 53) + "..."},
+		{strings.Repeat("x", 51) + "\u202e" + "yyyy", strings.Repeat("x", 51) + `\u202e` + "..."},
+		{"a\tb\nc\r\u202e", `a b c \u202e`},
+	} {
+		if got := oneLine(tt.in); got != tt.want {
+			t.Errorf("oneLine(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }
