@@ -8,14 +8,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
 )
 
 // baton logs -n 5 prints exactly the last 5 lines, each with its time,
-// slot, pid and stream; baton logs -f then shows the lines of a worker
-// started after it began, until interrupted.
+// slot, pid and stream; what a worker printed reaches the terminal as
+// text (an escape sequence, a bidi override, a C1 control, a byte that is
+// not UTF-8: each shown as something visible); baton logs -f then shows
+// the lines of a worker started after it began, until interrupted.
 func TestLogs(t *testing.T) {
 	control := filepath.Join(t.TempDir(), "ctl.sock")
-	chatty := `i=0; while [ $i -lt 20 ]; do echo "line $i"; i=$((i+1)); done; exec "$0"`
+	chatty := `printf 'evil \342\200\256rlo \302\233 \233 \033[2J\n'; i=0; while [ $i -lt 20 ]; do echo "line $i"; i=$((i+1)); done; exec "$0"`
 	b := startBaton(t, "--workers", "1", "--control", control, "--", "sh", "-c", chatty, bin.hello)
 	code, out := ctl(t, "logs", "--control", control, "-n", "5")
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
@@ -30,6 +33,15 @@ func TestLogs(t *testing.T) {
 	}
 	if !strings.Contains(out, "line 19\n") || strings.Contains(out, "line 15\n") {
 		t.Errorf("not the last 5 lines:\n%s", out)
+	}
+	code, out = ctl(t, "logs", "--control", control, "-n", "30")
+	if want := "evil \\u202erlo \\u009b \ufffd \\x1b[2J\n"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("baton logs: exit %d, no line %q:\n%q", code, want, out)
+	}
+	for _, r := range out {
+		if r != '\n' && r != '\t' && (unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)) {
+			t.Errorf("baton logs passed %U to the terminal:\n%q", r, out)
+		}
 	}
 
 	follow := start(t, nil, bin.baton, "logs", "--control", control, "-f", "-n", "1")

@@ -96,7 +96,7 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	resp, code, err := t.request(ctx, supervisor.ControlRequest{Command: cmd})
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: %s: %s\n", cmd, printable(err.Error()))
+		fmt.Fprintf(stderr, "baton: %s: %s\n", cmd, console.Printable(err.Error()))
 		return code
 	}
 	switch {
@@ -178,7 +178,7 @@ func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	resp, code, err := t.request(ctx, req)
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: %s: %s\n", cmd, printable(err.Error()))
+		fmt.Fprintf(stderr, "baton: %s: %s\n", cmd, console.Printable(err.Error()))
 		return code
 	}
 	switch cmd {
@@ -212,7 +212,7 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	c, err := t.client()
 	if err != nil {
-		fmt.Fprintf(stderr, "baton logs: %s\n", printable(err.Error()))
+		fmt.Fprintf(stderr, "baton logs: %s\n", console.Printable(err.Error()))
 		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -222,7 +222,7 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	enc := json.NewEncoder(stdout)
+	enc := json.NewEncoder(jsonOut{stdout})
 	err = c.Logs(ctx, supervisor.ControlRequest{Lines: n, Follow: *follow}, func(l supervisor.LogLine) {
 		if *asJSON {
 			enc.Encode(l)
@@ -231,17 +231,13 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 		if l.Dropped > 0 {
 			fmt.Fprintf(stdout, "... %d lines dropped: this terminal did not read fast enough\n", l.Dropped)
 		}
-		cut := ""
-		if l.Cut {
-			cut = " [cut]"
-		}
-		fmt.Fprintf(stdout, "%s [worker %d pid %d %s] %s%s\n", l.Time.Format("2006-01-02T15:04:05.000Z07:00"), l.Slot, l.PID, printable(l.Stream), printable(l.Line), cut)
+		fmt.Fprintln(stdout, logLine(l))
 	})
 	if errors.Is(err, supervisor.ErrNoAnswer) {
 		err = fmt.Errorf("%w (name another with --control PATH, --config FILE or --pid PID)", err)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "baton logs: %s\n", printable(err.Error()))
+		fmt.Fprintf(stderr, "baton logs: %s\n", console.Printable(err.Error()))
 		return exitFailed
 	}
 	return exitOK
@@ -275,12 +271,12 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	st, code, err := get()
 	if err != nil {
-		fmt.Fprintf(stderr, "baton status: %s\n", printable(err.Error()))
+		fmt.Fprintf(stderr, "baton status: %s\n", console.Printable(err.Error()))
 		return code
 	}
 	switch {
 	case *asJSON:
-		enc := json.NewEncoder(stdout)
+		enc := json.NewEncoder(jsonOut{stdout})
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(st); err != nil {
 			return exitFailed
@@ -314,7 +310,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		next, code, err := get()
 		if err != nil {
-			fmt.Fprintf(stderr, "baton status: %s\n", printable(err.Error()))
+			fmt.Fprintf(stderr, "baton status: %s\n", console.Printable(err.Error()))
 			return code
 		}
 		prev, st = st, next
@@ -371,14 +367,24 @@ func startedWith(found []supervisor.Instance, path string) []supervisor.Instance
 	return out
 }
 
-// printable replaces the control characters of text that came from a
-// worker or a socket, so that none reaches the terminal as an escape
-// sequence.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' && r != '\t' || r >= 0x7f && r < 0xa0 {
-			return '?'
-		}
-		return r
-	}, s)
+// jsonOut writes what a json.Encoder encodes through console.EscapeJSON:
+// the same values, with nothing in them a terminal would act on.
+type jsonOut struct{ io.Writer }
+
+func (w jsonOut) Write(b []byte) (int, error) {
+	if _, err := w.Writer.Write(console.EscapeJSON(b)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// logLine is how baton logs prints a line: its time, slot, pid and
+// stream, then the line with what could drive the terminal escaped, as
+// baton status shows it.
+func logLine(l supervisor.LogLine) string {
+	cut := ""
+	if l.Cut {
+		cut = " [cut]"
+	}
+	return fmt.Sprintf("%s [worker %d pid %d %s] %s%s", l.Time.Format("2006-01-02T15:04:05.000Z07:00"), l.Slot, l.PID, console.Printable(l.Stream), console.Printable(l.Line), cut)
 }

@@ -1,16 +1,47 @@
 package main
 
-import "testing"
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
 
-func TestPrintable(t *testing.T) {
+	"github.com/batonhq/baton/internal/supervisor"
+)
+
+// baton logs prints a worker's line with tabs as they are and everything
+// that could drive the terminal or reorder the text escaped, as baton
+// status shows it (console.Printable).
+func TestLogLine(t *testing.T) {
+	at := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	for in, want := range map[string]string{
 		"plain\ttext":               "plain\ttext",
-		"\x1b]0;owned\x07\x1b[2Jok": "?]0;owned??[2Jok",
-		"c1 \u009b31m":              "c1 ?31m",
+		"\x1b]0;owned\x07\x1b[2Jok": `\x1b]0;owned\a\x1b[2Jok`,
+		"c1 \u009b31m":              `c1 \u009b31m`,
+		"raw \x9b31m":               `raw \x9b31m`,
+		"rlo \u202eevil \u2066":     `rlo \u202eevil \u2066`,
 		"ünïcode ✓":                 "ünïcode ✓",
 	} {
-		if got := printable(in); got != want {
-			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		l := supervisor.LogLine{Time: at, Slot: 1, PID: 42, Stream: "stderr", Line: in}
+		if got, want := logLine(l), "2026-12-01T12:00:00.000Z [worker 1 pid 42 stderr] "+want; got != want {
+			t.Errorf("logLine(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// --json output carries a worker's text as \u escapes: the same value,
+// nothing for a terminal to act on.
+func TestJSONOut(t *testing.T) {
+	var b strings.Builder
+	line := supervisor.LogLine{Slot: 1, PID: 42, Stream: "stdout", Line: "rlo \u202eevil \u009b31m"}
+	if err := json.NewEncoder(jsonOut{&b}).Encode(line); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"rlo \u202eevil \u009b31m"`) {
+		t.Errorf("--json wrote %q", b.String())
+	}
+	var back supervisor.LogLine
+	if err := json.Unmarshal([]byte(b.String()), &back); err != nil || back.Line != line.Line {
+		t.Errorf("--json's line reads back as %q, %v; want %q", back.Line, err, line.Line)
 	}
 }
