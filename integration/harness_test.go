@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(holdControlEnv); path != "" {
 		os.Exit(holdControl(path)) // a helper process of TestControlFlood
 	}
+	if addr := os.Getenv(idleFloodEnv); addr != "" {
+		os.Exit(idleFlood(addr)) // a helper process of TestProbesAnswerUnderIdleFlood
+	}
 	if path := os.Getenv(notifyFloodEnv); path != "" {
 		os.Exit(notifyFlood(path)) // a helper process of BenchmarkNotifyFlood
 	}

@@ -327,68 +327,56 @@ func TestMetricsListenerIsBounded(t *testing.T) {
 	}
 }
 
-// idleFlood is n clients that each connect to addr, send first (nothing,
-// or the start of a request), and connect again as soon as the other end
-// closes: the attack of someone who can reach the metrics port and wants
-// the probes to fail.
-type idleFlood struct {
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    map[net.Conn]bool
-	connects atomic.Int64
-}
+// idleFloodEnv set to an address makes the test binary a helper process
+// of TestProbesAnswerUnderIdleFlood: 500 clients that each connect to it,
+// send idleFloodFirstEnv (nothing, or the start of a request) and connect
+// again as soon as the other end closes, the attack of someone who can
+// reach the metrics port and wants the probes to fail. It prints how many
+// connections it made every 50 ms, and runs until it is ended. A process
+// of its own: the probes measure baton, not the test's scheduler.
+const (
+	idleFloodEnv      = "BATON_IT_IDLE_FLOOD"
+	idleFloodFirstEnv = "BATON_IT_IDLE_FLOOD_FIRST"
+)
 
-func startIdleFlood(t *testing.T, addr string, n int, first string) *idleFlood {
-	f := &idleFlood{stop: make(chan struct{}), conns: map[net.Conn]bool{}}
-	for range n {
-		f.wg.Add(1)
+func idleFlood(addr string) int {
+	first := os.Getenv(idleFloodFirstEnv)
+	var connects atomic.Int64
+	for range 500 {
 		go func() {
-			defer f.wg.Done()
 			for {
 				c, err := net.DialTimeout("tcp", addr, time.Second)
 				if err != nil {
-					select {
-					case <-f.stop:
-						return
-					case <-time.After(10 * time.Millisecond):
-						continue
-					}
+					time.Sleep(10 * time.Millisecond)
+					continue
 				}
-				f.mu.Lock()
-				if f.conns == nil {
-					f.mu.Unlock()
-					c.Close()
-					return
-				}
-				f.conns[c] = true
-				f.mu.Unlock()
-				f.connects.Add(1)
+				connects.Add(1)
 				io.WriteString(c, first)
-				io.Copy(io.Discard, c) // until baton (or end) closes it
-				f.mu.Lock()
-				delete(f.conns, c)
-				f.mu.Unlock()
+				io.Copy(io.Discard, c) // until baton closes it
 				c.Close()
 			}
 		}()
 	}
-	t.Cleanup(f.end)
-	return f
+	for end := time.Now().Add(2 * time.Minute); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		fmt.Printf("connects %d\n", connects.Load())
+	}
+	return 0
 }
 
-// end closes every connection and waits for the clients to return.
-func (f *idleFlood) end() {
-	f.mu.Lock()
-	if f.conns != nil {
-		close(f.stop)
-		for c := range f.conns {
-			c.Close()
+var reConnects = regexp.MustCompile(`^connects (\d+)$`)
+
+// floodConnects returns how many connections the flood made, as it last
+// said.
+func floodConnects(p *proc) int {
+	p.out.mu.Lock()
+	defer p.out.mu.Unlock()
+	for i := len(p.out.lines) - 1; i >= 0; i-- {
+		if m := reConnects.FindStringSubmatch(p.out.lines[i]); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return n
 		}
-		f.conns = nil
 	}
-	f.mu.Unlock()
-	f.wg.Wait()
+	return 0
 }
 
 // The probes answer whatever the metrics clients do: while 500 clients
@@ -398,7 +386,9 @@ func (f *idleFlood) end() {
 // kernel holds them back): 100 of 100 answer within 200 ms. Clients that
 // send the start of a request, and then nothing, reach baton at once and
 // are turned away one by one, the probe queued among them: 30 of 30
-// answer within 1 s, Kubernetes' default probe timeout.
+// answer within 1 s, Kubernetes' default probe timeout. baton is built
+// without the race detector, whose cost per connection would be what the
+// bounds measure.
 func TestProbesAnswerUnderIdleFlood(t *testing.T) {
 	for _, tt := range []struct {
 		name, first string
@@ -409,29 +399,34 @@ func TestProbesAnswerUnderIdleFlood(t *testing.T) {
 		{"stalled", "GET /metrics HTTP/1.1\r\n", 30, time.Second},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			port := freePort(t)
-			addr := fmt.Sprintf("127.0.0.1:%d", port)
-			b := startBaton(t, "--workers", "1", "--metrics", addr, "--", bin.hello)
+			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			b := start(t, nil, batonPlain(t), "run", "--listen", fmt.Sprintf("http=tcp://127.0.0.1:%d", freePort(t)), "--workers", "1", "--metrics", addr, "--", bin.hello)
+			b.out.wait(reAllReady, 30*time.Second)
 			pid := b.cmd.Process.Pid
 			before := openFDs(t, pid)
-			f := startIdleFlood(t, addr, 500, tt.first)
-			for deadline := time.Now().Add(10 * time.Second); f.connects.Load() < 500 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			f := start(t, []string{idleFloodEnv + "=" + addr, idleFloodFirstEnv + "=" + tt.first}, os.Args[0])
+			// Every client connected once before the first probe.
+			for deadline := time.Now().Add(10 * time.Second); floodConnects(f) < 500; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the flood made %d connections in 10 s, want 500", floodConnects(f))
+				}
 			}
-			start := f.connects.Load()
+			before0 := floodConnects(f)
 			c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 			var slow []string
 			most, longest := 0, time.Duration(0)
 			probeStart := time.Now()
-			for i := 0; i < tt.probes && len(slow) < 10; i++ {
+			probes := 0
+			for ; probes < tt.probes && len(slow) < 10; probes++ {
 				t0 := time.Now()
 				resp, err := c.Get("http://" + addr + "/livez")
 				took := time.Since(t0)
 				longest = max(longest, took)
 				switch {
 				case err != nil:
-					slow = append(slow, fmt.Sprintf("probe %d: %v after %v", i, err, took.Round(time.Millisecond)))
+					slow = append(slow, fmt.Sprintf("probe %d: %v after %v", probes, err, took.Round(time.Millisecond)))
 				case resp.StatusCode != 200 || took > tt.within:
-					slow = append(slow, fmt.Sprintf("probe %d: %d after %v", i, resp.StatusCode, took.Round(time.Millisecond)))
+					slow = append(slow, fmt.Sprintf("probe %d: %d after %v", probes, resp.StatusCode, took.Round(time.Millisecond)))
 				}
 				if resp != nil {
 					resp.Body.Close()
@@ -439,9 +434,9 @@ func TestProbesAnswerUnderIdleFlood(t *testing.T) {
 				most = max(most, openFDs(t, pid))
 				time.Sleep(20 * time.Millisecond) // a probe period, scaled down
 			}
-			cut := f.connects.Load() - start
+			cut := floodConnects(f) - before0
 			t.Logf("%d probes in %v, the slowest %v; %d flood connections were cut meanwhile; baton held at most %d descriptors (%d before)",
-				tt.probes, time.Since(probeStart).Round(time.Millisecond), longest.Round(time.Millisecond), cut, most, before)
+				probes, time.Since(probeStart).Round(time.Millisecond), longest.Round(time.Millisecond), cut, most, before)
 			if len(slow) > 0 {
 				t.Errorf("%d probes failed or took over %v under 500 reconnecting clients (stopped at 10), first: %s", len(slow), tt.within, slow[0])
 			}
