@@ -62,6 +62,7 @@ type Config struct {
 	Worker  Worker     `toml:"worker"`
 	Reload  Reload     `toml:"reload"`
 	Restart Restart    `toml:"restart"`
+	Stop    Stop       `toml:"stop"`
 	Control Control    `toml:"control"`
 	Systemd Systemd    `toml:"systemd"`
 
@@ -158,6 +159,17 @@ type Restart struct {
 	// what is left and exit non-zero, for systemd's Restart= and
 	// OnFailure=) or "degrade" (stop respawning, keep the survivors).
 	OnGiveUp string `toml:"on_giveup"`
+}
+
+// Stop says how baton stops (docs/architecture.md, "Stop").
+type Stop struct {
+	// Delay is how long baton stays a lame duck once a stop is asked for
+	// (SIGTERM, SIGINT, baton stop): /readyz answers 503 at once while
+	// the listeners stay open and the workers keep serving, so that a
+	// load balancer that learns of the stop late (Kubernetes' endpoints)
+	// sends its last connections to a socket still served. Then the
+	// workers drain. 0 means none: they drain at once.
+	Delay Duration `toml:"delay"`
 }
 
 // Size is a byte count written as an integer or with a unit: "512MiB",
@@ -396,6 +408,9 @@ func (c *Config) Validate() error {
 	case "exit", "degrade":
 	default:
 		return c.errorf("restart.on_giveup", "%s: want \"exit\" or \"degrade\"", excerpt.Quote(r.OnGiveUp))
+	}
+	if c.Stop.Delay < 0 {
+		return c.errorf("stop.delay", "must not be negative, got %s", c.Stop.Delay.Std())
 	}
 	if a := c.Control.Metrics; a != "" {
 		host, port, err := net.SplitHostPort(a)

@@ -143,6 +143,11 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"negative channel timeout", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nchannel_timeout = \"-1s\"\n", nil,
 			`baton.toml:6: worker.channel_timeout: must not be negative, got -1s`},
 		{"integer reload timeout", "[reload]\ntimeout = 60\n", nil, `baton.toml:2: reload.timeout: 60 has no unit: write "60s"`},
+		{"integer stop delay", "[stop]\ndelay = 5\n", nil, `baton.toml:2: stop.delay: 5 has no unit: write "5s"`},
+		{"negative stop delay", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\n[stop]\ndelay = \"-1s\"\n", nil,
+			`baton.toml:7: stop.delay: must not be negative, got -1s`},
+		{"unknown stop key", "[stop]\ndelay = \"1s\"\ntimeout = \"1s\"\n", nil, "baton.toml:3: stop.timeout: unknown key"},
+		{"flag stop delay", "", []string{"--listen", "h=tcp://127.0.0.1:1", "--stop-delay", "-2s", "--", "a"}, `config: flag --stop-delay: "-2s": want a duration such as 5s, or 0s for none`},
 		{"float duration", "restart.window = 1.5\n", nil, `baton.toml:1: restart.window: 1.5 has no unit: write "1.5s"`},
 		{"inline duration", "worker = { watchdog = 5 }\n", nil, `baton.toml:1: worker.watchdog: 5 has no unit: write "5s"`},
 		{"hex duration", "[restart]\nbackoff_max = 0x10\n", nil, `baton.toml:2: restart.backoff_max: 0x10 has no unit: write a duration such as "30s"`},
@@ -172,6 +177,28 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 				t.Errorf("error %q is not ErrInvalid", msg)
 			}
 		})
+	}
+}
+
+// stop.delay is 0 unless set; the flag overrides the file, with 0s too.
+func TestStopDelay(t *testing.T) {
+	const file = "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\n[stop]\ndelay = \"3s\"\n"
+	for _, tt := range []struct {
+		name string
+		args []string
+		want time.Duration
+	}{
+		{"default", []string{"--listen", "h=tcp://127.0.0.1:1", "--", "a"}, 0},
+		{"flag", []string{"--listen", "h=tcp://127.0.0.1:1", "--stop-delay", "2500ms", "--", "a"}, 2500 * time.Millisecond},
+		{"file", []string{"--config", writeFile(t, file)}, 3 * time.Second},
+		{"flag over file", []string{"--config", writeFile(t, file), "--stop-delay", "0s"}, 0},
+	} {
+		c, _, err := FromArgs(tt.args, io.Discard)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		} else if got := c.Stop.Delay.Std(); got != tt.want {
+			t.Errorf("%s: stop.delay %s, want %s", tt.name, got, tt.want)
+		}
 	}
 }
 

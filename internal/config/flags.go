@@ -21,10 +21,10 @@ type Options struct {
 // runFlags are the flags of `baton run`, defined once for FromArgs and
 // FileOf.
 type runFlags struct {
-	fs                                          *flag.FlagSet
-	path, workers, balance, ready, drainTimeout *string
-	reloadTimeout, control, metrics, logFormat  *string
-	listens                                     listFlag
+	fs                                                    *flag.FlagSet
+	path, workers, balance, ready, drainTimeout           *string
+	reloadTimeout, stopDelay, control, metrics, logFormat *string
+	listens                                               listFlag
 }
 
 func newRunFlags(usage io.Writer) *runFlags {
@@ -38,6 +38,7 @@ func newRunFlags(usage io.Writer) *runFlags {
 		ready:         fs.String("ready", "", "readiness: notify, fd or delay:DURATION (worker.ready; default notify)"),
 		drainTimeout:  fs.String("drain-timeout", "", "how long a stopping worker may drain (worker.drain_timeout; default 30s)"),
 		reloadTimeout: fs.String("reload-timeout", "", "how long workers have to become ready (reload.timeout; default 60s)"),
+		stopDelay:     fs.String("stop-delay", "", "how long baton keeps serving, not ready, once asked to stop, before the workers drain: for load balancers that learn of a stop late (stop.delay; default 0s)"),
 		control:       fs.String("control", "", "control socket `path` (control.socket; default $RUNTIME_DIRECTORY/baton.sock)"),
 		metrics:       fs.String("metrics", "", "`host:port` for Prometheus /metrics and the /livez, /readyz probes (control.metrics; default none)"),
 	}
@@ -114,8 +115,9 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		}},
 		{"ready", "worker.ready", *f.ready, func(s string) error { c.Worker.Ready = s; return nil }},
 		{"balance", "worker.balance", *f.balance, func(s string) error { c.Worker.Balance = s; return nil }},
-		{"drain-timeout", "worker.drain_timeout", *f.drainTimeout, durationInto(&c.Worker.DrainTimeout)},
-		{"reload-timeout", "reload.timeout", *f.reloadTimeout, durationInto(&c.Reload.Timeout)},
+		{"drain-timeout", "worker.drain_timeout", *f.drainTimeout, durationInto(&c.Worker.DrainTimeout, false)},
+		{"reload-timeout", "reload.timeout", *f.reloadTimeout, durationInto(&c.Reload.Timeout, false)},
+		{"stop-delay", "stop.delay", *f.stopDelay, durationInto(&c.Stop.Delay, true)},
 		{"control", "control.socket", *f.control, func(s string) error { c.Control.Socket = s; return nil }},
 		{"metrics", "control.metrics", *f.metrics, func(s string) error { c.Control.Metrics = s; return nil }},
 	}
@@ -134,13 +136,18 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 	return c, opts, nil
 }
 
-func durationInto(d *Duration) func(string) error {
+// durationInto parses a duration flag into d: a positive one, or 0 too
+// when zero is allowed (it means none).
+func durationInto(d *Duration, zero bool) func(string) error {
 	return func(s string) error {
 		v, err := ParseDuration(s)
 		if errors.Is(err, errNoUnit) {
 			return err
 		}
-		if err != nil || v <= 0 {
+		switch {
+		case zero && (err != nil || v < 0):
+			return fmt.Errorf("%s: want a duration such as 5s, or 0s for none", excerpt.Quote(s))
+		case !zero && (err != nil || v <= 0):
 			return fmt.Errorf("%s: want a positive duration such as 30s", excerpt.Quote(s))
 		}
 		*d = Duration(v)
