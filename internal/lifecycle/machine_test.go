@@ -522,6 +522,10 @@ func TestStopDuringReload(t *testing.T) {
 	if contains(acts, "systemd READY=1") {
 		t.Error("READY=1 sent while stopping")
 	}
+	// A reload the stop ended failed; it was no self-upgrade.
+	if c := h.m.Snapshot().Counts; c.Reloads["failed"] != 1 || len(c.Upgrades) != 0 && c.Upgrades["failed"] != 0 {
+		t.Errorf("reloads %v, upgrades %v: want one failed reload", c.Reloads, c.Upgrades)
+	}
 }
 
 // upgradeUnderWayHarness returns a harness whose Machine serves and has a self-upgrade

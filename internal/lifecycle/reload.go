@@ -16,6 +16,7 @@ type reload struct {
 	// loading: the configuration is being read (Env.Load); the reload
 	// goes on once it is Loaded.
 	loading bool
+	upgrade bool // a self-upgrade
 	// successorTermed: a self-upgrade's successor was sent SIGTERM (its
 	// deadline passed, or a stop came).
 	successorTermed bool
@@ -161,7 +162,7 @@ func (m *Machine) finishReload(err error) {
 	if r == nil {
 		return
 	}
-	upgrade := m.phase != reloading
+	upgrade := r.upgrade
 	m.reload = nil
 	r.stopTimers()
 	now := m.env.Now()

@@ -35,6 +35,7 @@ func upgradeTimeout(cfg *config.Config) time.Duration {
 // has taken over or failed.
 func (m *Machine) beginUpgrade() {
 	m.phase = upgrading
+	m.reload.upgrade = true
 	if err := m.env.CanUpgrade(); err != nil {
 		m.finishReload(err)
 		return
