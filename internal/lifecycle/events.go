@@ -31,12 +31,15 @@ type Reload struct {
 	Reply   func(Result)
 }
 
-// Stop asks baton to drain and exit. Signal names the signal it came
-// from ("" when not from one: a cancelled context, or a control request);
-// a second stop signal kills every worker at once. Reply, if not nil,
-// gets the outcome once every worker is gone (Finish).
+// Stop asks baton to drain and exit, after stop.delay unless Now. Signal
+// names the signal it came from ("" when not from one: a cancelled
+// context, or a control request); a stop signal during stop.delay skips
+// the rest of it, and a second one during the drain kills every worker
+// at once. Reply, if not nil, gets the outcome once every worker is gone
+// (Finish).
 type Stop struct {
 	Signal string
+	Now    bool
 	Reply  func(Result)
 }
 
@@ -126,6 +129,7 @@ const (
 	memoryCheck                       // time to compare workers' memory with worker.max_memory
 	scaleDeadline                     // a scale-up's workers are not all ready in reload.timeout
 	orphanCheck                       // time to see whether the orphans signalled are gone
+	stopDelayDone                     // a stop's stop.delay is over: drain
 )
 
 func (Exited) event()        {}

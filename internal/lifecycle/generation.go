@@ -219,16 +219,21 @@ func (m *Machine) abandonNext(why error) {
 		m.fail(fmt.Errorf("%w: %w", ErrNotReady, why))
 		return
 	}
-	m.drainGeneration(g, "reload rolled back")
-	// A rolling reload switched some slots already: old-config workers
-	// take them back.
+	m.rollBack(g, "reload rolled back")
+	m.finishReload(fmt.Errorf("%w: %w", errRolledBack, why))
+}
+
+// rollBack drains g, a reload's new generation, once it is no longer
+// m.next. A rolling reload switched some slots already: old-config
+// workers take them back.
+func (m *Machine) rollBack(g *generation, why string) {
+	m.drainGeneration(g, why)
 	cur := m.current
 	for slot, w := range cur.slots {
 		if w == nil && cur.state == genServing {
 			m.refill(cur, slot, nil, 0)
 		}
 	}
-	m.finishReload(fmt.Errorf("%w: %w", errRolledBack, why))
 }
 
 // drainGeneration tells every worker of g to stop, with the drain

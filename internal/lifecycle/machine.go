@@ -52,12 +52,13 @@ const (
 	reloading                      // a new generation starts beside the serving one
 	upgrading                      // a successor baton is starting (self-upgrade)
 	cancellingUpgrade              // a stop came during a self-upgrade: stop once it has ended
+	lameDuck                       // a stop came, with stop.delay: serving, not ready, until the drain
 	stopping                       // every generation drains; exit once every child is gone
 	killing                        // the stop deadline passed, or a second stop signal: SIGKILL
 )
 
 func (p phase) String() string {
-	return [...]string{"starting", "running", "reloading", "upgrading", "cancelling upgrade", "stopping", "killing"}[p]
+	return [...]string{"starting", "running", "reloading", "upgrading", "cancelling upgrade", "lame duck", "stopping", "killing"}[p]
 }
 
 // charge says which baton speaks for the service. Only the one in charge
@@ -126,6 +127,11 @@ type Machine struct {
 	budget      budget
 	counts      counts
 	stopSig     int // stop signals received
+	// drainAt is when a stop asked for with stop.delay drains: the end
+	// of the lame duck (zero when none is pending); endDelay stops its
+	// timer.
+	drainAt  time.Time
+	endDelay func()
 
 	dropped int // notify messages from unknown senders
 	// walks ancestry lookups were made in the second from walkSecond.
@@ -258,30 +264,40 @@ func (m *Machine) Sharing() bool {
 // InCharge reports whether this baton speaks for the service.
 func (m *Machine) InCharge() bool { return m.charge == inCharge }
 
+// onStop begins a stop, after stop.delay unless ev.Now. A stop signal
+// (or ev.Now) during that delay skips the rest of it; a second stop
+// signal once the drain has begun kills every worker.
 func (m *Machine) onStop(ev Stop) {
 	if ev.Reply != nil {
 		m.stopWaiters = append(m.stopWaiters, ev.Reply)
 	}
-	if ev.Signal == "" {
-		if ev.Reply != nil {
-			m.log.Info("stopping: asked on the control socket")
-		} else {
-			m.log.Info("stopping: context cancelled")
-		}
-		m.beginStop()
-		return
+	if ev.Signal != "" {
+		m.stopSig++
 	}
-	m.stopSig++
-	if m.stopSig > 1 {
+	switch {
+	case (ev.Signal != "" || ev.Now) && m.delaying():
+		m.log.Info("stopping now: the rest of stop.delay is skipped", "signal", ev.Signal, "skipped", m.drainAt.Sub(m.env.Now()).Round(time.Millisecond))
+		m.stopNow()
+		return
+	case ev.Signal != "" && m.stopSig > 1:
 		m.log.Warn("second stop signal: killing workers", "signal", ev.Signal)
 		if m.phase != stopping && m.phase != killing {
 			m.stopNow() // ends a self-upgrade under way too
 		}
 		m.kill()
 		return
+	case ev.Signal != "":
+		m.log.Info("stopping", "signal", ev.Signal)
+	case ev.Reply != nil:
+		m.log.Info("stopping: asked on the control socket", "now", ev.Now)
+	default:
+		m.log.Info("stopping: context cancelled")
 	}
-	m.log.Info("stopping", "signal", ev.Signal)
-	m.beginStop()
+	delay := m.config().Stop.Delay.Std()
+	if ev.Now {
+		delay = 0
+	}
+	m.beginStop(delay)
 }
 
 func (m *Machine) onTimer(t Timer) {
@@ -333,6 +349,11 @@ func (m *Machine) onTimer(t Timer) {
 	case orphanCheck:
 		m.orphanCheck = false
 		m.sweepOrphans()
+	case stopDelayDone:
+		if m.phase == lameDuck {
+			m.log.Info("stop.delay is over: draining")
+			m.stopNow()
+		}
 	case stopDeadline:
 		if len(m.workers) > 0 {
 			m.log.Warn("drain timed out, killing workers", "left", len(m.workers))
@@ -358,24 +379,40 @@ func (m *Machine) armOwnWatchdog() {
 	m.env.After(d, Timer{kind: ownWatchdog})
 }
 
-// fail records why the service cannot run and stops it.
+// fail records why the service cannot run and stops it, with no delay:
+// stop.delay is for the stops asked for.
 func (m *Machine) fail(err error) {
 	if m.err == nil {
 		m.err = err
 		m.log.Error("giving up", "err", err)
 	}
-	m.beginStop()
+	m.beginStop(0)
 }
 
 // beginStop tells systemd and every worker that the service is stopping.
 // Baton is done once every worker has exited; the drain deadline of each
-// worker's generation kills the rest. During a self-upgrade the stop
-// waits for the upgrade's end, the successor asked to give up.
-func (m *Machine) beginStop() {
+// worker's generation kills the rest. With a delay, and a generation
+// that serves, baton is a lame duck first (lameDuck). During a
+// self-upgrade the stop waits for the upgrade's end, the successor asked
+// to give up; the delay counts from now.
+func (m *Machine) beginStop(delay time.Duration) {
 	switch m.phase {
-	case stopping, killing, cancellingUpgrade:
+	case lameDuck:
+		if delay == 0 {
+			m.stopNow()
+		}
+		return
+	case stopping, killing:
+		return
+	case cancellingUpgrade:
+		if delay == 0 {
+			m.drainAt = time.Time{}
+		}
 		return
 	case upgrading:
+		if delay > 0 {
+			m.drainAt = m.env.Now().Add(delay)
+		}
 		// The successor shares every socket and may be about to take
 		// over: ask it to give up (it drains what it started), and stop
 		// once the upgrade has ended, one way or the other.
@@ -387,12 +424,52 @@ func (m *Machine) beginStop() {
 		}
 		return
 	}
+	if delay > 0 && m.current != nil {
+		m.becomeLameDuck(m.env.Now().Add(delay))
+		return
+	}
 	m.stopNow()
+}
+
+// delaying reports whether a stop is in its stop.delay: baton is a lame
+// duck, or will be once the self-upgrade under way has ended.
+func (m *Machine) delaying() bool {
+	return m.phase == lameDuck || m.phase == cancellingUpgrade && m.env.Now().Before(m.drainAt)
+}
+
+// becomeLameDuck keeps baton serving until drainAt without saying it is
+// ready, so that load balancers stop sending it connections before its
+// listeners close (docs/architecture.md, "Stop"). A reload under way is
+// rolled back (its new workers drain, the serving generation stays), the
+// requests waiting are answered, and nothing else changes: the listeners
+// stay open, the workers keep accepting, a crashed one is replaced. At
+// drainAt, or on a stop signal, every generation drains (stopNow).
+func (m *Machine) becomeLameDuck(drainAt time.Time) {
+	m.phase = lameDuck
+	m.drainAt = drainAt
+	m.endScaling(errStopping)
+	if g := m.next; g != nil {
+		m.next = nil
+		m.rollBack(g, "baton is stopping")
+	}
+	m.finishReload(errStopping)
+	m.answerQueued(errStopping)
+	left := drainAt.Sub(m.env.Now())
+	m.endDelay = m.env.After(left, Timer{kind: stopDelayDone})
+	m.log.Info("lame duck: serving, not ready, until the drain", "drain_in", left.Round(time.Millisecond))
+	m.status = m.statusLine()
+	// systemd counts the delay against TimeoutStopSec= too.
+	m.sendSystemd(fmt.Sprintf("STOPPING=1\nSTATUS=%s\nEXTEND_TIMEOUT_USEC=%d", m.status, (left + m.longestDrain() + 5*time.Second).Microseconds()))
 }
 
 // stopNow stops at once: no self-upgrade, no reload, every generation
 // drains.
 func (m *Machine) stopNow() {
+	if m.endDelay != nil {
+		m.endDelay()
+		m.endDelay = nil
+	}
+	m.drainAt = time.Time{}
 	m.env.NoMoreUpgrades()
 	m.endScaling(errStopping)
 	m.phase = stopping // no queued reload starts now; no successor shares
@@ -407,9 +484,8 @@ func (m *Machine) drainAll(why string, queuedErr error) {
 	if m.phase != killing {
 		m.phase = stopping
 	}
-	var longest time.Duration
+	longest := m.longestDrain()
 	for _, g := range m.generations() {
-		longest = max(longest, g.cfg.Worker.DrainTimeout.Std())
 		if g.state != genDraining {
 			m.drainGeneration(g, why)
 		}
@@ -428,6 +504,15 @@ func (m *Machine) drainAll(why string, queuedErr error) {
 		// A drain longer than TimeoutStopSec= must not be cut by systemd.
 		m.sendSystemd(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (longest + 5*time.Second).Microseconds()))
 	}
+}
+
+// longestDrain is the longest drain_timeout of the generations left.
+func (m *Machine) longestDrain() time.Duration {
+	var longest time.Duration
+	for _, g := range m.generations() {
+		longest = max(longest, g.cfg.Worker.DrainTimeout.Std())
+	}
+	return longest
 }
 
 // kill kills every worker and, once baton is stopping, every orphan.

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -501,6 +502,236 @@ func TestSecondStopSignalKills(t *testing.T) {
 		if s := signalsTo(acts, pid); len(s) != 1 || s[0] != "SIGKILL group" {
 			t.Errorf("worker %d got %v on the second signal, want SIGKILL", pid, s)
 		}
+	}
+}
+
+// delayedHarness returns a harness whose configuration has a stop.delay
+// of 3s, with changes made by mod.
+func delayedHarness(t *testing.T, mod func(*config.Config)) *harness {
+	return newHarness(t, testConfig(t, func(c *config.Config) {
+		c.Stop.Delay = config.Duration(3 * time.Second)
+		if mod != nil {
+			mod(c)
+		}
+	}), Options{})
+}
+
+// With stop.delay, a stop makes baton a lame duck: not ready, saying so
+// to systemd (whose stop timeout covers the delay too), but serving at
+// full strength until the delay is over: no socket closes, no worker is
+// signalled, a crashed one is replaced; reloads, upgrades, scales and
+// restarts are refused. Then the drain is the one without a delay.
+func TestStopDelayLameDuck(t *testing.T) {
+	h := delayedHarness(t, nil)
+	pids := h.serve()
+	h.env.live[777] = true // something a worker left behind: left until the drain
+	h.step(Stop{Signal: "terminated"})
+	acts := h.take()
+	if !slices.Equal(acts, []string{"systemd STOPPING=1 STATUS=stopping in 3s: lame duck (stop.delay), 2/2 workers ready, generation 1, 0 restarts in 1m0s EXTEND_TIMEOUT_USEC=38000000"}) {
+		t.Errorf("actions on a stop with stop.delay:\n\t%s", strings.Join(acts, "\n\t"))
+	}
+	if s := h.m.Snapshot(); s.Ready || s.Phase != "lame duck" || s.StopIn != 3*time.Second || s.Procs[0].State != "ready" {
+		t.Errorf("lame duck: %+v", s)
+	}
+
+	h.advance(time.Second)
+	h.exit(pids[0], "exit status 1")
+	h.advance(100 * time.Millisecond) // restart.backoff_min
+	h.want("signal 101 SIGKILL group", "start g1 s0 = 103")
+	h.ready(103)
+	h.want("systemd STATUS=stopping in 1.9s: lame duck (stop.delay), 2/2 workers ready, generation 1, 1 restarts in 1m0s")
+	if s := h.m.Snapshot(); s.StopIn != 1900*time.Millisecond || s.Ready {
+		t.Errorf("lame duck after 1.1s: %+v", s)
+	}
+	for _, ev := range []func(func(Result)) Event{
+		func(r func(Result)) Event { return Reload{Reply: r} },
+		func(r func(Result)) Event { return Reload{Upgrade: true, Reply: r} },
+		func(r func(Result)) Event { return Scale{N: 4, Reply: r} },
+		func(r func(Result)) Event { return Restart{Slot: 1, Reply: r} },
+	} {
+		rep, got := reply()
+		e := ev(rep)
+		h.step(e)
+		if len(*got) != 1 || !errors.Is((*got)[0].Err, errStopping) || !strings.Contains((*got)[0].Err.Error(), "a lame duck for 1.9s more (stop.delay)") {
+			t.Errorf("%T during the lame duck: %+v", e, *got)
+		}
+	}
+	h.advance(1900*time.Millisecond - time.Nanosecond)
+	h.none("start ", "signal ", "close ", "systemd ", "upgrade ")
+
+	h.advance(time.Nanosecond)
+	h.want("no more upgrades", "systemd STOPPING=1", "signal 102 SIGTERM group", "signal 103 SIGTERM group",
+		"close sockets shared=false", "signal 777 SIGTERM orphan", "systemd EXTEND_TIMEOUT_USEC=35000000")
+	if s := h.m.Snapshot(); s.Phase != "stopping" || s.StopIn != 0 {
+		t.Errorf("after the delay: %+v", s)
+	}
+	for _, pid := range []int{102, 103, 777} {
+		h.exit(pid, "exit status 0")
+	}
+	if !h.m.Done() || h.m.Finish() != nil {
+		t.Errorf("done %v, err %v", h.m.Done(), h.m.Finish())
+	}
+}
+
+// A stop signal during the delay, or baton stop --now, skips the rest of
+// it: the drain begins at once, and a stop signal during the drain kills.
+func TestStopDelaySkipped(t *testing.T) {
+	ctl := func(Result) {}
+	for _, tt := range []struct {
+		name        string
+		first, then Stop
+	}{
+		{"second SIGTERM", Stop{Signal: "terminated"}, Stop{Signal: "terminated"}},
+		{"SIGINT after SIGTERM", Stop{Signal: "terminated"}, Stop{Signal: "interrupt"}},
+		{"SIGTERM after baton stop", Stop{Reply: ctl}, Stop{Signal: "terminated"}},
+		{"baton stop --now", Stop{Signal: "terminated"}, Stop{Now: true, Reply: ctl}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := delayedHarness(t, nil)
+			h.serve()
+			h.step(tt.first)
+			h.advance(time.Second)
+			h.none("signal ")
+			h.step(tt.then)
+			h.want("no more upgrades", "systemd STOPPING=1", "signal 101 SIGTERM group", "signal 102 SIGTERM group", "close sockets shared=false")
+			h.advance(2 * time.Second) // the delay's end changes nothing
+			h.none("signal ", "systemd ")
+			h.step(Stop{Signal: "terminated"})
+			h.want("signal 101 SIGKILL group", "signal 102 SIGKILL group")
+		})
+	}
+}
+
+// baton stop honours the delay, and so does a second one; each is
+// answered once baton is done. baton stop --now drains at once.
+func TestStopDelayControlStop(t *testing.T) {
+	h := delayedHarness(t, nil)
+	pids := h.serve()
+	r1, got1 := reply()
+	r2, got2 := reply()
+	h.step(Stop{Reply: r1})
+	h.advance(time.Second)
+	h.step(Stop{Reply: r2})
+	h.advance(2*time.Second - time.Nanosecond)
+	h.none("signal ")
+	h.advance(time.Nanosecond)
+	h.want("signal 101 SIGTERM group", "signal 102 SIGTERM group")
+	for _, pid := range pids {
+		h.exit(pid, "exit status 0")
+	}
+	if len(*got1)+len(*got2) != 0 || !h.m.Done() {
+		t.Fatalf("answered before Finish: %+v %+v", *got1, *got2)
+	}
+	if err := h.m.Finish(); err != nil || len(*got1) != 1 || len(*got2) != 1 || (*got1)[0].Err != nil || (*got2)[0].Err != nil {
+		t.Errorf("finish %v: %+v %+v", err, *got1, *got2)
+	}
+
+	h = delayedHarness(t, nil)
+	h.serve()
+	h.step(Stop{Now: true, Reply: r1})
+	h.want("systemd STOPPING=1", "signal 101 SIGTERM group", "signal 102 SIGTERM group", "close sockets shared=false")
+}
+
+// A stop during a reload makes the serving generation the lame duck: the
+// reload fails at once and its new workers drain; a rolling reload's
+// switched slots get old-config workers again, so that the lame duck
+// serves at full strength.
+func TestStopDelayDuringReload(t *testing.T) {
+	for _, surge := range []int{0, 1} {
+		t.Run(fmt.Sprintf("surge=%d", surge), func(t *testing.T) {
+			h := delayedHarness(t, func(c *config.Config) { c.Reload.Surge = surge })
+			h.serve()
+			if surge > 0 {
+				h.ready(102) // the first start, too, starts one at a time
+				h.take()
+			}
+			rep, got := reply()
+			h.step(Reload{Reply: rep})
+			nw := h.started()
+			if surge > 0 {
+				h.ready(nw[0]) // switches slot 0: worker 101 drains
+				h.want("signal 101 SIGTERM group")
+			}
+			h.step(Stop{Signal: "terminated"})
+			if len(*got) != 1 || !errors.Is((*got)[0].Err, errStopping) {
+				t.Fatalf("reply %+v", *got)
+			}
+			acts := h.take()
+			for _, pid := range nw {
+				if s := signalsTo(acts, pid); len(s) != 1 || s[0] != "SIGTERM group" {
+					t.Errorf("the reload's worker %d got %v, want SIGTERM", pid, s)
+				}
+			}
+			if s := signalsTo(acts, 102); len(s) != 0 {
+				t.Errorf("serving worker 102 got %v during the lame duck", s)
+			}
+			if surge > 0 && !contains(acts, "start g1 s0 = ") {
+				t.Errorf("slot 0, switched by the rolling reload, has no worker of the serving generation again:\n\t%s", strings.Join(acts, "\n\t"))
+			}
+			if contains(acts, "systemd READY=1") || h.m.Snapshot().Phase != "lame duck" {
+				t.Errorf("not a lame duck: %v", acts)
+			}
+			h.advance(3 * time.Second)
+			h.want("systemd STOPPING=1", "signal 102 SIGTERM group")
+		})
+	}
+}
+
+// Where no generation serves yet, nothing is routed to baton: a stop
+// drains at once.
+func TestStopDelayWhileStarting(t *testing.T) {
+	h := delayedHarness(t, nil)
+	h.start()
+	h.step(Stop{Signal: "terminated"})
+	h.want("systemd STOPPING=1", "signal 101 SIGTERM group", "signal 102 SIGTERM group")
+}
+
+// A stop during a self-upgrade cancels it; once the successor gave up,
+// baton is a lame duck for what is left of the delay, which counts from
+// the stop. A second signal meanwhile drains at once.
+func TestStopDelayDuringUpgrade(t *testing.T) {
+	start := func(t *testing.T) *harness {
+		h := delayedHarness(t, nil)
+		h.serve()
+		h.step(Reload{Upgrade: true})
+		h.env.live[900] = true // the successor
+		h.env.knowsSucc = true
+		h.step(Stop{Signal: "terminated"})
+		h.want("systemd RELOADING=1", "upgrade after g1", "signal successor SIGTERM true")
+		return h
+	}
+	t.Run("successor gives up", func(t *testing.T) {
+		h := start(t)
+		h.advance(time.Second)
+		delete(h.env.live, 900)
+		h.step(UpgradeDone{PID: 900, Err: errors.New("upgrade: the new baton gave up")})
+		h.want("systemd STOPPING=1 STATUS=stopping in 2s: lame duck (stop.delay)", "release 1")
+		h.none("signal 101", "signal 102")
+		h.advance(2 * time.Second)
+		h.want("no more upgrades", "systemd STOPPING=1", "signal 101 SIGTERM group", "signal 102 SIGTERM group", "close sockets shared=false")
+	})
+	t.Run("second signal", func(t *testing.T) {
+		h := start(t)
+		h.step(Stop{Signal: "terminated"})
+		h.want("no more upgrades", "systemd STOPPING=1", "signal 101 SIGTERM group", "signal 102 SIGTERM group")
+		h.none("signal 101 SIGKILL", "signal 102 SIGKILL")
+	})
+}
+
+// Giving up (the restart budget spent, on_giveup = "exit") is no stop
+// asked for: it drains at once, during a lame duck too.
+func TestStopDelayGiveUpDrainsAtOnce(t *testing.T) {
+	h := delayedHarness(t, func(c *config.Config) { c.Restart.Limit = 1 })
+	h.serve()
+	h.step(Stop{Signal: "terminated"})
+	h.exit(101, "exit status 1")
+	h.advance(100 * time.Millisecond)
+	h.want("start g1 s0 = 103")
+	h.exit(103, "exit status 1")
+	h.want("systemd STOPPING=1", "signal 102 SIGTERM group")
+	h.exit(102, "exit status 0")
+	if err := h.m.Finish(); !errors.Is(err, ErrGiveUp) {
+		t.Errorf("err = %v", err)
 	}
 }
 

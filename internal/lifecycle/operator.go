@@ -16,6 +16,8 @@ func (m *Machine) busy() error {
 	switch {
 	case m.phase == running && m.current != nil && m.scaling == nil:
 		return nil
+	case m.phase == lameDuck:
+		return m.lameDuckError()
 	case m.stoppingOrGone() || m.phase == cancellingUpgrade:
 		return errStopping
 	case m.scaling != nil:

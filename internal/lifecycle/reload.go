@@ -64,6 +64,8 @@ func (m *Machine) requestReload(reply func(Result), upgrade bool) {
 	switch m.phase {
 	case stopping, killing:
 		answer(reply, Result{Err: errStopping})
+	case lameDuck:
+		answer(reply, Result{Err: m.lameDuckError()})
 	case running:
 		m.beginReload([]func(Result){reply}, upgrade)
 	default:

@@ -22,6 +22,9 @@ type Snapshot struct {
 	// Ready: a generation whose workers are all ready serves (also during
 	// a reload), and baton is not stopping.
 	Ready bool
+	// StopIn is, while baton is a lame duck (phase "lame duck"), how long
+	// until its workers drain; 0 otherwise.
+	StopIn time.Duration
 	// Budget is the restart budget: Used restarts within Window of
 	// Limit; Spent once baton gave up restarting.
 	Budget struct {
@@ -95,6 +98,9 @@ func (m *Machine) Snapshot() Snapshot {
 		s.Generation = m.current.n
 	}
 	s.Ready = m.Ready()
+	if m.phase == lameDuck {
+		s.StopIn = m.drainAt.Sub(m.env.Now())
+	}
 	if m.inForce != nil {
 		r := m.config().Restart
 		s.Budget.Used, s.Budget.Limit, s.Budget.Window, s.Budget.Spent = m.budget.recent(m.env.Now(), r.Window.Std()), r.Limit, r.Window.Std(), m.budget.spent
@@ -137,6 +143,9 @@ func (m *Machine) statusLine() string {
 	r := m.config().Restart
 	line := fmt.Sprintf("%d/%d workers ready, generation %d, %d restarts in %s", g.readyCount(), len(g.slots), g.n,
 		m.budget.recent(now, r.Window.Std()), r.Window.Std())
+	if m.phase == lameDuck {
+		line = m.lameDuckLine() + ", " + line
+	}
 	if m.budget.spent {
 		line += ", gave up restarting (budget spent)"
 	}
@@ -144,6 +153,16 @@ func (m *Machine) statusLine() string {
 		line += fmt.Sprintf(", reloading to generation %d", m.next.n)
 	}
 	return line + m.last.describe(now)
+}
+
+// lameDuckLine says that baton is a lame duck, and for how long still.
+func (m *Machine) lameDuckLine() string {
+	return fmt.Sprintf("stopping in %s: lame duck (stop.delay)", m.drainAt.Sub(m.env.Now()).Round(100*time.Millisecond))
+}
+
+// lameDuckError answers what a lame duck refuses (a reload, a scale).
+func (m *Machine) lameDuckError() error {
+	return fmt.Errorf("%w: a lame duck for %s more (stop.delay), then it drains", errStopping, m.drainAt.Sub(m.env.Now()).Round(100*time.Millisecond))
 }
 
 // publishStatus sends STATUS= to systemd when it changed.

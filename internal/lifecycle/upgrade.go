@@ -112,6 +112,11 @@ func (m *Machine) onUpgradeDone(ev UpgradeDone) {
 		}
 		if m.phase == cancellingUpgrade {
 			m.finishReload(fmt.Errorf("supervisor: self-upgrade cancelled: baton is stopping (the new baton said: %w)", err))
+			if m.delaying() {
+				m.becomeLameDuck(m.drainAt)
+				m.releaseSockets() // held back while the successor shared them
+				return
+			}
 			m.stopNow()
 			return
 		}
