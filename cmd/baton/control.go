@@ -118,10 +118,14 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs, t := commandFlags("baton "+cmd, stderr)
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
+	var now *bool
+	if cmd == "stop" {
+		now = fs.Bool("now", false, "drain at once, without stop.delay (or the rest of it)")
+	}
 	help := map[string][2]string{
 		"scale":   {"N|+N|-N", "Sets the number of workers: new ones start and are waited for until ready; the extras drain, as on a reload. The count holds until the next reload, which applies the configuration's worker.count again."},
 		"restart": {"SLOT", "Replaces the worker of SLOT (see baton status): a new one starts, and once it is ready the old one drains."},
-		"stop":    {"", "Stops baton as SIGTERM does (every worker drains) and waits until it has."},
+		"stop":    {"[--now]", "Stops baton as SIGTERM does (after stop.delay, every worker drains) and waits until it has."},
 	}[cmd]
 	usage, what := help[0], help[1]
 	fs.Usage = func() {
@@ -153,7 +157,7 @@ func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	req := supervisor.ControlRequest{Command: cmd}
 	want := 1
 	if cmd == "stop" {
-		want = 0
+		want, req.Now = 0, *now
 	}
 	if len(numbers) != want {
 		got := make([]string, len(numbers))

@@ -23,7 +23,11 @@ func Table(w io.Writer, st *supervisor.Status, prev *supervisor.Status, now time
 	if st.Version != "" {
 		head = append(head, "version "+st.Version)
 	}
-	head = append(head, "up "+duration(now.Sub(st.Started)), st.Phase)
+	phase := st.Phase
+	if st.StopIn > 0 {
+		phase = fmt.Sprintf("stopping in %.1fs: %s (stop.delay)", st.StopIn, st.Phase)
+	}
+	head = append(head, "up "+duration(now.Sub(st.Started)), phase)
 	if st.Generation > 0 {
 		head = append(head, fmt.Sprintf("generation %d", st.Generation))
 	}

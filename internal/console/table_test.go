@@ -59,6 +59,11 @@ func TestTable(t *testing.T) {
 			}
 			return st, nil
 		},
+		"lame-duck": func() (*supervisor.Status, *supervisor.Status) {
+			st := serving()
+			st.Phase, st.Ready, st.StopIn = "lame duck", false, 2.4
+			return st, nil
+		},
 		"no-workers": func() (*supervisor.Status, *supervisor.Status) {
 			st := serving()
 			st.Phase, st.Ready, st.Generation, st.LastReload, st.Workers = "starting", false, 0, nil, nil

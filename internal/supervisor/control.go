@@ -61,6 +61,8 @@ type ControlRequest struct {
 	// closes.
 	Lines  *int `json:"lines,omitempty"`
 	Follow bool `json:"follow,omitempty"`
+	// Now: stop drains at once, without stop.delay (or the rest of it).
+	Now bool `json:"now,omitempty"`
 }
 
 // ControlResponse answers a ControlRequest, as one JSON line.
@@ -341,7 +343,7 @@ func handleControl(conn net.Conn, post func(any), quit <-chan struct{}, read fun
 	case "restart":
 		post(lifecycle.Restart{Slot: *req.Slot, Reply: answerWith(reply)})
 	case "stop":
-		post(lifecycle.Stop{Reply: answerWith(reply)})
+		post(lifecycle.Stop{Now: req.Now, Reply: answerWith(reply)})
 	case "logs":
 		streamLogs(conn, ring, followers, req, quit)
 		return ControlResponse{streamed: true}

@@ -18,6 +18,7 @@ type Status struct {
 	Started    time.Time        `json:"started"`
 	Phase      string           `json:"phase"`
 	Ready      bool             `json:"ready"`
+	StopIn     float64          `json:"stop_in_seconds"` // phase "lame duck": seconds until the drain, else 0
 	Generation int              `json:"generation"`
 	Balance    string           `json:"balance"` // worker.balance
 	Listeners  []StatusListener `json:"listeners"`
@@ -66,7 +67,7 @@ type StatusWorker struct {
 func (s *supervisor) status() *Status {
 	snap := s.m.Snapshot()
 	st := &Status{
-		At: time.Now(), PID: os.Getpid(), Version: s.version, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, Generation: snap.Generation, Balance: s.balance,
+		At: time.Now(), PID: os.Getpid(), Version: s.version, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, StopIn: snap.StopIn.Seconds(), Generation: snap.Generation, Balance: s.balance,
 		Budget:  StatusBudget{Used: snap.Budget.Used, Limit: snap.Budget.Limit, WindowSeconds: snap.Budget.Window.Seconds(), Spent: snap.Budget.Spent},
 		Workers: []StatusWorker{},
 	}

@@ -48,9 +48,11 @@ var (
 type Options struct {
 	// Logger receives baton's own log; nil means slog.Default().
 	Logger *slog.Logger
-	// Signals delivers SIGTERM and SIGINT (stop: drain, then exit; a second
-	// one kills the workers at once) and SIGHUP (reload). Run does not
-	// subscribe to signals itself, so tests and embedders choose.
+	// Signals delivers SIGTERM and SIGINT (stop: after stop.delay, drain,
+	// then exit; one during the delay skips the rest of it, a second one
+	// during the drain kills the workers at once) and SIGHUP (reload).
+	// Run does not subscribe to signals itself, so tests and embedders
+	// choose.
 	Signals <-chan os.Signal
 	// Load re-reads the configuration for a reload, in a goroutine of its
 	// own (never on the event loop); nil means reloads reuse the
