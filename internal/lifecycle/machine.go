@@ -276,7 +276,7 @@ func (m *Machine) onStop(ev Stop) {
 	}
 	switch {
 	case (ev.Signal != "" || ev.Now) && m.delaying():
-		m.log.Info("stopping now: the rest of stop.delay is skipped", "signal", ev.Signal, "skipped", m.drainAt.Sub(m.env.Now()).Round(time.Millisecond))
+		m.log.Info("stopping now: the rest of stop.delay is skipped", "signal", ev.Signal, "skipped", m.delayLeft().Round(time.Millisecond))
 		m.stopNow()
 		return
 	case ev.Signal != "" && m.stopSig > 1:

@@ -99,7 +99,7 @@ func (m *Machine) Snapshot() Snapshot {
 	}
 	s.Ready = m.Ready()
 	if m.phase == lameDuck {
-		s.StopIn = m.drainAt.Sub(m.env.Now())
+		s.StopIn = m.delayLeft()
 	}
 	if m.inForce != nil {
 		r := m.config().Restart
@@ -155,14 +155,17 @@ func (m *Machine) statusLine() string {
 	return line + m.last.describe(now)
 }
 
+// delayLeft is how long a stop's stop.delay still lasts.
+func (m *Machine) delayLeft() time.Duration { return max(m.drainAt.Sub(m.env.Now()), 0) }
+
 // lameDuckLine says that baton is a lame duck, and for how long still.
 func (m *Machine) lameDuckLine() string {
-	return fmt.Sprintf("stopping in %s: lame duck (stop.delay)", m.drainAt.Sub(m.env.Now()).Round(100*time.Millisecond))
+	return fmt.Sprintf("stopping in %s: lame duck (stop.delay)", m.delayLeft().Round(100*time.Millisecond))
 }
 
 // lameDuckError answers what a lame duck refuses (a reload, a scale).
 func (m *Machine) lameDuckError() error {
-	return fmt.Errorf("%w: a lame duck for %s more (stop.delay), then it drains", errStopping, m.drainAt.Sub(m.env.Now()).Round(100*time.Millisecond))
+	return fmt.Errorf("%w: a lame duck for %s more (stop.delay), then it drains", errStopping, m.delayLeft().Round(100*time.Millisecond))
 }
 
 // publishStatus sends STATUS= to systemd when it changed.
