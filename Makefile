@@ -42,7 +42,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s): control requests, noti
 	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/systemd
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/config
 
-bench: deps build ## baton side by side with pm2 and Node's cluster module, about 7.5 minutes: bench/results/ (BENCHMARKS.md)
+bench: deps build ## baton side by side with pm2, Node's cluster module, nginx and HAProxy, about 9 minutes: bench/results/ (BENCHMARKS.md)
 	@contrib/dev/bench-deps.sh
 	$(GO) run ./bench -out bench/results
 

@@ -9,24 +9,31 @@
 //     worker), baton's RSS;
 //   - one Node hello server (contrib/node/server.js, the same code for
 //     all) under baton, pm2 in cluster mode and Node's cluster module
-//     (SCHED_RR and SCHED_NONE): the same figures, then failed requests
-//     by kind during 10 reloads each, reload time, the manager's RSS;
+//     (SCHED_RR and SCHED_NONE), and behind nginx and HAProxy (peers.go):
+//     the same figures, then failed requests by kind during 10 reloads
+//     each (behind a proxy, a deployment of new servers through the
+//     proxy's graceful reload), reload time, the manager's RSS;
 //   - a rolling reload of 8 workers with reload.surge = 1: the peak number
 //     of worker processes and the failed requests;
 //   - baton's RSS over 300 reloads.
 //
 // It writes results.md (the tables), timeline.dat and reloads.png (the
 // picture, drawn with gnuplot) into -out, and the processes' logs under
-// -out/logs. Loopback only; every process it starts is ended before it
-// exits.
+// -out/logs. -only runs some of it: a section (go, node, rolling,
+// memory) or the Node managers of one kind (baton, pm2, cluster, nginx,
+// haproxy), comma-separated. Loopback only; every process it starts is
+// ended before it exits.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -36,7 +43,9 @@ type settings struct {
 	root, out, logs string // repository, results, logs
 	baton, hello    string // built binaries
 	node, pm2       string
+	nginx, haproxy  string
 	pm2Home         string
+	only            []string      // the -only parts; none: all
 	duration        time.Duration // of each throughput measurement of Node
 	goSlice         time.Duration // of each of the Go comparison's slices of load
 	rounds          int           // of the Go comparison: slices of each setup
@@ -47,6 +56,7 @@ type settings struct {
 func main() {
 	out := flag.String("out", "bench/results", "`dir` for results.md, the picture and the logs")
 	quick := flag.Bool("quick", false, "short runs: check the bench itself, not the numbers")
+	only := flag.String("only", "", "run only these `parts`, comma-separated: go, node, rolling, memory, or the Node managers baton, pm2, cluster, nginx, haproxy")
 	flag.Parse()
 	root, err := os.Getwd()
 	if err != nil {
@@ -59,16 +69,31 @@ func main() {
 		root: root, out: *out, logs: filepath.Join(*out, "logs"),
 		baton: filepath.Join(root, "bin", "baton"), hello: filepath.Join(root, "bin", "hello"),
 		node: "node", pm2: filepath.Join(root, ".bench", "node_modules", ".bin", "pm2"),
+		nginx: sbin("nginx"), haproxy: sbin("haproxy"),
 		pm2Home:  filepath.Join(root, ".bench", "pm2"),
 		duration: 5 * time.Second, goSlice: 250 * time.Millisecond, rounds: 60, reloads: 10, memReloads: 300,
 	}
 	if *quick {
 		s.duration, s.goSlice, s.rounds, s.reloads, s.memReloads = time.Second, 100*time.Millisecond, 4, 3, 30
 	}
+	if *only != "" {
+		s.only = strings.Split(*only, ",")
+		for _, part := range s.only {
+			if !slices.Contains(sectionParts, part) && !slices.Contains(nodeParts, part) {
+				fatal(fmt.Errorf("-only: unknown part %q: want go, node, rolling, memory, %s", part, strings.Join(nodeParts, ", ")))
+			}
+		}
+	}
 	if err := os.MkdirAll(s.logs, 0o755); err != nil {
 		fatal(err)
 	}
-	for _, f := range []string{s.baton, s.hello, s.pm2} {
+	need := []string{s.baton, s.hello}
+	for part, f := range map[string]string{"pm2": s.pm2, "nginx": s.nginx, "haproxy": s.haproxy} {
+		if s.selected("node") && s.selected(part) {
+			need = append(need, f)
+		}
+	}
+	for _, f := range need {
 		if _, err := os.Stat(f); err != nil {
 			fatal(fmt.Errorf("%s is missing: run `make bench`, which builds and installs it", f))
 		}
@@ -87,15 +112,18 @@ func main() {
 	rep := &report{settings: s, began: began}
 	rep.describeMachine()
 	steps := []struct {
-		name string
-		f    func(settings, *report) error
+		part, name string
+		f          func(settings, *report) error
 	}{
-		{"Go hello: baton's balancing modes against no supervisor", goSection},
-		{"Node hello: baton, pm2 and Node's cluster module", nodeSection},
-		{"rolling reload of 8 workers, surge 1", rollingSection},
-		{"baton's memory over many reloads", memorySection},
+		{"go", "Go hello: baton's balancing modes against no supervisor", goSection},
+		{"node", "Node hello: baton, pm2, Node's cluster module, nginx and HAProxy", nodeSection},
+		{"rolling", "rolling reload of 8 workers, surge 1", rollingSection},
+		{"memory", "baton's memory over many reloads", memorySection},
 	}
 	for _, st := range steps {
+		if !s.selected(st.part) {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "bench: %s (%s in)\n", st.name, time.Since(began).Round(time.Second))
 		if err := st.f(s, rep); err != nil {
 			cleanup(s)
@@ -107,6 +135,30 @@ func main() {
 		fatal(err)
 	}
 	fmt.Fprintf(os.Stderr, "bench: done in %s: %s\n", rep.took.Round(time.Second), filepath.Join(s.out, "results.md"))
+}
+
+// sectionParts are the names -only selects sections by.
+var sectionParts = []string{"go", "node", "rolling", "memory"}
+
+// selected says whether -only asks for part: a section, or the Node
+// managers of one kind (which the node section then runs alone).
+func (s settings) selected(part string) bool {
+	if len(s.only) == 0 || slices.Contains(s.only, part) {
+		return true
+	}
+	if part == "node" {
+		return slices.ContainsFunc(s.only, func(p string) bool { return slices.Contains(nodeParts, p) })
+	}
+	return slices.Contains(nodeParts, part) && slices.Contains(s.only, "node")
+}
+
+// sbin finds a program that may be in /usr/sbin, which a user's PATH may
+// not have.
+func sbin(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	return filepath.Join("/usr/sbin", name)
 }
 
 // cleanup ends every process the bench started, pm2's daemon included.

@@ -62,8 +62,27 @@ func (r *report) describeMachine() {
 		fmt.Sprintf("%s, kernel %s, %d cores (%s)%s", osName, strings.TrimSpace(kernel), runtime.NumCPU(), cpu, mem),
 		fmt.Sprintf("baton %s (%s), Go %s, Node %s, pm2 %s", version(r.baton, "version"), "static build, as `make build`",
 			strings.TrimPrefix(runtime.Version(), "go"), strings.TrimPrefix(version(r.node, "--version"), "v"), r.pm2Version()),
+		fmt.Sprintf("%s (`nginx -v`), %s (`haproxy -v`), Debian's packages", proxyVersion(r.nginx, "-v"), proxyVersion(r.haproxy, "-v")),
 		"the load generator (`loadtest`, non-retrying, loopback) runs on the same cores as the servers",
 	}
+}
+
+// proxyVersion is the first line a proxy prints for flag: "nginx version:
+// nginx/1.22.1" gives "nginx 1.22.1", "HAProxy version 2.6.12-1+deb12u3
+// 2025/10/03 - https://haproxy.org/" gives "HAProxy 2.6.12-1+deb12u3".
+func proxyVersion(bin, flag string) string {
+	out, err := run(nil, bin, flag)
+	if err != nil {
+		return filepath.Base(bin) + " ?"
+	}
+	line := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+	if v, ok := strings.CutPrefix(line, "nginx version: nginx/"); ok {
+		return "nginx " + v
+	}
+	if f := strings.Fields(line); len(f) >= 3 && f[1] == "version" {
+		return f[0] + " " + f[2]
+	}
+	return line
 }
 
 // pm2Version reads pm2's version from its package: `pm2 --version` would
@@ -145,10 +164,33 @@ func failedKinds(res loadtest.Result) string {
 func (r *report) markdown() string {
 	var b bytes.Buffer
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	p("Run %s, took %s: `make bench` (`go run ./bench`).\n\n", r.began.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
+	command := "`make bench` (`go run ./bench`)"
+	if len(r.only) > 0 {
+		command = "`go run ./bench -only " + strings.Join(r.only, ",") + "`"
+	}
+	p("Run %s, took %s: %s.\n\n", r.began.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second), command)
 	for _, m := range r.machine {
 		p("- %s\n", m)
 	}
+	if len(r.goRuns) > 0 {
+		r.goTable(p)
+	}
+	if len(r.nodeRuns) > 0 {
+		r.nodeTables(p)
+	}
+	if r.rolling.workers > 0 {
+		r.rollingTable(p)
+	}
+	if r.memory.reloads > 0 {
+		r.memoryTable(p)
+	}
+	if r.pictured() > 0 {
+		p("\n![successful and failed requests per 100 ms through %d reloads: baton and pm2](reloads.png)\n", r.reloads)
+	}
+	return b.String()
+}
+
+func (r *report) goTable(p func(string, ...any)) {
 	p("\n### Go hello worker: baton's balancing modes against no supervisor\n\n")
 	p("64 clients. Every setup runs at once, idle but for the one under load: the load goes to one setup after the other for %s each, %d rounds (every other round backwards), and each row adds up its setup's slices (%s of load in all), so that the machine's drift falls on all setups alike. *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *of direct*: the setup's req/s over direct's; *each quarter*: the same over each quarter of the rounds, to show how steady it is. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even), and of the connections each was given (by the worker of each connection's first response): with keep-alive clients a worker serves its connections as fast as the CPU it gets allows, so the requests' spread is the connections' and the CPU's.\n\n",
 		r.goSlice, r.rounds, time.Duration(r.rounds)*r.goSlice)
@@ -167,14 +209,17 @@ func (r *report) markdown() string {
 		p("| %d | %s | %s | %.0f | %s | %s | %s | %s | %.3f | %.3f | %d | %s |\n", m.workers, m.setup, m.mode, m.r.RPS(), ratio, quarters,
 			ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.connCV, m.r.Failed(), rss)
 	}
+}
+
+func (r *report) nodeTables(p func(string, ...any)) {
 	p("\n### Node hello server (contrib/node/server.js, the same code under each)\n\n")
-	p("2 workers, 64 clients, %s per row. Manager RSS: baton; pm2's daemon; the cluster's primary.\n\n", r.duration)
+	p("2 workers, 64 clients, %s per row. *nginx*, *HAProxy*: the proxy (configuration in bench/peers/, otherwise their defaults) in front of %d Node servers on ports of their own, spreading requests round-robin over keep-alive connections to them. Manager RSS: baton; pm2's daemon; the cluster's primary; the proxy's master and workers added up (pages they share counted for each).\n\n", r.duration, proxyBackends)
 	p("| manager | clients | req/s | p50 ms | p99 ms | fairness CV requests | connections | failed | manager RSS MB |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, m := range r.nodeRuns {
 		p("| %s | %s | %.0f | %s | %s | %.3f | %.3f | %d | %.1f |\n", m.setup, m.mode, m.r.RPS(), ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.connCV, m.r.Failed(), m.rss)
 	}
 	p("\n### Node hello server: %d reloads under 32 clients\n\n", r.reloads)
-	p("`baton reload`; `pm2 reload hello`; for the cluster module, a rolling restart by its primary (new worker first, then SIGTERM to the old one). Reload time: from the command to its answer (the cluster: to its primary's \"reloaded\").\n\n")
+	p("`baton reload`; `pm2 reload hello`; for the cluster module, a rolling restart by its primary (new worker first, then SIGTERM to the old one). Behind nginx and HAProxy a reload is a blue/green deployment through the proxy's graceful reload: start %d new Node servers on new ports, write the proxy's configuration for them, reload the proxy (`nginx -e stderr -p DIR/ -c DIR/nginx.conf -s reload`; `kill -USR2` to HAProxy's master, as Debian's haproxy.service does), and once the proxy's old workers have exited, SIGTERM the old servers. Reload time: from the command to its answer (the cluster: to its primary's \"reloaded\"; nginx and HAProxy: from starting the new servers to the proxy's old workers gone).\n\n", proxyBackends)
 	p("| manager | clients | requests | failed | by kind | reload time p50 / max s | manager RSS MB before → after |\n| --- | --- | ---: | ---: | --- | ---: | ---: |\n")
 	for _, rr := range r.reloadRuns {
 		took := slices.Clone(rr.took)
@@ -186,6 +231,9 @@ func (r *report) markdown() string {
 		p("| %s | %s | %d | %d | %s | %.2f / %.2f | %.1f → %.1f |\n", rr.manager, rr.mode, rr.r.Requests, rr.r.Failed(), failedKinds(rr.r),
 			p50.Seconds(), top.Seconds(), rr.rssBefore, rr.rssAfter)
 	}
+}
+
+func (r *report) rollingTable(p func(string, ...any)) {
 	ro := r.rolling
 	p("\n### Rolling reload: %d hello workers, reload.surge = %d\n\n", ro.workers, ro.surge)
 	p("16 clients in each mode at once; worker processes counted every 2 ms during `baton reload`.\n\n")
@@ -198,14 +246,27 @@ func (r *report) markdown() string {
 	for _, res := range ro.results {
 		p(" %d / %d |", res.Requests, res.Failed())
 	}
+	p("\n")
+}
+
+func (r *report) memoryTable(p func(string, ...any)) {
 	mem := r.memory
 	first, second := mem.halves()
-	p("\n\n### baton's memory over %d reloads\n\n", mem.reloads)
+	p("\n### baton's memory over %d reloads\n\n", mem.reloads)
 	p("2 hello workers, one `baton reload` after another (each answered once the new generation is ready); RSS (VmRSS) read after each. *peak*: the most resident at any moment of the reloads (VmHWM, reset once idle before them).\n\n")
 	p("| idle before MB | largest, first half MB | largest, second half MB | peak MB | idle after MB |\n| ---: | ---: | ---: | ---: | ---: |\n")
 	p("| %.1f | %.1f | %.1f | %.1f | %.1f |\n", mem.idleBefore, first, second, mem.peak, mem.idleAfter)
-	p("\n![successful and failed requests per 100 ms through %d reloads: baton and pm2](reloads.png)\n", r.reloads)
-	return b.String()
+}
+
+// pictured counts the reload runs the picture draws.
+func (r *report) pictured() int {
+	n := 0
+	for _, rr := range r.reloadRuns {
+		if slices.Contains(pictured, rr.manager) {
+			n++
+		}
+	}
+	return n
 }
 
 // write writes results.md, the timeline data and the picture.
@@ -223,6 +284,9 @@ var pictured = []string{"baton shared", "pm2 cluster"}
 // plot writes timeline.dat (one block per manager and client mode: time,
 // ok, failed per 100 ms) and draws reloads.png with gnuplot.
 func (r *report) plot() error {
+	if r.pictured() == 0 {
+		return nil
+	}
 	var data bytes.Buffer
 	var panels []string
 	index := 0

@@ -213,9 +213,12 @@ func setupFile(setup string) string {
 // which pid manages it, and reloads it.
 type manager struct {
 	name   string
+	part   string // what -only selects it by
 	start  func(s settings, addr string) (*proc, error)
 	pid    func(s settings, p *proc) int
 	reload func(s settings, p *proc) error
+	stop   func(s settings, p *proc) // nil: end p (pm2: delete the app)
+	rss    func(pid int) float64     // the manager's memory, MB; nil: rssMB
 }
 
 var reCluster = regexp.MustCompile(`^cluster: \d+ workers listening`)
@@ -226,6 +229,7 @@ func nodeManagers() []manager {
 		ctl := func(s settings) string { return filepath.Join(s.logs, "node-baton-"+balance+".sock") }
 		return manager{
 			name: "baton " + balance,
+			part: "baton",
 			start: func(s settings, addr string) (*proc, error) {
 				return startBaton(s, "node-baton-"+balance, "--workers", "2", "--ready", "fd", "--balance", balance,
 					"--listen", "http=tcp://"+addr, "--control", ctl(s), "--", s.node, serverJS(s))
@@ -240,6 +244,7 @@ func nodeManagers() []manager {
 	cluster := func(sched string) manager {
 		return manager{
 			name: "node cluster SCHED_" + map[string]string{"rr": "RR", "none": "NONE"}[sched],
+			part: "cluster",
 			start: func(s settings, addr string) (*proc, error) {
 				_, port, _ := splitPort(addr)
 				p, err := start(s.logs, "node-cluster-"+sched, []string{"SCHED=" + sched, "PORT=" + port, "WORKERS=2"},
@@ -263,6 +268,7 @@ func nodeManagers() []manager {
 	}
 	pm2 := manager{
 		name: "pm2 cluster",
+		part: "pm2",
 		start: func(s settings, addr string) (*proc, error) {
 			_, port, _ := splitPort(addr)
 			env := []string{"PM2_HOME=" + s.pm2Home, "PORT=" + port}
@@ -281,8 +287,12 @@ func nodeManagers() []manager {
 			return err
 		},
 	}
-	return []manager{baton("shared"), baton("round-robin"), pm2, cluster("rr"), cluster("none")}
+	return []manager{baton("shared"), baton("round-robin"), pm2, cluster("rr"), cluster("none"),
+		proxyManager("nginx"), proxyManager("haproxy")}
 }
+
+// nodeParts are the names -only selects Node managers by.
+var nodeParts = []string{"baton", "pm2", "cluster", "nginx", "haproxy"}
 
 func splitPort(addr string) (string, string, error) {
 	i := len(addr) - 1
@@ -315,6 +325,9 @@ const timelineWidth = 100 * time.Millisecond
 func nodeSection(s settings, rep *report) error {
 	const clients = 64
 	for _, m := range nodeManagers() {
+		if !s.selected(m.part) {
+			continue
+		}
 		addr, err := freeAddr()
 		if err != nil {
 			return err
@@ -324,9 +337,12 @@ func nodeSection(s settings, rep *report) error {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
 		stop := func() {
-			if p != nil {
+			switch {
+			case m.stop != nil:
+				m.stop(s, p)
+			case p != nil:
 				p.stop(10 * time.Second)
-			} else {
+			default:
 				run([]string{"PM2_HOME=" + s.pm2Home}, s.pm2, "delete", "hello")
 			}
 		}
@@ -337,7 +353,7 @@ func nodeSection(s settings, rep *report) error {
 				stop()
 				return err
 			}
-			got.setup, got.rss = m.name, rssMB(pid)
+			got.setup, got.rss = m.name, m.memory(pid)
 			rep.nodeRuns = append(rep.nodeRuns, got)
 			fmt.Fprintf(os.Stderr, "bench:   node %s %s: %.0f req/s, cv %.3f\n", m.name, mode, got.r.RPS(), got.cv)
 		}
@@ -363,7 +379,7 @@ func nodeSection(s settings, rep *report) error {
 // reloads runs s.reloads reloads of m under 32 clients in mode.
 func reloads(s settings, m manager, p *proc, addr string, mode loadtest.Mode) (reloadRun, error) {
 	pid := m.pid(s, p)
-	out := reloadRun{manager: m.name, mode: mode, rssBefore: rssMB(pid)}
+	out := reloadRun{manager: m.name, mode: mode, rssBefore: m.memory(pid)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	g, err := loadtest.Start(ctx, loadtest.Options{Addr: addr, Concurrency: 32, Mode: mode, Timeline: timelineWidth})
@@ -390,8 +406,16 @@ func reloads(s settings, m manager, p *proc, addr string, mode loadtest.Mode) (r
 	}
 	time.Sleep(time.Second) // the old workers' drains end in the picture
 	out.r = g.Stop()
-	out.rssAfter = rssMB(pid)
+	out.rssAfter = m.memory(pid)
 	return out, nil
+}
+
+// memory is the manager's resident memory in MB.
+func (m manager) memory(pid int) float64 {
+	if m.rss != nil {
+		return m.rss(pid)
+	}
+	return rssMB(pid)
 }
 
 // rollingSection: a rolling reload of 8 hello workers with surge 1.
