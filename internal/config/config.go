@@ -7,11 +7,12 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/batonhq/baton/internal/cpulimit"
 	"github.com/batonhq/baton/internal/excerpt"
 )
 
@@ -97,7 +98,8 @@ func (l Listener) Stream() bool { return !strings.HasPrefix(l.Network, "udp") }
 type Worker struct {
 	// Command is the program and its arguments.
 	Command []string `toml:"command"`
-	// Count is the number of workers; 0 means one per CPU.
+	// Count is the number of workers; 0 means one per CPU baton may use
+	// (its affinity mask, lowered to its cgroup's CPU quota: cpulimit.CPUs).
 	Count int `toml:"count"`
 	// Ready is "notify" (READY=1 on the notify socket), "fd" (a line
 	// written to the descriptor BATON_READY_FD names) or "delay:DURATION"
@@ -267,6 +269,10 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 // Std returns d as a time.Duration.
 func (d Duration) Std() time.Duration { return time.Duration(d) }
 
+// defaultCount is worker.count's default, read once: a reload does not
+// change the number of workers unless the file does.
+var defaultCount = sync.OnceValue(cpulimit.CPUs)
+
 // Validate fills in defaults and checks every key, returning the first
 // problem as an error naming the key and where it was set.
 func (c *Config) Validate() error {
@@ -305,7 +311,7 @@ func (c *Config) Validate() error {
 		return c.errorf("worker.count", "%d is more than %d workers", w.Count, MaxWorkers)
 	}
 	if w.Count == 0 {
-		w.Count = runtime.NumCPU()
+		w.Count = defaultCount()
 	}
 	if w.Ready == "" {
 		w.Ready = DefaultReady

@@ -6,11 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonhq/baton/internal/cpulimit"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -70,7 +71,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Worker.Count != runtime.NumCPU() || c.Worker.Ready != "notify" ||
+	if c.Worker.Count != cpulimit.CPUs() || c.Worker.Ready != "notify" ||
 		c.Worker.DrainTimeout.Std() != DefaultDrainTimeout || c.Reload.Timeout.Std() != DefaultReloadTimeout ||
 		c.Worker.Balance != BalanceShared || c.Worker.ChannelTimeout.Std() != DefaultChannelTimeout {
 		t.Errorf("defaults not applied: %+v %+v", c.Worker, c.Reload)
