@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,26 +45,8 @@ type manifest struct {
 	configMap  *corev1.ConfigMap
 	deployment *appsv1.Deployment
 	service    *corev1.Service
-	baton      batonTOML // the ConfigMap's baton.toml
-}
-
-// batonTOML is what this test reads of baton.toml; `baton check` reads
-// all of it.
-type batonTOML struct {
-	Listen []struct {
-		Address string `toml:"address"`
-	} `toml:"listen"`
-	Worker struct {
-		Command      []string `toml:"command"`
-		Count        int      `toml:"count"`
-		DrainTimeout string   `toml:"drain_timeout"`
-	} `toml:"worker"`
-	Stop struct {
-		Delay string `toml:"delay"`
-	} `toml:"stop"`
-	Control struct {
-		Metrics string `toml:"metrics"`
-	} `toml:"control"`
+	baton      *config.Config // the ConfigMap's baton.toml, validated
+	count      int            // its worker.count before Validate's default
 }
 
 // load reads and decodes app.yaml, every object strictly with the API
@@ -121,9 +102,15 @@ func load(t *testing.T) *manifest {
 	if len(m.deployment.Spec.Template.Spec.Containers) != 1 {
 		t.Fatalf("app.yaml: want one container, baton's, got %d", len(m.deployment.Spec.Template.Spec.Containers))
 	}
-	if err := toml.Unmarshal([]byte(m.configMap.Data["baton.toml"]), &m.baton); err != nil {
-		t.Fatalf("app.yaml: the ConfigMap's baton.toml: %v", err)
+	cfg, err := config.Parse("baton.toml", []byte(m.configMap.Data["baton.toml"]))
+	if err != nil {
+		t.Fatalf("app.yaml: the ConfigMap's %v", err)
 	}
+	m.count = cfg.Worker.Count
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("app.yaml: the ConfigMap's %v", err)
+	}
+	m.baton = cfg
 	return m
 }
 
@@ -173,7 +160,7 @@ func TestObjectsFitTogether(t *testing.T) {
 		ports[int(cp.ContainerPort)] = true
 	}
 	for _, l := range m.baton.Listen {
-		if _, port, err := net.SplitHostPort(strings.TrimPrefix(l.Address, "tcp://")); err != nil || !ports[atoi(port)] {
+		if _, port, err := net.SplitHostPort(l.Addr); err != nil || !ports[atoi(port)] {
 			t.Errorf("listener %s: not on a container port (%v)", l.Address, err)
 		}
 	}
@@ -285,8 +272,7 @@ func TestRuntimeDirectoryWritable(t *testing.T) {
 // to spare; no preStop hook takes time out of the grace period.
 func TestGracePeriodCoversStop(t *testing.T) {
 	m := load(t)
-	delay := duration(t, "stop.delay", m.baton.Stop.Delay)
-	drain := duration(t, "worker.drain_timeout", m.baton.Worker.DrainTimeout)
+	delay, drain := m.baton.Stop.Delay.Std(), m.baton.Worker.DrainTimeout.Std()
 	if delay == 0 {
 		t.Error("stop.delay is 0: connections that proxies send after SIGTERM, before they learn the pod is going, are refused")
 	}
@@ -300,20 +286,6 @@ func TestGracePeriodCoversStop(t *testing.T) {
 	if l := m.container().Lifecycle; l != nil && l.PreStop != nil {
 		t.Error("a preStop hook: stop.delay is baton's, and the grace arithmetic leaves no time for a hook")
 	}
-}
-
-// duration parses a duration of baton.toml as baton does; it must be set,
-// so that the arithmetic can be read off the file.
-func duration(t *testing.T, key, s string) time.Duration {
-	t.Helper()
-	if s == "" {
-		t.Fatalf("the ConfigMap's baton.toml does not set %s", key)
-	}
-	d, err := config.ParseDuration(s)
-	if err != nil {
-		t.Fatalf("%s: %v", key, err)
-	}
-	return d
 }
 
 // Both probes are baton's, on control.metrics' port, with every setting
@@ -364,8 +336,8 @@ func TestResources(t *testing.T) {
 			t.Errorf("resources: %s request %s above its limit %s", name, req.String(), lim.String())
 		}
 	}
-	if m.baton.Worker.Count != 0 {
-		t.Errorf("worker.count = %d: leave it out, so that the workers follow the CPU limit", m.baton.Worker.Count)
+	if m.count != 0 {
+		t.Errorf("worker.count = %d: leave it out, so that the workers follow the CPU limit", m.count)
 	}
 }
 
