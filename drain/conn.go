@@ -27,8 +27,9 @@ type tracker struct {
 	// changes state or goes away, to wake the drain loop.
 	changed chan struct{}
 
-	mu    sync.Mutex
-	conns map[net.Conn]*conn // keyed by the net.Conn net/http passes to ConnState
+	mu        sync.Mutex
+	conns     map[net.Conn]*conn // keyed by the net.Conn net/http passes to ConnState
+	goingAway bool               // HTTP/2 connections are being sent away
 }
 
 func newTracker(grace time.Duration) *tracker {
@@ -63,10 +64,10 @@ func (t *tracker) connState(nc net.Conn, s http.ConnState) {
 	t.poke()
 }
 
-// http2Linger is how long an HTTP/2 connection may stay idle once told
-// GOAWAY: two of the drain's GOAWAY rounds, so that one that started as
-// a round went out got its GOAWAY by the next.
-const http2Linger = 2 * http2Again
+// http2Linger is how long an HTTP/2 connection may stay idle after its
+// first GOAWAY, and once sent the final one, before it is closed (see
+// conn.closeIfIdle).
+const http2Linger = 400 * time.Millisecond
 
 // handlerDone counts a handler out, waking a drain that waits for it.
 func (t *tracker) handlerDone() {
@@ -84,45 +85,49 @@ func (t *tracker) poke() {
 	}
 }
 
-// markHTTP2 records that nc (as ConnState saw it) speaks HTTP/2: GOAWAY
-// ends it, not an idle kick.
-func (t *tracker) markHTTP2(nc net.Conn) {
+// markHTTP2 records that h's connection (as ConnState saw it) speaks
+// HTTP/2: GOAWAY ends it, not an idle kick. If HTTP/2 connections are
+// being sent away already, so is this one.
+func (t *tracker) markHTTP2(h *h2conn) {
 	t.mu.Lock()
-	c := t.conns[nc]
+	h.wentAway = func(time.Time) { t.poke() }
+	if c := t.conns[h.key]; c != nil {
+		h.wentAway = func(told time.Time) {
+			c.mu.Lock()
+			c.goneAway = told
+			if told.IsZero() {
+				c.goneAway = time.Now()
+			}
+			c.mu.Unlock()
+			t.poke()
+		}
+		c.mu.Lock()
+		c.h2 = h
+		c.mu.Unlock()
+	}
+	away := t.goingAway
 	t.mu.Unlock()
-	if c != nil {
-		c.mu.Lock()
-		c.http2 = true
-		c.mu.Unlock()
+	if away {
+		go h.goAway(noticeBound)
 	}
 }
 
-// http2Open reports whether an HTTP/2 connection is open.
-func (t *tracker) http2Open() bool {
+// goAwayHTTP2 sends every HTTP/2 connection away (h2conn.goAway), those
+// open now and those to come.
+func (t *tracker) goAwayHTTP2() {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.goingAway = true
+	var hs []*h2conn
 	for _, c := range t.conns {
 		c.mu.Lock()
-		h2 := c.http2
-		c.mu.Unlock()
-		if h2 {
-			return true
+		if c.h2 != nil {
+			hs = append(hs, c.h2)
 		}
+		c.mu.Unlock()
 	}
-	return false
-}
-
-// wentAway records that every HTTP/2 connection open now has been told
-// GOAWAY (if it was not already) at now.
-func (t *tracker) wentAway(now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, c := range t.conns {
-		c.mu.Lock()
-		if c.http2 && c.goneAway.IsZero() {
-			c.goneAway = now
-		}
-		c.mu.Unlock()
+	t.mu.Unlock()
+	for _, h := range hs {
+		go h.goAway(noticeBound)
 	}
 }
 
@@ -206,8 +211,8 @@ type conn struct {
 	since     time.Time // when it last became new or idle
 	readSince bool      // bytes arrived since then: a request is being read
 	kicked    bool      // read deadline forced into the past
-	http2     bool      // handed to the HTTP/2 server: GOAWAY ends it
-	goneAway  time.Time // when it was first told GOAWAY (HTTP/2)
+	h2        *h2conn   // as the HTTP/2 server sees it, if it got it: GOAWAY ends it
+	goneAway  time.Time // HTTP/2: when it was first told GOAWAY; set once the final one is out
 	deadline  time.Time // the read deadline net/http last set
 }
 
@@ -234,10 +239,11 @@ func (c *conn) setState(s http.ConnState) {
 func (c *conn) closeIfIdle(now time.Time, grace time.Duration) (due time.Time, kicked bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.http2 {
-		// Told GOAWAY, a client opens no more streams on it, but may
-		// leave it open (Go's does when it never used it); net/http
-		// would wait a second. Idle that long after the GOAWAY, it ends.
+	if c.h2 != nil {
+		// Sent its final GOAWAY, a client opens no more streams on it,
+		// but may leave it open (Go's does when it had no stream open);
+		// net/http would wait a second. Idle that long since it was
+		// first told, it ends.
 		if c.kicked || c.goneAway.IsZero() || c.state != http.StateIdle {
 			return time.Time{}, false
 		}

@@ -130,8 +130,8 @@ func TestCloseIfIdleWaitsForGrace(t *testing.T) {
 	}
 }
 
-// TestHTTP2FramesAreNotARequest: an idle HTTP/2 connection told GOAWAY
-// is closed once it lingered, even if the client sent frames meanwhile
+// TestHTTP2FramesAreNotARequest: an idle HTTP/2 connection sent its final
+// GOAWAY is closed once it lingered, even if the client sent frames meanwhile
 // (settings, pings, window updates: Go's client does on a connection it
 // never used). Before, they counted as a request being read, and the
 // connection waited for net/http's own close a second after the GOAWAY.
@@ -140,10 +140,10 @@ func TestHTTP2FramesAreNotARequest(t *testing.T) {
 	c.setState(http.StateIdle)
 	now := time.Now()
 	c.mu.Lock()
-	c.http2, c.goneAway, c.readSince = true, now, true
+	c.h2, c.goneAway, c.readSince = new(h2conn), now, true
 	c.mu.Unlock()
 	if due, kicked := c.closeIfIdle(now, time.Minute); kicked || !due.Equal(now.Add(http2Linger)) {
-		t.Fatalf("just told GOAWAY: due %v kicked %t; want due after %v", due.Sub(now), kicked, http2Linger)
+		t.Fatalf("just sent its final GOAWAY: due %v kicked %t; want due after %v", due.Sub(now), kicked, http2Linger)
 	}
 	if _, kicked := c.closeIfIdle(now.Add(http2Linger), time.Minute); !kicked {
 		t.Fatal("idle for the linger after its GOAWAY, with frames read since: not kicked")

@@ -46,14 +46,31 @@
 // Only the request that panicked fails.
 //
 // HTTP/2 connections (TLS with ALPN "h2", and h2c when srv.Protocols
-// allows unencrypted HTTP/2) get a GOAWAY when the drain starts, and again
-// every 200 ms for those that started since: the protocol's own answer to
-// the keep-alive race, after which a client sends new requests on a new
-// connection (to another worker) while the streams in flight finish, and
-// the connection closes. Serve needs net/http's own HTTP/2 for that: it
-// leaves a server with TLSNextProto set (its own HTTP/2, or HTTP/2 turned
-// off) as it is, and then those connections are drained as HTTP/1 ones
-// are, by the idle grace and the deadline. srv.Shutdown still sends GOAWAY.
+// allows unencrypted HTTP/2) are sent away by GOAWAY, the protocol's own
+// answer to the keep-alive race, in the two steps of RFC 9113 §6.8. A
+// first GOAWAY carries the largest stream id: no new streams, please. A
+// PING follows it; once the client has answered (or a second later if it
+// does not), the final GOAWAY carries the last stream served. So the
+// streams a client opened while the first GOAWAY was on its way are
+// served, not refused, and a client that would not retry them (h2load,
+// curl, most proxies; Go's own client does) loses none. The first GOAWAY
+// itself waits for a moment when the client has read everything sent
+// before it: a first PING, whose answer the server's output waits for
+// (a second and 64 KiB at most). A client that reads a GOAWAY behind
+// responses refuses, itself, the requests those responses had it queue.
+// Each connection then finishes its streams and closes; one that is idle,
+// sent its final GOAWAY and 400 ms past its first is closed.
+//
+// net/http's HTTP/2 server sends only the final GOAWAY, and so does
+// golang.org/x/net/http2's (the same code; from Go 1.27 on, a wrapper of
+// net/http's). Serve writes the PINGs and the first GOAWAY itself, between
+// two of the server's frames, and has net/http send the final one
+// (http2.go says how). It needs net/http's own HTTP/2 for that: it leaves
+// a server with TLSNextProto set (its own HTTP/2, or HTTP/2 turned off)
+// as it is, and then those connections are drained as HTTP/1 ones are,
+// by the idle grace and the deadline. srv.Shutdown by the caller sends
+// HTTP/2 connections away as the drain does.
+//
 // Connections from a TLS listener (*tls.Conn) are drained the same way
 // except for the receive queue check. A hijacked connection (a WebSocket)
 // belongs to its handler: Draining tells the handler that the drain began,

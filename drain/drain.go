@@ -117,7 +117,7 @@ func sdNotify(state string) error {
 // Serve takes srv over: it wraps srv.Handler (nil means
 // http.DefaultServeMux; see Guard.Handler for what the guard adds) and
 // srv.ConnState, sets srv.TLSNextProto (when nil) to serve HTTP/2 in a way
-// it can end with GOAWAY, and it wraps the connections ln accepts, so ConnState
+// it can end with two GOAWAYs, and it wraps the connections ln accepts, so ConnState
 // hooks, ConnContext and Hijack see a wrapper of the *net.TCPConn or
 // *net.UnixConn; its NetConn method returns the original. A Server may be
 // passed to Serve only once.
@@ -157,6 +157,10 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	}
 	hook := srv.ConnState
 	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		// The HTTP/2 server reports the connection it was handed.
+		if k, ok := c.(interface{ drainKey() net.Conn }); ok {
+			c = k.drainKey()
+		}
 		// The caller's hook first: once the tracker has seen the last
 		// connection close, Serve may return, and every hook has run.
 		if hook != nil {
@@ -168,7 +172,7 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	r := begin(opts)
 	defer r.end()
 
-	h2 := newGoAway(srv, t)
+	serveHTTP2(srv, t)
 	tl := &listener{Listener: ln}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(tl) }()
@@ -186,9 +190,8 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	t.draining.Store(true)
 	close(t.begun)
 	r.notify("STOPPING=1")
-	h2.send()
-	t.wentAway(time.Now())
-	r.errs = append(r.errs, serveErr, t.drain(srv, tl, served, h2, opts.Timeout))
+	t.goAwayHTTP2()
+	r.errs = append(r.errs, serveErr, t.drain(srv, tl, served, opts.Timeout))
 	return r.result()
 }
 
@@ -264,15 +267,9 @@ func Draining(ctx context.Context) <-chan struct{} {
 	return ch
 }
 
-// http2Again is how often a drain tells HTTP/2 connections to go while
-// some are open.
-const http2Again = 200 * time.Millisecond
-
 // drain runs steps 1 to 4 of the package documentation. served delivers
-// srv.Serve's result (nil if it has returned already); h2 (nil without
-// HTTP/2) tells HTTP/2 connections to go, again every http2Again while
-// some are open, for those that started after the last time.
-func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, h2 *goAway, timeout time.Duration) error {
+// srv.Serve's result (nil if it has returned already).
+func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, timeout time.Duration) error {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	force := func() error {
@@ -297,22 +294,10 @@ func (t *tracker) drain(srv *http.Server, ln net.Listener, served <-chan error, 
 
 	wake := time.NewTimer(timeout)
 	wake.Stop()
-	sent := time.Now() // by Serve, as the drain began
 	for {
-		now := time.Now()
-		next, open := t.closeIdle(now)
+		next, open := t.closeIdle(time.Now())
 		if open == 0 && t.handlers.Load() == 0 {
 			return nil
-		}
-		if h2 != nil && t.http2Open() {
-			if now.Sub(sent) >= http2Again {
-				h2.send()
-				t.wentAway(now)
-				sent = now
-			}
-			if again := sent.Add(http2Again); next.IsZero() || again.Before(next) {
-				next = again
-			}
 		}
 		var wakeC <-chan time.Time
 		if !next.IsZero() {

@@ -6,27 +6,67 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"time"
 )
 
-// HTTP/2 has its own answer to the keep-alive race: GOAWAY, which tells a
-// client the last stream the server will process, so that it sends the
-// rest on a new connection. net/http sends it from one place only, the
-// hook its HTTP/2 server registers with Server.RegisterOnShutdown, and
-// Shutdown also closes idle HTTP/1 connections at once, which Serve must
-// not do. So Serve has net/http set up its HTTP/2 server on a server of its
-// own that never serves (goAway.hub) and hands srv's HTTP/2 connections to
-// it (TLSNextProto, for "h2" by ALPN and for h2c, "unencrypted_http2"):
-// the hub's Shutdown then runs only that hook, and every HTTP/2
-// connection gets a GOAWAY, finishes its streams and closes. The
-// connections are still srv's: net/http passes srv to the HTTP/2 server,
-// which takes its settings (HTTP2, timeouts, ConnState, ErrorLog) from it.
+// HTTP/2 has its own answer to the keep-alive race: GOAWAY. RFC 9113
+// §6.8 says how a server uses it without losing a request: a first GOAWAY
+// with the largest stream id (no new streams, please), then, at least a
+// round trip later, a final one with the last stream it took; streams the
+// client opened in between, before it saw the first, are served.
+// net/http's HTTP/2 server (and golang.org/x/net/http2's, the same code)
+// sends only the final GOAWAY, from one place: the hook it registers with
+// Server.RegisterOnShutdown. A client's streams that cross it on the wire
+// are refused, and a client that does not retry them (h2load, curl, most
+// proxies; Go's own client retries) fails them.
+//
+// So Serve does the first step itself and has net/http do the second:
+//
+//   - every HTTP/2 connection is served through a connection of its own,
+//     an h2conn (frames.go), which follows the frames both ways. The
+//     drain's PINGs and first GOAWAY go out through it between two of the
+//     server's frames, never inside one: the server's writes and these
+//     pass one lock, and the server's own writer is not touched;
+//   - each connection is handed to an HTTP/2 server of its own, set up by
+//     net/http on a hub that never serves (TLSNextProto). The hub's
+//     Shutdown runs only the GOAWAY hook, for that connection alone: the
+//     server sends the final GOAWAY, finishes its streams and closes.
+//     (srv.Shutdown would also close idle HTTP/1 connections at once.)
+//
+// Both kinds of HTTP/2 connection go through net/http's "unencrypted_http2"
+// handover, the one it uses for h2c, as that is the one that takes any
+// net.Conn: for TLS the h2conn reads the client's preface itself and
+// passes the TLS state on, so the server checks and reports it as before.
+// The connections are still srv's: net/http passes srv to the HTTP/2
+// server, which takes its settings (HTTP2, timeouts, ConnState, ErrorLog)
+// from it.
+//
+// h2conn.goAway sends a connection away in five steps:
+//
+//  1. a PING (quietPing), at once if the server is not in the middle of a
+//     frame, else right after that frame; from then on the server's output
+//     is held back (holdMax at most);
+//  2. the client's answer: it has read, and acted on, all the server sent
+//     before, so it has nothing unread ahead of what comes next;
+//  3. the notice, the first GOAWAY and a second PING (noticePing), then
+//     the output held back. The client reads the GOAWAY before any
+//     response that would have it queue a request: a client that reads a
+//     GOAWAY behind responses refuses, itself, the requests they made it
+//     queue (nghttp2's do, and h2load does not send them again);
+//  4. the client's answer to noticePing: every stream it opened before it
+//     read the GOAWAY has arrived, and is served;
+//  5. the final GOAWAY, by the server, with the last stream it took.
+//
+// Each wait for an answer lasts at most noticeBound.
 
-// goAway sends GOAWAY to srv's HTTP/2 connections.
-type goAway struct {
-	hub *http.Server
-}
+// noticeBound is how long the drain waits for the client to answer each
+// of its PINGs: a client that never does is sent away all the same.
+const noticeBound = time.Second
 
-// failListener accepts nothing: the hub's Serve sets HTTP/2 up and returns.
+// nextProtoH2C is net/http's TLSNextProto key for h2c connections.
+const nextProtoH2C = "unencrypted_http2"
+
+// failListener accepts nothing: a hub's Serve sets HTTP/2 up and returns.
 type failListener struct{}
 
 var errNoAccept = errors.New("drain: the HTTP/2 hub accepts nothing")
@@ -35,47 +75,77 @@ func (failListener) Accept() (net.Conn, error) { return nil, errNoAccept }
 func (failListener) Close() error              { return nil }
 func (failListener) Addr() net.Addr            { return &net.TCPAddr{} }
 
-// newGoAway routes srv's HTTP/2 connections through a hub, marking each
-// in t as HTTP/2 (not closed when idle: GOAWAY ends it). It returns nil,
-// leaving srv as it is, when srv has TLSNextProto set (the caller's own
-// protocols, or HTTP/2 turned off with an empty map) or no HTTP/2.
-func newGoAway(srv *http.Server, t *tracker) *goAway {
-	if srv.TLSNextProto != nil {
-		return nil
-	}
-	hub := &http.Server{
-		Protocols:   srv.Protocols,
-		HTTP2:       srv.HTTP2,
-		IdleTimeout: srv.IdleTimeout,
-		ReadTimeout: srv.ReadTimeout,
-		ErrorLog:    srv.ErrorLog,
-	}
-	hub.Serve(failListener{})
-	if len(hub.TLSNextProto) == 0 {
-		return nil
-	}
-	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
-	for proto, serve := range hub.TLSNextProto {
-		srv.TLSNextProto[proto] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
-			// ConnState saw c, or for h2c the connection c stands in for.
-			var key net.Conn = c
-			if u, ok := c.NetConn().(interface{ UnencryptedNetConn() net.Conn }); ok {
-				key = u.UnencryptedNetConn()
-			}
-			t.markHTTP2(key)
-			serve(hs, c, h)
-		}
-	}
-	g := &goAway{hub: hub}
-	// srv.Shutdown by the caller still tells them to go.
-	srv.RegisterOnShutdown(g.send)
-	return g
+// inTLS carries a net.Conn through an API that takes a *tls.Conn, as
+// net/http hands an h2c connection to its HTTP/2 server.
+type inTLS struct {
+	net.Conn // nil: only UnencryptedNetConn is called
+	c        net.Conn
 }
 
-// send tells every HTTP/2 connection open now to go; it may be called
-// again for those that came since (each gets one GOAWAY).
-func (g *goAway) send() {
-	if g != nil {
-		g.hub.Shutdown(context.Background())
+func (p inTLS) UnencryptedNetConn() net.Conn { return p.c }
+
+// http2Hub makes the hubs of srv's HTTP/2 connections.
+type http2Hub struct {
+	srv *http.Server
+	t   *tracker
+}
+
+// newHub returns a hub configured as srv is for HTTP/2, and its HTTP/2
+// server's handover for h2c (nil if it has none).
+func (g *http2Hub) newHub() (*http.Server, func(*http.Server, *tls.Conn, http.Handler)) {
+	hub := &http.Server{
+		Protocols:   g.srv.Protocols,
+		HTTP2:       g.srv.HTTP2,
+		IdleTimeout: g.srv.IdleTimeout,
+		ReadTimeout: g.srv.ReadTimeout,
+		ErrorLog:    g.srv.ErrorLog,
 	}
+	hub.Serve(failListener{})
+	return hub, hub.TLSNextProto[nextProtoH2C]
+}
+
+// serveHTTP2 routes srv's HTTP/2 connections through h2conns and hubs,
+// marking each in t. It leaves srv as it is, and returns false, when srv
+// has TLSNextProto set (the caller's own protocols, or HTTP/2 turned off
+// with an empty map), has no HTTP/2, or net/http has no h2c handover.
+func serveHTTP2(srv *http.Server, t *tracker) bool {
+	if srv.TLSNextProto != nil {
+		return false
+	}
+	g := &http2Hub{srv: srv, t: t}
+	probe, h2c := g.newHub()
+	if h2c == nil {
+		return false
+	}
+	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
+		nextProtoH2C: func(hs *http.Server, tc *tls.Conn, h http.Handler) {
+			u, ok := tc.NetConn().(interface{ UnencryptedNetConn() net.Conn })
+			if !ok {
+				tc.Close()
+				return
+			}
+			nc := u.UnencryptedNetConn()
+			c := newH2Conn(nc, nc, false)
+			g.serve(hs, c, c, h)
+		},
+	}
+	if _, ok := probe.TLSNextProto["h2"]; ok {
+		srv.TLSNextProto["h2"] = func(hs *http.Server, tc *tls.Conn, h http.Handler) {
+			c := newH2Conn(tc, tc, true)
+			g.serve(hs, c, h2tlsConn{h2conn: c, tls: tc}, h)
+		}
+	}
+	// srv.Shutdown by the caller still tells them to go.
+	srv.RegisterOnShutdown(t.goAwayHTTP2)
+	return true
+}
+
+// serve serves c (nc: c itself, or with its TLS state) with an HTTP/2
+// server of its own, until the connection ends.
+func (g *http2Hub) serve(hs *http.Server, c *h2conn, nc net.Conn, h http.Handler) {
+	hub, h2c := g.newHub()
+	c.final = func() { hub.Shutdown(context.Background()) }
+	g.t.markHTTP2(c)
+	defer close(c.done)
+	h2c(hs, tls.Client(inTLS{c: nc}, nil), h)
 }

@@ -16,25 +16,22 @@ import (
 	"github.com/batonhq/baton/loadtest"
 )
 
-// HTTP/2 clients (TLS with ALPN, and h2c) that keep their connection busy
-// move to the newer server as soon as the old one drains: each of its
-// connections gets a GOAWAY, finishes its streams and closes, so the old
-// server's drain ends long before its deadline, and no request fails.
-func TestDrainHTTP2(t *testing.T) {
-	c := draintest.SelfSigned(t)
-	cert, pool := c.Pair, c.Pool
-	for _, tt := range []struct {
-		name      string
-		listener  func(net.Listener) net.Listener
-		configure func(*http.Server)
-		o         loadtest.Options
-	}{
+// http2Setup is a server of HTTP/2 as the tests run it: over TLS with
+// ALPN, or h2c.
+type http2Setup struct {
+	name      string
+	listener  func(net.Listener) net.Listener
+	configure func(*http.Server)
+}
+
+func http2Setups(c draintest.Cert) []http2Setup {
+	return []http2Setup{
 		{
 			name: "tls",
 			listener: func(l net.Listener) net.Listener {
-				return tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+				return tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{c.Pair}, NextProtos: []string{"h2", "http/1.1"}})
 			},
-			o: loadtest.Options{Protocol: loadtest.HTTP2, TLS: &tls.Config{RootCAs: pool}},
+			configure: func(*http.Server) {},
 		},
 		{
 			name:     "h2c",
@@ -44,19 +41,27 @@ func TestDrainHTTP2(t *testing.T) {
 				srv.Protocols.SetHTTP1(true)
 				srv.Protocols.SetUnencryptedHTTP2(true)
 			},
-			o: loadtest.Options{Protocol: loadtest.H2C},
 		},
-	} {
+	}
+}
+
+// HTTP/2 clients (TLS with ALPN, and h2c) that keep their connection busy
+// move to the newer server as soon as the old one drains: each of its
+// connections gets a GOAWAY, finishes its streams and closes, so the old
+// server's drain ends long before its deadline, and no request fails.
+func TestDrainHTTP2(t *testing.T) {
+	c := draintest.SelfSigned(t)
+	clients := map[string]loadtest.Options{
+		"tls": {Protocol: loadtest.HTTP2, TLS: &tls.Config{RootCAs: c.Pool}},
+		"h2c": {Protocol: loadtest.H2C},
+	}
+	for _, tt := range http2Setups(c) {
 		t.Run(tt.name, func(t *testing.T) {
 			ln := listen(t)
-			var configure []func(*http.Server)
-			if tt.configure != nil {
-				configure = append(configure, tt.configure)
-			}
 			opts := drain.Options{Timeout: 5 * time.Second}
-			old := startServer(t, tt.listener(dup(t, ln)), "old", opts, nil, configure...)
+			old := startServer(t, tt.listener(dup(t, ln)), "old", opts, nil, tt.configure)
 			// An answer over HTTP/1 fails loadtest's HTTP/2 clients.
-			o := tt.o
+			o := clients[tt.name]
 			o.Addr, o.Concurrency, o.Timeout = ln.Addr().String(), 8, 10*time.Second
 			load, err := loadtest.Start(context.Background(), o)
 			if err != nil {
@@ -64,7 +69,7 @@ func TestDrainHTTP2(t *testing.T) {
 			}
 			defer load.Stop()
 			old.waitHits(t, 200)
-			young := startServer(t, tt.listener(dup(t, ln)), "new", opts, nil, configure...)
+			young := startServer(t, tt.listener(dup(t, ln)), "new", opts, nil, tt.configure)
 			began := time.Now()
 			err = old.drain(t)
 			took := time.Since(began)
