@@ -10,7 +10,8 @@
 //	hello -h2c                  also speak HTTP/2 without TLS
 //	hello -cert FILE -key FILE  serve HTTPS, HTTP/2 or HTTP/1.1 by ALPN
 //
-// Under drain, HTTP/2 clients are sent a GOAWAY when hello drains.
+// Under drain, HTTP/2 clients are sent away by a two-step GOAWAY when
+// hello drains (docs/protocols.md).
 //
 // Routes, besides every other path answering hello:
 //
