@@ -12,11 +12,15 @@ import (
 
 // The pieces of HTTP/2 (RFC 9113) that an h2conn reads or writes itself.
 const (
-	frameHeaderLen = 9
-	framePing      = 0x6
-	frameGoAway    = 0x7
-	flagAck        = 0x1
-	pingLen        = 8
+	frameHeaderLen    = 9
+	frameHeaders      = 0x1
+	framePushPromise  = 0x5
+	framePing         = 0x6
+	frameGoAway       = 0x7
+	frameContinuation = 0x9
+	flagAck           = 0x1
+	flagEndHeaders    = 0x4
+	pingLen           = 8
 )
 
 // clientPreface opens every HTTP/2 connection from the client.
@@ -57,6 +61,11 @@ type frames struct {
 	left  int // bytes of its payload still to come
 	count int // frames complete
 
+	// The current frame begins or continues a header block that goes
+	// on after it: no other frame may come before its end (RFC 9113
+	// §6.10).
+	inBlock bool
+
 	goAway bool // a GOAWAY has passed
 
 	// On the client's side: the answers to the drain's PINGs.
@@ -66,12 +75,12 @@ type frames struct {
 	quieted, noticed bool // the ACK of quietPing, of noticePing, has passed
 }
 
-// atBoundary reports whether the bytes so far end a frame.
-func (f *frames) atBoundary() bool { return f.n == 0 }
+// atBoundary reports whether the bytes so far end a frame, and a frame
+// of another kind may come next: they are not inside a header block.
+func (f *frames) atBoundary() bool { return f.n == 0 && !f.inBlock }
 
 // advance moves f over p and returns how many bytes it passed: all of
-// them, or with stop set, those up to the end of the first frame that
-// ends in p.
+// them, or with stop set, those up to the first boundary in p.
 func (f *frames) advance(p []byte, stop bool) int {
 	i := 0
 	for i < len(p) {
@@ -85,6 +94,10 @@ func (f *frames) advance(p []byte, stop bool) int {
 			f.left = int(f.hdr[0])<<16 | int(f.hdr[1])<<8 | int(f.hdr[2])
 			typ, flags := f.hdr[3], f.hdr[4]
 			f.goAway = f.goAway || typ == frameGoAway
+			switch typ {
+			case frameHeaders, framePushPromise, frameContinuation:
+				f.inBlock = flags&flagEndHeaders == 0
+			}
 			f.inAck = f.acks && typ == framePing && flags&flagAck != 0 && f.left == pingLen
 			f.ack = f.ack[:0]
 		}
@@ -101,7 +114,7 @@ func (f *frames) advance(p []byte, stop bool) int {
 				f.quieted = f.quieted || bytes.Equal(f.ack, quietPing[:])
 				f.noticed = f.noticed || bytes.Equal(f.ack, noticePing[:])
 			}
-			if stop {
+			if stop && !f.inBlock {
 				break
 			}
 		}

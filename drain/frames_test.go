@@ -116,6 +116,40 @@ func TestH2connWritesBetweenFrames(t *testing.T) {
 	}
 }
 
+// A header block (HEADERS and its CONTINUATIONs) admits no other frame
+// (RFC 9113 §6.10): a client takes a PING inside one for a connection
+// error, and drops every stream.
+func TestH2connKeepsHeaderBlocksWhole(t *testing.T) {
+	var b bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	fr.WriteSettings()
+	settings := b.Len()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bytes.Repeat([]byte{0}, 100)})
+	headers := b.Len()
+	fr.WriteContinuation(1, false, bytes.Repeat([]byte{0}, 100))
+	fr.WriteContinuation(1, true, bytes.Repeat([]byte{0}, 100))
+	block := b.Len()
+	fr.WriteData(1, true, []byte("body"))
+	out := b.Bytes()
+	for _, cut := range []int{settings + 20, headers, headers + 50, block - 1} {
+		w := new(wire)
+		c := newH2Conn(w, nil, false)
+		write(t, c, out[:cut], 4096)
+		c.wmu.Lock()
+		c.pending = true
+		c.flushPing()
+		c.wmu.Unlock()
+		write(t, c, out[cut:], 4096)
+		c.wmu.Lock()
+		c.release()
+		c.wmu.Unlock()
+		fs := frameTypes(t, w.b.Bytes())
+		if len(fs) != 8 || fs[4].Header().Type != http2.FramePing {
+			t.Errorf("drain asked for at byte %d: %d frames, want the PING after the header block", cut, len(fs))
+		}
+	}
+}
+
 // A server that writes more than holdMax while the client has not
 // answered the first PING has its output sent, after the notice, at once.
 func TestH2connHoldsAtMostHoldMax(t *testing.T) {

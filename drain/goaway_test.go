@@ -43,7 +43,18 @@ type rawClient struct {
 // with prior knowledge) and sends the client's preface and SETTINGS.
 func dialRaw(t *testing.T, addr string, cfg *tls.Config) *rawClient {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	rc := connectRaw(t, new(net.Dialer), addr, cfg)
+	rc.frames = make(chan frame, 64)
+	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	go rc.receive()
+	return rc
+}
+
+// connectRaw is dialRaw with d, and without the reader: the test reads
+// frames with rc.fr.
+func connectRaw(t *testing.T, d *net.Dialer, addr string, cfg *tls.Config) *rawClient {
+	t.Helper()
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,15 +70,13 @@ func dialRaw(t *testing.T, addr string, cfg *tls.Config) *rawClient {
 		c, scheme = tc, "https"
 	}
 	t.Cleanup(func() { c.Close() })
-	rc := &rawClient{t: t, c: c, fr: http2.NewFramer(c, c), scheme: scheme, frames: make(chan frame, 64)}
-	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	rc := &rawClient{t: t, c: c, fr: http2.NewFramer(c, c), scheme: scheme}
 	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
 		t.Fatal(err)
 	}
 	if err := rc.fr.WriteSettings(); err != nil {
 		t.Fatal(err)
 	}
-	go rc.receive()
 	return rc
 }
 

@@ -25,8 +25,9 @@ import (
 //   - every HTTP/2 connection is served through a connection of its own,
 //     an h2conn (frames.go), which follows the frames both ways. The
 //     drain's PINGs and first GOAWAY go out through it between two of the
-//     server's frames, never inside one: the server's writes and these
-//     pass one lock, and the server's own writer is not touched;
+//     server's frames, never inside one nor inside a header block (a
+//     HEADERS and its CONTINUATIONs admit no other frame): the server's
+//     writes and these pass one lock, and its own writer is not touched;
 //   - each connection is handed to an HTTP/2 server of its own, set up by
 //     net/http on a hub that never serves (TLSNextProto). The hub's
 //     Shutdown runs only the GOAWAY hook, for that connection alone: the
