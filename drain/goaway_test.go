@@ -108,9 +108,15 @@ func (rc *rawClient) receive() {
 // get opens stream id with a GET of /.
 func (rc *rawClient) get(id uint32) {
 	rc.t.Helper()
+	rc.getPath(id, "/")
+}
+
+// getPath opens stream id with a GET of path.
+func (rc *rawClient) getPath(id uint32, path string) {
+	rc.t.Helper()
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", rc.scheme}, {":authority", "drain.test"}, {":path", "/"}} {
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", rc.scheme}, {":authority", "drain.test"}, {":path", path}} {
 		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
 	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {

@@ -2,6 +2,7 @@ package drain_test
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"slices"
@@ -81,6 +82,44 @@ func TestHeaderBlockNotSplitByDrain(t *testing.T) {
 			}
 			if i := slices.Index(got, http2.FramePing); i < 0 || slices.Contains(got[i:], http2.FrameContinuation) {
 				t.Errorf("frames %v: want the drain's PING after the header block", got)
+			}
+		})
+	}
+}
+
+// Clients that never read hold the server's writes, and with them the
+// lock the drain's own frames wait for, in the middle of a DATA frame or
+// of a header block: the drain still ends at its deadline.
+func TestHTTP2DeadlineWithClientsThatNeverRead(t *testing.T) {
+	c := draintest.SelfSigned(t)
+	clients := map[string]*tls.Config{
+		"tls": {RootCAs: c.Pool, ServerName: "127.0.0.1", NextProtos: []string{"h2"}},
+	}
+	body := []byte(strings.Repeat("x", 1<<20))
+	big := strings.Repeat("0123456789abcdef", 32<<10)
+	entered := make(chan struct{}, 8)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		if r.URL.Query().Has("header") {
+			w.Header().Set("X-Big", big)
+		}
+		w.Write(body)
+	})
+	const timeout = 500 * time.Millisecond
+	for _, tt := range http2Setups(c) {
+		t.Run(tt.name, func(t *testing.T) {
+			ln := listen(t)
+			s := startServer(t, tt.listener(smallSendBuffer{dup(t, ln)}), "old", drain.Options{Timeout: timeout}, h, tt.configure)
+			for _, path := range []string{"/", "/?header"} {
+				rc := dialSmall(t, ln.Addr().String(), clients[tt.name])
+				rc.fr.WriteWindowUpdate(0, 1<<30)
+				rc.getPath(1, path)
+				waitFor(t, entered, "the request for "+path)
+			}
+			began := time.Now()
+			err := s.drain(t)
+			if took := time.Since(began); !errors.Is(err, drain.ErrForced) || took > timeout+2*time.Second {
+				t.Errorf("drain took %v (deadline %v): %v; want it forced at its deadline", took, timeout, err)
 			}
 		})
 	}

@@ -3,13 +3,18 @@ package drain_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/batonhq/baton/drain"
 	"github.com/batonhq/baton/drain/draintest"
@@ -149,5 +154,111 @@ func TestDrainingTellsHijackers(t *testing.T) {
 	}
 	if !said.Load() {
 		t.Error("Serve returned before the hijacking handler did")
+	}
+}
+
+// Serve hands every HTTP/2 connection to net/http's HTTP/2 server by a
+// way of its own (http2.go): what the client and the handler see must be
+// what net/http alone gives them. r.TLS, the SETTINGS that srv.HTTP2 and
+// MaxHeaderBytes make, ConnContext, the connection and states ConnState
+// gets, and IdleTimeout's GOAWAY.
+func TestHTTP2AsNetHTTPAlone(t *testing.T) {
+	c := draintest.SelfSigned(t)
+	clients := map[string]*tls.Config{
+		"tls": {RootCAs: c.Pool, ServerName: "127.0.0.1", NextProtos: []string{"h2"}},
+	}
+	alone := func(srv *http.Server, ln net.Listener) (stop func()) {
+		go srv.Serve(ln)
+		return func() { srv.Close() }
+	}
+	drained := func(srv *http.Server, ln net.Listener) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- drain.Serve(ctx, srv, ln, drain.Options{Notify: func(string) error { return nil }}) }()
+		return func() { cancel(); <-done }
+	}
+	for _, tt := range http2Setups(c) {
+		t.Run(tt.name, func(t *testing.T) {
+			want := http2View(t, tt, clients[tt.name], alone)
+			if got := http2View(t, tt, clients[tt.name], drained); got != want {
+				t.Errorf("under Serve:\n%s\n\nnet/http alone:\n%s", got, want)
+			}
+		})
+	}
+}
+
+type viewKey struct{}
+
+// http2View serves HTTP/2 with serve and setup, makes one request with a
+// client of frames, waits for IdleTimeout's GOAWAY and says what the
+// server and the client saw. ConnState gets the connection Serve wraps.
+func http2View(t *testing.T, setup http2Setup, cfg *tls.Config, serve func(*http.Server, net.Listener) (stop func())) string {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	see := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, fmt.Sprintf(format, args...))
+	}
+	closed := make(chan struct{})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			alpn := "no TLS"
+			if r.TLS != nil {
+				alpn = r.TLS.NegotiatedProtocol
+			}
+			see("request %s, TLS: %s, ConnContext: %v", r.Proto, alpn, r.Context().Value(viewKey{}))
+		}),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, viewKey{}, "set")
+		},
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if w, ok := c.(interface{ NetConn() net.Conn }); ok {
+				if _, ok := c.(*tls.Conn); !ok {
+					c = w.NetConn() // Serve's wrapper
+				}
+			}
+			see("%s %T", s, c)
+			if s == http.StateClosed {
+				close(closed)
+			}
+		},
+		MaxHeaderBytes: 4096,
+		IdleTimeout:    100 * time.Millisecond,
+		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: 7, MaxReadFrameSize: 1 << 20, MaxReceiveBufferPerStream: 1 << 17},
+		ErrorLog:       testLogger(t),
+	}
+	setup.configure(srv)
+	ln := listen(t)
+	stop := serve(srv, setup.listener(ln))
+	defer stop()
+	rc := connectRaw(t, new(net.Dialer), ln.Addr().String(), cfg)
+	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	rc.c.SetReadDeadline(time.Now().Add(eventTimeout))
+	rc.get(1)
+	var client []string
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read: %v; saw %q", err, seen)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				var s []string
+				f.ForeachSetting(func(x http2.Setting) error { s = append(s, x.String()); return nil })
+				client = append(client, "SETTINGS "+strings.Join(s, " "))
+			}
+		case *http2.MetaHeadersFrame:
+			client = append(client, "response "+f.PseudoValue("status"))
+		case *http2.GoAwayFrame:
+			client = append(client, fmt.Sprintf("GOAWAY %d %v", f.LastStreamID, f.ErrCode))
+			rc.c.Close()
+			waitFor(t, closed, "StateClosed")
+			mu.Lock()
+			defer mu.Unlock()
+			return "server: " + strings.Join(seen, "; ") + "\nclient: " + strings.Join(client, "; ")
+		}
 	}
 }
