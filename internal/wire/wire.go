@@ -1,0 +1,150 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
+
+// ConnStart returns what comes before the sequence number in the line of
+// a connection of the listener name; AppendConn completes it.
+func ConnStart(name string) []byte {
+	quoted, _ := json.Marshal(name) // a string always encodes
+	return append(append([]byte(connPrefix), quoted...), `,"seq":`...)
+}
+
+// connPrefix is how a connection's line begins, up to its listener's
+// name.
+const connPrefix = `{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":`
+
+// AppendConn appends the line (with its end) of connection seq, whose
+// start is ConnStart's.
+func AppendConn(dst, start []byte, seq uint64) []byte {
+	return append(strconv.AppendUint(append(dst, start...), seq, 10), "}}\n"...)
+}
+
+// Conn is a connection's line, as JSON.
+type Conn struct {
+	Cmd  string  `json:"cmd"`
+	Type string  `json:"type"`
+	Msg  ConnMsg `json:"msg"`
+}
+
+// ConnMsg is what a connection's line says of it.
+type ConnMsg struct {
+	Cmd      string `json:"cmd"`
+	Listener string `json:"listener"`
+	Seq      uint64 `json:"seq"`
+}
+
+// ParseConn reads a line (without its end); ok if it carries a
+// connection, of the listener and with the sequence number it names.
+func ParseConn(line []byte) (listener []byte, seq uint64, ok bool) {
+	if rest, ok := bytes.CutPrefix(line, []byte(connPrefix+`"`)); ok {
+		if name, rest, ok := bytes.Cut(rest, []byte(`","seq":`)); ok && plain(name) {
+			if digits, ok := bytes.CutSuffix(rest, []byte("}}")); ok {
+				if seq, ok := parseSeq(digits); ok {
+					return name, seq, true
+				}
+			}
+		}
+	}
+	return jsonConn(line)
+}
+
+// jsonConn is ParseConn for any line, by reflection.
+func jsonConn(line []byte) (listener []byte, seq uint64, ok bool) {
+	var c Conn
+	if json.Unmarshal(line, &c) != nil || c.Cmd != "NODE_HANDLE" || c.Msg.Cmd != "BATON_CONN" {
+		return nil, 0, false
+	}
+	return []byte(c.Msg.Listener), c.Msg.Seq, true
+}
+
+// plain reports whether a JSON string's contents are the string itself:
+// printable ASCII, no quote or escape.
+func plain(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseSeq reads a JSON number that is a uint64 written plainly (no sign,
+// leading zero, fraction or exponent); false for anything else, which
+// JSON then reads.
+func parseSeq(digits []byte) (uint64, bool) {
+	if len(digits) == 0 || len(digits) > 19 || digits[0] == '0' && len(digits) > 1 {
+		return 0, false // 19 digits never overflow
+	}
+	var n uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}
+
+// Answer is a worker's answer for a connection. HasSeq says whether it
+// named one; Closed, on a BATON_NACK, that its listener is closed.
+type Answer struct {
+	Cmd    string
+	Seq    uint64
+	HasSeq bool
+	Closed bool
+}
+
+// The answers for a connection taken, as handoff and Node.js write them.
+var (
+	ackStart = []byte(`{"cmd":"BATON_ACK","seq":`)
+	ackEnd   = []byte("}\n")
+	nodeAck  = []byte(`{"cmd":"NODE_HANDLE_ACK"}` + "\n")
+)
+
+// AppendAnswer appends the line (with its end) answering connection seq
+// with cmd (BATON_ACK or BATON_NACK); closed, with a BATON_NACK: its
+// listener is closed.
+func AppendAnswer(dst []byte, cmd string, seq uint64, closed bool) []byte {
+	dst = strconv.AppendUint(append(append(append(dst, `{"cmd":"`...), cmd...), `","seq":`...), seq, 10)
+	if closed {
+		dst = append(dst, `,"closed":true`...)
+	}
+	return append(dst, "}\n"...)
+}
+
+// ParseAnswer reads a worker's line (with its end); false if it is not
+// JSON.
+func ParseAnswer(line []byte) (Answer, bool) {
+	if digits, ok := bytes.CutPrefix(line, ackStart); ok {
+		if digits, ok = bytes.CutSuffix(digits, ackEnd); ok {
+			if seq, ok := parseSeq(digits); ok {
+				return Answer{Cmd: "BATON_ACK", Seq: seq, HasSeq: true}, true
+			}
+		}
+	}
+	if bytes.Equal(line, nodeAck) {
+		return Answer{Cmd: "NODE_HANDLE_ACK"}, true
+	}
+	return jsonAnswer(line)
+}
+
+// jsonAnswer is ParseAnswer for any line, by reflection.
+func jsonAnswer(line []byte) (Answer, bool) {
+	var a struct {
+		Cmd    string  `json:"cmd"`
+		Seq    *uint64 `json:"seq"`
+		Closed bool    `json:"closed"`
+	}
+	if json.Unmarshal(line, &a) != nil {
+		return Answer{}, false
+	}
+	out := Answer{Cmd: a.Cmd, HasSeq: a.Seq != nil, Closed: a.Closed}
+	if a.Seq != nil {
+		out.Seq = *a.Seq
+	}
+	return out, true
+}
