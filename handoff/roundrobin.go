@@ -2,7 +2,7 @@ package handoff
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/wire"
 )
 
 // Round-robin (worker.balance = "round-robin", docs/balancing.md): baton
@@ -48,20 +50,11 @@ const maxMessage = 64 << 10
 // Accept takes them; baton passes a worker fewer unanswered ones.
 const connsQueue = 128
 
-// handleMessage is a line baton sends.
-type handleMessage struct {
-	Cmd string `json:"cmd"`
-	Msg struct {
-		Cmd      string `json:"cmd"`
-		Listener string `json:"listener"`
-		Seq      uint64 `json:"seq"`
-	} `json:"msg"`
-}
-
 // channel is a worker's round-robin channel, shared by its listeners.
 type channel struct {
 	c   *net.UnixConn
 	wmu sync.Mutex // serialises answers
+	msg []byte     // an answer's, under wmu
 
 	mu sync.Mutex
 	ls map[string]*rrListener
@@ -128,10 +121,12 @@ func (ch *channel) read() {
 		r.close()
 		close(ch.ended)
 	}()
+	var rights []int
 	for {
 		n, oobn, flags, _, err := ch.c.ReadMsgUnix(buf, oob)
 		n, oobn = max(n, 0), max(oobn, 0) // -1 with some errors
-		fds := parseRights(oob[:oobn])
+		rights = parseRights(oob[:oobn], rights[:0])
+		fds := rights
 		lost := flags&unix.MSG_CTRUNC != 0
 		if lost {
 			// Descriptors were lost (this process is out of them): the
@@ -161,18 +156,20 @@ type lineReader struct {
 // add takes one read's data and descriptors (lost: some were lost on the
 // way); each line ends in handle.
 func (r *lineReader) add(data []byte, fds []int, lost bool, handle func(line []byte, fd int, lost bool)) {
-	pieces := bytes.SplitAfter(data, []byte{'\n'})
-	last := -1 // the last piece that starts a line
-	for i, p := range pieces {
-		if len(p) > 0 && (i > 0 || len(r.line) == 0 && !r.long) {
-			last = i
-		}
+	// The last line that starts in data: after its last end of line but
+	// one at its very end, or at its start if it continues no line.
+	last := -1
+	if i := bytes.LastIndexByte(data[:max(len(data)-1, 0)], '\n'); i >= 0 {
+		last = i + 1
+	} else if len(data) > 0 && len(r.line) == 0 && !r.long {
+		last = 0
 	}
-	for i, p := range pieces {
-		if len(p) == 0 {
-			continue
+	for start := 0; start < len(data); {
+		end := len(data)
+		if i := bytes.IndexByte(data[start:], '\n'); i >= 0 {
+			end = start + i + 1
 		}
-		if i == last {
+		if start == last {
 			r.lost = r.lost || lost
 			if len(fds) > 0 {
 				r.setFd(fds[0])
@@ -180,7 +177,8 @@ func (r *lineReader) add(data []byte, fds []int, lost bool, handle func(line []b
 				fds = nil
 			}
 		}
-		body, ended := bytes.CutSuffix(p, []byte{'\n'})
+		body, ended := bytes.CutSuffix(data[start:end], []byte{'\n'})
+		start = end
 		if !r.long {
 			r.line = append(r.line, body...)
 			if len(r.line) > maxMessage {
@@ -218,22 +216,23 @@ func closeAll(fds []int) {
 	}
 }
 
-// parseRights returns the descriptors in a control message. The kernel
-// builds it, so it is well formed; one that is not yields none (whatever
-// descriptors it carried stay open: nothing can tell which they are).
-func parseRights(oob []byte) []int {
-	if len(oob) == 0 {
-		return nil
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var fds []int
-	for _, m := range msgs {
-		if got, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, got...)
+// parseRights appends the descriptors in a control message to fds. The
+// kernel builds it, so it is well formed; one that is not yields none
+// (whatever descriptors it carried stay open: nothing can tell which they
+// are).
+func parseRights(oob []byte, fds []int) []int {
+	n := len(fds)
+	for len(oob) >= unix.CmsgLen(0) {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return fds[:n]
 		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
+			for ; len(data) >= 4; data = data[4:] {
+				fds = append(fds, int(int32(binary.NativeEndian.Uint32(data))))
+			}
+		}
+		oob = rest
 	}
 	return fds
 }
@@ -241,8 +240,8 @@ func parseRights(oob []byte) []int {
 // handle acts on one line and the descriptor that came with it (fd, -1
 // if none; lost: it was lost on the way).
 func (ch *channel) handle(line []byte, fd int, lost bool) {
-	var m handleMessage
-	if json.Unmarshal(line, &m) != nil || m.Cmd != "NODE_HANDLE" || m.Msg.Cmd != "BATON_CONN" {
+	listener, seq, ok := wire.ParseConn(line)
+	if !ok {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
@@ -250,22 +249,22 @@ func (ch *channel) handle(line []byte, fd int, lost bool) {
 	}
 	if fd < 0 {
 		// Lost, or never sent: baton still has it and passes it on.
-		ch.answer("BATON_NACK", m.Msg.Seq, false)
+		ch.answer("BATON_NACK", seq, false)
 		return
 	}
 	f := os.NewFile(uintptr(fd), "baton-conn")
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
-		ch.answer("BATON_NACK", m.Msg.Seq, false)
+		ch.answer("BATON_NACK", seq, false)
 		return
 	}
 	ch.mu.Lock()
-	l := ch.ls[m.Msg.Listener]
+	l := ch.ls[string(listener)]
 	taken, closed := false, l == nil || l.closed
 	if !closed {
 		select {
-		case l.queue <- passed{c, m.Msg.Seq}:
+		case l.queue <- passed{c, seq}:
 			taken = true
 		default:
 		}
@@ -273,7 +272,7 @@ func (ch *channel) handle(line []byte, fd int, lost bool) {
 	ch.mu.Unlock()
 	if !taken {
 		c.Close() // baton's copy stays open: the client sees nothing
-		ch.answer("BATON_NACK", m.Msg.Seq, closed)
+		ch.answer("BATON_NACK", seq, closed)
 	}
 }
 
@@ -284,15 +283,11 @@ const answerTimeout = time.Second
 // answer tells baton what became of connection seq; closed, with a NACK:
 // the listener is closed, send no more of its connections.
 func (ch *channel) answer(cmd string, seq uint64, closed bool) {
-	msg := `{"cmd":"` + cmd + `","seq":` + strconv.FormatUint(seq, 10)
-	if closed {
-		msg += `,"closed":true`
-	}
-	msg += "}\n"
 	ch.wmu.Lock()
 	defer ch.wmu.Unlock()
+	ch.msg = wire.AppendAnswer(ch.msg[:0], cmd, seq, closed)
 	ch.c.SetWriteDeadline(time.Now().Add(answerTimeout))
-	ch.c.Write([]byte(msg)) // baton gone: nothing to tell
+	ch.c.Write(ch.msg) // baton gone: nothing to tell
 }
 
 type passed struct {

@@ -523,7 +523,7 @@ func TestRoundRobinStuckWorkerKeepsWhatItRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fds := parseRights(oob[:oobn])
+	fds := parseRights(oob[:oobn], nil)
 	if len(fds) != 1 || !strings.Contains(string(buf[:n]), `"seq":`) {
 		t.Fatalf("read %q with %d descriptors, want a connection line with one", buf[:n], len(fds))
 	}
