@@ -10,7 +10,7 @@ package roundrobin
 
 import (
 	"bufio"
-	"encoding/json"
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/wire"
 )
 
 // Window is how many connections a worker may hold unanswered; a worker
@@ -45,6 +47,8 @@ type Balancer struct {
 	passed    map[string]uint64 // by listener name, for as long as the Balancer lives
 	reclaimed map[string]uint64 // taken back from stuck workers, likewise
 	seq       uint64
+	line      []byte // send's, reused
+	sender    sender
 	closed    bool
 	wg        sync.WaitGroup
 	// timer runs check while watching: some worker has connections
@@ -99,6 +103,7 @@ type worker struct {
 	sent      uint64            // bytes sent on the channel
 	watch     watch             // what the checks saw it leave unread (unread.go)
 	listeners map[int]string    // acceptor key -> the name the worker knows
+	lines     map[int][]byte    // acceptor key -> its connection lines' start (wire.ConnStart)
 	refused   map[int]bool      // keys whose listener it closed
 	paused    map[int]time.Time // keys it gave a connection back for, until when
 	unacked   []passed          // in the order sent
@@ -212,7 +217,10 @@ func (c *Channel) Discard() {
 // names it.
 func (b *Balancer) Attach(pid int, c *Channel) {
 	w := &worker{pid: pid, f: os.NewFile(uintptr(c.ours), "baton-conns"), fd: c.ours, peer: c.peer, bound: c.bound,
-		listeners: c.listeners, refused: map[int]bool{}, paused: map[int]time.Time{}, inflight: map[int]int{}}
+		listeners: c.listeners, lines: map[int][]byte{}, refused: map[int]bool{}, paused: map[int]time.Time{}, inflight: map[int]int{}}
+	for key, name := range c.listeners {
+		w.lines[key] = wire.ConnStart(name)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -418,7 +426,7 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 		}
 		b.seq++
 		p.seq, p.start = b.seq, w.sent
-		n, err := send(w.fd, w.listeners[a.key], p)
+		n, err := b.send(w, a.key, p)
 		if n > 0 {
 			// The descriptor went along: it is the worker's to answer
 			// for, whole line or not (a worker that gets half a line
@@ -446,35 +454,18 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 	}
 }
 
-// message is the line that carries a connection (the handoff package
-// documents it).
-type message struct {
-	Cmd  string     `json:"cmd"`
-	Type string     `json:"type"`
-	Msg  messageMsg `json:"msg"`
-}
-
-type messageMsg struct {
-	Cmd      string `json:"cmd"`
-	Listener string `json:"listener"`
-	Seq      uint64 `json:"seq"`
-}
-
-// send writes p's line with its descriptor; n is how much of the line
-// went (the descriptor goes with the first byte).
-func send(fd int, listener string, p passed) (int, error) {
-	b, err := json.Marshal(message{Cmd: "NODE_HANDLE", Type: "net.Socket", Msg: messageMsg{Cmd: "BATON_CONN", Listener: listener, Seq: p.seq}})
-	if err != nil {
-		return 0, err
-	}
-	b = append(b, '\n')
-	n, err := unix.SendmsgN(fd, b, unix.UnixRights(p.fd), nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-	if err == nil && n < len(b) {
+// send writes p's line, for w's listener key, with its descriptor; n is
+// how much of the line went (the descriptor goes with the first byte).
+// Under mu: the buffers are the Balancer's.
+func (b *Balancer) send(w *worker, key int, p passed) (int, error) {
+	b.line = wire.AppendConn(b.line[:0], w.lines[key], p.seq)
+	n, err := b.sender.send(w.fd, b.line, p.fd)
+	if err == nil && n < len(b.line) {
 		// Less than a line of room: a worker reading that slowly gets
 		// no more (an unfinished line cannot be followed by another).
-		err = fmt.Errorf("roundrobin: %d of %d bytes sent", n, len(b))
+		err = fmt.Errorf("roundrobin: %d of %d bytes sent", n, len(b.line))
 	}
-	return max(n, 0), err
+	return n, err
 }
 
 // accept runs a's loop: it accepts only while some worker has room, so
@@ -506,7 +497,7 @@ func (b *Balancer) accept(a *acceptor) {
 					full = true
 					return true
 				}
-				nfd, _, err := unix.Accept4(int(fd), unix.SOCK_CLOEXEC)
+				nfd, err := accept4(fd)
 				switch {
 				case errors.Is(err, unix.EAGAIN):
 					return false // wait until a connection comes
@@ -550,19 +541,21 @@ func (b *Balancer) accept(a *acceptor) {
 	}
 }
 
-// answer is a worker's line. Closed, on a BATON_NACK: the listener is
-// closed, send that worker no more of its connections; without it the
-// reason passes (it was out of descriptors).
-type answer struct {
-	Cmd    string  `json:"cmd"`
-	Seq    *uint64 `json:"seq"`
-	Closed bool    `json:"closed"`
-}
-
-// readAnswers reads w's answers until its channel ends.
+// readAnswers reads w's answers until its channel ends. The answers of
+// one read are acted on together.
 func (b *Balancer) readAnswers(w *worker) {
 	defer b.wg.Done()
-	r := bufio.NewReaderSize(w.f, maxLine)
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		b.log.Error("round-robin: cannot read a worker's answers", "pid", w.pid, "err", err)
+		b.mu.Lock()
+		b.dropWorker(w)
+		b.mu.Unlock()
+		return
+	}
+	r := bufio.NewReaderSize(reader{rc}, maxLine)
+	var got []wire.Answer
+	var taken []int
 	long := false
 	for {
 		line, err := r.ReadSlice('\n')
@@ -577,21 +570,50 @@ func (b *Balancer) readAnswers(w *worker) {
 			long = false // the end of a line too long to be an answer
 			continue
 		}
-		var a answer
-		if json.Unmarshal(line, &a) != nil {
-			continue
+		if a, ok := wire.ParseAnswer(line); ok {
+			got = append(got, a)
 		}
-		b.answered(w, a)
+		if len(got) > 0 && !lineBuffered(r) {
+			taken = b.answered(w, got, taken)
+			got = got[:0]
+		}
 	}
 	b.mu.Lock()
 	b.dropWorker(w)
 	b.mu.Unlock()
 }
 
-// answered acts on one answer of w's.
-func (b *Balancer) answered(w *worker, a answer) {
+// lineBuffered reports whether r holds a whole line already.
+func lineBuffered(r *bufio.Reader) bool {
+	buf, _ := r.Peek(r.Buffered())
+	return bytes.IndexByte(buf, '\n') >= 0
+}
+
+// answered acts on answers of w's, and closes baton's copies of the
+// connections w took, appended to taken (returned, emptied, for reuse).
+func (b *Balancer) answered(w *worker, got []wire.Answer, taken []int) []int {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	room := false
+	for _, a := range got {
+		var ok bool
+		ok, taken = b.answer(w, a, taken)
+		room = room || ok
+	}
+	if room {
+		b.wakeAll() // it has room again
+	}
+	b.mu.Unlock()
+	// Not under mu: the accept loop goes on meanwhile.
+	for _, fd := range taken {
+		closeFd(fd)
+	}
+	return taken[:0]
+}
+
+// answer acts on one answer of w's; true if it was about one of w's
+// connections. A connection w took is appended to taken, for the caller
+// to close. Under mu.
+func (b *Balancer) answer(w *worker, a wire.Answer, taken []int) (bool, []int) {
 	i := -1
 	switch a.Cmd {
 	case "NODE_HANDLE_ACK", "NODE_HANDLE_NACK":
@@ -599,20 +621,20 @@ func (b *Balancer) answered(w *worker, a answer) {
 			i = 0
 		}
 	case "BATON_ACK", "BATON_NACK":
-		if a.Seq == nil {
-			return
+		if !a.HasSeq {
+			return false, taken
 		}
-		i = w.find(*a.Seq)
+		i = w.find(a.Seq)
 	default:
-		return
+		return false, taken
 	}
 	if i < 0 {
-		return // not one of ours: ignored
+		return false, taken // not one of ours: ignored
 	}
 	p := w.take(i)
 	switch {
 	case a.Cmd == "BATON_ACK" || a.Cmd == "NODE_HANDLE_ACK":
-		unix.Close(p.fd)
+		taken = append(taken, p.fd)
 	case a.Closed:
 		w.refused[p.acc.key] = true
 		b.giveBack(p)
@@ -620,7 +642,7 @@ func (b *Balancer) answered(w *worker, a answer) {
 		w.paused[p.acc.key] = time.Now().Add(pauseFor)
 		b.giveBack(p)
 	}
-	b.wakeAll() // it has room again
+	return true, taken
 }
 
 // find returns the index of connection seq in w.unacked, -1 if none.

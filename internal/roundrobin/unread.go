@@ -2,9 +2,10 @@ package roundrobin
 
 import (
 	"bytes"
-	"encoding/json"
 	"slices"
 	"time"
+
+	"github.com/batonhq/baton/internal/wire"
 )
 
 // A worker is stuck when it leaves a connection it was passed unread on
@@ -71,9 +72,6 @@ func takenBack(data []byte) (seq uint64, ok bool) {
 	if !ended {
 		return 0, false
 	}
-	var m message
-	if json.Unmarshal(body[bytes.LastIndexByte(body, '\n')+1:], &m) != nil || m.Cmd != "NODE_HANDLE" || m.Msg.Cmd != "BATON_CONN" {
-		return 0, false
-	}
-	return m.Msg.Seq, true
+	_, seq, ok = wire.ParseConn(body[bytes.LastIndexByte(body, '\n')+1:])
+	return seq, ok
 }

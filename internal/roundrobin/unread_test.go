@@ -1,9 +1,10 @@
 package roundrobin
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/batonhq/baton/internal/wire"
 )
 
 // conns returns unanswered connections whose lines begin at starts.
@@ -103,13 +104,7 @@ func TestWatchObserve(t *testing.T) {
 
 func TestTakenBack(t *testing.T) {
 	line := func(seq uint64) string {
-		var m message
-		m.Cmd, m.Type, m.Msg = "NODE_HANDLE", "net.Socket", messageMsg{Cmd: "BATON_CONN", Listener: "http", Seq: seq}
-		b, err := json.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b) + "\n"
+		return string(wire.AppendConn(nil, wire.ConnStart("http"), seq))
 	}
 	whole := line(17)
 	tests := []struct {

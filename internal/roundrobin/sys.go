@@ -1,0 +1,95 @@
+package roundrobin
+
+import (
+	"io"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The system calls made for each connection (accept4, sendmsg, the read
+// of the answers, the close of baton's copy) are raw. They do not block
+// (the sockets are non-blocking, sendmsg is MSG_DONTWAIT), and a Syscall
+// tells the Go runtime that they might: the first after baton was idle
+// wakes the runtime's monitor thread, which then looks every 20 µs for a
+// millisecond. At every burst of connections that was a sixth of
+// baton's CPU on this path. One close can wait: that of the last copy of
+// a socket a worker set SO_LINGER on, whose data has not gone yet. It
+// holds one goroutine, not the accept loop (it is not under the lock),
+// and no longer than the runtime's next preemption signal (10 ms), which
+// ends the wait.
+
+// accept4 accepts a connection on the non-blocking listening socket fd,
+// without its address (x/sys's Accept4 decodes it, at a getsockopt and
+// an allocation per connection).
+func accept4(fd uintptr) (int, error) {
+	nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(nfd), nil
+}
+
+// closeFd closes a descriptor, raw.
+func closeFd(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// sender sends a line with a descriptor on a unix stream socket, from
+// buffers it keeps.
+type sender struct {
+	oob []byte
+	iov unix.Iovec
+	hdr unix.Msghdr
+}
+
+// send sends line with fd on the socket to, without waiting; n is how
+// much of line went (the descriptor goes with the first byte).
+func (s *sender) send(to int, line []byte, fd int) (int, error) {
+	if s.oob == nil {
+		s.oob = unix.UnixRights(0)
+	}
+	*(*int32)(unsafe.Pointer(&s.oob[unix.CmsgLen(0)])) = int32(fd)
+	s.iov.Base = &line[0]
+	s.iov.SetLen(len(line))
+	s.hdr = unix.Msghdr{Iov: &s.iov, Control: &s.oob[0]}
+	s.hdr.SetIovlen(1)
+	s.hdr.SetControllen(len(s.oob))
+	n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(to), uintptr(unsafe.Pointer(&s.hdr)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+	s.iov.Base, s.hdr.Iov, s.hdr.Control = nil, nil, nil // keeps nothing alive
+	if e != 0 {
+		return 0, os.NewSyscallError("sendmsg", e)
+	}
+	return int(n), nil
+}
+
+// reader reads a non-blocking descriptor that the runtime polls,
+// waiting in the poller while there is nothing to read.
+type reader struct{ rc syscall.RawConn }
+
+func (r reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n uintptr
+	var e unix.Errno
+	err := r.rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, e = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			if e != unix.EINTR {
+				return e != unix.EAGAIN
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case e != 0:
+		return 0, os.NewSyscallError("read", e)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return int(n), nil
+}
