@@ -380,7 +380,7 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 	}
 	done := ctx.Done()
 	// At most every trimAfter, after work (timers aside), baton gives back
-	// the memory that work left resident.
+	// the memory that work left resident; every trimIdle ticks all the same.
 	trim := time.NewTicker(trimAfter)
 	defer trim.Stop()
 	idle := idleTrim{worked: true}
@@ -424,17 +424,30 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 	return s.m.Finish()
 }
 
-// trimAfter is how often baton may trim its memory.
-const trimAfter = time.Second
+// trimAfter is how often baton may trim its memory; trimIdle, in ticks of
+// trimAfter, how often it trims without work all the same: the runtime's
+// own periodic work (a collection every two minutes) faults pages back in.
+const (
+	trimAfter = time.Second
+	trimIdle  = 60
+)
 
-// idleTrim says when to trim: at a tick after one with work.
-type idleTrim struct{ worked bool }
+// idleTrim says when to trim: at a tick after one with work, or trimIdle
+// ticks after the last trim.
+type idleTrim struct {
+	worked bool
+	since  int // ticks since the last trim
+}
 
 func (t *idleTrim) work() { t.worked = true }
 
 func (t *idleTrim) tick() bool {
-	due := t.worked
+	t.since++
+	due := t.worked || t.since >= trimIdle
 	t.worked = false
+	if due {
+		t.since = 0
+	}
 	return due
 }
 
