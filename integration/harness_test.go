@@ -88,6 +88,7 @@ const nextVersion = "0.1.0-it-next"
 
 // lazyBuild is a build of ./cmd/baton made on first use.
 type lazyBuild struct {
+	env  []string // beside the test's own
 	once sync.Once
 	path string
 	err  error
@@ -105,6 +106,7 @@ func (b *lazyBuild) get(t testing.TB, name string, race bool, flags ...string) s
 		}
 		cmd := exec.Command("go", append(args, "./cmd/baton")...)
 		cmd.Dir = repoRoot
+		cmd.Env = append(os.Environ(), b.env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("build ./cmd/baton %v: %w\n%s", flags, err, out)
 			return
@@ -117,7 +119,10 @@ func (b *lazyBuild) get(t testing.TB, name string, race bool, flags ...string) s
 	return b.path
 }
 
-var next, plain lazyBuild
+var (
+	next, plain lazyBuild
+	static      = lazyBuild{env: []string{"CGO_ENABLED=0"}}
+)
 
 // batonNext returns a second build of baton that says it is nextVersion
 // (-ldflags "-X main.version=..."), built on first use: a baton upgraded
@@ -132,6 +137,13 @@ func batonNext(t testing.TB) string {
 func batonPlain(t testing.TB) string {
 	t.Helper()
 	return plain.get(t, "baton-plain", false)
+}
+
+// batonStatic returns the build `make build` ships (static, no race
+// detector), built on first use: for tests of what it holds resident.
+func batonStatic(t testing.TB) string {
+	t.Helper()
+	return static.get(t, "baton-static", false)
 }
 
 // freePort returns a loopback port that was free a moment ago.
