@@ -23,6 +23,7 @@ type report struct {
 	machine []string // lines describing the machine and the versions
 
 	goRuns     []measured
+	starts     []startFootprint // the Go section's batons
 	nodeRuns   []measured
 	reloadRuns []reloadRun
 	rolling    rollingRun
@@ -117,9 +118,12 @@ func (r *report) goRows() []measured {
 }
 
 // direct is the run without a supervisor that m is compared with.
-func (r *report) direct(m measured) (measured, bool) {
+func (r *report) direct(m measured) (measured, bool) { return r.goRun("direct", m) }
+
+// goRun returns the run of setup with m's workers and clients.
+func (r *report) goRun(setup string, m measured) (measured, bool) {
 	for _, d := range r.goRuns {
-		if d.setup == "direct" && d.workers == m.workers && d.mode == m.mode {
+		if d.setup == setup && d.workers == m.workers && d.mode == m.mode {
 			return d, true
 		}
 	}
@@ -194,9 +198,10 @@ func (r *report) goTable(p func(string, ...any)) {
 	p("\n### Go hello worker: baton's balancing modes against no supervisor\n\n")
 	p("64 clients. Every setup runs at once, idle but for the one under load: the load goes to one setup after the other for %s each, %d rounds (every other round backwards), and each row adds up its setup's slices (%s of load in all), so that the machine's drift falls on all setups alike. *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *of direct*: the setup's req/s over direct's; *each quarter*: the same over each quarter of the rounds, to show how steady it is. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even), and of the connections each was given (by the worker of each connection's first response): with keep-alive clients a worker serves its connections as fast as the CPU it gets allows, so the requests' spread is the connections' and the CPU's.\n\n",
 		r.goSlice, r.rounds, time.Duration(r.rounds)*r.goSlice)
-	p("| workers | setup | clients | req/s | of direct | each quarter | p50 ms | p99 ms | fairness CV requests | connections | failed | baton RSS MB |\n| ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	p("*of shared*: the setup's req/s over `baton shared`'s. *baton RSS MB*: resident at the end of the row's load (VmRSS), and the most resident since baton started (VmHWM: its start included).\n\n")
+	p("| workers | setup | clients | req/s | of direct | each quarter | of shared | p50 ms | p99 ms | fairness CV requests | connections | failed | baton RSS MB, end / peak |\n| ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, m := range r.goRows() {
-		ratio, quarters, rss := "—", "—", "—"
+		ratio, quarters, ofShared, rss := "—", "—", "—", "—"
 		if d, ok := r.direct(m); ok && m.setup != "direct" && d.r.RPS() > 0 {
 			ratio = fmt.Sprintf("%.2f", m.r.RPS()/d.r.RPS())
 			var each []string
@@ -204,10 +209,18 @@ func (r *report) goTable(p func(string, ...any)) {
 				each = append(each, fmt.Sprintf("%.2f", q))
 			}
 			quarters = strings.Join(each, ", ")
-			rss = fmt.Sprintf("%.1f", m.rss)
+			rss = fmt.Sprintf("%.1f / %.1f", m.rss, m.peak)
 		}
-		p("| %d | %s | %s | %.0f | %s | %s | %s | %s | %.3f | %.3f | %d | %s |\n", m.workers, m.setup, m.mode, m.r.RPS(), ratio, quarters,
+		if sh, ok := r.goRun("baton shared", m); ok && m.setup != "direct" && sh.r.RPS() > 0 {
+			ofShared = fmt.Sprintf("%.2f", m.r.RPS()/sh.r.RPS())
+		}
+		p("| %d | %s | %s | %.0f | %s | %s | %s | %s | %s | %.3f | %.3f | %d | %s |\n", m.workers, m.setup, m.mode, m.r.RPS(), ratio, quarters, ofShared,
 			ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.connCV, m.r.Failed(), rss)
+	}
+	p("\n#### baton's memory at start\n\nEach Go setup's baton once all its workers are ready: resident (VmRSS), and the most resident on the way (VmHWM).\n\n")
+	p("| workers | setup | RSS MB | peak MB |\n| ---: | --- | ---: | ---: |\n")
+	for _, st := range r.starts {
+		p("| %d | %s | %.1f | %.1f |\n", st.workers, st.setup, st.rss, st.peak)
 	}
 }
 

@@ -33,6 +33,7 @@ type measured struct {
 	cv      float64           // of requests per worker
 	connCV  float64           // of connections per worker
 	rss     float64           // the manager's, MB; 0 for none
+	peak    float64           // the manager's most resident since it started (VmHWM), MB
 	slices  []loadtest.Result // that r adds up, in order, if measured in slices
 }
 
@@ -125,6 +126,10 @@ func goWorkers(s settings, rep *report, workers, clients int) error {
 			return err
 		}
 		addrs[i], managers[i] = addr, manager
+		if manager != 0 {
+			rep.starts = append(rep.starts, startFootprint{workers: workers, setup: setup,
+				rss: rssMB(manager), peak: statusMB(manager, "VmHWM:")})
+		}
 	}
 	for _, mode := range clientModes {
 		runs := make([]measured, len(goSetups))
@@ -156,13 +161,21 @@ func goWorkers(s settings, rep *report, workers, clients int) error {
 			m := &runs[i]
 			m.cv, m.connCV = fairness(m.r.PIDs, workers), fairness(m.r.ConnPIDs, workers)
 			if managers[i] != 0 {
-				m.rss = rssMB(managers[i])
+				m.rss, m.peak = rssMB(managers[i]), statusMB(managers[i], "VmHWM:")
 			}
 			fmt.Fprintf(os.Stderr, "bench:   %s ×%d %s: %.0f req/s, cv %.3f, connections %.3f\n", m.setup, workers, mode, m.r.RPS(), m.cv, m.connCV)
 		}
 		rep.goRuns = append(rep.goRuns, runs...)
 	}
 	return nil
+}
+
+// startFootprint is a baton's memory once all its workers are ready: what
+// it holds then, and the most it held on the way (VmHWM).
+type startFootprint struct {
+	workers   int
+	setup     string
+	rss, peak float64 // MB
 }
 
 // startGoSetup starts one setup of workers hello workers on addr: the
