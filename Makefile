@@ -44,10 +44,12 @@ staticcheck: ## staticcheck (fetched through the Go module proxy)
 check: fmt vet staticcheck test ## gofmt, vet, staticcheck and the tests with -race
 
 # A short minimization per new input (default 60s) keeps a 30s run fuzzing.
-fuzz: ## run each fuzz target for FUZZTIME (default 30s): control requests, notify datagrams, config files
+fuzz: ## run each fuzz target for FUZZTIME (default 30s): control requests, notify datagrams, config files, round-robin's lines
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/supervisor
 	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/systemd
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConn$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAnswer$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/wire
 
 bench: deps build ## baton side by side with pm2, Node's cluster module, nginx and HAProxy, about 9 minutes: bench/results/ (BENCHMARKS.md)
 	@contrib/dev/bench-deps.sh
