@@ -13,12 +13,13 @@ import (
 // A worker that leaves an orphan behind ((cmd &) in a shell) has it
 // re-parented to baton, as child subreaper or as PID 1 of a PID namespace;
 // baton reaps it, so no zombie is left. As PID 1 baton also serves and
-// stops cleanly.
+// stops cleanly. The orphan lives until the test ends it, so the test sees
+// it however slowly the workers start.
 func TestOrphansAreReaped(t *testing.T) {
-	worker := `(sleep 0.3 &); exec "$0"`
+	worker := `(sleep 3600 &); exec "$0"`
 	t.Run("subreaper", func(t *testing.T) {
 		b := startBaton(t, "--workers", "1", "--", "sh", "-c", worker, bin.hello)
-		checkOrphanReaped(t, b.proc, b.cmd.Process.Pid)
+		checkOrphansReaped(t, b.proc, b.cmd.Process.Pid, 1)
 	})
 	t.Run("pid1", func(t *testing.T) {
 		unshare, err := exec.LookPath("unshare")
@@ -45,7 +46,7 @@ func TestOrphansAreReaped(t *testing.T) {
 		if _, err := getOnce(addr, "/"); err != nil {
 			t.Fatalf("baton as PID 1 does not serve: %v", err)
 		}
-		checkOrphanReaped(t, p, batonPid)
+		checkOrphansReaped(t, p, batonPid, 2)
 		syscall.Kill(batonPid, syscall.SIGTERM)
 		if code := p.waitExit(30 * time.Second); code != 0 {
 			t.Errorf("unshare exited %d after SIGTERM to baton as PID 1, want 0", code)
@@ -53,28 +54,36 @@ func TestOrphansAreReaped(t *testing.T) {
 	})
 }
 
-// checkOrphanReaped finds a sleep re-parented to parent and waits until it
-// is gone from /proc: reaped, not a zombie.
-func checkOrphanReaped(t *testing.T, p *proc, parent int) {
+// checkOrphansReaped waits until n sleeps are re-parented to parent, ends
+// them, and waits until each is gone from /proc: reaped, not a zombie.
+func checkOrphansReaped(t *testing.T, p *proc, parent, n int) {
 	t.Helper()
-	var orphan int
-	deadline := time.Now().Add(10 * time.Second)
-	for orphan == 0 {
+	var orphans []int
+	deadline := time.Now().Add(30 * time.Second)
+	for len(orphans) < n {
+		orphans = orphans[:0]
 		for _, pid := range p.descendants() {
 			if comm(pid) == "sleep" && ppid(pid) == parent {
-				orphan = pid
+				orphans = append(orphans, pid)
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no orphaned sleep was re-parented to baton")
+			t.Fatalf("%d of %d orphaned sleeps were re-parented to baton", len(orphans), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for processExists(orphan) {
-		if time.Now().After(deadline) {
-			t.Fatalf("orphan %d still in /proc (state %s): not reaped", orphan, procState(orphan))
+	starts := map[int]string{}
+	for _, pid := range orphans {
+		starts[pid] = startTime(pid)
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	for _, pid := range orphans {
+		for processExists(pid) && startTime(pid) == starts[pid] {
+			if time.Now().After(deadline) {
+				t.Fatalf("orphan %d still in /proc (state %s): not reaped", pid, procState(pid))
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
