@@ -58,7 +58,7 @@ func TestMain(m *testing.M) {
 // GET /grow makes any serving worker allocate and touch 64 MiB.
 //
 //	stopping  notify READY=1, then STOPPING=1 on the first request and exit after it
-//	stop-exit  notify READY=1, 300ms later STOPPING=1 and at once exit 1
+//	stop-exit  notify READY=1, once the file $SERVING exists STOPPING=1 and at once exit 1
 //	child-stopping  serve, and if it can create the file $STOP_ONCE, start
 //	                a child that sends STOPPING=1 for it (and stays)
 func testWorker(mode string) int {
@@ -129,7 +129,15 @@ func testWorker(mode string) int {
 		daemon.SdNotify(false, "READY=1")
 	}
 	if mode == "stop-exit" {
-		time.Sleep(300 * time.Millisecond) // its generation is serving by then
+		// A worker of a generation still starting that leaves fails it:
+		// wait until the test has seen the generation serving.
+		for _, err := os.Stat(os.Getenv("SERVING")); err != nil; _, err = os.Stat(os.Getenv("SERVING")) {
+			select {
+			case <-stop:
+				return 0
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 		daemon.SdNotify(false, "STOPPING=1")
 		return 1
 	}
