@@ -23,34 +23,50 @@ func budget(limit int, onGiveUp string) func(*config.Config) {
 	}
 }
 
-var reStarted = regexp.MustCompile(`time=(\S+) level=INFO msg="worker started" slot=0 `)
+var (
+	reStarted  = regexp.MustCompile(`time=(\S+) level=INFO msg="worker started" slot=0 `)
+	reReplaced = regexp.MustCompile(`time=(\S+) level=WARN msg="worker exited unexpectedly, replacing it" slot=0 .* after=(\S+)`)
+)
 
 // A worker that exits at start, limit 10: exactly 10 restarts, each after
 // a backoff that doubles up to backoff_max, then baton gives up and exits.
 func TestCrashLoopGivesUp(t *testing.T) {
-	h := startHarness(t, testConfig("exit1", 1, budget(10, "exit")))
-	err := h.wait()
+	h := startHarness(t, testConfig("exit1", 1, func(c *config.Config) {
+		budget(10, "exit")(c)
+		// The budget, not the start's deadline, must end the run, however
+		// long each worker takes to start and exit.
+		c.Reload.Timeout = config.Duration(5 * time.Minute)
+	}))
+	err := h.waitFor(5 * time.Minute)
 	if !errors.Is(err, ErrGiveUp) || !strings.Contains(err.Error(), "10 restarts within 1m0s") {
 		t.Fatalf("Run = %v, want ErrGiveUp after 10 restarts", err)
 	}
-	var starts []time.Time
-	for _, m := range reStarted.FindAllStringSubmatch(h.out.String(), -1) {
-		at, err := time.Parse(time.RFC3339Nano, m[1])
-		if err != nil {
-			t.Fatal(err)
+	times := func(re *regexp.Regexp) (at []time.Time, m [][]string) {
+		m = re.FindAllStringSubmatch(h.out.String(), -1)
+		for _, m := range m {
+			ts, err := time.Parse(time.RFC3339Nano, m[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			at = append(at, ts)
 		}
-		starts = append(starts, at)
+		return at, m
 	}
-	if len(starts) != 11 {
-		t.Fatalf("worker started %d times, want 1 + 10 restarts", len(starts))
+	starts, _ := times(reStarted)
+	exits, replaced := times(reReplaced)
+	if len(starts) != 11 || len(exits) != 10 {
+		t.Fatalf("worker started %d times and was replaced %d times, want 1 + 10 restarts", len(starts), len(exits))
 	}
-	// Gaps between starts: the backoff (20, 40, 80, 160, 160 ... ms) plus
-	// the worker's own short life.
+	// From each exit to the next start: the backoff (20, 40, 80, 160,
+	// 160 ... ms) plus the time to fork.
 	want := []time.Duration{20, 40, 80, 160, 160, 160, 160, 160, 160, 160}
 	for i, w := range want {
-		gap := starts[i+1].Sub(starts[i])
-		if min := w * time.Millisecond; gap < min || gap > min+time.Second {
-			t.Errorf("restart %d came %s after the previous start, want %s plus the worker's life", i+1, gap, min)
+		backoff := w * time.Millisecond
+		if replaced[i][2] != backoff.String() {
+			t.Errorf("restart %d after a backoff of %s, want %s", i+1, replaced[i][2], backoff)
+		}
+		if gap := starts[i+1].Sub(exits[i]); gap < backoff || gap > backoff+time.Second {
+			t.Errorf("restart %d came %s after the exit, want the %s backoff", i+1, gap, backoff)
 		}
 	}
 }
