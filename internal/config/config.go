@@ -110,9 +110,10 @@ type Worker struct {
 	DrainTimeout Duration `toml:"drain_timeout"`
 	// Env is added to the workers' environment.
 	Env map[string]string `toml:"env"`
-	// Watchdog, when not zero, is how long a worker may go without
+	// Watchdog, when not zero, is how long a ready worker may go without
 	// sending WATCHDOG=1 before it is replaced (new first) and killed. The
-	// worker learns it from WATCHDOG_USEC, as under systemd.
+	// worker learns it from WATCHDOG_USEC, as under systemd, whose watchdog
+	// also starts once start-up is complete.
 	Watchdog Duration `toml:"watchdog"`
 	// MaxMemory, when not zero, is the resident memory above which a
 	// worker is replaced gracefully (new first, then drained).

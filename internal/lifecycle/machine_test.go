@@ -308,6 +308,28 @@ func TestReplaceFirst(t *testing.T) {
 	}
 }
 
+// worker.watchdog starts once a worker is ready, as WatchdogSec= does
+// once start-up is complete: a worker slower to start than the watchdog
+// is waited for (reload.timeout bounds its start), then watched.
+func TestWatchdogStartsOnceReady(t *testing.T) {
+	h := newHarness(t, testConfig(t, func(c *config.Config) {
+		c.Worker.Count = 1
+		c.Worker.Watchdog = config.Duration(2 * time.Second)
+	}), Options{})
+	pid := h.start()[0]
+	h.take()
+	h.advance(5 * time.Second)
+	if s := signalsTo(h.take(), pid); len(s) != 0 {
+		t.Fatalf("a worker still starting got %v from the watchdog", s)
+	}
+	h.ready(pid)
+	h.take()
+	h.advance(2*time.Second - time.Millisecond)
+	h.none("start ", "signal ")
+	h.advance(time.Millisecond)
+	h.want("start g1 s0 = 102")
+}
+
 func TestLeavingWorkerDrainsWhenNoReplacementStarts(t *testing.T) {
 	h := newHarness(t, testConfig(t, nil), Options{})
 	pids := h.serve()

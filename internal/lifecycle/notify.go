@@ -31,7 +31,7 @@ func (m *Machine) onNotify(ev Notified) {
 			m.log.Debug("unknown notify field ignored", "slot", w.slot, "pid", w.pid, "field", k)
 		}
 	}
-	if ev.Fields["WATCHDOG"] == "1" {
+	if ev.Fields["WATCHDOG"] == "1" && w.state != wStarting {
 		m.armWatchdog(w)
 	}
 	if st, ok := ev.Fields["STATUS"]; ok {

@@ -73,12 +73,13 @@ func (m *Machine) startWorker(g *generation, slot int) (*worker, error) {
 	} else if g.cfg.Reload.Timeout.Std() > ReadyHintAfter {
 		w.timers = append(w.timers, m.env.After(ReadyHintAfter, Timer{kind: readyHintDue, w: w}))
 	}
-	m.armWatchdog(w)
 	m.log.Info("worker started", "slot", slot, "pid", pid, "generation", g.n)
 	return w, nil
 }
 
 // armWatchdog (re)starts the worker's watchdog, if worker.watchdog is set.
+// It starts once the worker is ready, as systemd's WatchdogSec= starts once
+// start-up is complete: until then reload.timeout bounds the worker.
 func (m *Machine) armWatchdog(w *worker) {
 	d := w.gen.cfg.Worker.Watchdog.Std()
 	if d <= 0 {
@@ -223,6 +224,7 @@ func (m *Machine) onExit(ev Exited) {
 
 func (m *Machine) markReady(w *worker) {
 	w.state = wReady
+	m.armWatchdog(w)
 	g := w.gen
 	m.log.Info("worker ready", "slot", w.slot, "pid", w.pid, "generation", g.n, "after", m.env.Now().Sub(w.started).Round(time.Millisecond))
 	if old := w.replaces; old != nil {
