@@ -42,7 +42,13 @@ func upgradeHelper() int {
 	// known to the parent (NewUpgrader reports it), as baton does.
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, unix.SIGTERM)
-	u, err := NewUpgrader(time.Second)
+	// A race-built successor may take seconds to start on a loaded
+	// machine: only the hung one is timed, and it is killed at 1s.
+	timeout := time.Minute
+	if os.Getenv(childModeEnv) == "hang" {
+		timeout = time.Second
+	}
+	u, err := NewUpgrader(timeout)
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
