@@ -28,10 +28,13 @@ func TestPanicsUnderLoad(t *testing.T) {
 				}
 				// Wait until this panic's worker is gone (its replacement was
 				// started when it said STOPPING=1), so that the 50 panics hit
-				// 50 different workers.
+				// 50 different workers, and until its replacement is ready,
+				// so that the next panic leaves a worker serving however
+				// long a worker takes to start.
 				b.out.waitCount(reLeaving, i+1, 20*time.Second)
 				m := reLeaving.FindAllStringSubmatch(b.out.String(), -1)
 				b.out.wait(regexp.MustCompile(`msg="worker exited" slot=\d+ pid=`+m[len(m)-1][1]+` `), 30*time.Second)
+				b.out.waitCount(reWorkerReady, 2+i+1, 30*time.Second)
 			}
 			waitIdle(t, b.out)
 			waitServed(t, g, 300)
