@@ -234,7 +234,7 @@ func TestPanic(t *testing.T) {
 }
 
 func testPanic(t *testing.T, mode loadtest.Mode) {
-	const streamLines = 20 // /stream?s=2
+	const streamLines = 30 // /stream?s=3
 	ln, sock := draintest.Listen(t, "http")
 	addr := ln.Addr().String()
 	notifyName, msgs := draintest.NotifySocket(t, false)
@@ -254,31 +254,10 @@ func testPanic(t *testing.T, mode loadtest.Mode) {
 	notified("READY=1")
 	apid := strconv.Itoa(a.Pid)
 
-	// While a is alone on the socket, it takes a stream and a keep-alive
-	// connection to ask for /panic on.
-	sc := draintest.Dial(t, addr)
+	// While a is alone on the socket, it takes two keep-alive connections:
+	// one to stream on, one to ask for /panic on.
+	sc, sbr := draintest.KeepAlive(t, addr)
 	defer sc.Close()
-	sc.SetDeadline(time.Now().Add(draintest.EventTimeout))
-	io.WriteString(sc, "GET /stream?s=2 HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(sc), nil)
-	if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("X-Pid") != apid {
-		t.Fatalf("/stream: %v %v, want 200 from pid %s", resp, err, apid)
-	}
-	var lines atomic.Int64
-	streamed := make(chan error, 1)
-	go func() {
-		br := bufio.NewReader(resp.Body)
-		for {
-			if _, err := br.ReadString('\n'); err != nil {
-				if err == io.EOF {
-					err = nil
-				}
-				streamed <- err
-				return
-			}
-			lines.Add(1)
-		}
-	}()
 	pc, pbr := draintest.KeepAlive(t, addr)
 	defer pc.Close()
 
@@ -299,6 +278,30 @@ func testPanic(t *testing.T, mode loadtest.Mode) {
 		t.Fatal(err)
 	}
 
+	// The stream starts just before the panic, so that a is still
+	// sending it when its drain begins, however long the load took.
+	sc.SetDeadline(time.Now().Add(draintest.EventTimeout))
+	io.WriteString(sc, "GET /stream?s=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(sbr, nil)
+	if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("X-Pid") != apid {
+		t.Fatalf("/stream: %v %v, want 200 from pid %s", resp, err, apid)
+	}
+	var lines atomic.Int64
+	streamed := make(chan error, 1)
+	go func() {
+		br := bufio.NewReader(resp.Body)
+		for {
+			if _, err := br.ReadString('\n'); err != nil {
+				if err == io.EOF {
+					err = nil
+				}
+				streamed <- err
+				return
+			}
+			lines.Add(1)
+		}
+	}()
+	pc.SetDeadline(time.Now().Add(draintest.EventTimeout))
 	io.WriteString(pc, "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
 	presp, err := http.ReadResponse(pbr, nil)
 	if err != nil || presp.StatusCode != http.StatusInternalServerError || !presp.Close {
