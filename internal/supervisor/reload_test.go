@@ -37,7 +37,7 @@ func (h *harness) stats() *Stats {
 // that only the serving generation answers.
 func (h *harness) waitSettled() {
 	h.t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
 		st := h.stats()
 		if !st.Reloading && st.Draining == 0 {
 			return
