@@ -30,8 +30,10 @@ var reDrained = regexp.MustCompile(`msg="generation (\d+) drained".* after=(\S+)
 // protocolReloads puts 32 clients of o (Addr is b's) on b, reloads it 10
 // times under them and returns the load's result once every replaced
 // generation has drained, with the drain time of each. A protocol with
-// GOAWAY (HTTP/2, gRPC) must see every replaced generation gone within a
-// second: its clients moved by GOAWAY, not by the drain deadline (10 s).
+// GOAWAY (HTTP/2, gRPC) must see every replaced generation gone within
+// half the drain deadline (10 s): its clients moved by GOAWAY, not by the
+// deadline. (It takes under a second on an idle machine, over one
+// when 32 TLS clients reconnect on a loaded one.)
 func protocolReloads(t *testing.T, b *configBaton, o loadtest.Options) loadtest.Result {
 	t.Helper()
 	ctx := withTimeout(t, 2*time.Minute)
@@ -53,8 +55,8 @@ func protocolReloads(t *testing.T, b *configBaton, o loadtest.Options) loadtest.
 		if err != nil {
 			t.Fatalf("generation %s drained after %q: %v", m[1], m[2], err)
 		}
-		if o.Protocol != loadtest.WebSocket && d > time.Second {
-			t.Errorf("generation %s took %s to drain, want under a second", m[1], m[2])
+		if o.Protocol != loadtest.WebSocket && d > 5*time.Second {
+			t.Errorf("generation %s took %s to drain, want under half the 10s drain deadline", m[1], m[2])
 		}
 	}
 	t.Logf("10 reloads: %v; generations drained after %s", r, strings.Join(drains, ", "))
