@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"sync"
 	"syscall"
@@ -135,11 +136,15 @@ func TestSIGHUPStorm(t *testing.T) {
 	waitIdle(t, b.out)
 	before := openFDs(t, pid)
 	g := startLoad(t, b.addr, loadtest.KeepAlive, 32)
+	from := b.out.len()
 	start := time.Now()
 	for range 1000 {
 		syscall.Kill(pid, syscall.SIGHUP)
 	}
 	sent := time.Since(start)
+	// Baton takes a signal when its loop gets to it: on a loaded machine
+	// it may answer the first stats request before, and look idle.
+	b.out.waitFrom(from, regexp.MustCompile(`msg=reloading`), 30*time.Second)
 	waitIdle(t, b.out)
 	waitServed(t, g, 300)
 	r := g.Stop()
