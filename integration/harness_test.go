@@ -719,6 +719,24 @@ var (
 	reWorkerReady = regexp.MustCompile(`msg="worker ready" slot=(\d+) pid=(\d+)`)
 )
 
+// reLogTime is the time at the start of a line of baton's log.
+var reLogTime = regexp.MustCompile(`^time=(\S+) `)
+
+// logTime returns the time a line of baton's log was written, by baton's
+// clock: what baton did when, however late the test reads it.
+func logTime(t testing.TB, line string) time.Time {
+	t.Helper()
+	m := reLogTime.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no time in baton's log line %q", line)
+	}
+	at, err := time.Parse(time.RFC3339Nano, m[1])
+	if err != nil {
+		t.Fatalf("log line %q: %v", line, err)
+	}
+	return at
+}
+
 // baton is a running baton with its listener address.
 type baton struct {
 	*proc
