@@ -27,7 +27,7 @@ count = 2
 drain_timeout = "10s"
 
 [reload]
-timeout = "5s"
+timeout = "60s"
 `, addr, bin.echo)
 	})
 	udp := draintest.StartEchoLoad(4, "udp", b.addr)

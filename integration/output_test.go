@@ -28,7 +28,7 @@ func TestUnreadStderrStallsNothing(t *testing.T) {
 	// Only the first worker to get there floods (mkdir is atomic).
 	flood := fmt.Sprintf(`mkdir %s 2>/dev/null && (head -c 100000000 /dev/zero | tr '\0' x | fold -w 99 &); exec "$0"`, filepath.Join(dir, "flooding"))
 	p, read := startUnread(t, nil, bin.baton, "run", "--listen", "http=tcp://"+addr, "--workers", "2",
-		"--control", control, "--reload-timeout", "10s", "--", "sh", "-c", flood, bin.hello)
+		"--control", control, "--", "sh", "-c", flood, bin.hello)
 	waitServing(t, control)
 	g := startLoad(t, addr, loadtest.KeepAlive, 32)
 
