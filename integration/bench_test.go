@@ -62,14 +62,10 @@ func benchLoad(b *testing.B, addr string, mode loadtest.Mode) loadtest.Result {
 	return r
 }
 
-func rssKB(pid int) int { return statusKB(pid, "VmRSS") }
-
-// statusKB returns a field of /proc/PID/status given in kB (VmRSS,
-// RssAnon), 0 if there is none.
-func statusKB(pid int, field string) int {
+func rssKB(pid int) int {
 	s, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	for _, line := range strings.Split(string(s), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
 			return n
 		}

@@ -328,7 +328,7 @@ func TestReloadsDoNotLeak(t *testing.T) {
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 			// The log's time is cut to the millisecond.
 			if st := stats(t, b.control); !st.Trimmed.Before(drained) {
-				return st, statusKB(b.cmd.Process.Pid, "RssAnon")
+				return st, statusKB(t, b.cmd.Process.Pid, "RssAnon:")
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("baton did not trim its memory within 10s of its last drain (%s)", drained)
