@@ -22,6 +22,10 @@ const ReadyFD = "fd"
 
 // The balancing modes of worker.balance.
 const (
+	// BalanceAuto, the default, is decided when baton starts: reuseport
+	// where every TCP listener allows it, else shared
+	// (docs/balancing.md, "auto").
+	BalanceAuto       = "auto"
 	BalanceShared     = "shared"      // every worker accepts on the one socket
 	BalanceReusePort  = "reuseport"   // a SO_REUSEPORT socket per worker, held and steered by baton
 	BalanceRoundRobin = "round-robin" // baton accepts and passes each connection on
@@ -119,8 +123,9 @@ type Worker struct {
 	// worker is replaced gracefully (new first, then drained).
 	MaxMemory Size `toml:"max_memory"`
 	// Balance is how connections on the stream listeners reach the
-	// workers: BalanceShared, BalanceReusePort or BalanceRoundRobin
-	// (docs/balancing.md). It cannot change on a reload.
+	// workers: BalanceAuto (the default), BalanceShared,
+	// BalanceReusePort or BalanceRoundRobin (docs/balancing.md). It
+	// cannot change on a reload.
 	Balance string `toml:"balance"`
 	// ChannelTimeout is how long a worker may leave a connection passed
 	// to it unread on its channel under round-robin before it is stuck:
@@ -334,10 +339,10 @@ func (c *Config) Validate() error {
 	}
 	switch w.Balance {
 	case "":
-		w.Balance = BalanceShared
-	case BalanceShared, BalanceReusePort, BalanceRoundRobin:
+		w.Balance = BalanceAuto
+	case BalanceAuto, BalanceShared, BalanceReusePort, BalanceRoundRobin:
 	default:
-		return c.errorf("worker.balance", "%s: want %q, %q or %q", excerpt.Quote(w.Balance), BalanceShared, BalanceReusePort, BalanceRoundRobin)
+		return c.errorf("worker.balance", "%s: want %q, %q, %q or %q", excerpt.Quote(w.Balance), BalanceAuto, BalanceShared, BalanceReusePort, BalanceRoundRobin)
 	}
 	if w.DrainTimeout < 0 {
 		return c.errorf("worker.drain_timeout", "must not be negative, got %s", w.DrainTimeout.Std())

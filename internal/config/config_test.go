@@ -73,7 +73,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Worker.Count != cpulimit.CPUs() || c.Worker.Ready != "notify" ||
 		c.Worker.DrainTimeout.Std() != DefaultDrainTimeout || c.Reload.Timeout.Std() != DefaultReloadTimeout ||
-		c.Worker.Balance != BalanceShared || c.Worker.ChannelTimeout.Std() != DefaultChannelTimeout {
+		c.Worker.Balance != BalanceAuto || c.Worker.ChannelTimeout.Std() != DefaultChannelTimeout {
 		t.Errorf("defaults not applied: %+v %+v", c.Worker, c.Reload)
 	}
 }
@@ -123,7 +123,7 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"bad ready", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nready = \"soon\"\n", nil,
 			"baton.toml:6: worker.ready: \"soon\""},
 		{"bad balance", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[worker]\ncommand=[\"a\"]\nbalance = \"random\"\n", nil,
-			`baton.toml:6: worker.balance: "random": want "shared", "reuseport" or "round-robin"`},
+			`baton.toml:6: worker.balance: "random": want "auto", "shared", "reuseport" or "round-robin"`},
 		{"flag balance", "", []string{"--listen", "h=tcp://127.0.0.1:1", "--balance", "rr", "--", "a"}, `config: flag --balance: worker.balance: "rr": want`},
 		{"bad scheme", "[[listen]]\nname=\"h\"\naddress=\"tcp://127.0.0.1:1\"\n[[listen]]\nname=\"x\"\naddress = \"sctp://a:1\"\n[worker]\ncommand=[\"a\"]\n", nil,
 			"baton.toml:6: listen[1].address: \"sctp://a:1\": unknown scheme"},

@@ -34,7 +34,7 @@ func newRunFlags(usage io.Writer) *runFlags {
 		fs:            fs,
 		path:          fs.String("config", "", "TOML configuration `file`"),
 		workers:       fs.String("workers", "", "number of workers `N` (worker.count; default: one per CPU, within baton's CPU quota)"),
-		balance:       fs.String("balance", "", "how connections reach the workers: shared, reuseport or round-robin (worker.balance; default shared)"),
+		balance:       fs.String("balance", "", "how connections reach the workers: auto, shared, reuseport or round-robin (worker.balance; default auto: reuseport where the listeners allow it, else shared)"),
 		ready:         fs.String("ready", "", "readiness: notify, fd or delay:DURATION (worker.ready; default notify)"),
 		drainTimeout:  fs.String("drain-timeout", "", "how long a stopping worker may drain (worker.drain_timeout; default 30s)"),
 		reloadTimeout: fs.String("reload-timeout", "", "how long workers have to become ready (reload.timeout; default 60s)"),

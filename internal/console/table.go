@@ -34,7 +34,9 @@ func Table(w io.Writer, st *supervisor.Status, prev *supervisor.Status, now time
 	for _, l := range st.Listeners {
 		head = append(head, l.Name+"="+l.Address)
 	}
-	if st.Balance != "" {
+	if st.Balance != "" && st.BalanceAuto != "" {
+		head = append(head, "balance "+st.Balance+" (auto)")
+	} else if st.Balance != "" {
 		head = append(head, "balance "+st.Balance)
 	}
 	b := st.Budget

@@ -64,6 +64,12 @@ func TestTable(t *testing.T) {
 			st.Phase, st.Ready, st.StopIn = "lame duck", false, 2.4
 			return st, nil
 		},
+		// worker.balance = "auto": the mode it chose.
+		"auto": func() (*supervisor.Status, *supervisor.Status) {
+			st := serving()
+			st.Balance, st.BalanceAuto = "reuseport", "every TCP listener can have a socket per worker"
+			return st, nil
+		},
 		"no-workers": func() (*supervisor.Status, *supervisor.Status) {
 			st := serving()
 			st.Phase, st.Ready, st.Generation, st.LastReload, st.Workers = "starting", false, 0, nil, nil

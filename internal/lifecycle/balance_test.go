@@ -55,17 +55,64 @@ func TestRoutesAfterGiveUp(t *testing.T) {
 	h.want("route ready=[102] slots=[1]")
 }
 
-// The balancing mode cannot change on a reload.
+// The balancing mode cannot change on a reload, not even from auto to
+// the mode auto chose: the reload would say nothing else.
 func TestReloadKeepsBalance(t *testing.T) {
-	h := newHarness(t, testConfig(t, nil), Options{})
-	h.serve()
-	h.env.nextCfg = testConfig(t, func(c *config.Config) { c.Worker.Balance = config.BalanceRoundRobin })
-	rep, got := reply()
-	h.step(Reload{Reply: rep})
-	if len(*got) != 1 || (*got)[0].Err == nil || !strings.Contains((*got)[0].Err.Error(), `worker.balance: changed from "shared" to "round-robin"`) {
-		t.Fatalf("reply %+v", *got)
+	for _, tt := range []struct{ was, next string }{
+		{config.BalanceShared, config.BalanceRoundRobin},
+		{config.BalanceAuto, config.BalanceReusePort},
+		{config.BalanceShared, config.BalanceAuto},
+	} {
+		h := newHarness(t, testConfig(t, func(c *config.Config) { c.Worker.Balance = tt.was }), Options{})
+		h.serve()
+		h.env.nextCfg = testConfig(t, func(c *config.Config) { c.Worker.Balance = tt.next })
+		rep, got := reply()
+		h.step(Reload{Reply: rep})
+		if want := fmt.Sprintf("worker.balance: changed from %q to %q", tt.was, tt.next); len(*got) != 1 || (*got)[0].Err == nil || !strings.Contains((*got)[0].Err.Error(), want) {
+			t.Fatalf("%s to %s: reply %+v", tt.was, tt.next, *got)
+		}
+		h.none("start ")
 	}
-	h.none("start ")
+}
+
+// auto takes reuseport where every TCP listener can have a socket per
+// worker, else shared, and says why in words that name the fix.
+func TestChooseBalance(t *testing.T) {
+	bound := func(name string) BalanceSocket { return BalanceSocket{Name: name, TCP: true} }
+	unix := BalanceSocket{Name: "admin"}
+	fromSystemd := func(reusePort bool, beside string) BalanceSocket {
+		return BalanceSocket{Name: "http", TCP: true, From: "systemd", Kind: "tcp", ReusePort: reusePort, Beside: beside}
+	}
+	for _, tt := range []struct {
+		name   string
+		socks  []BalanceSocket
+		parent string
+		mode   string
+		why    string
+	}{
+		{"baton binds them", []BalanceSocket{bound("http"), bound("api")}, "", config.BalanceReusePort, "every TCP listener can have a socket per worker"},
+		{"and a unix one", []BalanceSocket{bound("http"), unix}, "", config.BalanceReusePort, `(unix listener "admin" shared)`},
+		{"unix only", []BalanceSocket{unix}, "", config.BalanceShared, "no TCP listener"},
+		{"datagrams only", nil, "", config.BalanceShared, "no stream listener"},
+		{"systemd with ReusePort=yes", []BalanceSocket{fromSystemd(true, "")}, "", config.BalanceReusePort, "every TCP listener"},
+		{"systemd without", []BalanceSocket{bound("api"), fromSystemd(false, "")}, "", config.BalanceShared,
+			`listener "http" came from systemd without SO_REUSEPORT (set ReusePort=yes in its .socket unit)`},
+		{"another user's group", []BalanceSocket{fromSystemd(true, "bind: address already in use")}, "", config.BalanceShared,
+			"baton cannot bind sockets beside it: bind: address already in use"},
+		{"fd store", []BalanceSocket{{Name: "http", TCP: true, From: "fd store", Kind: "tcp"}}, "", config.BalanceShared,
+			`listener "http" came from fd store without SO_REUSEPORT`},
+		{"mptcp", []BalanceSocket{{Name: "http", TCP: true, From: "systemd", Kind: "mptcp", ReusePort: true}}, "", config.BalanceShared, "MPTCP"},
+		{"unix for tcp://", []BalanceSocket{{Name: "http", TCP: true, From: "systemd", Kind: "unix"}}, "", config.BalanceShared, "as a unix socket, not TCP"},
+		{"every refusal", []BalanceSocket{fromSystemd(false, ""), {Name: "api", TCP: true, From: "systemd", Kind: "mptcp"}}, "", config.BalanceShared,
+			`listener "http" came from systemd without SO_REUSEPORT (set ReusePort=yes in its .socket unit); listener "api" came from systemd as an MPTCP socket`},
+		{"a self-upgrade keeps shared", []BalanceSocket{bound("http")}, config.BalanceShared, config.BalanceShared, "a self-upgrade keeps the mode"},
+		{"and round-robin", []BalanceSocket{fromSystemd(false, "")}, config.BalanceRoundRobin, config.BalanceRoundRobin, "took over from"},
+	} {
+		mode, why := ChooseBalance(tt.socks, tt.parent)
+		if mode != tt.mode || !strings.Contains(why, tt.why) {
+			t.Errorf("%s: %s because %q; want %s because %q", tt.name, mode, why, tt.mode, tt.why)
+		}
+	}
 }
 
 // A serving worker found stuck (round-robin) leaves the routes at once, is

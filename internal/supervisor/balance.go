@@ -1,8 +1,10 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -23,14 +25,83 @@ import (
 // SO_REUSEPORT socket to its siblings (a variable for tests).
 var migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
 
-// perWorker reports whether l gets a socket per worker.
-func perWorker(cfg *config.Config, l config.Listener) bool {
-	return cfg.Worker.Balance == config.BalanceReusePort && strings.HasPrefix(l.Network, "tcp")
+// perWorker reports whether l gets a socket per worker under mode.
+func perWorker(mode string, l config.Listener) bool {
+	return mode == config.BalanceReusePort && strings.HasPrefix(l.Network, "tcp")
 }
 
-// passedOn reports whether l's connections are passed by baton.
-func passedOn(cfg *config.Config, l config.Listener) bool {
-	return cfg.Worker.Balance == config.BalanceRoundRobin && l.Stream()
+// passedOn reports whether l's connections are passed by baton under
+// mode.
+func passedOn(mode string, l config.Listener) bool {
+	return mode == config.BalanceRoundRobin && l.Stream()
+}
+
+// chooseBalance sets the mode in force: worker.balance, or with auto
+// what lifecycle.ChooseBalance makes of the listeners open so far (from
+// systemd or its fd store) and the parent's mode; said in one line. A
+// self-upgrade's parent sent its mode in note.
+func (s *supervisor) chooseBalance(cfg *config.Config, note *upgradeNote) {
+	s.balance, s.auto = cfg.Worker.Balance, ""
+	if s.balance != config.BalanceAuto {
+		return
+	}
+	parent := ""
+	if note != nil {
+		parent = note.balance()
+	}
+	var socks []lifecycle.BalanceSocket
+	for _, c := range cfg.Listen {
+		if !c.Stream() {
+			continue
+		}
+		b := lifecycle.BalanceSocket{Name: c.Name, TCP: strings.HasPrefix(c.Network, "tcp")}
+		if l := s.findListener(c); l != nil && parent == "" {
+			b.From = "fd store"
+			if l.inherited {
+				b.From = "systemd"
+			}
+			b.Kind, b.ReusePort, b.Beside = probeSocket(l.fd)
+		}
+		socks = append(socks, b)
+	}
+	s.balance, s.auto = lifecycle.ChooseBalance(socks, parent)
+	level := slog.LevelInfo
+	if s.balance == config.BalanceShared && parent == "" {
+		level = slog.LevelWarn // uneven: say so, with what allows better
+	}
+	s.log.Log(context.Background(), level, "balance: auto chose "+s.balance, "why", s.auto)
+}
+
+// probeSocket finds out what ChooseBalance needs to know of an open
+// stream socket: its kind, whether SO_REUSEPORT is set on it, and if so,
+// why no socket can be bound beside it ("" if one can).
+func probeSocket(fd int) (kind string, reusePort bool, beside string) {
+	domain, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	switch {
+	case domain == unix.AF_UNIX:
+		return "unix", false, ""
+	case domain != unix.AF_INET && domain != unix.AF_INET6:
+		return "other", false, ""
+	case proto == unix.IPPROTO_MPTCP:
+		kind = "mptcp"
+	case proto == unix.IPPROTO_TCP:
+		kind = "tcp"
+	default:
+		return "other", false, ""
+	}
+	on, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT)
+	if err != nil || on == 0 || kind != "tcp" {
+		return kind, on == 1, ""
+	}
+	// Bound, not listening: it never joins the group, yet the kernel
+	// checks at bind whether it may (the same user).
+	nfd, err := bindNear(fd)
+	if err != nil {
+		return kind, true, err.Error()
+	}
+	unix.Close(nfd)
+	return kind, true, ""
 }
 
 // openBalance prepares cfg's listeners for its balancing mode: with
@@ -41,7 +112,7 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 	for _, c := range cfg.Listen {
 		l := s.findListener(c)
 		switch {
-		case perWorker(cfg, c):
+		case perWorker(s.balance, c):
 			on, err := unix.GetsockoptInt(l.fd, unix.SOL_SOCKET, unix.SO_REUSEPORT)
 			if err != nil {
 				return fmt.Errorf("supervisor: listener %q: %w", c.Name, os.NewSyscallError("getsockopt SO_REUSEPORT", err))
@@ -59,7 +130,7 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 				s.warnRandom(l.group)
 				l.group.check(s)
 			}
-		case passedOn(cfg, c):
+		case passedOn(s.balance, c):
 			if err := s.rr.Listen(l.fd, l.fd, c.Name); err != nil {
 				return fmt.Errorf("supervisor: listener %q: %w", c.Name, err)
 			}
@@ -97,6 +168,20 @@ func (s *supervisor) warnMigrate() {
 // options, and makes it listen: the kernel then spreads new connections
 // over both.
 func bindBeside(fd int) (int, error) {
+	nfd, err := bindNear(fd)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Listen(nfd, listenBacklog()); err != nil {
+		unix.Close(nfd)
+		return -1, os.NewSyscallError("listen", err)
+	}
+	return nfd, nil
+}
+
+// bindNear binds, without listening, a new SO_REUSEPORT socket where fd
+// is bound, with its options.
+func bindNear(fd int) (int, error) {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return -1, os.NewSyscallError("getsockname", err)
@@ -128,9 +213,6 @@ func bindBeside(fd int) (int, error) {
 		} else if err != nil {
 			err = os.NewSyscallError("bind", err)
 		}
-	}
-	if err == nil {
-		err = os.NewSyscallError("listen", unix.Listen(nfd, listenBacklog()))
 	}
 	if err != nil {
 		unix.Close(nfd)

@@ -2,11 +2,13 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -147,6 +149,132 @@ func TestReusePortSelfBound(t *testing.T) {
 			}
 		})
 	}
+}
+
+// auto, the default: reuseport on the sockets baton binds and on one
+// systemd bound with ReusePort=yes, shared on one systemd bound without;
+// the choice is logged in one line and shown by status.
+func TestAutoBalance(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		inherited int // 0: baton binds; else 1 with SO_REUSEPORT, -1 without
+		mode      string
+		sockets   int
+		why       string
+	}{
+		{"self-bound", 0, config.BalanceReusePort, 2, "every TCP listener can have a socket per worker"},
+		{"systemd ReusePort=yes", 1, config.BalanceReusePort, 2, "every TCP listener can have a socket per worker"},
+		{"systemd without", -1, config.BalanceShared, 1, `listener "http" came from systemd without SO_REUSEPORT (set ReusePort=yes in its .socket unit)`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var port int
+			inherited := []systemd.Socket{}
+			if tt.inherited == 0 {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				port = ln.Addr().(*net.TCPAddr).Port
+				ln.Close()
+			} else {
+				var fd int
+				fd, port = reusePortSocket(t, tt.inherited > 0)
+				inherited = append(inherited, systemd.Socket{Name: "http", Fd: fd})
+			}
+			cfg := testConfig("serve", 2, func(c *config.Config) { c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port) })
+			if cfg.Worker.Balance != config.BalanceAuto {
+				t.Fatalf("worker.balance defaults to %q, want auto", cfg.Worker.Balance)
+			}
+			dir := t.TempDir()
+			var out syncBuffer
+			runUntilReadyIn(t, cfg, inherited, dir, &out)
+			if n := listening(t, port); n != tt.sockets {
+				t.Errorf("%d sockets listen on port %d, want %d", n, port, tt.sockets)
+			}
+			line := fmt.Sprintf("msg=\"balance: auto chose %s\" why=%q", tt.mode, tt.why)
+			if n := strings.Count(out.String(), "balance: auto chose"); n != 1 || !strings.Contains(out.String(), line) {
+				t.Errorf("the log does not say once: %s\n%s", line, out.String())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := Request(ctx, filepath.Join(dir, ControlSocketName), ControlRequest{Command: "status"})
+			if err != nil || resp.Status == nil || resp.Status.Balance != tt.mode || resp.Status.BalanceAuto != tt.why {
+				t.Fatalf("status: %+v, %v; want balance %q because %q", resp.Status, err, tt.mode, tt.why)
+			}
+		})
+	}
+}
+
+// What auto learns of a socket that was open before baton started: its
+// kind, SO_REUSEPORT, and whether this user may bind beside it (the
+// kernel lets only the socket's owner into its group).
+func TestProbeSocket(t *testing.T) {
+	fd, _ := reusePortSocket(t, true)
+	defer unix.Close(fd)
+	if kind, on, beside := probeSocket(fd); kind != "tcp" || !on || beside != "" {
+		t.Errorf("SO_REUSEPORT socket: %s, %v, %q; want tcp, true, none", kind, on, beside)
+	}
+	plain, _ := reusePortSocket(t, false)
+	defer unix.Close(plain)
+	if kind, on, _ := probeSocket(plain); kind != "tcp" || on {
+		t.Errorf("plain socket: %s, %v; want tcp, false", kind, on)
+	}
+	ul, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	ufd, err := spawn.DupFd(ul.(*net.UnixListener))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ufd)
+	if kind, _, _ := probeSocket(ufd); kind != "unix" {
+		t.Errorf("unix socket: %s", kind)
+	}
+	if m, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_MPTCP); err == nil {
+		if kind, _, _ := probeSocket(m); kind != "mptcp" {
+			t.Errorf("MPTCP socket: %s", kind)
+		}
+		unix.Close(m)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("a socket of another user needs root to make")
+	}
+	// Made as uid 65534 (the file system uid, which the kernel takes for
+	// a socket's owner, on a thread of its own that ends with it).
+	made := make(chan int)
+	go func() {
+		runtime.LockOSThread()
+		unix.Setfsuid(65534)
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			err = errors.Join(unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1),
+				unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}), unix.Listen(fd, 8))
+		}
+		if err != nil {
+			fd = -1
+		}
+		made <- fd
+	}()
+	other := <-made
+	if other < 0 {
+		t.Fatal("cannot make a socket as uid 65534")
+	}
+	defer unix.Close(other)
+	if _, on, beside := probeSocket(other); !on || !strings.Contains(beside, "address already in use") {
+		t.Errorf("another user's SO_REUSEPORT socket: %v, %q; want a bind refused", on, beside)
+	}
+	if n := listeningAt(t, other); n != 1 {
+		t.Errorf("%d sockets listen where the probe bound, want the one", n)
+	}
+}
+
+// listeningAt counts the sockets listening where fd is bound.
+func listeningAt(t *testing.T, fd int) int {
+	t.Helper()
+	sa, _ := unix.Getsockname(fd)
+	return listening(t, sa.(*unix.SockaddrInet4).Port)
 }
 
 // With round-robin, baton accepts on the socket systemd passed and the

@@ -167,7 +167,7 @@ func (s *supervisor) Open(cfg *config.Config, store bool) error {
 		if s.findListener(c) != nil {
 			continue
 		}
-		l, err := bind(context.Background(), c, perWorker(cfg, c))
+		l, err := bind(context.Background(), c, perWorker(s.balance, c))
 		if err != nil {
 			closeListeners(bound, false)
 			return err

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/connbudget"
 	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/spawn"
@@ -285,7 +286,7 @@ var (
 	descRefused    = prometheus.NewDesc("baton_control_refused_total", "Control connections refused: neither root nor baton's user.", nil, nil)
 	descOutput     = prometheus.NewDesc("baton_output_dropped_total", "Output lines dropped because baton's standard error was not read fast enough, or its reader had gone.", nil, nil)
 	descMemory     = prometheus.NewDesc("baton_worker_resident_memory_bytes", "Resident memory of the serving worker of each slot.", []string{"slot"}, nil)
-	descBalance    = prometheus.NewDesc("baton_balance_info", "How connections reach the workers (worker.balance): 1 for the mode in force.", []string{"mode"}, nil)
+	descBalance    = prometheus.NewDesc("baton_balance_info", "How connections reach the workers: 1 for the mode in force, and what worker.balance says (auto, or the mode).", []string{"mode", "configured"}, nil)
 	descPassed     = prometheus.NewDesc("baton_connections_passed_total", "Connections baton accepted and passed to a worker (worker.balance = \"round-robin\"), by listener.", []string{"listener"}, nil)
 	descReclaimed  = prometheus.NewDesc("baton_connections_reclaimed_total", "Connections a stuck worker left unread on its channel, taken back and passed to another worker (worker.balance = \"round-robin\"), by listener.", []string{"listener"}, nil)
 	descCPU        = prometheus.NewDesc("baton_worker_cpu_seconds_total", "User and system CPU time of the serving worker of each slot.", []string{"slot"}, nil)
@@ -342,7 +343,11 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDropped, float64(int64(snap.NotifyDrops)+s.fromWorkers.Malformed()))
 	counter(descRefused, float64(s.control.refused.Load()))
 	counter(descOutput, float64(s.outputDropped()))
-	gauge(descBalance, 1, s.balance)
+	configured := s.balance
+	if s.auto != "" {
+		configured = config.BalanceAuto
+	}
+	gauge(descBalance, 1, s.balance, configured)
 	if s.rr != nil {
 		reclaimed := s.rr.Reclaimed() // of listeners that passed some
 		for name, n := range s.rr.Passed() {

@@ -12,19 +12,22 @@ import (
 // Status is what `baton status` shows: baton itself, then each worker.
 // Its JSON is documented in docs/control.md.
 type Status struct {
-	At         time.Time        `json:"at"` // when it was read
-	PID        int              `json:"pid"`
-	Version    string           `json:"version"`
-	Started    time.Time        `json:"started"`
-	Phase      string           `json:"phase"`
-	Ready      bool             `json:"ready"`
-	StopIn     float64          `json:"stop_in_seconds"` // phase "lame duck": seconds until the drain, else 0
-	Generation int              `json:"generation"`
-	Balance    string           `json:"balance"` // worker.balance
-	Listeners  []StatusListener `json:"listeners"`
-	Budget     StatusBudget     `json:"restart_budget"`
-	LastReload *StatusReload    `json:"last_reload,omitempty"`
-	Workers    []StatusWorker   `json:"workers"`
+	At         time.Time `json:"at"` // when it was read
+	PID        int       `json:"pid"`
+	Version    string    `json:"version"`
+	Started    time.Time `json:"started"`
+	Phase      string    `json:"phase"`
+	Ready      bool      `json:"ready"`
+	StopIn     float64   `json:"stop_in_seconds"` // phase "lame duck": seconds until the drain, else 0
+	Generation int       `json:"generation"`
+	Balance    string    `json:"balance"` // the mode in force
+	// BalanceAuto is why worker.balance = "auto" chose Balance; empty
+	// when the configuration named the mode.
+	BalanceAuto string           `json:"balance_auto,omitempty"`
+	Listeners   []StatusListener `json:"listeners"`
+	Budget      StatusBudget     `json:"restart_budget"`
+	LastReload  *StatusReload    `json:"last_reload,omitempty"`
+	Workers     []StatusWorker   `json:"workers"`
 }
 
 // StatusListener is a socket the workers serve on.
@@ -67,7 +70,7 @@ type StatusWorker struct {
 func (s *supervisor) status() *Status {
 	snap := s.m.Snapshot()
 	st := &Status{
-		At: time.Now(), PID: os.Getpid(), Version: s.version, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, StopIn: snap.StopIn.Seconds(), Generation: snap.Generation, Balance: s.balance,
+		At: time.Now(), PID: os.Getpid(), Version: s.version, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, StopIn: snap.StopIn.Seconds(), Generation: snap.Generation, Balance: s.balance, BalanceAuto: s.auto,
 		Budget:  StatusBudget{Used: snap.Budget.Used, Limit: snap.Budget.Limit, WindowSeconds: snap.Budget.Window.Seconds(), Spent: snap.Budget.Spent},
 		Workers: []StatusWorker{},
 	}

@@ -509,7 +509,7 @@ func (g *group) retire(s *supervisor, i int) {
 func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error) {
 	picks := map[*listener]*groupSocket{}
 	for _, c := range w.Config.Listen {
-		if !perWorker(w.Config, c) {
+		if !perWorker(s.balance, c) {
 			continue
 		}
 		l := s.findListener(c)

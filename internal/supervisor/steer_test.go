@@ -35,6 +35,7 @@ func newSteerRig(t *testing.T) *steerRig {
 	fd, port := reusePortSocket(t, true)
 	var log syncBuffer
 	s := &supervisor{
+		balance:     config.BalanceReusePort,
 		log:         slog.New(slog.NewTextHandler(&log, nil)),
 		events:      make(chan any, 64),
 		quit:        make(chan struct{}),
@@ -76,8 +77,7 @@ func (r *steerRig) worker(t *testing.T, slot int) (*exec.Cmd, *groupSocket) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	cfg := testConfig("serve", 2, func(c *config.Config) { c.Worker.Balance = config.BalanceReusePort })
-	picks, err := r.s.pick(lifecycle.Spawn{Slot: slot, Config: cfg})
+	picks, err := r.s.pick(lifecycle.Spawn{Slot: slot, Config: testConfig("serve", 2, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,8 +119,11 @@ type supervisor struct {
 	// rr passes connections to the workers (worker.balance =
 	// "round-robin"); nil in the other modes.
 	rr            *roundrobin.Balancer
-	warnedMigrate bool   // about net.ipv4.tcp_migrate_req
-	balance       string // worker.balance, which cannot change
+	warnedMigrate bool // about net.ipv4.tcp_migrate_req
+	// balance is the mode in force, which cannot change (worker.balance,
+	// or what auto chose); auto says why auto chose it, "" when the
+	// configuration named it.
+	balance, auto string
 	fromWorkers   *systemd.NotifyServer
 	control       *controlServer
 	metrics       *metricsServer // nil without control.metrics
@@ -199,14 +202,10 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		reaper:      newReaper(),
 		upg:         opts.Upgrader,
 		version:     opts.Version,
-		balance:     cfg.Worker.Balance,
 		started:     time.Now(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
-	}
-	if s.balance == config.BalanceRoundRobin {
-		s.rr = roundrobin.New(s.log, func(st roundrobin.Stuck) { s.post(lifecycle.Stuck{PID: st.PID, Unread: st.Unread}) })
 	}
 	if s.load == nil {
 		s.load = func() (*config.Config, error) { return cfg, nil }
@@ -266,6 +265,10 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		if s.listeners, err = adoptInherited(cfg.Listen, inherited, s.log); err != nil {
 			return nil, err
 		}
+		s.chooseBalance(cfg, nil)
+	}
+	if s.balance == config.BalanceRoundRobin {
+		s.rr = roundrobin.New(s.log, func(st roundrobin.Stuck) { s.post(lifecycle.Stuck{PID: st.PID, Unread: st.Unread}) })
 	}
 
 	if note != nil && note.RuntimeDir != "" {

@@ -53,9 +53,14 @@ type upgradeNote struct {
 	RuntimeDir     string           `json:"runtime_dir,omitempty"`
 	OwnsRuntimeDir bool             `json:"owns_runtime_dir,omitempty"`
 	Listeners      []passedListener `json:"listeners"`
-	// Balance is worker.balance, which a self-upgrade cannot change.
+	// Balance is the balancing mode in force, which a self-upgrade
+	// cannot change: worker.balance, or what auto chose.
 	Balance string `json:"balance,omitempty"`
 }
+
+// balance is the mode the passing baton balances with (one older than
+// worker.balance sent none: it shared).
+func (n *upgradeNote) balance() string { return cmp.Or(n.Balance, config.BalanceShared) }
 
 // passedListener describes one listening socket handed over, under Key.
 type passedListener struct {
@@ -119,9 +124,10 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 		return nil, fmt.Errorf("supervisor: self-upgrade: the previous baton's note: %w", err)
 	}
 	s.parent = cmp.Or(note.PID, os.Getppid())
-	if was := cmp.Or(note.Balance, config.BalanceShared); was != cfg.Worker.Balance {
-		return nil, fmt.Errorf("supervisor: self-upgrade: worker.balance changed from %q to %q: a self-upgrade cannot change it; restart baton instead", was, cfg.Worker.Balance)
+	if was := note.balance(); cfg.Worker.Balance != config.BalanceAuto && cfg.Worker.Balance != was {
+		return nil, fmt.Errorf("supervisor: self-upgrade: worker.balance is %q, but the running baton balances with %q: a self-upgrade cannot change the mode; restart baton instead", cfg.Worker.Balance, was)
 	}
+	s.chooseBalance(cfg, &note) // before the groups are taken
 	take := func(p passedListener) (int, error) {
 		fd, err := s.upg.Take(p.Key)
 		if err == nil && fd < 0 {

@@ -144,7 +144,7 @@ func (s *supervisor) spec(w lifecycle.Spawn, picks map[*listener]*groupSocket, c
 		l := s.findListener(c)
 		fd := l.fd
 		switch {
-		case passedOn(w.Config, c):
+		case passedOn(s.balance, c):
 			passed = append(passed, c.Name)
 			continue
 		case picks[l] != nil:
@@ -178,12 +178,12 @@ func (s *supervisor) spec(w lifecycle.Spawn, picks map[*listener]*groupSocket, c
 // channel makes the round-robin channel of a worker of cfg, nil when its
 // connections are not passed.
 func (s *supervisor) channel(cfg *config.Config) (*roundrobin.Channel, error) {
-	if s.rr == nil || cfg.Worker.Balance != config.BalanceRoundRobin {
+	if s.rr == nil {
 		return nil, nil
 	}
 	listeners := map[int]string{}
 	for _, c := range cfg.Listen {
-		if passedOn(cfg, c) {
+		if passedOn(s.balance, c) {
 			listeners[s.findListener(c).fd] = c.Name
 		}
 	}
