@@ -277,6 +277,25 @@ func listeningAt(t *testing.T, fd int) int {
 	return listening(t, sa.(*unix.SockaddrInet4).Port)
 }
 
+// A listener baton binds with SO_REUSEPORT where another process of its
+// user listens with SO_REUSEPORT would join that one's group: the start
+// is refused as without SO_REUSEPORT, and the other keeps its group.
+func TestReusePortRefusesAnothersGroup(t *testing.T) {
+	fd, port := reusePortSocket(t, true)
+	defer unix.Close(fd)
+	cfg := testConfig("serve", 2, func(c *config.Config) { c.Listen[0].Address = fmt.Sprintf("tcp://127.0.0.1:%d", port) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // a baton that started stops
+	defer cancel()
+	err := runAlone(ctx, t, cfg)
+	want := fmt.Sprintf(`supervisor: listener "http": listen tcp 127.0.0.1:%d: address already in use (another process listens there with SO_REUSEPORT)`, port)
+	if err == nil || err.Error() != want {
+		t.Fatalf("Run = %v, want %s", err, want)
+	}
+	if n := listening(t, port); n != 1 {
+		t.Errorf("%d sockets listen on port %d, want the other process's alone", n, port)
+	}
+}
+
 // With round-robin, baton accepts on the socket systemd passed and the
 // workers get its connections; once baton has stopped the socket is
 // blocking again, as systemd handed it over, for whichever baton comes
@@ -381,15 +400,7 @@ func TestReadyFD(t *testing.T) {
 		runUntilReady(t, shell(`printf '\n' >&"$BATON_READY_FD"; exec sleep 600`, nil), []systemd.Socket{})
 	})
 	t.Run("never", func(t *testing.T) {
-		self, _ := os.Executable()
-		err := Run(context.Background(), shell("exec sleep 600", func(c *config.Config) { c.Reload.Timeout = config.Duration(500 * time.Millisecond) }), Options{
-			Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
-			Shim:       []string{self, spawn.ShimCommand, "--"},
-			Output:     tlogWriter{t},
-			RuntimeDir: t.TempDir(),
-			Notify:     func(string) error { return nil },
-			Inherited:  []systemd.Socket{},
-		})
+		err := runAlone(context.Background(), t, shell("exec sleep 600", func(c *config.Config) { c.Reload.Timeout = config.Duration(500 * time.Millisecond) }))
 		if err == nil || !strings.Contains(err.Error(), "did not become ready within 500ms: baton waits for a line on the descriptor BATON_READY_FD names") {
 			t.Fatalf("Run = %v, want the start to fail saying what baton waited for", err)
 		}

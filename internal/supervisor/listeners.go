@@ -352,6 +352,15 @@ func bind(ctx context.Context, l config.Listener, reusePort bool) (listener, err
 			err = os.NewSyscallError("fcntl", serr)
 		}
 	}
+	if err == nil && reusePort {
+		if n, cerr := listenersAt(fd); cerr == nil && n > 1 {
+			// Another process of this user listens there with
+			// SO_REUSEPORT: the listener joined its group, which baton
+			// would steer. Refused, as it would be without SO_REUSEPORT.
+			unix.Close(fd)
+			err = fmt.Errorf("listen %s %s: %w (another process listens there with SO_REUSEPORT)", l.Network, l.Addr, unix.EADDRINUSE)
+		}
+	}
 	if err != nil {
 		if unlink != "" {
 			os.Remove(unlink)

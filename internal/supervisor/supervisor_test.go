@@ -586,6 +586,21 @@ func TestPingsSystemdWatchdog(t *testing.T) {
 	}
 }
 
+// runAlone runs the supervisor for cfg, with no socket from systemd,
+// until it returns: a failed start, or the end of ctx. Its log and the
+// workers' output go to t.
+func runAlone(ctx context.Context, t *testing.T, cfg *config.Config) error {
+	self, _ := os.Executable()
+	return Run(ctx, cfg, Options{
+		Logger:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
+		Shim:       []string{self, spawn.ShimCommand, "--"},
+		Output:     tlogWriter{t},
+		RuntimeDir: t.TempDir(),
+		Notify:     func(string) error { return nil },
+		Inherited:  []systemd.Socket{},
+	})
+}
+
 // runUntilReady runs the supervisor on cfg with the given sockets as if
 // from systemd, waits for READY=1, and stops it (expecting a clean stop)
 // when the test ends.
