@@ -65,7 +65,7 @@ func Files(s Spec, root string) ([]File, error) {
 	if len(listen) == 0 {
 		listen = []string{"http=tcp://127.0.0.1:8080"}
 	}
-	type socket struct{ unit, name, directive, addr, url string }
+	type socket struct{ unit, name, directive, addr, url, options string }
 	var sockets []socket
 	for i, l := range listen {
 		name, url, ok := strings.Cut(l, "=")
@@ -82,15 +82,22 @@ func Files(s Spec, root string) ([]File, error) {
 		if !plain(addr) {
 			return nil, fmt.Errorf("unit: --listen %q: the address may not hold control characters, spaces or '%%'", l)
 		}
-		directive := "ListenStream"
-		if strings.HasPrefix(network, "udp") {
+		directive, options := "ListenStream", ""
+		switch {
+		case strings.HasPrefix(network, "udp"):
 			directive = "ListenDatagram"
+		case strings.HasPrefix(network, "tcp") && s.User == "":
+			// worker.balance = "auto" then gives each worker a socket
+			// of its own beside this one (docs/balancing.md).
+			options = "# Lets baton bind a socket per worker beside it (worker.balance = \"auto\").\nReusePort=yes\n"
+		case strings.HasPrefix(network, "tcp"):
+			options = fmt.Sprintf("# No ReusePort=yes: the kernel lets only the socket's owner (root, as systemd\n# binds it) bind beside it, and baton runs as %s: the workers share it.\n", s.User)
 		}
 		unit := s.Name + ".socket"
 		if i > 0 {
 			unit = s.Name + "-" + name + ".socket"
 		}
-		sockets = append(sockets, socket{unit: unit, name: name, directive: directive, addr: addr, url: url})
+		sockets = append(sockets, socket{unit: unit, name: name, directive: directive, addr: addr, url: url, options: options})
 	}
 
 	etc := filepath.Join(root, "etc")
@@ -108,11 +115,11 @@ Description=%s listener %s (served by baton)
 [Socket]
 %s=%s
 FileDescriptorName=%s
-Service=%s.service
+%sService=%s.service
 
 [Install]
 WantedBy=sockets.target
-`, so.unit, so.name, s.Name, s.Name, so.name, so.directive, so.addr, so.name, s.Name)})
+`, so.unit, so.name, s.Name, s.Name, so.name, so.directive, so.addr, so.name, so.options, s.Name)})
 	}
 	user := ""
 	if s.User != "" {

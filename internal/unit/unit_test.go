@@ -58,6 +58,32 @@ func TestFilesVerify(t *testing.T) {
 	if err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
+	// The TCP socket allows a socket per worker beside it (auto's
+	// reuseport) when baton runs as root, who binds it; the others have
+	// no use for SO_REUSEPORT.
+	for _, f := range files {
+		if strings.Contains(f.Content, "\nReusePort=yes\n") {
+			t.Errorf("%s: ReusePort=yes, though baton runs as www-data:\n%s", f.Path, f.Content)
+		}
+	}
+	asRoot, err := Files(Spec{Name: "app", Listen: []string{"http=tcp://127.0.0.1:8080", "dns=udp://127.0.0.1:5353", "admin=unix:///run/app-admin.sock"},
+		Baton: "/bin/true", Command: []string{"/bin/sleep", "600"}}, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range asRoot {
+		if got, want := strings.Contains(f.Content, "\nReusePort=yes\n"), strings.HasSuffix(f.Path, "/app.socket"); got != want {
+			t.Errorf("%s: ReusePort=yes %v, want %v:\n%s", f.Path, got, want, f.Content)
+		}
+		if strings.HasSuffix(f.Path, "/app.socket") {
+			if err := os.WriteFile(f.Path, []byte(f.Content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.CommandContext(ctx, analyze, "verify", f.Path, filepath.Join(filepath.Dir(f.Path), "app.service")).CombinedOutput(); err != nil || len(out) > 0 {
+				t.Errorf("systemd-analyze verify, as root: %v\n%s", err, out)
+			}
+		}
+	}
 	for _, want := range []string{"ListenDatagram=127.0.0.1:5353", "FileDescriptorName=admin", "ListenStream=/run/app-admin.sock", "Service=app.service"} {
 		found := false
 		for _, f := range files {
