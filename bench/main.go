@@ -6,7 +6,8 @@
 //     SO_REUSEPORT and no supervisor, all running at once and loaded in
 //     turn in short slices: requests/s, p50/p99, fairness (the
 //     coefficient of variation of requests, and of connections, per
-//     worker), baton's RSS;
+//     worker), baton's RSS; and the default (no --balance) beside
+//     shared under 32 keep-alive clients;
 //   - one Node hello server (contrib/node/server.js, the same code for
 //     all) under baton, pm2 in cluster mode and Node's cluster module
 //     (SCHED_RR and SCHED_NONE), and behind nginx and HAProxy (peers.go):
@@ -56,7 +57,7 @@ type settings struct {
 func main() {
 	out := flag.String("out", "bench/results", "`dir` for results.md, the picture and the logs")
 	quick := flag.Bool("quick", false, "short runs: check the bench itself, not the numbers")
-	only := flag.String("only", "", "run only these `parts`, comma-separated: go, node, rolling, memory, or the Node managers baton, pm2, cluster, nginx, haproxy")
+	only := flag.String("only", "", "run only these `parts`, comma-separated: go, default, node, rolling, memory, or the Node managers baton, pm2, cluster, nginx, haproxy")
 	flag.Parse()
 	root, err := os.Getwd()
 	if err != nil {
@@ -116,6 +117,7 @@ func main() {
 		f          func(settings, *report) error
 	}{
 		{"go", "Go hello: baton's balancing modes against no supervisor", goSection},
+		{"default", "Go hello: how evenly the default balances", defaultSection},
 		{"node", "Node hello: baton, pm2, Node's cluster module, nginx and HAProxy", nodeSection},
 		{"rolling", "rolling reload of 8 workers, surge 1", rollingSection},
 		{"memory", "baton's memory over many reloads", memorySection},
@@ -138,7 +140,7 @@ func main() {
 }
 
 // sectionParts are the names -only selects sections by.
-var sectionParts = []string{"go", "node", "rolling", "memory"}
+var sectionParts = []string{"go", "default", "node", "rolling", "memory"}
 
 // selected says whether -only asks for part: a section, or the Node
 // managers of one kind (which the node section then runs alone).

@@ -22,12 +22,14 @@ type report struct {
 	took    time.Duration
 	machine []string // lines describing the machine and the versions
 
-	goRuns     []measured
-	starts     []startFootprint // the Go section's batons
-	nodeRuns   []measured
-	reloadRuns []reloadRun
-	rolling    rollingRun
-	memory     memoryRun
+	goRuns      []measured
+	starts      []startFootprint // the Go section's batons
+	autoChose   string           // the mode worker.balance = "auto" chose in defaultSetup
+	defaultRuns []measured       // defaultSection's
+	nodeRuns    []measured
+	reloadRuns  []reloadRun
+	rolling     rollingRun
+	memory      memoryRun
 }
 
 func (r *report) describeMachine() {
@@ -179,6 +181,9 @@ func (r *report) markdown() string {
 	if len(r.goRuns) > 0 {
 		r.goTable(p)
 	}
+	if len(r.defaultRuns) > 0 {
+		r.defaultTable(p)
+	}
 	if len(r.nodeRuns) > 0 {
 		r.nodeTables(p)
 	}
@@ -196,8 +201,8 @@ func (r *report) markdown() string {
 
 func (r *report) goTable(p func(string, ...any)) {
 	p("\n### Go hello worker: baton's balancing modes against no supervisor\n\n")
-	p("64 clients. Every setup runs at once, idle but for the one under load: the load goes to one setup after the other for %s each, %d rounds (every other round backwards), and each row adds up its setup's slices (%s of load in all), so that the machine's drift falls on all setups alike. *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *of direct*: the setup's req/s over direct's; *each quarter*: the same over each quarter of the rounds, to show how steady it is. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even), and of the connections each was given (by the worker of each connection's first response): with keep-alive clients a worker serves its connections as fast as the CPU it gets allows, so the requests' spread is the connections' and the CPU's.\n\n",
-		r.goSlice, r.rounds, time.Duration(r.rounds)*r.goSlice)
+	p("64 clients. Every setup runs at once, idle but for the one under load: the load goes to one setup after the other for %s each, %d rounds (every other round backwards), and each row adds up its setup's slices (%s of load in all), so that the machine's drift falls on all setups alike. *direct*: that many `hello -listen` processes sharing the port with SO_REUSEPORT, no supervisor. *baton default*: no `--balance`, so `auto`, which chose `%s` here. *of direct*: the setup's req/s over direct's; *each quarter*: the same over each quarter of the rounds, to show how steady it is. *fairness*: coefficient of variation of the requests each worker answered (0 = perfectly even), and of the connections each was given (by the worker of each connection's first response): with keep-alive clients a worker serves its connections as fast as the CPU it gets allows, so the requests' spread is the connections' and the CPU's.\n\n",
+		r.goSlice, r.rounds, time.Duration(r.rounds)*r.goSlice, r.autoChose)
 	p("*of shared*: the setup's req/s over `baton shared`'s. *baton RSS MB*: resident at the end of the row's load (VmRSS), and the most resident since baton started (VmHWM: its start included).\n\n")
 	p("| workers | setup | clients | req/s | of direct | each quarter | of shared | p50 ms | p99 ms | fairness CV requests | connections | failed | baton RSS MB, end / peak |\n| ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, m := range r.goRows() {
@@ -221,6 +226,15 @@ func (r *report) goTable(p func(string, ...any)) {
 	p("| workers | setup | RSS MB | peak MB |\n| ---: | --- | ---: | ---: |\n")
 	for _, st := range r.starts {
 		p("| %d | %s | %.1f | %.1f |\n", st.workers, st.setup, st.rss, st.peak)
+	}
+}
+
+func (r *report) defaultTable(p func(string, ...any)) {
+	p("\n### The default balancing: 2 hello workers, 32 keep-alive clients\n\n")
+	p("baton without `--balance` (`auto`, which chose `%s` here) and with `shared`, the default before `auto`, %s each, one after the other. *fairness* as above.\n\n", r.autoChose, r.duration)
+	p("| setup | req/s | p50 ms | p99 ms | fairness CV requests | connections | failed |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, m := range r.defaultRuns {
+		p("| %s | %.0f | %s | %s | %.3f | %.3f | %d |\n", m.setup, m.r.RPS(), ms(m.r.Latency.Quantile(0.5)), ms(m.r.Latency.Quantile(0.99)), m.cv, m.connCV, m.r.Failed())
 	}
 }
 

@@ -96,7 +96,22 @@ func goSection(s settings, rep *report) error {
 	return nil
 }
 
-var goSetups = []string{"direct", "baton shared", "baton reuseport", "baton round-robin"}
+// defaultSetup is baton run without --balance: worker.balance = "auto".
+const defaultSetup = "baton default"
+
+var goSetups = []string{"direct", defaultSetup, "baton shared", "baton reuseport", "baton round-robin"}
+
+var reAutoChose = regexp.MustCompile(`msg="balance: auto chose (\S+)"`)
+
+// autoChose returns the mode baton p's worker.balance = "auto" chose, from
+// its log.
+func autoChose(p *proc) (string, error) {
+	line, _, err := p.wait(reAutoChose, 0, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	return reAutoChose.FindStringSubmatch(line)[1], nil
+}
 
 // goWorkers measures every setup with workers hello workers, in both
 // client modes. The setups are all started first; then the load goes to
@@ -122,6 +137,9 @@ func goWorkers(s settings, rep *report, workers, clients int) error {
 		}
 		ps, manager, err := startGoSetup(s, setup, addr, workers)
 		procs = append(procs, ps...)
+		if err == nil && setup == defaultSetup {
+			rep.autoChose, err = autoChose(ps[0])
+		}
 		if err != nil {
 			return err
 		}
@@ -183,9 +201,7 @@ type startFootprint struct {
 func startGoSetup(s settings, setup, addr string, workers int) ([]*proc, int, error) {
 	name := fmt.Sprintf("go-%s-%d", setupFile(setup), workers)
 	if setup != "direct" {
-		balance := setup[len("baton "):]
-		p, err := startBaton(s, name, "--workers", strconv.Itoa(workers), "--balance", balance,
-			"--listen", "http=tcp://"+addr, "--control", filepath.Join(s.logs, name+".sock"), "--", s.hello)
+		p, err := startBaton(s, name, batonArgs(setup, workers, addr, filepath.Join(s.logs, name+".sock"), s.hello)...)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -203,6 +219,48 @@ func startGoSetup(s settings, setup, addr string, workers int) ([]*proc, int, er
 		}
 	}
 	return procs, 0, nil
+}
+
+// batonArgs are the arguments of `baton run` for setup ("baton MODE", or
+// defaultSetup without --balance) with workers hello workers on addr.
+func batonArgs(setup string, workers int, addr, control, hello string) []string {
+	args := []string{"--workers", strconv.Itoa(workers), "--listen", "http=tcp://" + addr, "--control", control}
+	if setup != defaultSetup {
+		args = append(args, "--balance", setup[len("baton "):])
+	}
+	return append(args, "--", hello)
+}
+
+// defaultSection: how evenly the default spreads 32 keep-alive clients
+// over 2 hello workers, beside shared, the default before auto.
+func defaultSection(s settings, rep *report) error {
+	const clients = 32
+	for _, setup := range []string{defaultSetup, "baton shared"} {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		name := "fair-" + setupFile(setup)
+		p, err := startBaton(s, name, batonArgs(setup, 2, addr, filepath.Join(s.logs, name+".sock"), s.hello)...)
+		if err != nil {
+			return err
+		}
+		if setup == defaultSetup {
+			rep.autoChose, err = autoChose(p)
+		}
+		var m measured
+		if err == nil {
+			m, err = load(addr, loadtest.KeepAlive, clients, s.duration, 2)
+		}
+		p.stop(10 * time.Second)
+		if err != nil {
+			return fmt.Errorf("%s: %w", setup, err)
+		}
+		m.setup = setup
+		fmt.Fprintf(os.Stderr, "bench:   %s ×2 %s: %.0f req/s, cv %.3f, connections %.3f\n", setup, m.mode, m.r.RPS(), m.cv, m.connCV)
+		rep.defaultRuns = append(rep.defaultRuns, m)
+	}
+	return nil
 }
 
 // runLoad runs c clients against addr for d.
