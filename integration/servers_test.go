@@ -31,14 +31,18 @@ type realServer struct {
 	// clean: with its recipe it must fail no request at a reload;
 	// perRequestClean: none with connection-per-request clients.
 	clean, perRequestClean bool
-	// balance is worker.balance ("" for the default).
+	// balance is worker.balance ("" for the default, auto).
 	balance string
 }
 
 // steered is worker.balance for the rows that measure baton's steering:
 // it sends new connections away from a worker and signals it once its
-// socket's queue is empty (docs/balancing.md).
-const steered = "reuseport"
+// socket's queue is empty (docs/balancing.md). It is what the default,
+// auto, chooses for these servers' listener; the other rows name shared.
+const (
+	steered = "reuseport"
+	shared  = "shared"
+)
 
 // cell is the server's recipe as docs/languages.md's table shows it.
 func (s realServer) cell() string {
@@ -65,23 +69,23 @@ func realServers() []realServer {
 	uvicorn := []string{debianPython, "-m", "uvicorn", "--fd", "3", "--app-dir", py, "--log-level", "warning", "--no-access-log", "asgi:app"}
 	needUvicorn := []string{debianPython, "-c", "import uvicorn"}
 	return []realServer{
-		{name: "Node http.createServer", recipe: "contrib/node/baton.js", ready: "fd", clean: true, argv: nodeArgv, needs: needNode},
+		{name: "Node http.createServer", recipe: "contrib/node/baton.js", balance: shared, ready: "fd", clean: true, argv: nodeArgv, needs: needNode},
 		{name: "Node http.createServer", recipe: "contrib/node/baton.js", balance: steered, ready: "fd", clean: true, argv: nodeArgv, needs: needNode},
-		{name: "Python WSGI on the standard library", recipe: "contrib/python/baton.py", ready: "fd", clean: true, argv: pyArgv, needs: needPython},
+		{name: "Python WSGI on the standard library", recipe: "contrib/python/baton.py", balance: shared, ready: "fd", clean: true, argv: pyArgv, needs: needPython},
 		{name: "Python WSGI on the standard library", recipe: "contrib/python/baton.py", balance: steered, ready: "fd", clean: true, argv: pyArgv, needs: needPython},
-		{name: "gunicorn sync", ready: "notify",
+		{name: "gunicorn sync", balance: shared, ready: "notify",
 			argv: slices.Concat(gunicorn, []string{"--worker-class", "sync", "server:app"}), needs: needGunicorn},
 		{name: "gunicorn sync", balance: steered, ready: "notify", perRequestClean: true,
 			argv: slices.Concat(gunicorn, []string{"--worker-class", "sync", "server:app"}), needs: needGunicorn},
-		{name: "gunicorn sync", recipe: "contrib/gunicorn/baton.conf.py", ready: "notify", clean: true,
+		{name: "gunicorn sync", recipe: "contrib/gunicorn/baton.conf.py", balance: shared, ready: "notify", clean: true,
 			argv: slices.Concat(gunicorn, []string{"--config", conf, "--worker-class", "sync", "server:app"}), needs: needGunicorn},
-		{name: "gunicorn gthread", ready: "notify",
+		{name: "gunicorn gthread", balance: shared, ready: "notify",
 			argv: slices.Concat(gunicorn, []string{"--worker-class", "gthread", "--threads", "4", "server:app"}), needs: needGunicorn},
-		{name: "gunicorn gthread", recipe: "contrib/gunicorn/baton.conf.py", ready: "notify", clean: true,
+		{name: "gunicorn gthread", recipe: "contrib/gunicorn/baton.conf.py", balance: shared, ready: "notify", clean: true,
 			argv: slices.Concat(gunicorn, []string{"--config", conf, "--worker-class", "gthread", "--threads", "4", "server:app"}), needs: needGunicorn},
 		{name: "gunicorn gthread", balance: steered, ready: "notify", perRequestClean: true,
 			argv: slices.Concat(gunicorn, []string{"--worker-class", "gthread", "--threads", "4", "server:app"}), needs: needGunicorn},
-		{name: "uvicorn --fd 3", ready: "delay:1s", argv: uvicorn, needs: needUvicorn},
+		{name: "uvicorn --fd 3", balance: shared, ready: "delay:1s", argv: uvicorn, needs: needUvicorn},
 		{name: "uvicorn --fd 3", balance: steered, ready: "delay:1s", perRequestClean: true,
 			argv: uvicorn, needs: needUvicorn},
 	}

@@ -70,17 +70,27 @@ func hostileNotify(argv []string) int {
 	return 1
 }
 
-// waitFDs waits until baton holds want descriptors, and fails naming
-// what it holds if it does not within a few seconds (a worker's exit and
-// the end of its output pipes reach baton separately).
-func waitFDs(t *testing.T, pid, want int, what string) {
+// fdsBeside is how many descriptors baton (pid) holds besides the
+// sockets listening on addr: with reuseport (auto's choice) it holds one
+// per worker alive at once, whose number follows the churn (reloads,
+// replacements), not a leak.
+func fdsBeside(t *testing.T, pid int, addr string) int {
 	t.Helper()
-	got := openFDs(t, pid)
+	return openFDs(t, pid) - len(listenerInodes(t, addr))
+}
+
+// waitFDs waits until baton holds want descriptors besides the sockets
+// listening on addr, and fails naming what it holds if it does not within
+// a few seconds (a worker's exit and the end of its output pipes reach
+// baton separately).
+func waitFDs(t *testing.T, pid int, addr string, want int, what string) {
+	t.Helper()
+	got := fdsBeside(t, pid, addr)
 	for settle := time.Now().Add(5 * time.Second); got != want && time.Now().Before(settle); time.Sleep(20 * time.Millisecond) {
-		got = openFDs(t, pid)
+		got = fdsBeside(t, pid, addr)
 	}
 	if got != want {
-		t.Errorf("baton holds %d descriptors %s, %d before", got, what, want)
+		t.Errorf("baton holds %d descriptors besides its %d listening sockets %s, %d before", got, len(listenerInodes(t, addr)), what, want)
 	}
 }
 
@@ -98,7 +108,7 @@ func TestHostileNotifyDatagrams(t *testing.T) {
 	})
 	pid := b.cmd.Process.Pid
 	waitIdle(t, b.out)
-	before := openFDs(t, pid)
+	before := fdsBeside(t, pid, b.addr)
 	g := startLoad(t, b.addr, loadtest.KeepAlive, 16)
 	for round := range 3 {
 		for slot := range 2 {
@@ -124,7 +134,7 @@ func TestHostileNotifyDatagrams(t *testing.T) {
 	if st.Reloading {
 		t.Error("a worker's RELOADING=1 made baton report a reload")
 	}
-	waitFDs(t, pid, before, "after 6 more hostile workers")
+	waitFDs(t, pid, b.addr, before, "after 6 more hostile workers")
 }
 
 // 1,000 SIGHUPs as fast as they can be sent, under 32 keep-alive clients:
@@ -134,7 +144,7 @@ func TestSIGHUPStorm(t *testing.T) {
 	b := startConfigBaton(t, hellos(2, ""))
 	pid := b.cmd.Process.Pid
 	waitIdle(t, b.out)
-	before := openFDs(t, pid)
+	before := fdsBeside(t, pid, b.addr)
 	g := startLoad(t, b.addr, loadtest.KeepAlive, 32)
 	from := b.out.len()
 	start := time.Now()
@@ -156,7 +166,7 @@ func TestSIGHUPStorm(t *testing.T) {
 	if st.Generation < 2 {
 		t.Errorf("generation %d after 1,000 SIGHUPs: no reload was done", st.Generation)
 	}
-	waitFDs(t, pid, before, "after 1,000 SIGHUPs")
+	waitFDs(t, pid, b.addr, before, "after 1,000 SIGHUPs")
 	if _, err := getOnce(b.addr, "/"); err != nil {
 		t.Errorf("not serving after the storm: %v", err)
 	}

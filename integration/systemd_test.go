@@ -33,6 +33,7 @@ type appOptions struct {
 	service     string // the contrib unit installed as app.service; "" = app.service
 	noSocket    bool   // install no app.socket (and start nothing through it)
 	extraConfig string // TOML appended to contrib's baton.toml
+	worker      string // TOML added to its [worker] table
 	start       bool   // start app.service and wait until it is active
 }
 
@@ -61,7 +62,7 @@ func bootAppWith(t *testing.T, ctx context.Context, o appOptions) *reloadApp {
 		}
 		files[name] = repl.Replace(string(b))
 	}
-	files["baton.toml"] += o.extraConfig
+	files["baton.toml"] = strings.Replace(files["baton.toml"], "[worker]\n", "[worker]\n"+o.worker, 1) + o.extraConfig
 	if o.noSocket {
 		delete(files, "app.socket")
 	}

@@ -33,7 +33,9 @@ const (
 // Restart=on-failure starts a new one, which serves.
 func TestSystemdWatchdog(t *testing.T) {
 	ctx := withTimeout(t, 4*time.Minute)
-	a := bootApp(t, ctx, false) // only app.socket: the drop-in comes first
+	// Only app.socket: the drop-in comes first. Shared, so that every
+	// worker holds the one listener whose blocking mode (b) checks.
+	a := bootAppWith(t, ctx, appOptions{worker: "balance = \"shared\"\n"})
 	m := a.m
 	if err := m.WriteFile(watchdogDropIn, []byte("[Service]\nWatchdogSec=2s\n")); err != nil {
 		t.Fatal(err)

@@ -549,7 +549,11 @@ func drainedConns(t testing.TB, conns []net.Conn) {
 func TestUpgradeKeepsListenerNonBlocking(t *testing.T) {
 	first, second := versions(t)
 	exes := []struct{ exe, version string }{{batonNext(t), second}, {bin.baton, first}, {batonNext(t), second}}
-	u := startUpgradable(t, hellosUpTo("60s"))
+	// Shared: every worker holds the one listener (under reuseport each
+	// has a socket of its own).
+	u := startUpgradable(t, func(addr, control string) string {
+		return strings.Replace(upgradeConfig(addr, control, nil, "60s"), "[worker]\n", "[worker]\nbalance = \"shared\"\n", 1)
+	})
 	ino := listenerInode(t, u.addr)
 	for i, e := range exes {
 		before := u.settle(t)
@@ -601,17 +605,30 @@ func TestUpgradeKeepsListenerNonBlocking(t *testing.T) {
 	}
 }
 
+// registrations is how many descriptors the upgrader keeps once a
+// self-upgrade was tried (it cannot give them back): one per socket
+// listening on the address (with reuseport, auto's choice here, every
+// socket of the listener's group) and reuseport's dealer's program and
+// three maps.
+func (u *upBaton) registrations(t testing.TB) int {
+	n := len(listenerInodes(t, u.addr))
+	if out := u.out.String(); strings.Contains(out, `msg="balance: auto chose reuseport"`) && !strings.Contains(out, "not in turn") {
+		n += 4
+	}
+	return n
+}
+
 // checkUnchanged checks that after a failed upgrade the same baton serves
 // the same generation with the same workers, and holds no descriptor more
 // (a pipe to the failed successor, say).
 func (u *upBaton) checkUnchanged(t testing.TB, what string, before batonState) {
 	t.Helper()
 	after := u.settle(t)
-	// The first upgrade registers the listener (one self-bound socket)
-	// with the upgrader, which keeps a copy from then on.
+	// The first upgrade registers the listener's sockets with the
+	// upgrader, which keeps a copy from then on.
 	want := before.FDs
 	if !before.registered {
-		want++
+		want += u.registrations(t)
 	}
 	u.registered = true
 	// tableflip's pipes to a failed successor are closed by finalizers
@@ -807,26 +824,28 @@ func TestUpgradeCancelledByStop(t *testing.T) {
 }
 
 // A failed self-upgrade leaves a plain build (no race detector, which
-// makes the runtime collect often) no descriptor more than the listener's
-// registration with the upgrader: the pipe ends tableflip leaves to their
+// makes the runtime collect often) no descriptor more than the sockets'
+// registrations with the upgrader: the pipe ends tableflip leaves to their
 // cleanups are collected at once. Its descriptors are watched from /proc
 // alone: a request to baton would allocate, and a collection would then
-// hide the leak.
+// hide the leak. A second failed upgrade registers nothing more.
 func TestFailedUpgradeLeavesNoDescriptor(t *testing.T) {
 	u := startUpgradableOf(t, batonPlain(t), hellosUpTo("60s"))
 	pid := u.cmd.Process.Pid
 	u.settle(t)
-	before := openFDs(t, pid)
+	registrations := u.registrations(t)
 	installExe(t, u.exe, []byte("#!/bin/sh\nexit 1\n"))
-	if code, out := u.ctl(t, "upgrade"); code != 1 || !strings.Contains(out, "exit status 1") {
-		t.Fatalf("upgrade to a script that exits 1: exit %d: %s", code, out)
-	}
-	want := before + 1 // the listener, registered by the first upgrade
-	got := openFDs(t, pid)
-	for deadline := time.Now().Add(3 * time.Second); got != want && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		got = openFDs(t, pid)
-	}
-	if got != want {
-		t.Errorf("baton holds %d descriptors after the failed upgrade, %d before; want %d", got, before, want)
+	before := openFDs(t, pid)
+	for i, want := range []int{before + registrations, before + registrations} {
+		if code, out := u.ctl(t, "upgrade"); code != 1 || !strings.Contains(out, "exit status 1") {
+			t.Fatalf("upgrade %d to a script that exits 1: exit %d: %s", i+1, code, out)
+		}
+		got := openFDs(t, pid)
+		for deadline := time.Now().Add(3 * time.Second); got != want && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			got = openFDs(t, pid)
+		}
+		if got != want {
+			t.Errorf("baton holds %d descriptors after failed upgrade %d, %d before the first; want %d (%d registered)", got, i+1, before, want, registrations)
+		}
 	}
 }

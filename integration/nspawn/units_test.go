@@ -192,6 +192,9 @@ func TestUnitsSettings(t *testing.T) {
 		want      string
 	}{
 		{socket, "app.socket", "FileDescriptorName", "http"},
+		// baton binds a socket per worker beside it (worker.balance =
+		// "auto" takes reuseport).
+		{socket, "app.socket", "ReusePort", "yes"},
 		{service, "app.service", "Type", "notify"},
 		{service, "app.service", "NotifyAccess", "all"},
 		{service, "app.service", "ExecStart", "/usr/local/bin/baton run --config /etc/app/baton.toml"},
