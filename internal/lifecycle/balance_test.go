@@ -75,6 +75,28 @@ func TestReloadKeepsBalance(t *testing.T) {
 	}
 }
 
+// The shell learns which worker a new one replaces while that one still
+// runs (it may have stopped accepting: reuseport hands its replacement
+// the listener it held), and that a reload's or a crash's replaces none.
+func TestSpawnSaysWhatItReplaces(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.serve()
+	h.notify(pids[0], "STOPPING=1")
+	h.want("start g1 s0 = 103")
+	h.step(Restart{Slot: 1})
+	h.want("start g1 s1 = 104")
+	h.ready(103, 104)
+	h.exit(103, "exit status 1")
+	h.advance(time.Second)
+	h.step(Reload{})
+	h.ready(h.started()...)
+	for pid, want := range map[int]int{103: 101, 104: 102, 105: 0, 106: 0, 107: 0} {
+		if got := h.env.replaces[pid]; got != want {
+			t.Errorf("worker %d was started to replace %d, want %d (%v)", pid, got, want, h.env.replaces)
+		}
+	}
+}
+
 // auto takes reuseport where every TCP listener can have a socket per
 // worker, else shared, and says why in words that name the fix.
 func TestChooseBalance(t *testing.T) {

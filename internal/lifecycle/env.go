@@ -121,6 +121,10 @@ type Spawn struct {
 	Generation int
 	Slot       int
 	Config     *config.Config
+	// Replaces is the worker this one replaces while it still runs (it
+	// said STOPPING=1, missed its watchdog, is restarted or replaced for
+	// its memory), 0 for none: it gets a signal once this one is ready.
+	Replaces int
 }
 
 // Signal is a signal the Machine sends.

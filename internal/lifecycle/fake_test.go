@@ -26,6 +26,8 @@ type fakeEnv struct {
 	parents map[int]int
 	rss     map[int]int64
 	acts    []string
+	// replaces: the worker each started one replaces (Spawn.Replaces).
+	replaces map[int]int
 
 	failStarts int // the next this many Starts fail
 	// Load's outcome: nextCfg or loadErr. loads are the Loads not
@@ -51,7 +53,7 @@ type fakeTimer struct {
 
 func newFakeEnv(t *testing.T) *fakeEnv {
 	return &fakeEnv{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), nextPID: 100,
-		live: map[int]bool{}, parents: map[int]int{}, rss: map[int]int64{}}
+		live: map[int]bool{}, parents: map[int]int{}, rss: map[int]int64{}, replaces: map[int]int{}}
 }
 
 func (e *fakeEnv) act(format string, args ...any) {
@@ -75,6 +77,7 @@ func (e *fakeEnv) Start(w Spawn) (int, error) {
 	}
 	e.nextPID++
 	e.live[e.nextPID] = true
+	e.replaces[e.nextPID] = w.Replaces
 	e.act("start g%d s%d = %d", w.Generation, w.Slot, e.nextPID)
 	return e.nextPID, nil
 }

@@ -139,7 +139,7 @@ func (m *Machine) startMore(g *generation) error {
 		}
 		slot := g.started
 		g.started++
-		if _, err := m.startWorker(g, slot); err != nil {
+		if _, err := m.startWorker(g, slot, nil); err != nil {
 			return err
 		}
 		if m.rolling(g) {

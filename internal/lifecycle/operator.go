@@ -44,7 +44,7 @@ func (m *Machine) onRestart(ev Restart) {
 		answer(ev.Reply, Result{Err: fmt.Errorf("supervisor: restart: slot %d has no ready worker now (its worker is being replaced): try again", ev.Slot)})
 		return
 	}
-	nw, err := m.startWorker(g, ev.Slot) // on failure the old one stays as it was
+	nw, err := m.startWorker(g, ev.Slot, old) // on failure the old one stays as it was
 	if err != nil {
 		answer(ev.Reply, Result{Err: err})
 		return

@@ -58,9 +58,14 @@ func (w *worker) stopTimers() {
 	}
 }
 
-// startWorker starts the worker of g's slot.
-func (m *Machine) startWorker(g *generation, slot int) (*worker, error) {
-	pid, err := m.env.Start(Spawn{Generation: g.n, Slot: slot, Config: g.cfg})
+// startWorker starts the worker of g's slot, new first in place of
+// replaces if not nil.
+func (m *Machine) startWorker(g *generation, slot int, replaces *worker) (*worker, error) {
+	sp := Spawn{Generation: g.n, Slot: slot, Config: g.cfg}
+	if replaces != nil {
+		sp.Replaces = replaces.pid
+	}
+	pid, err := m.env.Start(sp)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: start worker %d: %w", slot, err)
 	}
@@ -122,7 +127,7 @@ func (m *Machine) replaceFirst(w *worker, reason, why string, then Signal) {
 // started at all (fork or exec failed), old gets then at once and the
 // slot is tried again after RespawnDelay.
 func (m *Machine) refill(g *generation, slot int, old *worker, then Signal) {
-	nw, err := m.startWorker(g, slot)
+	nw, err := m.startWorker(g, slot, old)
 	if err != nil {
 		m.log.Error("cannot start worker, retrying", "slot", slot, "err", err, "after", RespawnDelay)
 		m.env.After(RespawnDelay, Timer{kind: respawnSlot, g: g, slot: slot})

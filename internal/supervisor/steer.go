@@ -513,7 +513,7 @@ func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error)
 			continue
 		}
 		l := s.findListener(c)
-		gs, err := s.pickIn(l, w.Slot)
+		gs, err := s.pickIn(l, w.Slot, w.Replaces)
 		if err != nil {
 			return nil, fmt.Errorf("supervisor: listener %q: socket for worker %d: %w", l.name, w.Slot, err)
 		}
@@ -522,14 +522,18 @@ func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*groupSocket, error)
 	return picks, nil
 }
 
-// pickIn chooses l's socket for a new worker of slot. Steered: a free
-// one, else a new one bound beside the listener, else (in the upgrading
-// baton, which may not bind, and in a frozen group) a shared one. Not
-// steered, the kernel's hash spreads connections over every socket, so
-// none may be free: a slot's socket is shared by its old and new worker
-// (ofSlot), and sweep closes another once its workers are gone.
-func (s *supervisor) pickIn(l *listener, slot int) (*groupSocket, error) {
+// pickIn chooses l's socket for a new worker of slot, which replaces the
+// worker replaces (0: none) while that one runs. Steered: the listener
+// if the replaced worker holds it (docs/balancing.md: it is never
+// closed, so its queue waits for a worker that accepts), else a free
+// one, else one bound beside it, else (upgrading baton, frozen group) a
+// shared one. Not steered, a slot's socket is shared by its old and new
+// worker (ofSlot), and sweep closes another once its workers are gone.
+func (s *supervisor) pickIn(l *listener, slot, replaces int) (*groupSocket, error) {
 	g := l.group
+	if replaces != 0 && slices.Contains(g.socks[0].holders, replaces) {
+		return g.socks[0], nil
+	}
 	if g.off {
 		if gs := g.ofSlot(slot); gs != nil {
 			return gs, nil
@@ -567,7 +571,7 @@ func (s *supervisor) pickIn(l *listener, slot int) (*groupSocket, error) {
 		if i := slices.Index(g.socks, gs); i >= 0 {
 			g.retire(s, i)
 		}
-		return s.pickIn(l, slot)
+		return s.pickIn(l, slot, replaces)
 	}
 	return gs, nil
 }

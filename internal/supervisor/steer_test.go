@@ -69,6 +69,13 @@ func eachProgram(t *testing.T, test func(t *testing.T)) {
 // Start does; it returns the process and its socket.
 func (r *steerRig) worker(t *testing.T, slot int) (*exec.Cmd, *groupSocket) {
 	t.Helper()
+	return r.replacement(t, slot, 0)
+}
+
+// replacement is worker for one started to replace the worker replaces
+// while that one runs.
+func (r *steerRig) replacement(t *testing.T, slot, replaces int) (*exec.Cmd, *groupSocket) {
+	t.Helper()
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -77,12 +84,35 @@ func (r *steerRig) worker(t *testing.T, slot int) (*exec.Cmd, *groupSocket) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	picks, err := r.s.pick(lifecycle.Spawn{Slot: slot, Config: testConfig("serve", 2, nil)})
+	picks, err := r.s.pick(lifecycle.Spawn{Slot: slot, Config: testConfig("serve", 2, nil), Replaces: replaces})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.s.hold(picks, cmd.Process.Pid, slot)
 	return cmd, picks[r.l]
+}
+
+// The replacement of a worker that holds the listener itself, started
+// while that one runs (it said STOPPING=1, or hung), shares the listener:
+// baton never closes it, so a connection that waited there for a worker
+// that no longer accepts is the replacement's to take. The replacement of
+// a worker on another socket gets one of its own: that socket is closed
+// once its worker has gone, and its queue moves to the others.
+func TestReplacementTakesTheListener(t *testing.T) {
+	eachProgram(t, func(t *testing.T) {
+		r := newSteerRig(t)
+		a, ga := r.worker(t, 0)
+		b, gb := r.worker(t, 1)
+		if ga != r.l.group.socks[0] || gb == ga {
+			t.Fatalf("the first two workers got sockets %d and %d, want the listener and another", slices.Index(r.l.group.socks, ga), slices.Index(r.l.group.socks, gb))
+		}
+		if _, got := r.replacement(t, 0, a.Process.Pid); got != ga {
+			t.Errorf("the replacement of the listener's worker got socket %d, want the listener", slices.Index(r.l.group.socks, got))
+		}
+		if _, got := r.replacement(t, 1, b.Process.Pid); got == gb || got == ga {
+			t.Errorf("the replacement of worker 1 got socket %d, want one of its own", slices.Index(r.l.group.socks, got))
+		}
+	})
 }
 
 // route tells the rig which workers are ready, as the Machine would.
