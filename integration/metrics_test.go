@@ -111,7 +111,14 @@ func TestMetricsAndHealth(t *testing.T) {
 		t.Errorf("/readyz before the first generation is ready: %d, want 503", first)
 	}
 	b.out.wait(reAllReady, 30*time.Second)
-	if code, body := httpGet(base + "/readyz"); code != 200 {
+	// The line is logged within the event that makes baton ready, and
+	// /readyz reads the outcome of the whole event: a moment later (with
+	// reuseport, once the steering program points at the workers).
+	code, body := httpGet(base + "/readyz")
+	for deadline := time.Now().Add(5 * time.Second); code != 200 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		code, body = httpGet(base + "/readyz")
+	}
+	if code != 200 {
 		t.Errorf("/readyz once serving: %d %s", code, body)
 	}
 
