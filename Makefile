@@ -3,7 +3,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO       ?= go
 PORT     ?= 8080
 WORKERS  ?=
-TESTTIME ?= 14m
+TESTTIME ?= 18m
 FUZZTIME ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 

@@ -93,12 +93,12 @@ func TestCrashLoopGiveUp(t *testing.T) {
 	})
 }
 
-// SIGKILL of a random worker every 200 ms for 30 s under load: no
+// SIGKILL of a random worker every 200 ms for 15 s under load: no
 // connection is ever refused, the only failures are requests on the
 // killed workers' connections, and the pool is whole afterwards.
 func TestKillStorm(t *testing.T) {
 	if testing.Short() {
-		t.Skip("30 s storm")
+		t.Skip("15 s storm")
 	}
 	// A generous budget and a short backoff: this test is about the
 	// sockets, not the budget.
@@ -111,7 +111,7 @@ func TestKillStorm(t *testing.T) {
 	kills := 0
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); <-tick.C {
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); <-tick.C {
 		var live []int
 		for _, pid := range b.workerPIDs() {
 			if processExists(pid) && ppid(pid) == p.cmd.Process.Pid {
@@ -135,7 +135,7 @@ func TestKillStorm(t *testing.T) {
 	for mode, g := range results {
 		waitServed(t, g, 200)
 		r := g.Stop()
-		t.Logf("%d kills in 30s, %s: %s", kills, mode, r)
+		t.Logf("%d kills in 15s, %s: %s", kills, mode, r)
 		if r.Refused != 0 {
 			t.Errorf("%s: %d connections refused", mode, r.Refused)
 		}

@@ -18,7 +18,7 @@ import (
 // h2loadDuration is each h2load run's -D, in seconds: long enough for its
 // connections to be up, a reload and the drain of the generation it
 // replaces, with room to spare on a loaded machine (8 s were seen).
-const h2loadDuration = 15
+const h2loadDuration = 12
 
 // h2loadRun is one h2load process. Its per-request log (a line for each
 // stream that closes: start time, status or -1, microseconds) comes

@@ -106,7 +106,7 @@ func (b *configBaton) reloadCmd(t testing.TB) (int, string) {
 	return code, p.out.String()
 }
 
-// 20 SIGHUPs or more, 500 ms apart, until at least 10 reloads are done,
+// 20 SIGHUPs or more, 250 ms apart, until at least 10 reloads are done,
 // under 64 clients: not one failed request, in either mode, with 2 and
 // with 4 workers. (SIGHUPs during a reload coalesce: on a loaded machine,
 // where a reload takes longer, more are sent.)
@@ -117,13 +117,13 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Run(fmt.Sprintf("%d-workers/%s", workers, mode), func(t *testing.T) {
 				b := startBaton(t, "--workers", strconv.Itoa(workers), "--", bin.hello)
 				g := startLoad(t, b.addr, mode, 64)
-				tick := time.NewTicker(500 * time.Millisecond)
+				tick := time.NewTicker(250 * time.Millisecond)
 				defer tick.Stop()
 				deadline := time.Now().Add(2 * time.Minute)
 				sent := 0
 				for ; sent < 20 || b.out.count(reDone) < 10; sent++ {
 					if time.Now().After(deadline) {
-						t.Fatalf("only %d reloads were done for %d SIGHUPs 500ms apart", b.out.count(reDone), sent)
+						t.Fatalf("only %d reloads were done for %d SIGHUPs 250ms apart", b.out.count(reDone), sent)
 					}
 					<-tick.C
 					syscall.Kill(b.cmd.Process.Pid, syscall.SIGHUP)
