@@ -167,11 +167,41 @@ func (m *Machine) MainPID(ctx context.Context, unit string) (int, error) {
 // Journal returns the unit's journal inside the container (its last 300
 // lines), for a failing test's log; an error is described in the text.
 func (m *Machine) Journal(ctx context.Context, unit string) string {
-	out, err := m.Run(ctx, "journalctl", "--no-pager", "-o", "short-monotonic", "-n", "300", "-u", unit)
+	out, err := m.Run(ctx, "journalctl", "--no-pager", "-o", "short-monotonic", "-u", unit)
 	if err != nil {
-		return out + "\n(" + err.Error() + ")"
+		return condense(out) + "\n(" + err.Error() + ")"
 	}
-	return out
+	return condense(out)
+}
+
+// condense keeps a long journal readable: a Go program's goroutine dump
+// (systemd's watchdog sends SIGABRT) runs to thousands of lines and would
+// push out what led to it. Past the first 100 lines, it keeps systemd's
+// own lines and those of baton's log (level=), and the last 200 lines.
+func condense(journal string) string {
+	lines := strings.Split(strings.TrimRight(journal, "\n"), "\n")
+	const head, tail = 100, 200
+	if len(lines) <= head+tail {
+		return journal
+	}
+	var kept []string
+	kept = append(kept, lines[:head]...)
+	skipped := 0
+	for _, l := range lines[head : len(lines)-tail] {
+		if strings.Contains(l, " systemd[1]: ") || strings.Contains(l, " level=") {
+			if skipped > 0 {
+				kept = append(kept, fmt.Sprintf("  (%d lines left out)", skipped))
+				skipped = 0
+			}
+			kept = append(kept, l)
+			continue
+		}
+		skipped++
+	}
+	if skipped > 0 {
+		kept = append(kept, fmt.Sprintf("  (%d lines left out)", skipped))
+	}
+	return strings.Join(append(kept, lines[len(lines)-tail:]...), "\n")
 }
 
 // withDefaultTimeout bounds ctx by d unless it has a deadline already.
