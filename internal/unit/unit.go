@@ -167,7 +167,7 @@ WantedBy=multi-user.target
 `, s.Name, all, s.Baton, cfgPath, user)})
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "# baton's configuration for %s; written by baton unit. Reference: baton's README.\n", s.Name)
+	fmt.Fprintf(&b, "# baton's configuration for %s; written by baton unit. Reference: docs/config.md in baton's source.\n", s.Name)
 	for _, so := range sockets {
 		fmt.Fprintf(&b, "\n[[listen]]\n# from %s (FileDescriptorName=%s)\nname = %s\naddress = %s\n", so.unit, so.name, strconv.Quote(so.name), strconv.Quote(so.url))
 	}
