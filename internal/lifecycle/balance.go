@@ -35,7 +35,7 @@ func (m *Machine) routes() Routes {
 			slots[w.slot] = true
 		}
 	}
-	if !m.stoppingOrGone() && !m.budget.spent {
+	if !m.stoppingOrGone() && !m.budget.spent() {
 		// An empty slot waits for its replacement; with the budget spent
 		// none comes.
 		for _, g := range []*generation{m.current, m.next} {

@@ -187,9 +187,8 @@ func (m *Machine) promote(g *generation) {
 	g.state = genServing
 	old := m.current
 	m.current, m.next, m.inForce = g, nil, g
-	if old != nil && m.budget.spent {
+	if old != nil && m.budget.reset() {
 		m.log.Info("restart budget: a reload brings a full generation back, restarts resume")
-		m.budget.spent = false
 	}
 	if old != nil {
 		m.drainGeneration(old, "replaced by "+g.String())

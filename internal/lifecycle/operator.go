@@ -50,10 +50,7 @@ func (m *Machine) onRestart(ev Restart) {
 		return
 	}
 	m.log.Info("restarting worker, new first", "slot", ev.Slot, "pid", old.pid, "generation", g.n, "replacement", nw.pid)
-	if m.budget.byReason == nil {
-		m.budget.bySlot, m.budget.byReason = map[int]int{}, map[string]int{}
-	}
-	m.budget.byReason["operator"]++ // counted, but not against the budget
+	m.budget.operator()
 	old.state = wDraining
 	m.armDrainDeadline(old)
 	nw.replaces, nw.thenSignal, nw.onReady = old, SIGTERM, ev.Reply

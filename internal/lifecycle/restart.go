@@ -2,60 +2,107 @@ package lifecycle
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
 // budget is the restart budget: restart.limit unplanned restarts per
-// sliding restart.window.
+// sliding restart.window, and the restart counters Snapshot shows. Only
+// its methods touch its fields; the limit and window come with each call,
+// since a reload may change them.
 type budget struct {
 	total    int            // unplanned restarts since start
 	bySlot   map[int]int    // and of each slot
-	byReason map[string]int // and for each reason: crash, stopping, watchdog, memory, stuck
+	byReason map[string]int // and for each reason: crash, stopping, watchdog, memory, stuck; and operator
 	giveUps  int            // times the budget ran out
 	// times are the unplanned restarts within restart.window.
-	times []time.Time
-	spent bool // the budget ran out: no more replacements until a reload
+	times     []time.Time
+	exhausted bool // the budget ran out: no more replacements until a reload
+}
+
+// inWindow reports whether a restart at t still counts at now.
+func inWindow(now, t time.Time, window time.Duration) bool {
+	return now.Sub(t) < window
 }
 
 // recent counts the unplanned restarts within window.
 func (b *budget) recent(now time.Time, window time.Duration) int {
 	n := 0
 	for _, t := range b.times {
-		if now.Sub(t) < window {
+		if inWindow(now, t, window) {
 			n++
 		}
 	}
 	return n
 }
 
+// spend counts one unplanned restart of slot for reason at now. When
+// window already holds limit restarts, the budget is spent instead: it
+// counts nothing and returns false with that number.
+func (b *budget) spend(now time.Time, limit int, window time.Duration, slot int, reason string) (int, bool) {
+	b.times = slices.DeleteFunc(b.times, func(t time.Time) bool { return !inWindow(now, t, window) })
+	if len(b.times) >= limit {
+		b.exhausted = true
+		b.giveUps++
+		return len(b.times), false
+	}
+	b.times = append(b.times, now)
+	b.total++
+	b.count(reason)
+	b.bySlot[slot]++
+	return len(b.times), true
+}
+
+// operator counts an operator's restart: shown, but not against the budget.
+func (b *budget) operator() {
+	b.count("operator")
+}
+
+func (b *budget) count(reason string) {
+	if b.byReason == nil {
+		b.bySlot, b.byReason = map[int]int{}, map[string]int{}
+	}
+	b.byReason[reason]++
+}
+
+// spent reports whether the budget ran out.
+func (b *budget) spent() bool {
+	return b.exhausted
+}
+
+// reset lets restarts resume after a reload brought a full generation
+// back, and reports whether the budget had been spent.
+func (b *budget) reset() bool {
+	was := b.exhausted
+	b.exhausted = false
+	return was
+}
+
+// restarts returns the unplanned restarts of slot since start.
+func (b *budget) restarts(slot int) int {
+	return b.bySlot[slot]
+}
+
+// counts returns the unplanned restarts since start, and a copy of the
+// restarts by reason and the times the budget ran out, for Snapshot.
+func (b *budget) counts() (total int, byReason map[string]int, giveUps int) {
+	return b.total, maps.Clone(b.byReason), b.giveUps
+}
+
 // spendRestart counts one unplanned replacement of slot's worker against
 // the restart budget. When the budget is already spent it gives up and returns
 // false: the caller must not replace.
 func (m *Machine) spendRestart(slot int, reason, why string) bool {
-	if m.budget.spent {
+	if m.budget.spent() {
 		return false
 	}
 	r := m.config().Restart
-	now := m.env.Now()
-	kept := m.budget.times[:0]
-	for _, t := range m.budget.times {
-		if now.Sub(t) < r.Window.Std() {
-			kept = append(kept, t)
-		}
+	n, ok := m.budget.spend(m.env.Now(), r.Limit, r.Window.Std(), slot, reason)
+	if !ok {
+		m.giveUp(fmt.Errorf("%w: %d restarts within %s, and %s", ErrGiveUp, n, r.Window.Std(), why))
 	}
-	m.budget.times = kept
-	if len(kept) >= r.Limit {
-		m.giveUp(fmt.Errorf("%w: %d restarts within %s, and %s", ErrGiveUp, len(kept), r.Window.Std(), why))
-		return false
-	}
-	m.budget.times = append(m.budget.times, now)
-	m.budget.total++
-	if m.budget.bySlot == nil {
-		m.budget.bySlot, m.budget.byReason = map[int]int{}, map[string]int{}
-	}
-	m.budget.bySlot[slot]++
-	m.budget.byReason[reason]++
-	return true
+	return ok
 }
 
 // backoff returns how long slot waits before its replacement starts after
@@ -81,8 +128,6 @@ func (m *Machine) backoff(w *worker) time.Duration {
 // and exits non-zero, so that systemd's Restart= and OnFailure= take over;
 // with "degrade" the survivors keep serving.
 func (m *Machine) giveUp(err error) {
-	m.budget.spent = true
-	m.budget.giveUps++
 	m.log.Error("giving up on restarts", "err", err, "on_giveup", m.config().Restart.OnGiveUp)
 	survivors := 0
 	if g := m.serving(); g != nil {

@@ -90,7 +90,6 @@ func (m *Machine) Snapshot() Snapshot {
 		Phase:       m.phase.String(),
 		Workers:     len(m.workers),
 		Draining:    len(m.draining),
-		Restarts:    m.budget.total,
 		Reloading:   m.reload != nil,
 		NotifyDrops: m.dropped,
 	}
@@ -103,14 +102,15 @@ func (m *Machine) Snapshot() Snapshot {
 	}
 	if m.inForce != nil {
 		r := m.config().Restart
-		s.Budget.Used, s.Budget.Limit, s.Budget.Window, s.Budget.Spent = m.budget.recent(m.env.Now(), r.Window.Std()), r.Limit, r.Window.Std(), m.budget.spent
+		s.Budget.Used, s.Budget.Limit, s.Budget.Window, s.Budget.Spent = m.budget.recent(m.env.Now(), r.Window.Std()), r.Limit, r.Window.Std(), m.budget.spent()
 		for _, l := range m.config().Listen {
 			s.Listeners = append(s.Listeners, Listener{Name: l.Name, Address: l.Address})
 		}
 	}
 	s.LastReload.At, s.LastReload.Err = m.last.at, m.last.err
-	s.Counts = Counts{Restarts: maps.Clone(m.budget.byReason), GiveUps: m.budget.giveUps, Reloads: maps.Clone(m.counts.reloads),
+	s.Counts = Counts{Reloads: maps.Clone(m.counts.reloads),
 		Upgrades: maps.Clone(m.counts.upgrades), ReloadSeconds: slices.Clone(m.counts.reloadSeconds), ReloadSum: m.counts.reloadSum}
+	s.Restarts, s.Counts.Restarts, s.Counts.GiveUps = m.budget.counts()
 	if s.Counts.ReloadSeconds == nil {
 		s.Counts.ReloadSeconds = make([]int, len(ReloadBuckets)+1)
 	}
@@ -123,7 +123,7 @@ func (m *Machine) Snapshot() Snapshot {
 			st = "stuck"
 		}
 		s.Procs = append(s.Procs, Proc{Slot: w.slot, PID: w.pid, Generation: w.gen.n, State: st, Started: w.started,
-			Restarts: m.budget.bySlot[w.slot], Status: w.status})
+			Restarts: m.budget.restarts(w.slot), Status: w.status})
 	}
 	slices.SortStableFunc(s.Procs, func(a, b Proc) int {
 		if a.Slot != b.Slot {
@@ -146,7 +146,7 @@ func (m *Machine) statusLine() string {
 	if m.phase == lameDuck {
 		line = m.lameDuckLine() + ", " + line
 	}
-	if m.budget.spent {
+	if m.budget.spent() {
 		line += ", gave up restarting (budget spent)"
 	}
 	if m.reload != nil && m.next != nil {
