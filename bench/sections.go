@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/loadtest"
 )
 
@@ -582,7 +582,7 @@ func memorySection(s settings, rep *report) error {
 	}
 	for i := range s.memReloads {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		resp, err := supervisor.Request(ctx, ctl, supervisor.ControlRequest{Command: "reload"})
+		resp, err := control.Ask(ctx, ctl, control.Request{Command: "reload"})
 		cancel()
 		if err != nil || !resp.OK {
 			return fmt.Errorf("reload %d: %+v, %v", i+1, resp, err)

@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/loadtest"
 )
 
@@ -195,7 +195,7 @@ func TestDefaultBalanceIsEven(t *testing.T) {
 		t.Errorf("auto's line: %s", line)
 	}
 	code, out := ctl(t, "status", "--control", b.control, "--json")
-	var st supervisor.Status
+	var st control.Status
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.Balance != config.BalanceReusePort || !strings.Contains(line, st.BalanceAuto) || st.BalanceAuto == "" {
 		t.Errorf("status --json: exit %d, %v: balance %q because %q", code, err, st.Balance, st.BalanceAuto)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // What a configuration read may meet at the config path, and what baton
@@ -157,7 +157,7 @@ func TestReloadOfNoConfigKeepsServing(t *testing.T) {
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 					begin := time.Now()
-					resp, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "status"})
+					resp, err := control.Ask(ctx, b.control, control.Request{Command: "status"})
 					took := time.Since(begin)
 					cancel()
 					if err == nil && resp.Status == nil {
@@ -176,11 +176,11 @@ func TestReloadOfNoConfigKeepsServing(t *testing.T) {
 			t.Cleanup(endPoll)
 
 			from := b.out.len()
-			answer := make(chan supervisor.ControlResponse, 1)
+			answer := make(chan control.Response, 1)
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
-				resp, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "reload"})
+				resp, err := control.Ask(ctx, b.control, control.Request{Command: "reload"})
 				if err != nil && resp.Error == "" {
 					resp.Error = "no answer: " + err.Error()
 				}
@@ -195,7 +195,7 @@ func TestReloadOfNoConfigKeepsServing(t *testing.T) {
 			line, _ := b.out.waitFrom(next, reWorkerReady, 10*time.Second)
 			t.Logf("worker %d killed during the reload; replaced: %s", victim, line)
 
-			var resp supervisor.ControlResponse
+			var resp control.Response
 			select {
 			case resp = <-answer:
 			case <-time.After(25 * time.Second):
@@ -327,7 +327,7 @@ func TestLongValuesAreNotEchoed(t *testing.T) {
 		key := strings.Repeat("k", step.size)
 		b.write(t, good+"\n"+key+" = 1\n")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		resp, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "reload"})
+		resp, err := control.Ask(ctx, b.control, control.Request{Command: "reload"})
 		cancel()
 		if err != nil && resp.Error == "" {
 			t.Fatalf("reload with a %d-byte key: no answer: %v", step.size, err)
@@ -343,7 +343,7 @@ func TestLongValuesAreNotEchoed(t *testing.T) {
 		}
 		for range 10 {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			st, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "status"})
+			st, err := control.Ask(ctx, b.control, control.Request{Command: "status"})
 			cancel()
 			if err != nil {
 				t.Fatal(err)

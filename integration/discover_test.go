@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // asUser returns argv run as uid nobody (setpriv execs it: the pid is the
@@ -171,7 +171,7 @@ func TestControlConfigReachesItsBaton(t *testing.T) {
 	runA2.stop()
 
 	code, out = ctlEnv(t, env, "status", "--json", "--config", link)
-	var st supervisor.Status
+	var st control.Status
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.PID != pidA {
 		t.Errorf("status --config %s (a symlink to a.toml), baton of a.toml is pid %d: exit %d (%v): %s", link, pidA, code, err, out)
 	}
@@ -248,7 +248,7 @@ func TestControlRefusesFakeBatons(t *testing.T) {
 				}
 			}
 			asked := 0
-			_, err := supervisor.Client{Path: path, Own: true}.Request(withTimeout(t, 10*time.Second), supervisor.ControlRequest{Command: "stats"})
+			_, err := control.Client{Path: path, Own: true}.Request(withTimeout(t, 10*time.Second), control.Request{Command: "stats"})
 			switch {
 			case tt.socket == "" && err == nil:
 				asked = 1

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/loadtest"
 )
 
@@ -36,8 +36,8 @@ func TestStopDelayServesThroughLameDuck(t *testing.T) {
 		t.Run("delay="+delay.String(), func(t *testing.T) {
 			metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			base := "http://" + metrics
-			control := filepath.Join(t.TempDir(), "ctl.sock")
-			args := []string{"--workers", "2", "--drain-timeout", drain.String(), "--metrics", metrics, "--control", control}
+			socket := filepath.Join(t.TempDir(), "ctl.sock")
+			args := []string{"--workers", "2", "--drain-timeout", drain.String(), "--metrics", metrics, "--control", socket}
 			if delay > 0 {
 				args = append(args, "--stop-delay", delay.String())
 			}
@@ -75,7 +75,7 @@ func TestStopDelayServesThroughLameDuck(t *testing.T) {
 				probes.watch(base, start, window)
 			}()
 			// What an operator sees and may do meanwhile.
-			var status, reload supervisor.ControlResponse
+			var status, reload control.Response
 			if delay > 0 {
 				wg.Add(1)
 				go func() {
@@ -86,8 +86,8 @@ func TestStopDelayServesThroughLameDuck(t *testing.T) {
 							break
 						}
 					}
-					status = requestNow(control, "status")
-					reload = requestNow(control, "reload")
+					status = requestNow(socket, "status")
+					reload = requestNow(socket, "reload")
 				}()
 			}
 			for time.Since(start) < window {
@@ -159,13 +159,13 @@ func TestStopDelayServesThroughLameDuck(t *testing.T) {
 // baton is done.
 func TestStopDelayBatonStopNow(t *testing.T) {
 	const delay = time.Minute
-	control := filepath.Join(t.TempDir(), "ctl.sock")
-	b := startBaton(t, "--workers", "2", "--stop-delay", delay.String(), "--control", control, "--", bin.hello)
+	socket := filepath.Join(t.TempDir(), "ctl.sock")
+	b := startBaton(t, "--workers", "2", "--stop-delay", delay.String(), "--control", socket, "--", bin.hello)
 	start := time.Now()
-	first := make(chan supervisor.ControlResponse, 1)
-	go func() { first <- requestNow(control, "stop") }()
+	first := make(chan control.Response, 1)
+	go func() { first <- requestNow(socket, "stop") }()
 	b.out.wait(regexp.MustCompile(`msg="lame duck: serving, not ready, until the drain"`), 30*time.Second)
-	if code, out := ctl(t, "stop", "--now", "--control", control); code != 0 || !strings.Contains(out, "stop ok") {
+	if code, out := ctl(t, "stop", "--now", "--control", socket); code != 0 || !strings.Contains(out, "stop ok") {
 		t.Errorf("baton stop --now during the lame duck: exit %d: %s", code, out)
 	}
 	if r := <-first; !r.OK {
@@ -221,10 +221,10 @@ func (p *probeLog) check(t *testing.T, soon time.Duration) {
 
 // requestNow sends command to the control socket; an error is the
 // answer's.
-func requestNow(control, command string) supervisor.ControlResponse {
+func requestNow(socket, command string) control.Response {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := supervisor.Request(ctx, control, supervisor.ControlRequest{Command: command})
+	r, err := control.Ask(ctx, socket, control.Request{Command: command})
 	if err != nil {
 		r.Error = err.Error()
 	}

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/loadtest"
 )
 
@@ -23,27 +23,27 @@ import (
 // comes back.
 func TestUnreadStderrStallsNothing(t *testing.T) {
 	dir := t.TempDir()
-	control := filepath.Join(dir, "ctl.sock")
+	socket := filepath.Join(dir, "ctl.sock")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	// Only the first worker to get there floods (mkdir is atomic).
 	flood := fmt.Sprintf(`mkdir %s 2>/dev/null && (head -c 100000000 /dev/zero | tr '\0' x | fold -w 99 &); exec "$0"`, filepath.Join(dir, "flooding"))
 	p, read := startUnread(t, nil, bin.baton, "run", "--listen", "http=tcp://"+addr, "--workers", "2",
-		"--control", control, "--", "sh", "-c", flood, bin.hello)
-	waitServing(t, control)
+		"--control", socket, "--", "sh", "-c", flood, bin.hello)
+	waitServing(t, socket)
 	g := startLoad(t, addr, loadtest.KeepAlive, 32)
 
 	// Once baton's stderr pipe is full, everything baton writes meets a
 	// reader that does not read.
 	waitPipeFull(t, p.outPipe)
 	start := time.Now()
-	code, out := ctl(t, "reload", "--control", control, "--timeout", "30s")
+	code, out := ctl(t, "reload", "--control", socket, "--timeout", "30s")
 	took := time.Since(start)
 	if code != 0 || !strings.Contains(out, "reload ok: generation 2") {
 		t.Fatalf("baton reload with stderr unread: exit %d after %s: %s", code, took, out)
 	}
 	waitServed(t, g, 500)
 	r := g.Stop()
-	st := stats(t, control)
+	st := stats(t, socket)
 	t.Logf("reload took %s with stderr unread; %d output lines dropped; load: %s", took.Round(time.Millisecond), st.OutputDrops, r)
 	if r.Failed() != 0 {
 		t.Errorf("%d requests failed: %s %v", r.Failed(), r, r.Samples)
@@ -61,11 +61,11 @@ func TestUnreadStderrStallsNothing(t *testing.T) {
 
 // waitServing waits, by the control socket alone, until baton's first
 // generation is ready (stats name a serving generation).
-func waitServing(t *testing.T, control string) {
+func waitServing(t *testing.T, socket string) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := supervisor.Request(ctx, control, supervisor.ControlRequest{Command: "stats"})
+		r, err := control.Ask(ctx, socket, control.Request{Command: "stats"})
 		cancel()
 		if err == nil && r.Stats.Generation > 0 {
 			return

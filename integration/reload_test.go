@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/loadtest"
 )
 
@@ -163,17 +163,17 @@ func waitIdle(t testing.TB, out *logLines) {
 	}
 }
 
-func stats(t testing.TB, control string) *supervisor.Stats {
+func stats(t testing.TB, socket string) *control.Stats {
 	t.Helper()
-	return request(t, control, "stats").Stats
+	return request(t, socket, "stats").Stats
 }
 
 // request sends command to the control socket and returns the answer.
-func request(t testing.TB, control, command string) supervisor.ControlResponse {
+func request(t testing.TB, socket, command string) control.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := supervisor.Request(ctx, control, supervisor.ControlRequest{Command: command})
+	r, err := control.Ask(ctx, socket, control.Request{Command: command})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestReloadsDoNotLeak(t *testing.T) {
 	reload := func(n int) {
 		for i := 0; i < n; i++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "reload"})
+			_, err := control.Ask(ctx, b.control, control.Request{Command: "reload"})
 			cancel()
 			if err != nil {
 				t.Fatalf("reload %d: %v", i, err)
@@ -316,7 +316,7 @@ func TestReloadsDoNotLeak(t *testing.T) {
 	// the last drain. (That tick may have passed by the time the test sees
 	// baton idle, and with no work after it no other comes.)
 	reDrainedAt := regexp.MustCompile(`(?m)^time=(\S+) .*msg="generation \d+ drained"`)
-	settled := func() (*supervisor.Stats, int) {
+	settled := func() (*control.Stats, int) {
 		m := reDrainedAt.FindAllStringSubmatch(b.out.String(), -1)
 		if m == nil {
 			t.Fatal("baton logged no drained generation")

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // statusRows returns the pids and states of `baton status`'s worker rows.
@@ -41,28 +41,28 @@ func statusRows(t *testing.T, control string) (pids []int, states []string) {
 // `baton status` lists exactly the live workers, and new ones after a
 // reload; `--json` has exactly the fields docs/control.md documents.
 func TestStatusShowsLiveWorkers(t *testing.T) {
-	control := filepath.Join(t.TempDir(), "ctl.sock")
-	b := startBaton(t, "--workers", "2", "--control", control, "--", bin.hello)
+	socket := filepath.Join(t.TempDir(), "ctl.sock")
+	b := startBaton(t, "--workers", "2", "--control", socket, "--", bin.hello)
 	pid := b.cmd.Process.Pid
-	before, states := statusRows(t, control)
+	before, states := statusRows(t, socket)
 	if live := children(pid); !slices.Equal(before, live) || !slices.Equal(states, []string{"ready", "ready"}) {
 		t.Errorf("status lists %v %v, baton's children are %v", before, states, live)
 	}
-	if code, out := ctl(t, "reload", "--control", control); code != 0 {
+	if code, out := ctl(t, "reload", "--control", socket); code != 0 {
 		t.Fatalf("reload: exit %d: %s", code, out)
 	}
 	// The old generation drains: wait until only the new one is left.
 	b.out.waitFrom(0, regexp.MustCompile(`generation 1 drained`), 30*time.Second)
-	after, states := statusRows(t, control)
+	after, states := statusRows(t, socket)
 	if live := children(pid); !slices.Equal(after, live) || len(after) != 2 || slices.ContainsFunc(after, func(p int) bool { return slices.Contains(before, p) }) {
 		t.Errorf("after a reload status lists %v %v, baton's children are %v, before %v", after, states, live, before)
 	}
 
-	code, out := ctl(t, "status", "--control", control, "--json")
+	code, out := ctl(t, "status", "--control", socket, "--json")
 	if code != 0 {
 		t.Fatalf("status --json: exit %d: %s", code, out)
 	}
-	var st supervisor.Status
+	var st control.Status
 	dec := json.NewDecoder(strings.NewReader(out))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil || st.PID != pid || st.Generation != 2 || len(st.Workers) != 2 || !st.Ready || st.LastReload == nil || !st.LastReload.OK {

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/loadtest"
 )
 
@@ -113,7 +113,7 @@ func TestHostileNotifyDatagrams(t *testing.T) {
 	for round := range 3 {
 		for slot := range 2 {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			r, err := supervisor.Request(ctx, b.control, supervisor.ControlRequest{Command: "restart", Slot: &slot})
+			r, err := control.Ask(ctx, b.control, control.Request{Command: "restart", Slot: &slot})
 			cancel()
 			if err != nil || !r.OK {
 				t.Fatalf("round %d: restart %d: %v %+v", round, slot, err, r)
@@ -181,18 +181,18 @@ func TestConcurrentOperatorCommands(t *testing.T) {
 	pid := b.cmd.Process.Pid
 	g := startLoad(t, b.addr, loadtest.KeepAlive, 16)
 	for round := range 3 {
-		reqs := []supervisor.ControlRequest{{Command: "reload"}, {Command: "restart", Slot: new(int)}}
+		reqs := []control.Request{{Command: "reload"}, {Command: "restart", Slot: new(int)}}
 		for i := range 50 {
-			reqs = append(reqs, supervisor.ControlRequest{Command: "scale", Workers: []string{"1", "2", "3", "+1", "-1"}[i%5]})
+			reqs = append(reqs, control.Request{Command: "scale", Workers: []string{"1", "2", "3", "+1", "-1"}[i%5]})
 		}
-		resps := make([]supervisor.ControlResponse, len(reqs))
+		resps := make([]control.Response, len(reqs))
 		errs := make([]error, len(reqs))
 		var wg sync.WaitGroup
 		for i, req := range reqs {
 			wg.Go(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				defer cancel()
-				resps[i], errs[i] = supervisor.Request(ctx, b.control, req)
+				resps[i], errs[i] = control.Ask(ctx, b.control, req)
 			})
 		}
 		wg.Wait()

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/integration/nspawn"
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // appConfig is where contrib's app.service reads its config. The
@@ -34,9 +34,9 @@ type reloadApp struct {
 
 // stats asks baton for its counts over its control socket, reached from
 // the host through the container's root.
-func (a *reloadApp) stats(ctx context.Context) (*supervisor.Stats, error) {
-	path := fmt.Sprintf("/proc/%d/root/run/app/%s", a.m.Leader, supervisor.ControlSocketName)
-	resp, err := supervisor.Request(ctx, path, supervisor.ControlRequest{Command: "stats"})
+func (a *reloadApp) stats(ctx context.Context) (*control.Stats, error) {
+	path := fmt.Sprintf("/proc/%d/root/run/app/%s", a.m.Leader, control.SocketName)
+	resp, err := control.Ask(ctx, path, control.Request{Command: "stats"})
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func (a *reloadApp) settled(t *testing.T, ctx context.Context) []int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
-	var st *supervisor.Stats
+	var st *control.Stats
 	var err error
 	for {
 		if st, err = a.stats(ctx); err == nil && !st.Reloading && st.Draining == 0 {

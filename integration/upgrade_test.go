@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/loadtest"
 )
 
@@ -157,16 +157,16 @@ func (u *upBaton) ctl(t testing.TB, command string) (int, string) {
 
 // batonState is a settled baton: no reload running, nothing draining.
 type batonState struct {
-	*supervisor.Stats
+	*control.Stats
 	workers    []int // the baton's children: its serving workers
 	registered bool  // upBaton.registered then
 }
 
 // stats asks whichever baton answers on the control socket for its stats.
-func (u *upBaton) stats() (supervisor.ControlResponse, error) {
+func (u *upBaton) stats() (control.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return supervisor.Request(ctx, u.control, supervisor.ControlRequest{Command: "stats"})
+	return control.Ask(ctx, u.control, control.Request{Command: "stats"})
 }
 
 // settle waits until the baton answering on the control socket runs no

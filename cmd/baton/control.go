@@ -17,8 +17,8 @@ import (
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/console"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/internal/excerpt"
-	"github.com/batonhq/baton/internal/supervisor"
 )
 
 // target is how a command names the running baton it talks to.
@@ -61,13 +61,13 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool
 }
 
 // request sends req to the baton t names; the error is ready to print.
-func (t *target) request(ctx context.Context, req supervisor.ControlRequest) (supervisor.ControlResponse, int, error) {
+func (t *target) request(ctx context.Context, req control.Request) (control.Response, int, error) {
 	c, err := t.client()
 	if err != nil {
-		return supervisor.ControlResponse{}, exitUsage, err
+		return control.Response{}, exitUsage, err
 	}
 	resp, err := c.Request(ctx, req)
-	if errors.Is(err, supervisor.ErrNoAnswer) {
+	if errors.Is(err, control.ErrNoAnswer) {
 		err = fmt.Errorf("%w (name another with --control PATH, --config FILE or --pid PID)", err)
 	}
 	if err != nil {
@@ -76,64 +76,61 @@ func (t *target) request(ctx context.Context, req supervisor.ControlRequest) (su
 	return resp, exitOK, nil
 }
 
-// controlCmd is `baton reload` and `baton upgrade`: one request to the
-// running baton's control socket, waiting for the outcome.
-func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
-	fs, t := commandFlags("baton "+cmd, stderr)
-	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
-	what := "Starts a new generation of workers and waits: exit 0 once it serves, 1 if the reload failed or was rolled back (the old workers still serve). When the baton executable on disk was replaced, the reload is a self-upgrade."
-	if cmd == "upgrade" {
-		what = "Starts a new baton from the executable on disk, which takes over every socket and starts its own workers, and waits: exit 0 once it serves (the old baton then drains and exits), 1 if it failed (the old baton and its workers still serve)."
+// controlCmd runs `baton NAME` for a command of the control protocol, the
+// way its row of control.Commands says.
+func controlCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
+	switch c.View {
+	case control.Table:
+		return statusCmd(c, args, stdout, stderr)
+	case control.Lines:
+		return logsCmd(c, args, stdout, stderr)
 	}
+	return outcomeCmd(c, args, stdout, stderr)
+}
+
+// usage sets fs's usage to the command's synopsis, what it does and its
+// flags.
+func usage(fs *flag.FlagSet, c *control.Command, synopsis string, stderr io.Writer) {
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: baton %s [--control PATH | --config FILE | --pid PID] [--timeout D]\n\n%s\n\nflags:\n", cmd, what)
+		fmt.Fprintf(stderr, "usage: baton %s [--control PATH | --config FILE | --pid PID] %s\n\n%s\n\nflags:\n", c.Name, synopsis, c.Help)
 		fs.PrintDefaults()
 	}
-	if code, ok := parse(fs, args, stderr); !ok {
+}
+
+// outcomeCmd is `baton reload`, `upgrade`, `scale N|+N|-N`, `restart
+// SLOT`, `stop` and every other command whose answer is an outcome: one
+// request to the running baton's control socket, waiting for it.
+func outcomeCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
+	fs, t := commandFlags("baton "+c.Name, stderr)
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
+	req := control.Request{Command: c.Name}
+	if c.Flags != nil {
+		c.Flags(fs, &req)
+	}
+	usage(fs, c, strings.TrimSpace("[--timeout D] "+c.Usage), stderr)
+	if c.Arg == nil {
+		if code, ok := parse(fs, args, stderr); !ok {
+			return code
+		}
+	} else if code, ok := parseArg(fs, c, &req, args, stderr); !ok {
 		return code
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	resp, code, err := t.request(ctx, supervisor.ControlRequest{Command: cmd})
+	resp, code, err := t.request(ctx, req)
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: %s: %s\n", cmd, console.Printable(err.Error()))
+		fmt.Fprintf(stderr, "baton: %s: %s\n", c.Name, console.Printable(err.Error()))
 		return code
 	}
-	switch {
-	case resp.Upgraded && resp.Generation == 0:
-		// The new baton answers elsewhere (its control socket moved).
-		fmt.Fprintf(stdout, "%s ok: upgraded to baton pid %d (%.2fs)\n", cmd, resp.PID, resp.Seconds)
-	case cmd == "upgrade":
-		fmt.Fprintf(stdout, "upgrade ok: baton pid %d serving generation %d with %d workers (%.2fs)\n", resp.PID, resp.Generation, resp.Workers, resp.Seconds)
-	case resp.Upgraded:
-		fmt.Fprintf(stdout, "reload ok: upgraded to baton pid %d, generation %d serving with %d workers (%.2fs)\n", resp.PID, resp.Generation, resp.Workers, resp.Seconds)
-	default:
-		fmt.Fprintf(stdout, "reload ok: generation %d serving with %d workers (%.2fs)\n", resp.Generation, resp.Workers, resp.Seconds)
-	}
+	fmt.Fprintln(stdout, c.Print(resp))
 	return exitOK
 }
 
-// operatorCmd is `baton scale N|+N|-N`, `baton restart SLOT` and `baton
-// stop`: one request, waiting for its outcome.
-func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
-	fs, t := commandFlags("baton "+cmd, stderr)
-	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the outcome")
-	var now *bool
-	if cmd == "stop" {
-		now = fs.Bool("now", false, "drain at once, without stop.delay (or the rest of it)")
-	}
-	help := map[string][2]string{
-		"scale":   {"N|+N|-N", "Sets the number of workers: new ones start and are waited for until ready; the extras drain, as on a reload. The count holds until the next reload, which applies the configuration's worker.count again."},
-		"restart": {"SLOT", "Replaces the worker of SLOT (see baton status): a new one starts, and once it is ready the old one drains."},
-		"stop":    {"[--now]", "Stops baton as SIGTERM does (after stop.delay, every worker drains) and waits until it has."},
-	}[cmd]
-	usage, what := help[0], help[1]
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: baton %s [--control PATH | --config FILE | --pid PID] [--timeout D] %s\n\n%s\n\nflags:\n", cmd, usage, what)
-		fs.PrintDefaults()
-	}
-	// The count or slot may come before or after the flags, and "-1" is
-	// no flag.
+// parseArg parses the flags of a command that takes one argument, which
+// may come before or after them, and takes the argument into req; ok is
+// false when the command is over, as for parse.
+func parseArg(fs *flag.FlagSet, c *control.Command, req *control.Request, args []string, stderr io.Writer) (code int, ok bool) {
+	// "-1" is no flag.
 	var numbers, rest []string
 	for _, a := range args {
 		if len(a) > 1 && a[0] == '-' && isCount(a) {
@@ -145,53 +142,28 @@ func operatorCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	for {
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
+				return exitOK, false
 			}
-			return exitUsage
+			return exitUsage, false
 		}
 		if fs.NArg() == 0 {
 			break
 		}
 		numbers, rest = append(numbers, fs.Arg(0)), fs.Args()[1:]
 	}
-	req := supervisor.ControlRequest{Command: cmd}
-	want := 1
-	if cmd == "stop" {
-		want, req.Now = 0, *now
-	}
-	if len(numbers) != want {
+	if len(numbers) != 1 {
 		got := make([]string, len(numbers))
 		for i, n := range numbers {
 			got[i] = excerpt.Quote(n)
 		}
-		fmt.Fprintf(stderr, "baton %s: want %d argument(s) (%s), got [%s]\n", cmd, want, usage, strings.Join(got, " "))
-		return exitUsage
+		fmt.Fprintf(stderr, "baton %s: want 1 argument(s) (%s), got [%s]\n", c.Name, c.Usage, strings.Join(got, " "))
+		return exitUsage, false
 	}
-	switch cmd {
-	case "scale":
-		req.Workers = numbers[0]
-	case "restart":
-		slot, err := strconv.Atoi(numbers[0])
-		if err != nil || slot < 0 {
-			fmt.Fprintf(stderr, "baton restart: slot %s: want a number, as baton status shows it\n", excerpt.Quote(numbers[0]))
-			return exitUsage
-		}
-		req.Slot = &slot
+	if err := c.Arg(req, numbers[0]); err != nil {
+		fmt.Fprintf(stderr, "baton %s: %v\n", c.Name, err)
+		return exitUsage, false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	resp, code, err := t.request(ctx, req)
-	if err != nil {
-		fmt.Fprintf(stderr, "baton: %s: %s\n", cmd, console.Printable(err.Error()))
-		return code
-	}
-	switch cmd {
-	case "stop":
-		fmt.Fprintln(stdout, "stop ok: every worker drained, baton exited")
-	default:
-		fmt.Fprintf(stdout, "%s ok: generation %d serving with %d workers\n", cmd, resp.Generation, resp.Workers)
-	}
-	return exitOK
+	return 0, true
 }
 
 // isCount reports whether a is a number, signed or not ("4", "+1", "-1").
@@ -202,19 +174,16 @@ func isCount(a string) bool {
 
 // logsCmd is `baton logs`: the workers' last lines, and with -f every new
 // one until interrupted or baton stops.
-func logsCmd(args []string, stdout, stderr io.Writer) int {
-	fs, t := commandFlags("baton logs", stderr)
+func logsCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
+	fs, t := commandFlags("baton "+c.Name, stderr)
 	follow := fs.Bool("f", false, "follow: print every new line, of the workers started later too, until interrupted")
-	n := fs.Int("n", supervisor.DefaultLogLines, "how many of the last lines to print")
+	n := fs.Int("n", control.DefaultLogLines, "how many of the last lines to print")
 	asJSON := fs.Bool("json", false, "print each line as a JSON object (docs/control.md)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: baton logs [--control PATH | --config FILE | --pid PID] [-f] [-n N] [--json]\n\nPrints the workers' last output lines, each with its time, slot, pid and stream, from the ring baton keeps (1 MiB; lines cut at 4 KiB).\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+	usage(fs, c, c.Usage, stderr)
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
 	}
-	c, err := t.client()
+	client, err := t.client()
 	if err != nil {
 		fmt.Fprintf(stderr, "baton logs: %s\n", console.Printable(err.Error()))
 		return exitUsage
@@ -227,7 +196,7 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 		defer cancel()
 	}
 	enc := json.NewEncoder(jsonOut{stdout})
-	err = c.Logs(ctx, supervisor.ControlRequest{Lines: n, Follow: *follow}, func(l supervisor.LogLine) {
+	err = client.Logs(ctx, control.Request{Command: c.Name, Lines: n, Follow: *follow}, func(l control.LogLine) {
 		if *asJSON {
 			enc.Encode(l)
 			return
@@ -237,7 +206,7 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, logLine(l))
 	})
-	if errors.Is(err, supervisor.ErrNoAnswer) {
+	if errors.Is(err, control.ErrNoAnswer) {
 		err = fmt.Errorf("%w (name another with --control PATH, --config FILE or --pid PID)", err)
 	}
 	if err != nil {
@@ -249,14 +218,11 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 
 // statusCmd is `baton status`: the running baton and its workers, as a
 // table (redrawn every second with --watch) or JSON.
-func statusCmd(args []string, stdout, stderr io.Writer) int {
-	fs, t := commandFlags("baton status", stderr)
+func statusCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
+	fs, t := commandFlags("baton "+c.Name, stderr)
 	asJSON := fs.Bool("json", false, "print the status as JSON (schema: docs/control.md)")
 	watch := fs.Bool("watch", false, "redraw the table every second until interrupted")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: baton status [--control PATH | --config FILE | --pid PID] [--json | --watch]\n\nShows baton (pid, version, uptime, generation, listeners, restart budget, last reload) and a row per worker: slot, pid, generation, state, uptime, restarts of its slot, cpu, memory, its last STATUS=.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+	usage(fs, c, c.Usage, stderr)
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
 	}
@@ -264,10 +230,10 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "baton status: --json and --watch do not go together")
 		return exitUsage
 	}
-	get := func() (*supervisor.Status, int, error) {
+	get := func() (*control.Status, int, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		resp, code, err := t.request(ctx, supervisor.ControlRequest{Command: "status"})
+		resp, code, err := t.request(ctx, control.Request{Command: c.Name})
 		if err == nil && resp.Status == nil {
 			err, code = errors.New("the baton sent no status (an older version?)"), exitFailed
 		}
@@ -297,7 +263,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(stop)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var prev *supervisor.Status
+	var prev *control.Status
 	for clear := "\x1b[2J"; ; clear = "" {
 		// Home, draw, clear what the last frame left below.
 		var b strings.Builder
@@ -324,45 +290,45 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 // client finds the control socket of the baton t names, the way sourceOf
 // says, and says whether it was named or found by looking around (then
 // only a baton of this user is asked).
-func (t *target) client() (supervisor.Client, error) {
-	n := naming{control: t.control, config: t.config, pid: t.pid, envSocket: os.Getenv("BATON_SOCKET"), runtimeDir: supervisor.SystemdRuntimeDir()}
+func (t *target) client() (control.Client, error) {
+	n := naming{control: t.control, config: t.config, pid: t.pid, envSocket: os.Getenv("BATON_SOCKET"), runtimeDir: control.SystemdRuntimeDir()}
 	if n.control == "" && n.config != "" {
 		c, err := config.Load(n.config)
 		if err != nil {
-			return supervisor.Client{}, err
+			return control.Client{}, err
 		}
 		n.configSocket = c.Control.Socket
 	}
 	uid := os.Geteuid()
 	switch sourceOf(n) {
 	case fromControl:
-		return supervisor.Client{Path: n.control}, nil
+		return control.Client{Path: n.control}, nil
 	case fromConfig:
-		return supervisor.Client{Path: n.configSocket}, nil
+		return control.Client{Path: n.configSocket}, nil
 	case fromEnv:
-		return supervisor.Client{Path: n.envSocket}, nil
+		return control.Client{Path: n.envSocket}, nil
 	case fromRuntimeDir:
-		return supervisor.Client{Path: filepath.Join(n.runtimeDir, supervisor.ControlSocketName)}, nil
+		return control.Client{Path: filepath.Join(n.runtimeDir, control.SocketName)}, nil
 	case fromPID:
-		b, err := supervisor.InstanceOf(n.pid, uid)
-		return supervisor.Client{Path: b.Control, Own: true}, err
+		b, err := control.InstanceOf(n.pid, uid)
+		return control.Client{Path: b.Control, Own: true}, err
 	}
-	found := supervisor.Running(uid)
+	found := control.Running(uid)
 	if n.config != "" {
 		found = startedWith(found, n.config)
 	}
 	b, err := choose(found, n.config, uid)
-	return supervisor.Client{Path: b.Control, Own: true}, err
+	return control.Client{Path: b.Control, Own: true}, err
 }
 
 // startedWith keeps the batons of found whose --config is the file at
 // path: the same file (device and inode), however each names it.
-func startedWith(found []supervisor.Instance, path string) []supervisor.Instance {
+func startedWith(found []control.Instance, path string) []control.Instance {
 	want, err := os.Stat(path)
 	if err != nil {
 		return nil
 	}
-	var out []supervisor.Instance
+	var out []control.Instance
 	for _, b := range found {
 		if fi, err := os.Stat(b.Config); b.Config != "" && err == nil && os.SameFile(fi, want) {
 			out = append(out, b)
@@ -385,7 +351,7 @@ func (w jsonOut) Write(b []byte) (int, error) {
 // logLine is how baton logs prints a line: its time, slot, pid and
 // stream, then the line with what could drive the terminal escaped, as
 // baton status shows it.
-func logLine(l supervisor.LogLine) string {
+func logLine(l control.LogLine) string {
 	cut := ""
 	if l.Cut {
 		cut = " [cut]"

@@ -2,11 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // baton logs prints a worker's line with tabs as they are and everything
@@ -22,7 +23,7 @@ func TestLogLine(t *testing.T) {
 		"rlo \u202eevil \u2066":     `rlo \u202eevil \u2066`,
 		"ünïcode ✓":                 "ünïcode ✓",
 	} {
-		l := supervisor.LogLine{Time: at, Slot: 1, PID: 42, Stream: "stderr", Line: in}
+		l := control.LogLine{Time: at, Slot: 1, PID: 42, Stream: "stderr", Line: in}
 		if got, want := logLine(l), "2026-12-01T12:00:00.000Z [worker 1 pid 42 stderr] "+want; got != want {
 			t.Errorf("logLine(%q) = %q, want %q", in, got, want)
 		}
@@ -33,15 +34,36 @@ func TestLogLine(t *testing.T) {
 // nothing for a terminal to act on.
 func TestJSONOut(t *testing.T) {
 	var b strings.Builder
-	line := supervisor.LogLine{Slot: 1, PID: 42, Stream: "stdout", Line: "rlo \u202eevil \u009b31m"}
+	line := control.LogLine{Slot: 1, PID: 42, Stream: "stdout", Line: "rlo \u202eevil \u009b31m"}
 	if err := json.NewEncoder(jsonOut{&b}).Encode(line); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(b.String(), `"rlo \u202eevil \u009b31m"`) {
 		t.Errorf("--json wrote %q", b.String())
 	}
-	var back supervisor.LogLine
+	var back control.LogLine
 	if err := json.Unmarshal([]byte(b.String()), &back); err != nil || back.Line != line.Line {
 		t.Errorf("--json's line reads back as %q, %v; want %q", back.Line, err, line.Line)
+	}
+}
+
+// Every command of the control protocol with a summary is a command of
+// baton's, listed in its usage, whose -h says what it does; the others
+// are not.
+func TestEveryControlCommandRuns(t *testing.T) {
+	for _, c := range control.Commands {
+		var stdout, stderr strings.Builder
+		code := run([]string{c.Name, "-h"}, &stdout, &stderr)
+		listed := strings.Contains(usageText, fmt.Sprintf("\n  %-8s %s\n", c.Name, c.Summary))
+		switch {
+		case c.Summary == "":
+			if code != exitUsage || !strings.HasPrefix(stderr.String(), "baton: unknown command") {
+				t.Errorf("baton %s -h: exit %d, %q; want an unknown command", c.Name, code, stderr.String())
+			}
+		case !listed:
+			t.Errorf("baton's usage does not list %s:\n%s", c.Name, usageText)
+		case code != exitOK || !strings.HasPrefix(stderr.String(), "usage: baton "+c.Name+" ") || !strings.Contains(stderr.String(), "\n\n"+c.Help+"\n\n"):
+			t.Errorf("baton %s -h: exit %d, %q; want its usage and help", c.Name, code, stderr.String())
+		}
 	}
 }

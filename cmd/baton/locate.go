@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // source is where a command's control socket comes from.
@@ -56,21 +56,21 @@ func sourceOf(n naming) source {
 
 // choose picks the one baton of found: the batons of uid running, or with
 // config set those of them started with that file.
-func choose(found []supervisor.Instance, config string, uid int) (supervisor.Instance, error) {
+func choose(found []control.Instance, config string, uid int) (control.Instance, error) {
 	switch {
 	case len(found) == 1:
 		return found[0], nil
 	case len(found) == 0 && config != "":
-		return supervisor.Instance{}, fmt.Errorf("no running baton of uid %d was started with --config %s (name another with --control PATH or --pid PID)", uid, config)
+		return control.Instance{}, fmt.Errorf("no running baton of uid %d was started with --config %s (name another with --control PATH or --pid PID)", uid, config)
 	case len(found) == 0:
-		return supervisor.Instance{}, fmt.Errorf("no baton of uid %d is running here, or none answers on a control socket: give --control PATH, --config FILE or --pid PID", uid)
+		return control.Instance{}, fmt.Errorf("no baton of uid %d is running here, or none answers on a control socket: give --control PATH, --config FILE or --pid PID", uid)
 	}
 	list := make([]string, len(found))
 	for i, b := range found {
 		list[i] = fmt.Sprintf("pid %d (%s)", b.PID, b.Control)
 	}
 	if config != "" {
-		return supervisor.Instance{}, fmt.Errorf("%d batons were started with --config %s: %s: pick one with --pid PID", len(found), config, strings.Join(list, ", "))
+		return control.Instance{}, fmt.Errorf("%d batons were started with --config %s: %s: pick one with --pid PID", len(found), config, strings.Join(list, ", "))
 	}
-	return supervisor.Instance{}, fmt.Errorf("%d batons are running: %s: pick one with --pid PID", len(found), strings.Join(list, ", "))
+	return control.Instance{}, fmt.Errorf("%d batons are running: %s: pick one with --pid PID", len(found), strings.Join(list, ", "))
 }

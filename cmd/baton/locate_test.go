@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 func TestSourceOf(t *testing.T) {
@@ -30,20 +30,20 @@ func TestSourceOf(t *testing.T) {
 }
 
 func TestChoose(t *testing.T) {
-	a := supervisor.Instance{PID: 10, Control: "/run/baton/baton-10-1/baton.sock"}
-	b := supervisor.Instance{PID: 20, Control: "/run/baton/baton-20-2/baton.sock"}
+	a := control.Instance{PID: 10, Control: "/run/baton/baton-10-1/baton.sock"}
+	b := control.Instance{PID: 20, Control: "/run/baton/baton-20-2/baton.sock"}
 	for _, tt := range []struct {
-		found  []supervisor.Instance
+		found  []control.Instance
 		config string
 		want   int    // the pid chosen
 		err    string // or the error
 	}{
-		{[]supervisor.Instance{a}, "", 10, ""},
-		{[]supervisor.Instance{b}, "a.toml", 20, ""},
+		{[]control.Instance{a}, "", 10, ""},
+		{[]control.Instance{b}, "a.toml", 20, ""},
 		{nil, "", 0, "no baton of uid 0 is running here, or none answers on a control socket: give --control PATH, --config FILE or --pid PID"},
 		{nil, "a.toml", 0, "no running baton of uid 0 was started with --config a.toml (name another with --control PATH or --pid PID)"},
-		{[]supervisor.Instance{a, b}, "", 0, "2 batons are running: pid 10 (" + a.Control + "), pid 20 (" + b.Control + "): pick one with --pid PID"},
-		{[]supervisor.Instance{a, b}, "a.toml", 0, "2 batons were started with --config a.toml: pid 10 (" + a.Control + "), pid 20 (" + b.Control + "): pick one with --pid PID"},
+		{[]control.Instance{a, b}, "", 0, "2 batons are running: pid 10 (" + a.Control + "), pid 20 (" + b.Control + "): pick one with --pid PID"},
+		{[]control.Instance{a, b}, "a.toml", 0, "2 batons were started with --config a.toml: pid 10 (" + a.Control + "), pid 20 (" + b.Control + "): pick one with --pid PID"},
 	} {
 		got, err := choose(tt.found, tt.config, 0)
 		switch {

@@ -17,12 +17,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/internal/excerpt"
 	"github.com/batonhq/baton/internal/logbuf"
 	"github.com/batonhq/baton/internal/memtrim"
@@ -43,23 +45,24 @@ const (
 // version is set at build time: go build -ldflags "-X main.version=1.2.3".
 var version = "0.1.0-dev"
 
-const usageText = `usage: baton COMMAND [ARGS]
-
-commands:
-  run      run a worker pool:  baton run --listen http=tcp://127.0.0.1:8080 -- ./server
-  reload   reload a running baton and wait for the outcome
-  upgrade  replace a running baton by the executable on disk, sockets kept open
-  status   show a running baton and its workers (--json, --watch)
-  logs     the workers' last output lines (-f follows, -n N, --json)
-  scale    set the number of workers: baton scale 4, +1, -1
-  restart  replace one worker, new first: baton restart SLOT
-  stop     drain every worker and stop baton, waiting until it has
-  check    validate a configuration file:  baton check --config FILE
-  unit     systemd units for a service:  baton unit app --listen http=tcp://0.0.0.0:80 -- ./server
-  version  print the version
-
-Run "baton COMMAND -h" for a command's flags.
-`
+// usageText is `baton`'s usage: run, every command of the control
+// protocol that has one, then the others.
+var usageText = func() string {
+	var b strings.Builder
+	b.WriteString("usage: baton COMMAND [ARGS]\n\ncommands:\n")
+	line := func(name, what string) { fmt.Fprintf(&b, "  %-8s %s\n", name, what) }
+	line("run", "run a worker pool:  baton run --listen http=tcp://127.0.0.1:8080 -- ./server")
+	for _, c := range control.Commands {
+		if c.Summary != "" {
+			line(c.Name, c.Summary)
+		}
+	}
+	line("check", "validate a configuration file:  baton check --config FILE")
+	line("unit", "systemd units for a service:  baton unit app --listen http=tcp://0.0.0.0:80 -- ./server")
+	line("version", "print the version")
+	b.WriteString("\nRun \"baton COMMAND -h\" for a command's flags.\n")
+	return b.String()
+}()
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -73,14 +76,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
 		return runCmd(rest, stderr)
-	case "reload", "upgrade":
-		return controlCmd(cmd, rest, stdout, stderr)
-	case "status":
-		return statusCmd(rest, stdout, stderr)
-	case "logs":
-		return logsCmd(rest, stdout, stderr)
-	case "scale", "restart", "stop":
-		return operatorCmd(cmd, rest, stdout, stderr)
 	case "check":
 		return checkCmd(rest, stdout, stderr)
 	case "unit":
@@ -99,6 +94,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usageText)
 		return exitOK
 	default:
+		if c := control.Lookup(cmd); c != nil && c.Summary != "" {
+			return controlCmd(c, rest, stdout, stderr)
+		}
 		fmt.Fprintf(stderr, "baton: unknown command %s\n%s", excerpt.Quote(cmd), usageText)
 		return exitUsage
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // Table writes st as of now: a header line for baton itself, then one row
@@ -17,7 +17,7 @@ import (
 // A worker's cpu is its share of one CPU since prev (an earlier status of
 // the same baton, for --watch), or over its whole life when prev is nil
 // or does not have it.
-func Table(w io.Writer, st *supervisor.Status, prev *supervisor.Status, now time.Time) error {
+func Table(w io.Writer, st *control.Status, prev *control.Status, now time.Time) error {
 	var head []string
 	head = append(head, fmt.Sprintf("baton pid %d", st.PID))
 	if st.Version != "" {
@@ -82,7 +82,7 @@ func Table(w io.Writer, st *supervisor.Status, prev *supervisor.Status, now time
 
 // cpu is wk's share of one CPU since prev's sample of it, else since it
 // started.
-func cpu(wk supervisor.StatusWorker, prev *supervisor.Status, now time.Time) string {
+func cpu(wk control.StatusWorker, prev *control.Status, now time.Time) string {
 	secs, over := wk.CPUSeconds, now.Sub(wk.Started)
 	if prev != nil {
 		for _, p := range prev.Workers {

@@ -12,7 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/batonhq/baton/internal/supervisor"
+	"github.com/batonhq/baton/internal/control"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -20,13 +20,13 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 // at is the fixed clock of the golden states.
 var at = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 
-func serving() *supervisor.Status {
-	return &supervisor.Status{
+func serving() *control.Status {
+	return &control.Status{
 		At: at, PID: 4100, Version: "0.2.0", Started: at.Add(-3 * time.Hour), Phase: "running", Ready: true, Generation: 3, Balance: "round-robin",
-		Listeners:  []supervisor.StatusListener{{Name: "http", Address: "tcp://127.0.0.1:8080"}, {Name: "admin", Address: "unix:///run/app/admin.sock"}},
-		Budget:     supervisor.StatusBudget{Used: 2, Limit: 10, WindowSeconds: 60},
-		LastReload: &supervisor.StatusReload{At: at.Add(-5 * time.Minute), OK: true},
-		Workers: []supervisor.StatusWorker{
+		Listeners:  []control.StatusListener{{Name: "http", Address: "tcp://127.0.0.1:8080"}, {Name: "admin", Address: "unix:///run/app/admin.sock"}},
+		Budget:     control.StatusBudget{Used: 2, Limit: 10, WindowSeconds: 60},
+		LastReload: &control.StatusReload{At: at.Add(-5 * time.Minute), OK: true},
+		Workers: []control.StatusWorker{
 			{Slot: 0, PID: 4242, Generation: 3, State: "ready", Started: at.Add(-5 * time.Minute), Restarts: 2, CPUSeconds: 30, RSSBytes: 12 << 20, Status: "serving 40 req/s"},
 			{Slot: 1, PID: 4243, Generation: 3, State: "ready", Started: at.Add(-90 * time.Second), CPUSeconds: 9, RSSBytes: 900 << 10},
 		},
@@ -34,24 +34,24 @@ func serving() *supervisor.Status {
 }
 
 func TestTable(t *testing.T) {
-	tests := map[string]func() (*supervisor.Status, *supervisor.Status){
-		"serving": func() (*supervisor.Status, *supervisor.Status) { return serving(), nil },
-		"reloading": func() (*supervisor.Status, *supervisor.Status) {
+	tests := map[string]func() (*control.Status, *control.Status){
+		"serving": func() (*control.Status, *control.Status) { return serving(), nil },
+		"reloading": func() (*control.Status, *control.Status) {
 			st := serving()
-			st.Phase, st.LastReload = "reloading", &supervisor.StatusReload{At: at.Add(-26 * time.Hour), Error: "supervisor: reload rolled back: worker 1 (pid 4000) exited before it was ready: exit status 1"}
+			st.Phase, st.LastReload = "reloading", &control.StatusReload{At: at.Add(-26 * time.Hour), Error: "supervisor: reload rolled back: worker 1 (pid 4000) exited before it was ready: exit status 1"}
 			st.Workers = append(st.Workers,
-				supervisor.StatusWorker{Slot: 0, PID: 4300, Generation: 4, State: "starting", Started: at.Add(-2 * time.Second), RSSBytes: 3 << 20},
-				supervisor.StatusWorker{Slot: 1, PID: 4301, Generation: 4, State: "starting", Started: at.Add(-2 * time.Second), Status: "warming\nup\tcaches"})
+				control.StatusWorker{Slot: 0, PID: 4300, Generation: 4, State: "starting", Started: at.Add(-2 * time.Second), RSSBytes: 3 << 20},
+				control.StatusWorker{Slot: 1, PID: 4301, Generation: 4, State: "starting", Started: at.Add(-2 * time.Second), Status: "warming\nup\tcaches"})
 			st.Workers[1].State = "draining"
 			return st, nil
 		},
-		"gave-up": func() (*supervisor.Status, *supervisor.Status) {
+		"gave-up": func() (*control.Status, *control.Status) {
 			st := serving()
-			st.Budget = supervisor.StatusBudget{Used: 10, Limit: 10, WindowSeconds: 60, Spent: true}
+			st.Budget = control.StatusBudget{Used: 10, Limit: 10, WindowSeconds: 60, Spent: true}
 			st.Workers = st.Workers[:1]
 			return st, nil
 		},
-		"stopping": func() (*supervisor.Status, *supervisor.Status) {
+		"stopping": func() (*control.Status, *control.Status) {
 			st := serving()
 			st.Phase, st.Ready, st.LastReload = "stopping", false, nil
 			for i := range st.Workers {
@@ -59,24 +59,24 @@ func TestTable(t *testing.T) {
 			}
 			return st, nil
 		},
-		"lame-duck": func() (*supervisor.Status, *supervisor.Status) {
+		"lame-duck": func() (*control.Status, *control.Status) {
 			st := serving()
 			st.Phase, st.Ready, st.StopIn = "lame duck", false, 2.4
 			return st, nil
 		},
 		// worker.balance = "auto": the mode it chose.
-		"auto": func() (*supervisor.Status, *supervisor.Status) {
+		"auto": func() (*control.Status, *control.Status) {
 			st := serving()
 			st.Balance, st.BalanceAuto = "reuseport", "every TCP listener can have a socket per worker"
 			return st, nil
 		},
-		"no-workers": func() (*supervisor.Status, *supervisor.Status) {
+		"no-workers": func() (*control.Status, *control.Status) {
 			st := serving()
 			st.Phase, st.Ready, st.Generation, st.LastReload, st.Workers = "starting", false, 0, nil, nil
 			return st, nil
 		},
 		// --watch: cpu over the second since the previous sample.
-		"watch": func() (*supervisor.Status, *supervisor.Status) {
+		"watch": func() (*control.Status, *control.Status) {
 			prev := serving()
 			prev.At = at.Add(-time.Second)
 			prev.Workers[0].CPUSeconds = 29.5
@@ -114,7 +114,7 @@ func TestTable(t *testing.T) {
 func TestTableEscapes(t *testing.T) {
 	st := serving()
 	st.Listeners[0].Name = "http\u202e"
-	st.LastReload = &supervisor.StatusReload{At: at.Add(-time.Minute), Error: "bad \x1b]0;title\x07 \u009b2J \xe2\x80"}
+	st.LastReload = &control.StatusReload{At: at.Add(-time.Minute), Error: "bad \x1b]0;title\x07 \u009b2J \xe2\x80"}
 	st.Workers[0].Status = "\u009b31mred\u202eevil\u2066 \x9b \u200f\r\u2028"
 	var b bytes.Buffer
 	if err := Table(&b, st, nil, st.At); err != nil {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/systemd"
 )
@@ -83,14 +84,14 @@ func TestReusePortBesideInherited(t *testing.T) {
 	if len(slots) != 3 {
 		t.Errorf("answers came from slots %v, want all 3", slots)
 	}
-	ctl := filepath.Join(dir, ControlSocketName)
+	ctl := filepath.Join(dir, control.SocketName)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := Request(ctx, ctl, ControlRequest{Command: "status"})
+	resp, err := control.Ask(ctx, ctl, control.Request{Command: "status"})
 	if err != nil || resp.Status == nil || resp.Status.Balance != config.BalanceReusePort {
 		t.Fatalf("status: %+v, %v; want balance %q", resp.Status, err, config.BalanceReusePort)
 	}
-	if resp, err := Request(ctx, ctl, ControlRequest{Command: "scale", Workers: "1"}); err != nil || !resp.OK {
+	if resp, err := control.Ask(ctx, ctl, control.Request{Command: "scale", Workers: "1"}); err != nil || !resp.OK {
 		t.Fatalf("scale 1: %+v, %v", resp, err)
 	}
 	// The answer comes within the step that steers new connections to
@@ -197,7 +198,7 @@ func TestAutoBalance(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			resp, err := Request(ctx, filepath.Join(dir, ControlSocketName), ControlRequest{Command: "status"})
+			resp, err := control.Ask(ctx, filepath.Join(dir, control.SocketName), control.Request{Command: "status"})
 			if err != nil || resp.Status == nil || resp.Status.Balance != tt.mode || resp.Status.BalanceAuto != tt.why {
 				t.Fatalf("status: %+v, %v; want balance %q because %q", resp.Status, err, tt.mode, tt.why)
 			}

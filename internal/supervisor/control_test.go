@@ -7,14 +7,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/internal/excerpt"
-	"github.com/batonhq/baton/internal/linering"
 )
 
 // rawRequest sends b as is on a new control connection and returns the
@@ -45,7 +43,7 @@ func rawRequest(t *testing.T, path string, b []byte) string {
 func TestControlRefusesMalformedRequests(t *testing.T) {
 	h := startHarness(t, testConfig("serve", 1, nil))
 	h.waitNote("READY=1")
-	path := filepath.Join(h.dir, ControlSocketName)
+	path := filepath.Join(h.dir, control.SocketName)
 	for _, tt := range []struct{ name, req, want string }{
 		{"empty", "", "control: no request (want one JSON line)"},
 		{"not json", "reload please\n", "control: bad request: invalid character"},
@@ -53,11 +51,11 @@ func TestControlRefusesMalformedRequests(t *testing.T) {
 		{"unknown command", `{"command":"explode"}` + "\n", `control: unknown command "explode"`},
 		{"trailing data", `{"command":"stats"} and more` + "\n", `control: bad request: "and more" after the JSON object`},
 		{"two objects", `{"command":"stats"}{"command":"reload"}` + "\n", `control: bad request: "{\"command\":\"reload\"}" after the JSON object`},
-		{"too long", strings.Repeat(" ", maxControlRequest+1), "control: request longer than 4096 bytes"},
+		{"too long", strings.Repeat(" ", control.MaxRequest+1), "control: request longer than 4096 bytes"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			line := rawRequest(t, path, []byte(tt.req))
-			var r ControlResponse
+			var r control.Response
 			if err := json.Unmarshal([]byte(line), &r); err != nil || r.OK || !strings.HasPrefix(r.Error, tt.want) || strings.Contains(r.Error, "\n") {
 				t.Errorf("answer %q (%v), want one error starting %q", line, err, tt.want)
 			}
@@ -68,13 +66,13 @@ func TestControlRefusesMalformedRequests(t *testing.T) {
 	}
 }
 
-// Idle connections take at most maxControlConns descriptors of baton's:
+// Idle connections take at most control.MaxConns descriptors of baton's:
 // each one more is answered "busy" and closed at once, and once the idle
 // ones are gone, requests are answered again.
 func TestControlConnectionsAreCapped(t *testing.T) {
 	h := startHarness(t, testConfig("serve", 1, nil))
 	h.waitNote("READY=1")
-	path := filepath.Join(h.dir, ControlSocketName)
+	path := filepath.Join(h.dir, control.SocketName)
 	fds := func() int {
 		ents, err := os.ReadDir("/proc/self/fd")
 		if err != nil {
@@ -100,21 +98,21 @@ func TestControlConnectionsAreCapped(t *testing.T) {
 	// The clients beyond the cap were refused, saying why; the others
 	// are still being served (waiting for their request).
 	refused := 0
-	for _, c := range conns[maxControlConns:] {
+	for _, c := range conns[control.MaxConns:] {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		line, err := bufio.NewReader(c).ReadString('\n')
-		var r ControlResponse
+		var r control.Response
 		if err == nil && json.Unmarshal([]byte(line), &r) == nil && strings.HasPrefix(r.Error, "control: busy: 64 requests are being served") {
 			refused++
 		}
 	}
-	if refused < idle-2*maxControlConns {
-		t.Errorf("%d of %d clients beyond the cap were told baton is busy", refused, idle-maxControlConns)
+	if refused < idle-2*control.MaxConns {
+		t.Errorf("%d of %d clients beyond the cap were told baton is busy", refused, idle-control.MaxConns)
 	}
 	// Baton and the test share this process: the clients hold their
-	// descriptors here, baton at most maxControlConns more.
-	if got := fds() - before - idle; got > maxControlConns+4 {
-		t.Errorf("with %d idle clients baton holds %d more descriptors, want at most %d", idle, got, maxControlConns)
+	// descriptors here, baton at most control.MaxConns more.
+	if got := fds() - before - idle; got > control.MaxConns+4 {
+		t.Errorf("with %d idle clients baton holds %d more descriptors, want at most %d", idle, got, control.MaxConns)
 	}
 	for _, c := range conns {
 		c.Close()
@@ -123,7 +121,7 @@ func TestControlConnectionsAreCapped(t *testing.T) {
 	// The served ones end when baton reads their end of file.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		r, err := Request(ctx, path, ControlRequest{Command: "stats"})
+		r, err := control.Ask(ctx, path, control.Request{Command: "stats"})
 		cancel()
 		if err == nil && r.Stats.Generation == 1 {
 			break
@@ -131,28 +129,5 @@ func TestControlConnectionsAreCapped(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("stats after the idle clients left: %v", err)
 		}
-	}
-}
-
-// A logs client that does not read loses its connection within the write
-// timeout, however long the answer: it cannot keep a control slot.
-func TestLogsClientThatDoesNotReadIsCutOff(t *testing.T) {
-	ring := linering.New(linering.Options{})
-	for i := range 400 {
-		ring.Add(linering.Line{Slot: 0, PID: 1, Stream: "stdout", Text: strings.Repeat("x", 4000) + strconv.Itoa(i)})
-	}
-	server, client := net.Pipe()
-	defer client.Close()
-	var followers atomic.Int32
-	done := make(chan struct{})
-	lines := maxLogLines
-	go func() {
-		defer close(done)
-		streamLogs(server, ring, &followers, ControlRequest{Command: "logs", Lines: &lines}, make(chan struct{}))
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * controlWriteTimeout):
-		t.Fatal("streamLogs still writing to a client that reads nothing")
 	}
 }

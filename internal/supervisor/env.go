@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/systemd"
 	"github.com/batonhq/baton/internal/upgrade"
@@ -206,12 +207,10 @@ func (s *supervisor) HandOver(pid int) {
 		}
 		ctx, cancel = context.WithTimeout(context.Background(), lifecycle.SuccessorTimeout)
 		defer cancel()
-		resp, err := Request(ctx, path, ControlRequest{Command: "stats"})
+		st, err := control.Client{Path: path}.Stats(ctx)
 		info := lifecycle.SuccessorInfo{Err: err}
-		if st := resp.Stats; err == nil && st != nil {
+		if err == nil {
 			info.PID, info.Generation, info.Workers = st.PID, st.Generation, st.Workers
-		} else if err == nil {
-			info.Err = errors.New("no stats in its answer")
 		}
 		s.post(info)
 	})

@@ -341,7 +341,7 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descReady, ready)
 	// What is counted outside the Machine is read without the loop.
 	counter(descDropped, float64(int64(snap.NotifyDrops)+s.fromWorkers.Malformed()))
-	counter(descRefused, float64(s.control.refused.Load()))
+	counter(descRefused, float64(s.control.Refused()))
 	counter(descOutput, float64(s.outputDropped()))
 	configured := s.balance
 	if s.auto != "" {

@@ -13,20 +13,21 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // reload asks for a reload over the control socket and waits for it.
-func (h *harness) reload() (ControlResponse, error) {
+func (h *harness) reload() (control.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return Request(ctx, filepath.Join(h.dir, ControlSocketName), ControlRequest{Command: "reload"})
+	return control.Ask(ctx, filepath.Join(h.dir, control.SocketName), control.Request{Command: "reload"})
 }
 
-func (h *harness) stats() *Stats {
+func (h *harness) stats() *control.Stats {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := Request(ctx, filepath.Join(h.dir, ControlSocketName), ControlRequest{Command: "stats"})
+	r, err := control.Ask(ctx, filepath.Join(h.dir, control.SocketName), control.Request{Command: "stats"})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -386,13 +387,13 @@ func TestReloadSurge(t *testing.T) {
 func TestReloadReadsConfigOffTheLoop(t *testing.T) {
 	h := startHarness(t, testConfig("serve", 1, nil))
 	h.waitNote("READY=1")
-	path := filepath.Join(h.dir, ControlSocketName)
-	status := func() (*Status, time.Duration) {
+	path := filepath.Join(h.dir, control.SocketName)
+	status := func() (*control.Status, time.Duration) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		begin := time.Now()
-		r, err := Request(ctx, path, ControlRequest{Command: "status"})
+		r, err := control.Ask(ctx, path, control.Request{Command: "status"})
 		if err != nil || r.Status == nil {
 			t.Fatalf("status while the config is read: %+v, %v", r, err)
 		}

@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 
-	"github.com/batonhq/baton/internal/unixsock"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // rootRuntimeBase holds the runtime directories of batons run by root
@@ -33,10 +30,10 @@ type runtimeDir struct {
 // have made or can enter. Its name is not predictable, so a local user
 // cannot take it over or keep baton from starting by creating it first,
 // and two batons with the same pid (in two containers) never share one.
-// `baton reload --pid PID` finds it through the process (controlSocketOf).
+// `baton reload --pid PID` finds it through the process (control.ControlSocketOf).
 func openRuntimeDir(dir string, log *slog.Logger) (runtimeDir, error) {
 	if dir == "" {
-		dir = SystemdRuntimeDir()
+		dir = control.SystemdRuntimeDir()
 	}
 	if dir != "" {
 		return runtimeDir{path: dir}, nil
@@ -59,14 +56,6 @@ func openRuntimeDir(dir string, log *slog.Logger) (runtimeDir, error) {
 		return runtimeDir{}, fmt.Errorf("supervisor: runtime directory: %w (set RUNTIME_DIRECTORY or TMPDIR to a directory baton may write)", err)
 	}
 	return runtimeDir{path: path, created: true}, nil
-}
-
-// SystemdRuntimeDir returns the runtime directory systemd made for the
-// service (RuntimeDirectory=), "" if none: the first of RUNTIME_DIRECTORY,
-// which may list several separated by ':'.
-func SystemdRuntimeDir() string {
-	dir, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
-	return dir
 }
 
 // runtimeBase returns where to make a runtime directory: /run/baton for
@@ -108,69 +97,4 @@ func (d runtimeDir) remove() {
 	if d.created {
 		os.Remove(d.path)
 	}
-}
-
-// controlSocketOf returns the control socket of the baton with that pid,
-// found through the process itself: the listening unix socket named
-// ControlSocketName among those it holds (/proc/PID/fd, /proc/PID/net/unix).
-// Only its own user and root may look.
-func controlSocketOf(pid int) (string, error) {
-	proc := "/proc/" + strconv.Itoa(pid)
-	if _, err := os.Stat(proc); err != nil {
-		return "", fmt.Errorf("no process with pid %d", pid)
-	}
-	held, err := socketInodes(proc)
-	if err != nil {
-		return "", fmt.Errorf("cannot see the sockets of pid %d (run as its user or as root): %w", pid, err)
-	}
-	b, err := os.ReadFile(proc + "/net/unix")
-	if err != nil {
-		return "", fmt.Errorf("cannot list the unix sockets of pid %d: %w", pid, err)
-	}
-	var found []string
-	for _, line := range strings.Split(string(b), "\n")[1:] {
-		// Num RefCount Protocol Flags Type St Inode Path
-		f := strings.Fields(line)
-		const acceptCon, stream = 0x10000, 1
-		if len(f) < 8 || !held[f[6]] || filepath.Base(f[7]) != ControlSocketName {
-			continue
-		}
-		flags, _ := strconv.ParseUint(f[3], 16, 32)
-		typ, _ := strconv.ParseUint(f[4], 16, 16)
-		if flags&acceptCon == 0 || typ != stream || slices.Contains(found, f[7]) {
-			continue
-		}
-		found = append(found, f[7])
-	}
-	switch len(found) {
-	case 0:
-		return "", fmt.Errorf("pid %d holds no control socket named %s (give --control PATH)", pid, ControlSocketName)
-	case 1:
-		path := found[0]
-		// A baton in another mount namespace (a container): its path is
-		// under its root.
-		if _, err := os.Stat(path); err != nil {
-			if alt := proc + "/root" + path; len(alt) <= unixsock.MaxPath {
-				path = alt
-			}
-		}
-		return path, nil
-	}
-	return "", fmt.Errorf("pid %d holds several control sockets (%s): give --control PATH", pid, strings.Join(found, ", "))
-}
-
-// socketInodes returns the inodes of the sockets a process holds.
-func socketInodes(proc string) (map[string]bool, error) {
-	ents, err := os.ReadDir(proc + "/fd")
-	if err != nil {
-		return nil, err
-	}
-	held := map[string]bool{}
-	for _, e := range ents {
-		link, err := os.Readlink(proc + "/fd/" + e.Name())
-		if ino, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
-			held[strings.TrimSuffix(ino, "]")] = true
-		}
-	}
-	return held, nil
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/linering"
 	"github.com/batonhq/baton/internal/logbuf"
@@ -284,17 +285,16 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	}
 	ctlPath := cfg.Control.Socket
 	if ctlPath == "" {
-		ctlPath = filepath.Join(s.dir.path, ControlSocketName)
+		ctlPath = filepath.Join(s.dir.path, control.SocketName)
 	}
 	if s.control, err = s.openControl(ctlPath, note); err != nil {
 		return nil, err
 	}
-	s.control.ring = s.ring
-	s.control.read = func(command string) ControlResponse {
-		if command == "status" {
-			return ControlResponse{OK: true, Status: s.status()}
-		}
-		return ControlResponse{OK: true, Stats: s.stats()}
+	s.control.Server = control.Server{
+		Post:   func(ev lifecycle.Event) { s.post(ev) },
+		OnLoop: func(f func()) { s.post(loopCall{do: f}) },
+		State:  s,
+		Ring:   s.ring,
 	}
 	if addr := cfg.Control.Metrics; addr != "" {
 		if s.metrics, err = s.openMetrics(addr, note); err != nil {
@@ -464,7 +464,7 @@ func (s *supervisor) trimMemory() {
 
 // serveControl starts answering on the control socket.
 func (s *supervisor) serveControl() {
-	s.goTask(func() { s.control.serve(s.post, s.quit) })
+	s.goTask(func() { s.control.Serve(s.control.ln, s.quit) })
 }
 
 func (s *supervisor) goTask(f func()) {

@@ -1,4 +1,4 @@
-package supervisor
+package control
 
 import (
 	"encoding/json"
@@ -17,7 +17,7 @@ func FuzzParseRequest(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
-		req, err := parseRequest(line)
+		req, _, err := ParseRequest(line)
 		if err != nil {
 			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "control: ") {
 				t.Fatalf("error %q: want one line starting with \"control: \"", msg)
@@ -28,7 +28,7 @@ func FuzzParseRequest(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := parseRequest(b)
+		again, _, err := ParseRequest(b)
 		if err != nil || again.Command != req.Command || again.Workers != req.Workers || again.Follow != req.Follow {
 			t.Fatalf("%s: re-encoded as %s, read back %+v, %v", line, b, again, err)
 		}

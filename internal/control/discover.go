@@ -1,4 +1,4 @@
-package supervisor
+package control
 
 import (
 	"bytes"
@@ -10,8 +10,11 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/excerpt"
+	"github.com/batonhq/baton/internal/unixsock"
 )
 
 // Instance is a running baton of the caller's user.
@@ -51,7 +54,7 @@ func Running(uid int) []Instance {
 // process whose real, effective, saved and filesystem uids are all uid (a
 // set-user-ID program another user started is not uid's), running `baton
 // run` (whatever the executable is called: its second argument is "run"),
-// with a control socket controlSocketOf finds. The error says which of
+// with a control socket ControlSocketOf finds. The error says which of
 // these it is not.
 func InstanceOf(pid, uid int) (Instance, error) {
 	proc := "/proc/" + strconv.Itoa(pid)
@@ -72,7 +75,7 @@ func InstanceOf(pid, uid int) (Instance, error) {
 	if len(argv) < 2 || argv[1] != "run" {
 		return Instance{}, fmt.Errorf("pid %d is not a baton: it runs %s, not \"baton run\"", pid, excerpt.Quote(filepath.Base(argv[0])))
 	}
-	control, err := controlSocketOf(pid)
+	control, err := ControlSocketOf(pid)
 	if err != nil {
 		return Instance{}, err
 	}
@@ -115,11 +118,84 @@ func openablePath(proc, path string) string {
 	return path
 }
 
-// checkOwner reports an error unless uid opened the control socket conn
+// SystemdRuntimeDir returns the runtime directory systemd made for the
+// service (RuntimeDirectory=), "" if none: the first of RUNTIME_DIRECTORY,
+// which may list several separated by ':'.
+func SystemdRuntimeDir() string {
+	dir, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
+	return dir
+}
+
+// ControlSocketOf returns the control socket of the baton with that pid,
+// found through the process itself: the listening unix socket named
+// SocketName among those it holds (/proc/PID/fd, /proc/PID/net/unix).
+// Only its own user and root may look.
+func ControlSocketOf(pid int) (string, error) {
+	proc := "/proc/" + strconv.Itoa(pid)
+	if _, err := os.Stat(proc); err != nil {
+		return "", fmt.Errorf("no process with pid %d", pid)
+	}
+	held, err := socketInodes(proc)
+	if err != nil {
+		return "", fmt.Errorf("cannot see the sockets of pid %d (run as its user or as root): %w", pid, err)
+	}
+	b, err := os.ReadFile(proc + "/net/unix")
+	if err != nil {
+		return "", fmt.Errorf("cannot list the unix sockets of pid %d: %w", pid, err)
+	}
+	var found []string
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		// Num RefCount Protocol Flags Type St Inode Path
+		f := strings.Fields(line)
+		const acceptCon, stream = 0x10000, 1
+		if len(f) < 8 || !held[f[6]] || filepath.Base(f[7]) != SocketName {
+			continue
+		}
+		flags, _ := strconv.ParseUint(f[3], 16, 32)
+		typ, _ := strconv.ParseUint(f[4], 16, 16)
+		if flags&acceptCon == 0 || typ != stream || slices.Contains(found, f[7]) {
+			continue
+		}
+		found = append(found, f[7])
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("pid %d holds no control socket named %s (give --control PATH)", pid, SocketName)
+	case 1:
+		path := found[0]
+		// A baton in another mount namespace (a container): its path is
+		// under its root.
+		if _, err := os.Stat(path); err != nil {
+			if alt := proc + "/root" + path; len(alt) <= unixsock.MaxPath {
+				path = alt
+			}
+		}
+		return path, nil
+	}
+	return "", fmt.Errorf("pid %d holds several control sockets (%s): give --control PATH", pid, strings.Join(found, ", "))
+}
+
+// socketInodes returns the inodes of the sockets a process holds.
+func socketInodes(proc string) (map[string]bool, error) {
+	ents, err := os.ReadDir(proc + "/fd")
+	if err != nil {
+		return nil, err
+	}
+	held := map[string]bool{}
+	for _, e := range ents {
+		link, err := os.Readlink(proc + "/fd/" + e.Name())
+		if ino, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+			held[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	return held, nil
+}
+
+// CheckOwner reports an error unless uid opened the control socket conn
 // is connected to (the peer credentials the kernel recorded when it
 // started listening): a socket found by looking around is only trusted if
 // it is the caller's own.
-func checkOwner(conn *net.UnixConn, path string, uid int) error {
+func CheckOwner(conn *net.UnixConn, path string, uid int) error {
 	owner, err := peerUID(conn)
 	if err != nil {
 		return fmt.Errorf("supervisor: control socket %s: %w", path, err)
@@ -128,4 +204,24 @@ func checkOwner(conn *net.UnixConn, path string, uid int) error {
 		return fmt.Errorf("supervisor: control socket %s is uid %d's, not yours (uid %d)", path, owner, uid)
 	}
 	return nil
+}
+
+// peerUID returns the uid of the process at the other end, as the kernel
+// recorded it when it connected (SO_PEERCRED).
+func peerUID(conn *net.UnixConn) (int, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return -1, err
+	}
+	if serr != nil {
+		return -1, os.NewSyscallError("getsockopt SO_PEERCRED", serr)
+	}
+	return int(cred.Uid), nil
 }
