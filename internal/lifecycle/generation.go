@@ -174,9 +174,7 @@ func (m *Machine) switchSlot(w *worker) {
 // room now.
 func (m *Machine) continueRolling() {
 	if g := m.next; g != nil && m.rolling(g) {
-		if err := m.startMore(g); err != nil {
-			m.abandonNext(err)
-		}
+		m.startNext(g)
 	}
 }
 
@@ -205,34 +203,6 @@ func (m *Machine) promote(g *generation) {
 	m.sendSystemd("READY=1\nSTATUS=" + m.status)
 	m.env.Serving() // until then no self-upgrade may start
 	m.runQueued()
-}
-
-// abandonNext gives up on the starting generation: at start baton fails;
-// on a reload the new workers are stopped and the serving generation,
-// which never stopped serving, stays.
-func (m *Machine) abandonNext(why error) {
-	g := m.next
-	m.next = nil
-	if m.current == nil {
-		m.drainGeneration(g, "start failed")
-		m.fail(fmt.Errorf("%w: %w", ErrNotReady, why))
-		return
-	}
-	m.rollBack(g, "reload rolled back")
-	m.finishReload(fmt.Errorf("%w: %w", errRolledBack, why))
-}
-
-// rollBack drains g, a reload's new generation, once it is no longer
-// m.next. A rolling reload switched some slots already: old-config
-// workers take them back.
-func (m *Machine) rollBack(g *generation, why string) {
-	m.drainGeneration(g, why)
-	cur := m.current
-	for slot, w := range cur.slots {
-		if w == nil && cur.state == genServing {
-			m.refill(cur, slot, nil, 0)
-		}
-	}
 }
 
 // drainGeneration tells every worker of g to stop, with the drain

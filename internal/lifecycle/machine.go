@@ -311,9 +311,7 @@ func (m *Machine) onTimer(t Timer) {
 			m.log.Warn(fmt.Sprintf("%s is not ready after %s: %s", w, ReadyHintAfter, readyHint(w.gen.cfg)), "slot", w.slot, "pid", w.pid, "generation", w.gen.n)
 		}
 	case readyDeadline:
-		if t.g == m.next {
-			m.abandonNext(t.g.notReadyError())
-		}
+		m.nextTimedOut(t.g)
 	case respawnSlot:
 		g := t.g
 		if m.stoppingOrGone() || g.state == genDraining || t.slot >= len(g.slots) || g.slots[t.slot] != nil {
@@ -448,11 +446,7 @@ func (m *Machine) becomeLameDuck(drainAt time.Time) {
 	m.phase = lameDuck
 	m.drainAt = drainAt
 	m.endScaling(errStopping)
-	if g := m.next; g != nil {
-		m.next = nil
-		m.rollBack(g, "baton is stopping")
-	}
-	m.finishReload(errStopping)
+	m.stopReload()
 	m.answerQueued(errStopping)
 	left := drainAt.Sub(m.env.Now())
 	m.endDelay = m.env.After(left, Timer{kind: stopDelayDone})

@@ -157,6 +157,90 @@ func (m *Machine) checkReloadable(cfg *config.Config) error {
 	return nil
 }
 
+// Rollback. A reload rolls back when its new generation (m.next) fails
+// in one of these ways, and in no other; each is decided here, in the
+// function named:
+//   - nextTimedOut: it is not all ready within reload.timeout (per step
+//     when rolling: startMore arms the readyDeadline again);
+//   - nextWorkerExited: one of its workers exits before all are ready;
+//   - onLoaded, startNext: one of its workers cannot be started;
+//   - stopReload: baton becomes a lame duck (a stop with stop.delay).
+// The first three end in abandonNext, which at the first start fails
+// baton instead (ErrNotReady); stopReload drains through rollBack alone.
+
+// nextTimedOut: g's readyDeadline passed. If g is still starting, the
+// first of its workers not ready says why it is given up.
+func (m *Machine) nextTimedOut(g *generation) {
+	if g == m.next {
+		m.abandonNext(g.notReadyError())
+	}
+}
+
+// nextWorkerExited reports whether w, which just exited and held its
+// slot, fails the reload under way, and then fails it: a new worker that
+// exits before its whole generation is ready does, and does not use the
+// restart budget. At the first start it is a crash like any other.
+func (m *Machine) nextWorkerExited(w *worker, how string) bool {
+	if w.gen != m.next || m.current == nil {
+		return false
+	}
+	what := "before it was ready"
+	if w.state == wReady {
+		what = "before its generation was ready"
+	}
+	m.abandonNext(fmt.Errorf("%s exited %s: %s", w, what, how))
+	return true
+}
+
+// startNext starts g's next workers (startMore); if one cannot start, g
+// is abandoned and startNext returns false.
+func (m *Machine) startNext(g *generation) bool {
+	if err := m.startMore(g); err != nil {
+		m.abandonNext(err)
+		return false
+	}
+	return true
+}
+
+// stopReload ends the reload under way as baton becomes a lame duck: its
+// new generation rolls back, the serving one goes on serving, and the
+// reload is answered that baton is stopping.
+func (m *Machine) stopReload() {
+	if g := m.next; g != nil {
+		m.next = nil
+		m.rollBack(g, "baton is stopping")
+	}
+	m.finishReload(errStopping)
+}
+
+// abandonNext gives up on the starting generation: at start baton fails;
+// on a reload the new workers are stopped and the serving generation,
+// which never stopped serving, stays.
+func (m *Machine) abandonNext(why error) {
+	g := m.next
+	m.next = nil
+	if m.current == nil {
+		m.drainGeneration(g, "start failed")
+		m.fail(fmt.Errorf("%w: %w", ErrNotReady, why))
+		return
+	}
+	m.rollBack(g, "reload rolled back")
+	m.finishReload(fmt.Errorf("%w: %w", errRolledBack, why))
+}
+
+// rollBack drains g, a reload's new generation, once it is no longer
+// m.next. A rolling reload switched some slots already: old-config
+// workers take them back.
+func (m *Machine) rollBack(g *generation, why string) {
+	m.drainGeneration(g, why)
+	cur := m.current
+	for slot, w := range cur.slots {
+		if w == nil && cur.state == genServing {
+			m.refill(cur, slot, nil, 0)
+		}
+	}
+}
+
 // finishReload ends the reload under way (if any): it tells systemd and
 // every waiter the outcome, then starts a queued reload.
 func (m *Machine) finishReload(err error) {

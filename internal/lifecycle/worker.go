@@ -203,14 +203,7 @@ func (m *Machine) onExit(ev Exited) {
 	}
 	g.slots[w.slot] = nil
 	g.lastExit[w.slot] = fmt.Sprintf("%s exited: %s", w, ev.How)
-	if g == m.next && m.current != nil {
-		// A new worker that exits before its whole generation is ready
-		// fails the reload, and does not use the restart budget.
-		what := "before it was ready"
-		if w.state == wReady {
-			what = "before its generation was ready"
-		}
-		m.abandonNext(fmt.Errorf("%s exited %s: %s", w, what, ev.How))
+	if m.nextWorkerExited(w, ev.How) {
 		return
 	}
 	if m.stoppingOrGone() || g.state == genDraining {
@@ -251,11 +244,9 @@ func (m *Machine) markReady(w *worker) {
 		m.switchSlot(w)
 	}
 	if !g.allReady() {
-		if err := m.startMore(g); err != nil {
-			m.abandonNext(err)
-			return
+		if m.startNext(g) {
+			m.publishStatus()
 		}
-		m.publishStatus()
 		return
 	}
 	m.promote(g)
