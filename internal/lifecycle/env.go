@@ -125,6 +125,10 @@ type Spawn struct {
 	// said STOPPING=1, missed its watchdog, is restarted or replaced for
 	// its memory), 0 for none: it gets a signal once this one is ready.
 	Replaces int
+	// ReadyPipe: give the worker a pipe to write a line to once it is
+	// ready, its write end named by BATON_READY_FD; the line is a
+	// ReadyLine event.
+	ReadyPipe bool
 }
 
 // Signal is a signal the Machine sends.

@@ -23,6 +23,10 @@ type Notified struct {
 	Fields   map[string]string
 }
 
+// ReadyLine: worker PID wrote a line to its readiness pipe
+// (Spawn.ReadyPipe, ready = "fd").
+type ReadyLine struct{ PID int }
+
 // Reload asks for a reload (Upgrade: a self-upgrade). Reply, if not nil,
 // gets the outcome once the reload is over; nil when it came from a
 // signal. Reply must not block.
@@ -134,6 +138,7 @@ const (
 
 func (Exited) event()        {}
 func (Notified) event()      {}
+func (ReadyLine) event()     {}
 func (Reload) event()        {}
 func (Stop) event()          {}
 func (Restart) event()       {}

@@ -66,34 +66,6 @@ func (g *generation) resize(n int) {
 	g.started = min(g.started, n)
 }
 
-// notReadyError says why g is not ready by its deadline: a worker still
-// starting, else how the last worker of an empty slot ended.
-func (g *generation) notReadyError() error {
-	timeout := g.cfg.Reload.Timeout.Std()
-	for _, w := range g.slots {
-		if w != nil && w.state != wReady {
-			return fmt.Errorf("%s did not become ready within %s: %s", w, timeout, readyHint(g.cfg))
-		}
-	}
-	for slot, last := range g.lastExit {
-		if g.slots[slot] == nil && last != "" {
-			return fmt.Errorf("worker %d was not ready within %s: %s", slot, timeout, last)
-		}
-	}
-	return fmt.Errorf("%s did not become ready within %s", g, timeout)
-}
-
-// readyHint says what baton waits for before a worker of cfg is ready,
-// and how a program that cannot do it reports readiness instead.
-func readyHint(cfg *config.Config) string {
-	switch cfg.Worker.Ready {
-	case config.ReadyFD:
-		return `baton waits for a line on the descriptor BATON_READY_FD names (ready = "fd"); a program that cannot write one can be counted ready once it has stayed up a while (ready = "delay:500ms")`
-	default:
-		return `baton waits for READY=1 on NOTIFY_SOCKET (ready = "notify"); a program that cannot send it can write a line to the descriptor BATON_READY_FD names (ready = "fd"), or be counted ready once it has stayed up a while (ready = "delay:500ms")`
-	}
-}
-
 // newGeneration opens (or reuses) the sockets cfg names and returns the
 // next generation, not yet started.
 func (m *Machine) newGeneration(cfg *config.Config) (*generation, error) {

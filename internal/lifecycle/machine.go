@@ -25,10 +25,6 @@ const OrphanCheckInterval = 200 * time.Millisecond
 // with worker.max_memory.
 const MemoryCheckInterval = time.Second
 
-// ReadyHintAfter is how long a worker may be starting before baton warns,
-// once, what it waits for and how to change it.
-const ReadyHintAfter = 5 * time.Second
-
 // Errors the Machine ends with.
 var (
 	// ErrNotReady: the first generation of workers did not become ready.
@@ -202,6 +198,8 @@ func (m *Machine) Step(ev Event) {
 		m.onExit(ev)
 	case Notified:
 		m.onNotify(ev)
+	case ReadyLine:
+		m.onReadyLine(ev)
 	case Timer:
 		m.onTimer(ev)
 	case Reload:
@@ -302,14 +300,8 @@ func (m *Machine) onStop(ev Stop) {
 
 func (m *Machine) onTimer(t Timer) {
 	switch t.kind {
-	case readyDelayDone:
-		if m.workers[t.w.pid] == t.w && t.w.state == wStarting {
-			m.markReady(t.w)
-		}
-	case readyHintDue:
-		if w := t.w; m.workers[w.pid] == w && w.state == wStarting {
-			m.log.Warn(fmt.Sprintf("%s is not ready after %s: %s", w, ReadyHintAfter, readyHint(w.gen.cfg)), "slot", w.slot, "pid", w.pid, "generation", w.gen.n)
-		}
+	case readyDelayDone, readyHintDue:
+		m.onReadyTimer(t)
 	case readyDeadline:
 		m.nextTimedOut(t.g)
 	case respawnSlot:

@@ -37,10 +37,8 @@ func (m *Machine) onNotify(ev Notified) {
 	if st, ok := ev.Fields["STATUS"]; ok {
 		w.status = st
 	}
-	// With ready = "delay:D" readiness is staying up for D, whatever the
-	// worker says.
-	if ev.Fields["READY"] == "1" && w.state == wStarting && w.gen.cfg.Worker.ReadyDelay == 0 {
-		m.markReady(w)
+	if ev.Fields["READY"] == "1" {
+		m.onReadySign(w, notifiedReady)
 	}
 	if ev.Fields["STOPPING"] == "1" {
 		m.retire(w)

@@ -61,7 +61,7 @@ func (w *worker) stopTimers() {
 // startWorker starts the worker of g's slot, new first in place of
 // replaces if not nil.
 func (m *Machine) startWorker(g *generation, slot int, replaces *worker) (*worker, error) {
-	sp := Spawn{Generation: g.n, Slot: slot, Config: g.cfg}
+	sp := Spawn{Generation: g.n, Slot: slot, Config: g.cfg, ReadyPipe: readyPipe(g.cfg)}
 	if replaces != nil {
 		sp.Replaces = replaces.pid
 	}
@@ -73,11 +73,7 @@ func (m *Machine) startWorker(g *generation, slot int, replaces *worker) (*worke
 	m.workers[pid] = w
 	g.slots[slot] = w
 	g.live++
-	if d := g.cfg.Worker.ReadyDelay; d > 0 {
-		w.timers = append(w.timers, m.env.After(d, Timer{kind: readyDelayDone, w: w}))
-	} else if g.cfg.Reload.Timeout.Std() > ReadyHintAfter {
-		w.timers = append(w.timers, m.env.After(ReadyHintAfter, Timer{kind: readyHintDue, w: w}))
-	}
+	m.awaitReady(w)
 	m.log.Info("worker started", "slot", slot, "pid", pid, "generation", g.n)
 	return w, nil
 }
@@ -218,38 +214,6 @@ func (m *Machine) onExit(ev Exited) {
 	m.log.Warn("worker exited unexpectedly, replacing it", "slot", w.slot, "pid", w.pid, "generation", g.n, "how", ev.How, "after", delay)
 	m.env.After(delay, Timer{kind: respawnSlot, g: g, slot: w.slot})
 	m.publishStatus()
-}
-
-func (m *Machine) markReady(w *worker) {
-	w.state = wReady
-	m.armWatchdog(w)
-	g := w.gen
-	m.log.Info("worker ready", "slot", w.slot, "pid", w.pid, "generation", g.n, "after", m.env.Now().Sub(w.started).Round(time.Millisecond))
-	if old := w.replaces; old != nil {
-		w.replaces = nil
-		m.signalOld(old, w.thenSignal)
-	}
-	if reply := w.onReady; reply != nil {
-		w.onReady = nil
-		reply(Result{Generation: g.n, Workers: len(g.slots)})
-	}
-	if g == m.current {
-		m.checkScaled()
-	}
-	if g != m.next {
-		m.publishStatus()
-		return
-	}
-	if m.rolling(g) {
-		m.switchSlot(w)
-	}
-	if !g.allReady() {
-		if m.startNext(g) {
-			m.publishStatus()
-		}
-		return
-	}
-	m.promote(g)
 }
 
 // retire takes a worker that announced it is leaving (STOPPING=1) out of

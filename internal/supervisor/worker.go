@@ -195,7 +195,7 @@ func (s *supervisor) channel(cfg *config.Config) (*roundrobin.Channel, error) {
 func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
 	// stdout, stderr and, with ready = "fd", the readiness pipe.
 	n := 2
-	if w.Config.Worker.Ready == config.ReadyFD {
+	if w.ReadyPipe {
 		n = 3
 	}
 	reads := make([]*os.File, 0, n)
@@ -275,17 +275,18 @@ func (s *supervisor) track(r *os.File, read func()) {
 	}()
 }
 
-// readReady waits for the first line a worker with ready = "fd" writes
-// to its readiness pipe (a bare newline, as s6's notification-fd has it,
-// or READY=1: any line), and tells the Machine as a READY=1 from it
-// would. It ends at the end of the pipe, or once r is closed.
+// readReady waits for the first line a worker writes to its readiness
+// pipe (a bare newline, as s6's notification-fd has it, or READY=1: any
+// line) and posts it as a ReadyLine: whether that makes the worker ready
+// is the Machine's decision. It ends at the end of the pipe, or once r
+// is closed.
 func (s *supervisor) readReady(r *os.File, pid int) {
 	defer r.Close()
 	buf := make([]byte, 256)
 	for {
 		n, err := r.Read(buf)
 		if bytes.IndexByte(buf[:n], '\n') >= 0 {
-			s.post(lifecycle.Notified{PID: pid, Fields: map[string]string{"READY": "1"}})
+			s.post(lifecycle.ReadyLine{PID: pid})
 			return
 		}
 		if err != nil {
