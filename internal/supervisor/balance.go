@@ -2,28 +2,36 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/lifecycle"
+	"github.com/batonhq/baton/internal/steer"
 )
 
 // How connections reach the workers (worker.balance; docs/balancing.md).
 // shared: every worker accepts on the listener itself. reuseport: each
 // worker has its own SO_REUSEPORT socket per TCP listener, of a group
-// baton holds and steers (steer.go). round-robin: baton accepts on the
-// stream listeners and passes each connection to the next ready worker
-// (roundrobin).
+// baton holds and steers (internal/steer decides which socket and when a
+// worker may be signalled; this file carries it out). round-robin: baton
+// accepts on the stream listeners and passes each connection to the next
+// ready worker (roundrobin).
 
 // migrateReqPath says whether the kernel moves the queue of a closed
 // SO_REUSEPORT socket to its siblings (a variable for tests).
 var migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+// dealInTurn: groups get a dealer when the kernel lets baton load one (a
+// variable for tests of the classic program).
+var dealInTurn = true
 
 // perWorker reports whether l gets a socket per worker under mode.
 func perWorker(mode string, l config.Listener) bool {
@@ -96,7 +104,7 @@ func probeSocket(fd int) (kind string, reusePort bool, beside string) {
 	}
 	// Bound, not listening: it never joins the group, yet the kernel
 	// checks at bind whether it may (the same user).
-	nfd, err := bindNear(fd)
+	nfd, err := steer.BindNear(fd)
 	if err != nil {
 		return kind, true, err.Error()
 	}
@@ -126,9 +134,8 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 			}
 			if l.group == nil {
 				// A successor leaves its parent's program be.
-				l.group = newGroup(l.name, l.fd, s.parent == 0)
-				s.warnRandom(l.group)
-				l.group.check(s)
+				l.group = steer.NewGroup(l.name, l.fd, s.parent == 0, dealInTurn)
+				s.groups.Add(l.group)
 			}
 		case passedOn(s.balance, c):
 			if err := s.rr.Listen(l.fd, l.fd, c.Name); err != nil {
@@ -139,100 +146,6 @@ func (s *supervisor) openBalance(cfg *config.Config) error {
 	return nil
 }
 
-// warnRandom warns when g has no dealer: the classic program spreads
-// connections at random.
-func (s *supervisor) warnRandom(g *group) {
-	if g.deal != nil {
-		return
-	}
-	s.log.Warn("balance = \"reuseport\": connections are spread at random, not in turn (dealing them in turn takes an eBPF program, which needs CAP_BPF)", "listener", g.name, "reason", g.random)
-	s.warnMigrate()
-}
-
-// warnMigrate warns, once, that retiring a socket resets the connections
-// waiting in its queue (the classic program does not move them).
-func (s *supervisor) warnMigrate() {
-	if s.warnedMigrate {
-		return
-	}
-	s.warnedMigrate = true
-	b, err := os.ReadFile(migrateReqPath)
-	if err != nil || strings.TrimSpace(string(b)) != "0" {
-		return
-	}
-	s.log.Warn("net.ipv4.tcp_migrate_req is 0: when baton closes a worker's socket with connections waiting (its worker died and none replaces it) they are reset; set it to 1 so the kernel moves them to the other workers' sockets",
-		"balance", config.BalanceReusePort)
-}
-
-// bindBeside binds a new SO_REUSEPORT socket where fd is bound, with its
-// options, and makes it listen: the kernel then spreads new connections
-// over both.
-func bindBeside(fd int) (int, error) {
-	nfd, err := bindNear(fd)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Listen(nfd, listenBacklog()); err != nil {
-		unix.Close(nfd)
-		return -1, os.NewSyscallError("listen", err)
-	}
-	return nfd, nil
-}
-
-// bindNear binds, without listening, a new SO_REUSEPORT socket where fd
-// is bound, with its options.
-func bindNear(fd int) (int, error) {
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return -1, os.NewSyscallError("getsockname", err)
-	}
-	family := unix.AF_INET
-	if _, ok := sa.(*unix.SockaddrInet6); ok {
-		family = unix.AF_INET6
-	}
-	nfd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, os.NewSyscallError("socket", err)
-	}
-	opt := func(level, name int) error {
-		v := 1
-		if level == unix.IPPROTO_IPV6 {
-			if v, err = unix.GetsockoptInt(fd, level, name); err != nil {
-				return os.NewSyscallError("getsockopt", err)
-			}
-		}
-		return os.NewSyscallError("setsockopt", unix.SetsockoptInt(nfd, level, name, v))
-	}
-	err = errors.Join(opt(unix.SOL_SOCKET, unix.SO_REUSEADDR), opt(unix.SOL_SOCKET, unix.SO_REUSEPORT))
-	if err == nil && family == unix.AF_INET6 {
-		err = opt(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
-	}
-	if err == nil {
-		if err = unix.Bind(nfd, sa); errors.Is(err, unix.EADDRINUSE) {
-			err = fmt.Errorf("%w (a socket per worker must be bound by the same user as the listener: run baton as the user systemd binds the .socket as)", os.NewSyscallError("bind", err))
-		} else if err != nil {
-			err = os.NewSyscallError("bind", err)
-		}
-	}
-	if err != nil {
-		unix.Close(nfd)
-		return -1, err
-	}
-	return nfd, nil
-}
-
-// listenBacklog is the kernel's limit, as Go's own listeners use it.
-func listenBacklog() int {
-	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
-	if err == nil {
-		var n int
-		if _, err := fmt.Sscan(string(b), &n); err == nil && n > 0 {
-			return n
-		}
-	}
-	return unix.SOMAXCONN
-}
-
 // Route carries out the Machine's Routes: round-robin passes connections
 // to the ready workers only; reuseport steers them to the ready workers'
 // sockets.
@@ -240,23 +153,7 @@ func (s *supervisor) Route(r lifecycle.Routes) {
 	if s.rr != nil {
 		s.rr.Route(r.Ready)
 	}
-	wasShared := s.routes.Shared
-	s.routes = r
-	if wasShared && !r.Shared && s.oldBaton == 0 {
-		// A self-upgrade failed: the sockets left to the successor are
-		// this baton's again, and its program may have been replaced.
-		for _, l := range s.listeners {
-			if l.group == nil {
-				continue
-			}
-			l.group.to = nil
-			for _, gs := range l.group.socks {
-				gs.theirs = false
-			}
-		}
-	}
-	s.sweep()
-	s.steer()
+	s.groups.Route(r)
 }
 
 // workerExited tells the balancer a worker is gone.
@@ -264,5 +161,135 @@ func (s *supervisor) workerExited(pid int) {
 	if s.rr != nil {
 		s.rr.Exited(pid)
 	}
-	s.releaseSockets(pid)
+	s.forget(pid)
+	s.groups.Release(pid)
+}
+
+// steerEnv is what the groups act on: the kernel, and the loop's timer.
+type steerEnv struct {
+	steer.Kernel
+	s *supervisor
+}
+
+// RecheckLater has the groups checked again in steer.RecheckEvery, when
+// nothing else may make baton look: it notices another process's
+// sockets have gone.
+func (e steerEnv) RecheckLater() {
+	s := e.s
+	if s.recheck != nil {
+		return
+	}
+	s.recheck = time.AfterFunc(steer.RecheckEvery, func() {
+		s.post(loopCall{do: func() {
+			s.recheck = nil
+			if s.groups.Recheck() {
+				e.RecheckLater()
+			}
+		}})
+	})
+}
+
+// pick chooses the socket of each reuseport listener of w's config for
+// w (steer.Groups.Pick).
+func (s *supervisor) pick(w lifecycle.Spawn) (map[*listener]*steer.Socket, error) {
+	picks := map[*listener]*steer.Socket{}
+	for _, c := range w.Config.Listen {
+		if !perWorker(s.balance, c) {
+			continue
+		}
+		l := s.findListener(c)
+		gs, err := s.groups.Pick(l.group, w.Slot, w.Replaces)
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: listener %q: socket for worker %d: %w", l.name, w.Slot, err)
+		}
+		picks[l] = gs
+	}
+	return picks, nil
+}
+
+// hold records that pid, of slot, got the sockets picked for it.
+func (s *supervisor) hold(picks map[*listener]*steer.Socket, pid, slot int) {
+	s.groups.Hold(slices.Collect(maps.Values(picks)), pid, slot)
+}
+
+// pendingSignal is a signal waiting for its worker's sockets' queues to
+// empty: copies of those sockets (baton may close its own meanwhile, as
+// at a stop) and the timer of the next look.
+type pendingSignal struct {
+	fds   []int
+	timer *time.Timer
+}
+
+// signalDrained calls kill once pid's sockets' queues have been empty
+// long enough, or waited long enough (steer.Wait).
+func (s *supervisor) signalDrained(pid int, kill func()) {
+	p := &pendingSignal{}
+	for _, gs := range s.groups.Sockets(pid) {
+		if fd, err := unix.FcntlInt(uintptr(gs.FD), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			p.fds = append(p.fds, fd)
+		}
+	}
+	s.pendingKill[pid] = p
+	wait := steer.NewWait(time.Now())
+	var poll func()
+	poll = func() {
+		if s.pendingKill[pid] != p {
+			return // exited, killed, or signalled again
+		}
+		queued := false
+		for _, fd := range p.fds {
+			queued = queued || steer.Kernel{}.Queued(fd) > 0
+		}
+		if wait.Due(time.Now(), queued) {
+			s.forget(pid)
+			kill()
+			return
+		}
+		p.timer = time.AfterFunc(steer.SignalPoll, func() { s.post(loopCall{do: poll}) })
+	}
+	poll()
+}
+
+// forget cancels what waits for pid (it exited, or is being killed).
+func (s *supervisor) forget(pid int) {
+	p := s.pendingKill[pid]
+	if p == nil {
+		return
+	}
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	for _, fd := range p.fds {
+		unix.Close(fd)
+	}
+	delete(s.pendingKill, pid)
+}
+
+// watchParent waits, in a successor, for the parent baton to exit: the
+// sockets its workers held are this one's from then on.
+func (s *supervisor) watchParent(pid int) {
+	s.groups.OldBaton = pid
+	gone := func() bool { return unix.Kill(pid, 0) == unix.ESRCH }
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		gone = func() bool { n, _ := unix.Poll(fds, 0); return n > 0 }
+		defer func() { go func() { <-s.quit; unix.Close(fd) }() }()
+	}
+	// Told through the loop, after the Machine's first Routes.
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for !gone() {
+			select {
+			case <-s.quit:
+				return
+			case <-tick.C:
+			}
+		}
+		s.post(loopCall{do: func() {
+			if s.groups.OldBaton == pid {
+				s.groups.ParentExited()
+			}
+		}})
+	}()
 }

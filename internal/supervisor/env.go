@@ -52,7 +52,7 @@ func (s *supervisor) Signal(pid int, sig lifecycle.Signal, to lifecycle.Target) 
 		s.rr.Detach(pid)
 	}
 	s.forget(pid)
-	if sig == lifecycle.SIGTERM && s.steerAway(pid) {
+	if s.groups.Leave(pid, sig) {
 		// Its sockets get no new connection: it is told once it has
 		// accepted what waits in them.
 		s.signalDrained(pid, func() { s.kill(pid, sig, to) })
@@ -148,7 +148,7 @@ func (s *supervisor) Upgrade(lastGen int) error {
 	if err != nil {
 		return err
 	}
-	s.leaveFreeSockets()
+	s.groups.LeaveFree()
 	s.log.Info("self-upgrade: starting a new baton", "executable", os.Args[0])
 	note := string(b)
 	// tableflip waits for the new baton itself: the reaper leaves it be.
@@ -192,7 +192,7 @@ func (s *supervisor) HandOver(pid int) {
 	if err := s.toSystemd(state); err != nil {
 		s.log.Warn("cannot tell systemd the new main pid", "err", err)
 	}
-	s.handedOver = true // its workers are steered by the successor now
+	s.groups.HandedOver = true // its workers are steered by the successor now
 	s.control.close(true)
 	s.metrics.close()
 	path := s.control.path // the successor answers where this one did
@@ -225,6 +225,7 @@ func (s *supervisor) TakeOver(status string, cfg *config.Config) {
 		s.log.Warn("cannot tell the previous baton to hand over", "err", err)
 	}
 	s.parent = 0
+	s.groups.Parent = false
 	state := fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", os.Getpid(), status)
 	s.goTask(func() {
 		err := s.toSystemd(state)

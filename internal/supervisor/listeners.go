@@ -15,6 +15,7 @@ import (
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/spawn"
+	"github.com/batonhq/baton/internal/steer"
 	"github.com/batonhq/baton/internal/systemd"
 )
 
@@ -40,25 +41,25 @@ type listener struct {
 	passKey string
 	// group is its SO_REUSEPORT group (worker.balance = "reuseport"),
 	// whose first socket is fd; nil in the other modes.
-	group *group
+	group *steer.Group
 }
 
 // extra returns the sockets of l's group besides l's own.
-func (l *listener) extra() []*groupSocket {
+func (l *listener) extra() []*steer.Socket {
 	if l.group == nil {
 		return nil
 	}
-	return l.group.socks[1:]
+	return l.group.Socks[1:]
 }
 
 // close closes baton's descriptors and, unless keepPath (another
 // supervisor shares the socket), removes its socket file.
 func (l *listener) close(keepPath bool) {
 	for _, gs := range l.extra() {
-		unix.Close(gs.fd)
+		unix.Close(gs.FD)
 	}
-	if l.group != nil && l.group.deal != nil {
-		l.group.deal.Close()
+	if l.group != nil && l.group.Deal != nil {
+		l.group.Deal.Close()
 	}
 	unix.Close(l.fd)
 	if l.unlink != "" && !keepPath {
@@ -194,6 +195,9 @@ func (s *supervisor) CloseAll(shared bool) {
 			}
 		}
 	}
+	for _, l := range s.listeners {
+		s.groups.Remove(l.group)
+	}
 	closeListeners(s.listeners, shared)
 	s.listeners = nil
 }
@@ -272,10 +276,11 @@ func (s *supervisor) Release(inUse []*config.Config, inForce *config.Config) {
 			unix.Shutdown(l.fd, unix.SHUT_RDWR)
 		}
 		for _, gs := range l.extra() {
-			if gs.passKey != "" {
-				unix.Shutdown(gs.fd, unix.SHUT_RDWR)
+			if gs.PassKey != "" {
+				unix.Shutdown(gs.FD, unix.SHUT_RDWR)
 			}
 		}
+		s.groups.Remove(l.group)
 		l.close(false)
 	}
 	clear(s.listeners[len(kept):])
@@ -353,7 +358,7 @@ func bind(ctx context.Context, l config.Listener, reusePort bool) (listener, err
 		}
 	}
 	if err == nil && reusePort {
-		if n, cerr := listenersAt(fd); cerr == nil && n > 1 {
+		if n, cerr := steer.ListenersAt(fd); cerr == nil && n > 1 {
 			// Another process of this user listens there with
 			// SO_REUSEPORT: the listener joined its group, which baton
 			// would steer. Refused, as it would be without SO_REUSEPORT.
@@ -428,20 +433,22 @@ func (s *supervisor) passListeners(fromSystemd bool) error {
 			continue // group sockets are registered when an upgrade starts
 		}
 		for _, gs := range l.extra() {
-			if err := register(l.name, gs.fd, &gs.passKey); err != nil {
+			if err := register(l.name, gs.FD, &gs.PassKey); err != nil {
 				return err
 			}
 		}
-		if g := l.group; g != nil && g.deal != nil && g.dealPass == "" {
+		if g := l.group; g == nil || g.DealPass != "" {
+			continue
+		}
+		if fds, ok := l.group.DealerFds(); ok {
 			s.passSeq++
 			prefix := fmt.Sprintf("deal-%d-%d", os.Getpid(), s.passSeq)
-			fds := g.deal.Fds()
 			for name, fd := range dealFds(&fds) {
 				if err := s.upg.Add(prefix+"-"+name, *fd); err != nil {
 					return fmt.Errorf("supervisor: listener %q: %w", l.name, err)
 				}
 			}
-			g.dealPass = prefix
+			l.group.DealPass = prefix
 		}
 	}
 	return nil

@@ -28,6 +28,7 @@ import (
 	"github.com/batonhq/baton/internal/memtrim"
 	"github.com/batonhq/baton/internal/roundrobin"
 	"github.com/batonhq/baton/internal/spawn"
+	"github.com/batonhq/baton/internal/steer"
 	"github.com/batonhq/baton/internal/systemd"
 	"github.com/batonhq/baton/internal/upgrade"
 )
@@ -119,8 +120,7 @@ type supervisor struct {
 	listeners []*listener
 	// rr passes connections to the workers (worker.balance =
 	// "round-robin"); nil in the other modes.
-	rr            *roundrobin.Balancer
-	warnedMigrate bool // about net.ipv4.tcp_migrate_req
+	rr *roundrobin.Balancer
 	// balance is the mode in force, which cannot change (worker.balance,
 	// or what auto chose); auto says why auto chose it, "" when the
 	// configuration named it.
@@ -158,18 +158,12 @@ type supervisor struct {
 	// passSeq numbers the sockets registered with the upgrader.
 	passSeq int
 
-	// routes are the Machine's last Routes. With reuseport (steer.go):
-	// leaving are the workers left out of the programs, about to be
-	// signalled or signalled; pendingKill the signals waiting for their
-	// sockets' queues, by pid; handedOver is set once a successor steers
-	// this baton's workers' sockets; oldBaton is the parent baton, in a
-	// successor, until it has exited; recheck, while another process's
-	// sockets are in a group, checks the groups again.
-	routes      lifecycle.Routes
-	leaving     map[int]bool
+	// groups are the SO_REUSEPORT groups (reuseport; internal/steer
+	// decides, balance.go carries out): pendingKill the signals waiting
+	// for their workers' sockets' queues, by pid; recheck, while another
+	// process's sockets are in a group, checks the groups again.
+	groups      *steer.Groups
 	pendingKill map[int]*pendingSignal
-	handedOver  bool
-	oldBaton    int
 	recheck     *time.Timer
 }
 
@@ -197,7 +191,6 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		events:      make(chan any, 64),
 		quit:        make(chan struct{}),
 		readers:     map[*os.File]bool{},
-		leaving:     map[int]bool{},
 		pendingKill: map[int]*pendingSignal{},
 		devNull:     -1,
 		reaper:      newReaper(),
@@ -208,6 +201,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.groups = steer.New(steerEnv{steer.Kernel{MigrateReq: migrateReqPath}, s}, s.log)
 	if s.load == nil {
 		s.load = func() (*config.Config, error) { return cfg, nil }
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/deal"
+	"github.com/batonhq/baton/internal/steer"
 	"github.com/batonhq/baton/internal/systemd"
 )
 
@@ -100,14 +101,14 @@ func (s *supervisor) upgradeNote(lastGen int, balance string) upgradeNote {
 		}
 		p := passedListener{Key: l.passKey, Name: l.name, Network: l.network, Addr: l.addr, Systemd: l.inherited, Stored: l.stored}
 		if g := l.group; g != nil {
-			p.Busy = g.socks[0].held()
-			if g.deal != nil {
-				p.Deal, p.DealKey = g.dealPass, g.socks[0].key
+			p.Busy = g.Socks[0].Held()
+			if g.Deal != nil {
+				p.Deal, p.DealKey = g.DealPass, g.Socks[0].Key
 			}
 		}
 		n.Listeners = append(n.Listeners, p)
 		for i, gs := range l.extra() {
-			p.Key, p.Index, p.Busy, p.Stored, p.Deal, p.DealKey = gs.passKey, i+1, gs.held(), false, "", gs.key
+			p.Key, p.Index, p.Busy, p.Stored, p.Deal, p.DealKey = gs.PassKey, i+1, gs.Held(), false, "", gs.Key
 			n.Listeners = append(n.Listeners, p)
 		}
 	}
@@ -124,6 +125,7 @@ func (s *supervisor) takeFromParent(cfg *config.Config) (*upgradeNote, error) {
 		return nil, fmt.Errorf("supervisor: self-upgrade: the previous baton's note: %w", err)
 	}
 	s.parent = cmp.Or(note.PID, os.Getppid())
+	s.groups.Parent = true
 	if was := note.balance(); cfg.Worker.Balance != config.BalanceAuto && cfg.Worker.Balance != was {
 		return nil, fmt.Errorf("supervisor: self-upgrade: worker.balance is %q, but the running baton balances with %q: a self-upgrade cannot change the mode; restart baton instead", cfg.Worker.Balance, was)
 	}
@@ -196,11 +198,11 @@ func (s *supervisor) takeGroups(all, extra []passedListener) error {
 		return l.inherited == p.Systemd && (l.inherited && l.name == p.Name || !l.inherited && l.network == p.Network && l.addr == p.Addr)
 	}
 	for _, l := range s.listeners {
-		var socks []*groupSocket
+		var socks []*steer.Socket
 		dealPass := ""
 		for _, p := range all {
 			if p.Index == 0 && p.Key == l.passKey {
-				socks = []*groupSocket{{fd: l.fd, key: p.DealKey, theirs: p.Busy}}
+				socks = []*steer.Socket{{FD: l.fd, Key: p.DealKey, Theirs: p.Busy}}
 				dealPass = p.Deal
 			}
 		}
@@ -215,22 +217,21 @@ func (s *supervisor) takeGroups(all, extra []passedListener) error {
 			if err != nil {
 				return fmt.Errorf("supervisor: self-upgrade: listener %q: socket %d of its SO_REUSEPORT group: %w", l.name, p.Index, err)
 			}
-			socks = append(socks, &groupSocket{fd: fd, key: p.DealKey, passKey: p.Key, theirs: p.Busy})
+			socks = append(socks, &steer.Socket{FD: fd, Key: p.DealKey, PassKey: p.Key, Theirs: p.Busy})
 			if p.Index != len(socks)-1 {
 				unix.Close(fd)
 				return fmt.Errorf("supervisor: self-upgrade: listener %q: the previous baton passed socket %d of its SO_REUSEPORT group as number %d", l.name, p.Index, len(socks)-1)
 			}
 		}
-		if len(socks) > 1 || len(socks) == 1 && (socks[0].theirs || dealPass != "") {
-			g := &group{name: l.name, socks: socks}
+		if len(socks) > 1 || len(socks) == 1 && (socks[0].Theirs || dealPass != "") {
+			g := &steer.Group{Name: l.name, Socks: socks}
 			if dealPass != "" {
 				s.adoptDealer(g, dealPass)
 			} else {
-				g.seat(false)
-				s.warnRandom(g)
+				g.Seat(dealInTurn, false)
 			}
 			l.group = g
-			g.check(s)
+			s.groups.Add(g)
 		}
 	}
 	if s.balance == config.BalanceReusePort {
@@ -241,7 +242,7 @@ func (s *supervisor) takeGroups(all, extra []passedListener) error {
 
 // adoptDealer goes on with the dealer the parent passed under prefix, or
 // falls back to the classic program, saying why.
-func (s *supervisor) adoptDealer(g *group, prefix string) {
+func (s *supervisor) adoptDealer(g *steer.Group, prefix string) {
 	var fds deal.Fds
 	var err error
 	for name, fd := range dealFds(&fds) {
@@ -253,8 +254,9 @@ func (s *supervisor) adoptDealer(g *group, prefix string) {
 		}
 	}
 	if err == nil {
-		if g.deal, err = deal.Adopt(fds); err == nil {
-			g.dealPass = prefix // the upgrader passes its copies on
+		var d *deal.Dealer
+		if d, err = deal.Adopt(fds); err == nil {
+			g.Deal, g.DealPass = d, prefix // the upgrader passes its copies on
 			return
 		}
 	}
@@ -263,8 +265,12 @@ func (s *supervisor) adoptDealer(g *group, prefix string) {
 			unix.Close(*fd)
 		}
 	}
-	g.random = "self-upgrade: " + err.Error()
-	s.warnRandom(g)
+	g.Random = "self-upgrade: " + err.Error()
+}
+
+// dealFds names the dealer's descriptors under the group's DealPass.
+func dealFds(fds *deal.Fds) map[string]*int {
+	return map[string]*int{"prog": &fds.Prog, "state": &fds.State, "turns": &fds.Turns, "socks": &fds.Socks}
 }
 
 // listenerAt returns cfg's listener where p is bound, if any.

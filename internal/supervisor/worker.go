@@ -19,6 +19,7 @@ import (
 	"github.com/batonhq/baton/internal/linering"
 	"github.com/batonhq/baton/internal/roundrobin"
 	"github.com/batonhq/baton/internal/spawn"
+	"github.com/batonhq/baton/internal/steer"
 )
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -136,7 +137,7 @@ func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, r
 // picked for it),
 // with round-robin the channel ch instead of the stream listeners, and
 // with ready = "fd" the readiness pipe's write end readyFd (-1: none).
-func (s *supervisor) spec(w lifecycle.Spawn, picks map[*listener]*groupSocket, ch *roundrobin.Channel, readyFd, stdout, stderr int) spawn.Spec {
+func (s *supervisor) spec(w lifecycle.Spawn, picks map[*listener]*steer.Socket, ch *roundrobin.Channel, readyFd, stdout, stderr int) spawn.Spec {
 	var files []spawn.File
 	var extra []string
 	var passed []string
@@ -148,7 +149,7 @@ func (s *supervisor) spec(w lifecycle.Spawn, picks map[*listener]*groupSocket, c
 			passed = append(passed, c.Name)
 			continue
 		case picks[l] != nil:
-			fd = picks[l].fd
+			fd = picks[l].FD
 		}
 		files = append(files, spawn.File{Name: c.Name, Fd: fd})
 	}
