@@ -1,7 +1,8 @@
 // Package supervisor runs baton's worker pool: it holds the listening
 // sockets, starts workers on them through the handoff shim, runs the
 // notify and control sockets, and carries out what the lifecycle
-// package's Machine decides.
+// package's Machine decides (and, under reuseport, what the steer
+// package decides of the listeners' SO_REUSEPORT groups).
 //
 // It decides nothing itself. One goroutine, the event loop in Run, owns
 // the Machine and feeds it every event; the supervisor is the Machine's
