@@ -7,7 +7,9 @@
 // Under baton's worker.balance = "round-robin", baton accepts the
 // connections itself and passes them over a channel (BATON_CONNS_FD):
 // Listener returns, under the listener's usual name, a net.Listener whose
-// Accept yields those connections, so the worker's code does not change.
+// Accept yields those connections, so the worker's code does not change
+// (but for a program that asserts *net.TCPConn: a passed connection has
+// its methods, not its type; docs/balancing.md says why).
 // Its Close waits (a second at most) for baton to say it passes no more
 // and Accept still returns what came before; the wire format is in
 // docs/balancing.md.

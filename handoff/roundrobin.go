@@ -252,9 +252,7 @@ func (ch *channel) handle(line []byte, fd int, lost bool) {
 		ch.answer("BATON_NACK", seq, false)
 		return
 	}
-	f := os.NewFile(uintptr(fd), "baton-conn")
-	c, err := net.FileConn(f)
-	f.Close()
+	c, err := newPassedConn(fd)
 	if err != nil {
 		ch.answer("BATON_NACK", seq, false)
 		return

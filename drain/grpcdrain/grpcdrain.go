@@ -38,6 +38,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -124,8 +125,8 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t, ok := c.(*net.TCPConn); ok {
-		setUserTimeout(t)
+	if t, ok := c.(syscall.Conn); ok {
+		setUserTimeout(t) // a unix socket refuses it: nothing to do
 	}
 	tc := &conn{Conn: c, l: l}
 	l.mu.Lock()
@@ -139,12 +140,13 @@ func (l *listener) Accept() (net.Conn, error) {
 // makes a TCP connection's TCP_USER_TIMEOUT: data a peer has not
 // acknowledged for that long ends the connection, so that a peer that
 // vanished does not hold it for the kernel's 15 minutes of retries.
-// gRPC sets it only on a *net.TCPConn, which conn hides; Serve sets it
-// here instead (to the default: a server with keepalive parameters of its
-// own gets the default all the same).
+// gRPC sets it only on a *net.TCPConn, which conn hides (and which a
+// connection passed under round-robin is not); Serve sets it here instead
+// (to the default: a server with keepalive parameters of its own gets the
+// default all the same).
 const userTimeout = 20 * time.Second
 
-func setUserTimeout(c *net.TCPConn) {
+func setUserTimeout(c syscall.Conn) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return

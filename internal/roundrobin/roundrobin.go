@@ -127,6 +127,12 @@ func (b *Balancer) Listen(key, fd int, name string) error {
 		unix.Close(dup)
 		return fmt.Errorf("roundrobin: listener %q: %w", name, os.NewSyscallError("fcntl", err))
 	}
+	if err := setInherited(dup); err != nil {
+		// The workers' connections go without keepalive probes, or
+		// with Nagle's delay for a Go worker: worth a word, not a
+		// refusal.
+		b.log.Warn("round-robin: cannot set the listener's TCP options for its connections", "listener", name, "err", err)
+	}
 	a := &acceptor{key: key, name: name, f: os.NewFile(uintptr(dup), "baton-listener-"+name),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	b.mu.Lock()

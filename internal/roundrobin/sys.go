@@ -5,9 +5,12 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/wire"
 )
 
 // The system calls made for each connection (accept4, sendmsg, the read
@@ -94,4 +97,27 @@ func (r reader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return int(n), nil
+}
+
+// setInherited gives the stream listening socket fd what Go's net sets on
+// a TCP connection it accepts (wire.KeepAliveIdle and the rest), so that
+// every connection baton accepts there and passes on has it from the
+// start, and a Go worker need not set it on each one. Nothing for a unix
+// socket.
+func setInherited(fd int) error {
+	if domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || domain == unix.AF_UNIX {
+		return os.NewSyscallError("getsockopt", err)
+	}
+	for _, o := range []struct{ level, opt, value int }{
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(wire.KeepAliveIdle / time.Second)},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(wire.KeepAliveInterval / time.Second)},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, wire.KeepAliveCount},
+	} {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.value); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
 }

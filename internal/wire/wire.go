@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"time"
 )
 
 // ConnStart returns what comes before the sequence number in the line of
@@ -148,3 +149,14 @@ func jsonAnswer(line []byte) (Answer, bool) {
 	}
 	return out, true
 }
+
+// What Go's net sets on every TCP connection it accepts, and baton on
+// each round-robin listener, so that the connections it passes inherit
+// it (Linux copies a listening socket's options to the connections it
+// accepts): TCP_NODELAY, and keepalive probes after KeepAliveIdle idle,
+// every KeepAliveInterval, KeepAliveCount of them.
+const (
+	KeepAliveIdle     = 15 * time.Second
+	KeepAliveInterval = 15 * time.Second
+	KeepAliveCount    = 9
+)
