@@ -1274,3 +1274,30 @@ func TestRollingReloadRollsBack(t *testing.T) {
 		t.Errorf("serving generation %d after the rollback, want 1", s.Generation)
 	}
 }
+
+// The snapshot's desired count is the pool's size, the starting
+// generation's before one serves, and moves with a scale; each slot of
+// the pool has its unplanned restarts, a slot whose worker crashed too.
+func TestSnapshotDesired(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.start()
+	if s := h.m.Snapshot(); s.Desired != 2 || !slices.Equal(s.SlotRestarts, []int{0, 0}) {
+		t.Errorf("while starting: desired %d, restarts by slot %v, want 2, [0 0]", s.Desired, s.SlotRestarts)
+	}
+	h.ready(pids...)
+	h.exit(pids[1], "exit status 1")
+	if s := h.m.Snapshot(); s.Desired != 2 || !slices.Equal(s.SlotRestarts, []int{0, 1}) {
+		t.Errorf("slot 1 crashed, not yet replaced: desired %d, restarts by slot %v, want 2, [0 1]", s.Desired, s.SlotRestarts)
+	}
+	h.advance(time.Second)
+	h.ready(h.started()...)
+	h.step(Scale{N: 3})
+	if s := h.m.Snapshot(); s.Desired != 3 || !slices.Equal(s.SlotRestarts, []int{0, 1, 0}) {
+		t.Errorf("scaled to 3: desired %d, restarts by slot %v, want 3, [0 1 0]", s.Desired, s.SlotRestarts)
+	}
+	h.ready(h.started()...)
+	h.step(Scale{N: 1})
+	if s := h.m.Snapshot(); s.Desired != 1 || !slices.Equal(s.SlotRestarts, []int{0}) {
+		t.Errorf("scaled to 1: desired %d, restarts by slot %v, want 1, [0]", s.Desired, s.SlotRestarts)
+	}
+}

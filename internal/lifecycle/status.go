@@ -19,6 +19,13 @@ type Snapshot struct {
 	// NotifyDrops counts notify messages from processes that are no
 	// worker's.
 	NotifyDrops int
+	// Desired is how many workers the pool is kept at: the serving
+	// generation's count (worker.count, or what a scale set), the
+	// starting one's before any serves.
+	Desired int
+	// SlotRestarts are the unplanned restarts of each slot of the pool
+	// (Desired of them) since start, whether or not a worker holds it.
+	SlotRestarts []int
 	// Ready: a generation whose workers are all ready serves (also during
 	// a reload), and baton is not stopping.
 	Ready bool
@@ -97,6 +104,12 @@ func (m *Machine) Snapshot() Snapshot {
 		s.Generation = m.current.n
 	}
 	s.Ready = m.Ready()
+	if g := m.serving(); g != nil {
+		s.Desired = len(g.slots)
+		for slot := range g.slots {
+			s.SlotRestarts = append(s.SlotRestarts, m.budget.restarts(slot))
+		}
+	}
 	if m.phase == lameDuck {
 		s.StopIn = m.delayLeft()
 	}
