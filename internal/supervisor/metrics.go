@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -290,6 +291,12 @@ var (
 	descPassed     = prometheus.NewDesc("baton_connections_passed_total", "Connections baton accepted and passed to a worker (worker.balance = \"round-robin\"), by listener.", []string{"listener"}, nil)
 	descReclaimed  = prometheus.NewDesc("baton_connections_reclaimed_total", "Connections a stuck worker left unread on its channel, taken back and passed to another worker (worker.balance = \"round-robin\"), by listener.", []string{"listener"}, nil)
 	descCPU        = prometheus.NewDesc("baton_worker_cpu_seconds_total", "User and system CPU time of the serving worker of each slot.", []string{"slot"}, nil)
+	descBuildInfo  = prometheus.NewDesc("baton_build_info", "1, labelled with baton's version and the Go version it was built with.", []string{"version", "goversion"}, nil)
+	descDesired    = prometheus.NewDesc("baton_workers_desired", "How many workers the pool is kept at: worker.count, or what baton scale set.", nil, nil)
+	descReloadOK   = prometheus.NewDesc("baton_last_reload_successful", "1 if the last reload or self-upgrade succeeded, or none happened yet; 0 if it failed.", nil, nil)
+	descReloadAt   = prometheus.NewDesc("baton_last_reload_timestamp_seconds", "When the last reload or self-upgrade ended, whatever its outcome; before any, when baton started.", nil, nil)
+	descSlotRests  = prometheus.NewDesc("baton_worker_restarts_total", "Unplanned restarts of each slot of the pool.", []string{"slot"}, nil)
+	descStarted    = prometheus.NewDesc("baton_worker_start_time_seconds", "When the serving worker of each slot started, in seconds since the epoch.", []string{"slot"}, nil)
 )
 
 // Describe sends nothing: the collector is unchecked (its slots come and
@@ -333,12 +340,27 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 		snap.Counts.ReloadSum.Seconds(), buckets)
 	gauge(descGeneration, float64(snap.Generation))
 	gauge(descDraining, float64(snap.Draining))
-	gauge(descBudget, float64(max(snap.Budget.Limit-snap.Budget.Used, 0)))
+	gauge(descBudget, float64(budgetRemaining(snap)))
 	ready := 0.0
 	if snap.Ready {
 		ready = 1
 	}
 	gauge(descReady, ready)
+	gauge(descBuildInfo, 1, s.version, runtime.Version())
+	gauge(descDesired, float64(snap.Desired))
+	reloadOK, reloadAt := 1.0, s.started
+	if at := snap.LastReload.At; !at.IsZero() {
+		reloadAt = at
+		if snap.LastReload.Err != nil {
+			reloadOK = 0
+		}
+	}
+	gauge(descReloadOK, reloadOK)
+	gauge(descReloadAt, unixSeconds(reloadAt))
+	// Slots scaled away have no series: they are bounded by the pool.
+	for slot, n := range snap.SlotRestarts {
+		counter(descSlotRests, float64(n), strconv.Itoa(slot))
+	}
 	// What is counted outside the Machine is read without the loop.
 	counter(descDropped, float64(int64(snap.NotifyDrops)+s.fromWorkers.Malformed()))
 	counter(descRefused, float64(s.control.Refused()))
@@ -369,5 +391,20 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	for slot, p := range serving {
 		gauge(descMemory, float64(processRSS(p.PID)), strconv.Itoa(slot))
 		counter(descCPU, processCPU(p.PID), strconv.Itoa(slot))
+		gauge(descStarted, unixSeconds(p.Started), strconv.Itoa(slot))
 	}
 }
+
+// budgetRemaining is how many unplanned restarts are left: none once
+// baton gave up, until a reload brings a full pool back, however many
+// the window would allow.
+func budgetRemaining(snap lifecycle.Snapshot) int {
+	if snap.Budget.Spent {
+		return 0
+	}
+	return max(snap.Budget.Limit-snap.Budget.Used, 0)
+}
+
+// unixSeconds is t in seconds since the epoch, as Prometheus' timestamps
+// are.
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

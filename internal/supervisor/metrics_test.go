@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+
+	"github.com/batonhq/baton/internal/lifecycle"
 )
 
 // A probe that comes while /livez's no-op waits in the loop's queue waits
@@ -107,4 +109,27 @@ func TestAtMost(t *testing.T) {
 	}
 	close(release)
 	<-finished
+}
+
+// The budget left is what the window allows, and nothing once baton gave
+// up: restarts do not resume when the window moves on.
+func TestBudgetRemaining(t *testing.T) {
+	for _, tt := range []struct {
+		used, limit int
+		spent       bool
+		want        int
+	}{
+		{0, 10, false, 10},
+		{3, 10, false, 7},
+		{10, 10, false, 0},
+		{12, 10, false, 0},
+		{0, 10, true, 0},
+		{4, 10, true, 0},
+	} {
+		var snap lifecycle.Snapshot
+		snap.Budget.Used, snap.Budget.Limit, snap.Budget.Spent = tt.used, tt.limit, tt.spent
+		if got := budgetRemaining(snap); got != tt.want {
+			t.Errorf("%d of %d used, spent %v: %d left, want %d", tt.used, tt.limit, tt.spent, got, tt.want)
+		}
+	}
 }
