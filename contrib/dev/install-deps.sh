@@ -13,6 +13,9 @@ command -v curl >/dev/null || need+=(curl)
 command -v make >/dev/null || need+=(make)
 # An HTTP/2 load that retries nothing (integration/h2load_test.go).
 command -v h2load >/dev/null || need+=(nghttp2-client)
+# promtool checks /metrics and contrib/prometheus (integration/prometheus_test.go);
+# Debian ships it only in the server's package.
+command -v promtool >/dev/null || need+=(prometheus)
 # The real servers the suite runs under baton (docs/languages.md), for
 # Debian's own interpreter (another python3 may come first in $PATH).
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import gunicorn' 2>/dev/null || need+=(python3-gunicorn)
