@@ -13,9 +13,6 @@ command -v curl >/dev/null || need+=(curl)
 command -v make >/dev/null || need+=(make)
 # An HTTP/2 load that retries nothing (integration/h2load_test.go).
 command -v h2load >/dev/null || need+=(nghttp2-client)
-# promtool checks /metrics and contrib/prometheus (integration/prometheus_test.go);
-# Debian ships it only in the server's package.
-command -v promtool >/dev/null || need+=(prometheus)
 # The real servers the suite runs under baton (docs/languages.md), for
 # Debian's own interpreter (another python3 may come first in $PATH).
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import gunicorn' 2>/dev/null || need+=(python3-gunicorn)
@@ -31,6 +28,21 @@ if [ ${#need[@]} -gt 0 ]; then
 		apt-get update -q >/dev/null
 		apt-get install -y -q "${need[@]}" >/dev/null
 	}
+fi
+
+# promtool checks /metrics and contrib/prometheus (integration/prometheus_test.go).
+# Debian ships it only inside the Prometheus server's package, whose install
+# would start a server on port 9090: promtool alone is taken out of it.
+if ! command -v promtool >/dev/null; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "install-deps: missing promtool: run as root, or put Prometheus' promtool in \$PATH" >&2
+		exit 1
+	fi
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && { apt-get download -q prometheus >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get download -q prometheus >/dev/null; }; })
+	dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+	install -m 0755 "$tmp/usr/bin/promtool" /usr/local/bin/promtool
 fi
 
 if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
