@@ -347,3 +347,26 @@ func TestWorkerShutsItsSocket(t *testing.T) {
 		r.served(t, 20, socks[0], se)
 	})
 }
+
+// A group has a socket per worker alive at once, at the busiest moment,
+// however many reloads came and went: a free socket is always taken
+// before one is bound. Here reloads overlap by one to three generations.
+func TestGroupSizeIsTheMostWorkersAlive(t *testing.T) {
+	eachProgram(t, func(t *testing.T, r *rig) {
+		var alive [][]int
+		most := 0
+		for i := range 30 {
+			ws, _ := r.generation(t)
+			r.route(ws...)
+			alive = append(alive, ws)
+			most = max(most, 2*len(alive))
+			for len(alive) > 1+i%3 {
+				r.exit(alive[0]...)
+				alive = alive[1:]
+			}
+		}
+		if got := len(r.g.Socks); got != most {
+			t.Errorf("%d sockets after 30 reloads with at most %d workers alive at once, want %d", got, most, most)
+		}
+	})
+}
