@@ -31,6 +31,9 @@ func Table(w io.Writer, st *control.Status, prev *control.Status, now time.Time)
 	if st.Generation > 0 {
 		head = append(head, fmt.Sprintf("generation %d", st.Generation))
 	}
+	if st.TargetWorkers != st.ConfigWorkers {
+		head = append(head, fmt.Sprintf("scaled to %d, config %d", st.TargetWorkers, st.ConfigWorkers))
+	}
 	for _, l := range st.Listeners {
 		head = append(head, l.Name+"="+l.Address)
 	}

@@ -70,6 +70,12 @@ func TestTable(t *testing.T) {
 			st.Balance, st.BalanceAuto = "reuseport", "every TCP listener can have a socket per worker"
 			return st, nil
 		},
+		// baton scale 2 with worker.count = 4: the count holds across reloads.
+		"scaled": func() (*control.Status, *control.Status) {
+			st := serving()
+			st.TargetWorkers, st.ConfigWorkers = 2, 4
+			return st, nil
+		},
 		"no-workers": func() (*control.Status, *control.Status) {
 			st := serving()
 			st.Phase, st.Ready, st.Generation, st.LastReload, st.Workers = "starting", false, 0, nil, nil

@@ -121,7 +121,7 @@ var Commands = []*Command{{
 	Name:    "scale",
 	Summary: "set the number of workers: baton scale 4, +1, -1",
 	Usage:   "N|+N|-N",
-	Help:    "Sets the number of workers: new ones start and are waited for until ready; the extras drain, as on a reload. The count holds until the next reload, which applies the configuration's worker.count again.",
+	Help:    "Sets the number of workers: new ones start and are waited for until ready; the extras drain, as on a reload. The count holds across reloads and self-upgrades until the configuration's worker.count changes or you scale again.",
 	Arg:     func(req *Request, arg string) error { req.Workers = arg; return nil },
 	Check: func(req Request) error {
 		_, _, err := parseScale(req.Workers)

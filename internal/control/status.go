@@ -13,7 +13,11 @@ type Status struct {
 	Ready      bool      `json:"ready"`
 	StopIn     float64   `json:"stop_in_seconds"` // phase "lame duck": seconds until the drain, else 0
 	Generation int       `json:"generation"`
-	Balance    string    `json:"balance"` // the mode in force
+	// TargetWorkers is the count of workers the pool is kept at now:
+	// ConfigWorkers (worker.count), or the count `baton scale` set.
+	TargetWorkers int    `json:"target_workers"`
+	ConfigWorkers int    `json:"config_workers"`
+	Balance       string `json:"balance"` // the mode in force
 	// BalanceAuto is why worker.balance = "auto" chose Balance; empty
 	// when the configuration named the mode.
 	BalanceAuto string           `json:"balance_auto,omitempty"`
@@ -47,13 +51,17 @@ type StatusReload struct {
 
 // StatusWorker is one live worker process.
 type StatusWorker struct {
-	Slot       int       `json:"slot"`
-	PID        int       `json:"pid"`
-	Generation int       `json:"generation"`
-	State      string    `json:"state"` // starting, ready, draining or stopping
-	Started    time.Time `json:"started"`
-	Restarts   int       `json:"restarts"`    // unplanned restarts of its slot
-	CPUSeconds float64   `json:"cpu_seconds"` // user and system time so far
-	RSSBytes   int64     `json:"rss_bytes"`
-	Status     string    `json:"status,omitempty"` // its last STATUS=
+	Slot       int `json:"slot"`
+	PID        int `json:"pid"`
+	Generation int `json:"generation"`
+	// TargetWorkers is the count of workers the pool is kept at now:
+	// ConfigWorkers (worker.count), or the count `baton scale` set.
+	TargetWorkers int       `json:"target_workers"`
+	ConfigWorkers int       `json:"config_workers"`
+	State         string    `json:"state"` // starting, ready, draining or stopping
+	Started       time.Time `json:"started"`
+	Restarts      int       `json:"restarts"`    // unplanned restarts of its slot
+	CPUSeconds    float64   `json:"cpu_seconds"` // user and system time so far
+	RSSBytes      int64     `json:"rss_bytes"`
+	Status        string    `json:"status,omitempty"` // its last STATUS=
 }

@@ -94,9 +94,10 @@ type Upgrades interface {
 	// ExeChanged reports whether the executable on disk is no longer
 	// the running one.
 	ExeChanged() bool
-	// Upgrade starts the successor, passing it every socket and lastGen;
-	// an UpgradeDone event follows unless it returns an error.
-	Upgrade(lastGen int) error
+	// Upgrade starts the successor, passing it every socket, lastGen
+	// and the scaled count it keeps (Options of its Machine); an
+	// UpgradeDone event follows unless it returns an error.
+	Upgrade(lastGen int, scaled Scaled) error
 	// SignalSuccessor signals the successor being started; false if
 	// none could be found.
 	SignalSuccessor(sig Signal) bool

@@ -56,9 +56,9 @@ type Restart struct {
 
 // Scale sets the serving generation's number of workers to N (to the
 // current number plus N when Relative; N may be negative): new workers
-// start, readiness-gated; the extras drain. The count holds until the
-// next reload, which applies the configuration's again. Reply gets the
-// outcome once every worker of the new count is ready.
+// start, readiness-gated; the extras drain. The count holds across
+// reloads and self-upgrades until worker.count changes (Scaled). Reply
+// gets the outcome once every worker of the new count is ready.
 type Scale struct {
 	N        int
 	Relative bool

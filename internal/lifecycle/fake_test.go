@@ -121,9 +121,9 @@ func (e *fakeEnv) Load() {
 
 func (e *fakeEnv) CanUpgrade() error { return e.cannot }
 func (e *fakeEnv) ExeChanged() bool  { return false }
-func (e *fakeEnv) Upgrade(lastGen int) error {
+func (e *fakeEnv) Upgrade(lastGen int, scaled Scaled) error {
 	e.upgrades++
-	e.act("upgrade after g%d", lastGen)
+	e.act("upgrade after g%d keeping %d of %d", lastGen, scaled.Workers, scaled.Config)
 	return e.upgradeErr
 }
 func (e *fakeEnv) SignalSuccessor(sig Signal) bool {

@@ -67,8 +67,9 @@ func (g *generation) resize(n int) {
 }
 
 // newGeneration opens (or reuses) the sockets cfg names and returns the
-// next generation, not yet started.
+// next generation, not yet started, as wide as countFor says.
 func (m *Machine) newGeneration(cfg *config.Config) (*generation, error) {
+	n := m.countFor(cfg)
 	// A baton taking over stores sockets once in charge: until then its
 	// parent may still fail over.
 	if err := m.env.Open(cfg, m.charge == inCharge); err != nil {
@@ -78,9 +79,9 @@ func (m *Machine) newGeneration(cfg *config.Config) (*generation, error) {
 	return &generation{
 		n:        m.lastGen,
 		cfg:      cfg,
-		slots:    make([]*worker, cfg.Worker.Count),
-		crashes:  make([]int, cfg.Worker.Count),
-		lastExit: make([]string, cfg.Worker.Count),
+		slots:    make([]*worker, n),
+		crashes:  make([]int, n),
+		lastExit: make([]string, n),
 		since:    m.env.Now(),
 	}, nil
 }

@@ -78,6 +78,9 @@ type Options struct {
 	// started by that one's self-upgrade); LastGen is the newest
 	// generation number that one used.
 	Parent, LastGen int
+	// Scaled is the count that baton's operator scaled to, which its
+	// first generation keeps while worker.count is unchanged.
+	Scaled Scaled
 }
 
 // Machine is the supervisor's state and every decision on it. It is not
@@ -91,6 +94,9 @@ type Machine struct {
 	phase  phase
 	charge charge
 	parent int // the baton taken over from, while parentInCharge
+	// handed is the scaled count a self-upgrade handed over, for the
+	// first generation.
+	handed Scaled
 	err    error
 
 	// inForce is the generation whose configuration is in force: the
@@ -153,6 +159,7 @@ func New(env Env, opts Options) *Machine {
 		pid:     opts.PID,
 		parent:  opts.Parent,
 		lastGen: opts.LastGen,
+		handed:  opts.Scaled,
 		workers: map[int]*worker{},
 		orphans: map[int]bool{},
 		foreign: map[int]bool{},

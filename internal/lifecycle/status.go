@@ -12,10 +12,16 @@ import (
 type Snapshot struct {
 	Phase      string // starting, running, reloading, upgrading, stopping...
 	Generation int    // the serving one, 0 if none
-	Workers    int    // live worker processes, draining ones included
-	Draining   int    // generations draining
-	Restarts   int    // unplanned restarts since start
-	Reloading  bool   // a reload or self-upgrade is under way
+	// Target is the count of workers the pool is kept at now: the
+	// serving generation's (the first one's while it starts), which is
+	// worker.count or the count `baton scale` set.
+	Target int
+	// Scaled is how Target departs from worker.count (zero if not).
+	Scaled    Scaled
+	Workers   int  // live worker processes, draining ones included
+	Draining  int  // generations draining
+	Restarts  int  // unplanned restarts since start
+	Reloading bool // a reload or self-upgrade is under way
 	// NotifyDrops counts notify messages from processes that are no
 	// worker's.
 	NotifyDrops int
@@ -103,6 +109,9 @@ func (m *Machine) Snapshot() Snapshot {
 	if m.current != nil {
 		s.Generation = m.current.n
 	}
+	if g := m.serving(); g != nil {
+		s.Target, s.Scaled = len(g.slots), scaledOf(g)
+	}
 	s.Ready = m.Ready()
 	if g := m.serving(); g != nil {
 		s.Desired = len(g.slots)
@@ -161,6 +170,9 @@ func (m *Machine) statusLine() string {
 	}
 	if m.budget.spent() {
 		line += ", gave up restarting (budget spent)"
+	}
+	if sc := scaledOf(g).String(); sc != "" {
+		line += ", " + sc
 	}
 	if m.reload != nil && m.next != nil {
 		line += fmt.Sprintf(", reloading to generation %d", m.next.n)

@@ -40,7 +40,7 @@ func (m *Machine) beginUpgrade() {
 		m.finishReload(err)
 		return
 	}
-	if err := m.env.Upgrade(m.lastGen); err != nil {
+	if err := m.env.Upgrade(m.lastGen, m.Scaled()); err != nil {
 		m.finishReload(fmt.Errorf("supervisor: self-upgrade: %w", err))
 		return
 	}

@@ -139,11 +139,13 @@ func (s *supervisor) ExeChanged() bool {
 	return err == nil && !os.SameFile(fi, s.exe)
 }
 
-func (s *supervisor) Upgrade(lastGen int) error {
+func (s *supervisor) Upgrade(lastGen int, scaled lifecycle.Scaled) error {
 	err := s.passListeners(false)
 	var b []byte
 	if err == nil {
-		b, err = json.Marshal(s.upgradeNote(lastGen, s.balance))
+		n := s.upgradeNote(lastGen, s.balance)
+		n.Scaled, n.ScaledFrom = scaled.Workers, scaled.Config
+		b, err = json.Marshal(n)
 	}
 	if err != nil {
 		return err

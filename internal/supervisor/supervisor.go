@@ -302,11 +302,11 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		return nil, fmt.Errorf("supervisor: open %s: %w", os.DevNull, os.NewSyscallError("open", err))
 	}
 	s.spawner = spawn.NewSpawner()
-	lastGen := 0
+	mopts := lifecycle.Options{Logger: s.log, PID: os.Getpid(), Parent: s.parent}
 	if note != nil {
-		lastGen = note.Generation
+		mopts.LastGen, mopts.Scaled = note.Generation, lifecycle.Scaled{Workers: note.Scaled, Config: note.ScaledFrom}
 	}
-	s.m = lifecycle.New(s, lifecycle.Options{Logger: s.log, PID: os.Getpid(), Parent: s.parent, LastGen: lastGen})
+	s.m = lifecycle.New(s, mopts)
 	return s, nil
 }
 

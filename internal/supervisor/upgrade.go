@@ -57,6 +57,11 @@ type upgradeNote struct {
 	// Balance is the balancing mode in force, which a self-upgrade
 	// cannot change: worker.balance, or what auto chose.
 	Balance string `json:"balance,omitempty"`
+	// Scaled is the count `baton scale` set, which the successor keeps
+	// while its worker.count is ScaledFrom, the passing one's; 0 if the
+	// pool follows the configuration.
+	Scaled     int `json:"scaled,omitempty"`
+	ScaledFrom int `json:"scaled_from,omitempty"`
 }
 
 // balance is the mode the passing baton balances with (one older than
