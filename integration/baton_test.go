@@ -163,7 +163,7 @@ func TestNeverReadyExitsNamingWorker(t *testing.T) {
 	if d := time.Since(start); d > 8*time.Second {
 		t.Errorf("baton took %s to give up on a 1s timeout", d)
 	}
-	if !regexp.MustCompile(`baton: supervisor: workers did not become ready: worker 0 \(pid \d+\) did not become ready within 1s`).MatchString(p.out.String()) {
+	if !regexp.MustCompile(`baton run: workers did not become ready: worker 0 \(pid \d+\) did not become ready within 1s`).MatchString(p.out.String()) {
 		t.Errorf("exit message does not name the worker:\n%s", p.out)
 	}
 }
@@ -178,10 +178,10 @@ func TestBadConfigExitsBeforeStarting(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--config", cfg}, "baton: config: " + cfg + ":7: worker.count:"},
-		{[]string{"--listen", "http=tcp://127.0.0.1:1", "--workers", "-3", "--", "sleep", "60"}, `baton: config: flag --workers: "-3"`},
-		{[]string{"--listen", "http=tcp://127.0.0.1:1", "--ready", "later", "--", "sleep", "60"}, `baton: config: flag --ready: worker.ready: "later"`},
-		{[]string{"--listen", "http=ftp://127.0.0.1:1", "--", "sleep", "60"}, `baton: config: flag --listen: listen[0].address: "ftp://127.0.0.1:1": unknown scheme`},
+		{[]string{"--config", cfg}, "baton run: config: " + cfg + ":7: worker.count:"},
+		{[]string{"--listen", "http=tcp://127.0.0.1:1", "--workers", "-3", "--", "sleep", "60"}, `baton run: config: flag --workers: "-3"`},
+		{[]string{"--listen", "http=tcp://127.0.0.1:1", "--ready", "later", "--", "sleep", "60"}, `baton run: config: flag --ready: worker.ready: "later"`},
+		{[]string{"--listen", "http=ftp://127.0.0.1:1", "--", "sleep", "60"}, `baton run: config: flag --listen: listen[0].address: "ftp://127.0.0.1:1": unknown scheme`},
 	}
 	// A duration without a unit would be nanoseconds: a drain that kills
 	// at once. baton run and baton check refuse it alike.
@@ -190,7 +190,7 @@ func TestBadConfigExitsBeforeStarting(t *testing.T) {
 	tests = append(tests, struct {
 		args []string
 		want string
-	}{[]string{"--config", bare}, "baton: config: " + bare + `:7: worker.drain_timeout: 30 has no unit: write "30s"`})
+	}{[]string{"--config", bare}, "baton run: config: " + bare + `:7: worker.drain_timeout: 30 has no unit: write "30s"`})
 	for _, tt := range tests {
 		p := start(t, nil, append([]string{bin.baton, "run"}, tt.args...)...)
 		if code := p.waitExit(10 * time.Second); code != 2 {
@@ -207,7 +207,7 @@ func TestBadConfigExitsBeforeStarting(t *testing.T) {
 		t.Errorf("baton check of a bare-number duration exited %d, want 2", code)
 	}
 	<-p.out.done
-	if want := "baton: config: " + bare + `:7: worker.drain_timeout: 30 has no unit: write "30s"`; p.out.String() != want {
+	if want := "baton check: config: " + bare + `:7: worker.drain_timeout: 30 has no unit: write "30s"`; p.out.String() != want {
 		t.Errorf("baton check printed %q, want %q", p.out.String(), want)
 	}
 }

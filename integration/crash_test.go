@@ -70,7 +70,7 @@ func TestCrashLoopGiveUp(t *testing.T) {
 		if n := p.out.count(reRestart); n != 5 {
 			t.Errorf("%d restarts before giving up, want exactly restart.limit = 5", n)
 		}
-		if !regexp.MustCompile(`baton: supervisor: restart budget spent: 5 restarts within 1m0s`).MatchString(p.out.String()) {
+		if !regexp.MustCompile(`baton run: restart budget spent: 5 restarts within 1m0s`).MatchString(p.out.String()) {
 			t.Errorf("exit message does not say the budget was spent:\n%s", p.out)
 		}
 	})

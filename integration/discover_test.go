@@ -145,7 +145,7 @@ func TestControlConfigReachesItsBaton(t *testing.T) {
 	}
 
 	code, out := ctlEnv(t, env, "stop", "--config", a)
-	if code != 2 || !strings.Contains(out, "baton: stop: no running baton of uid 0 was started with --config "+a) || strings.Contains(out, "\n") {
+	if code != 2 || !strings.Contains(out, "baton stop: no running baton of uid 0 was started with --config "+a) || strings.Contains(out, "\n") {
 		t.Errorf("stop --config a.toml with no baton of a.toml: exit %d: %s", code, out)
 	}
 	alive("stop --config a.toml")
@@ -243,7 +243,7 @@ func TestControlRefusesFakeBatons(t *testing.T) {
 			pid := strconv.Itoa(fake.cmd.Process.Pid)
 			for _, cmd := range []string{"reload", "stop"} {
 				code, out := ctlEnv(t, []string{"BATON_SOCKET=", "RUNTIME_DIRECTORY="}, cmd, "--pid", pid)
-				if code != 2 || !strings.Contains(out, "baton: "+cmd+": pid "+pid+" "+tt.refuse) || strings.Contains(out, "\n") {
+				if code != 2 || !strings.Contains(out, "baton "+cmd+": pid "+pid+" "+tt.refuse) || strings.Contains(out, "\n") {
 					t.Errorf("%s --pid %s: exit %d: %s", cmd, pid, code, out)
 				}
 			}

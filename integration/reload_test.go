@@ -192,7 +192,7 @@ func TestReloadFailuresKeepOldWorkers(t *testing.T) {
 	}{
 		{"invalid config", func(addr string) string {
 			return batonConfig(addr, 2, nil, "cuont = 3")
-		}, "baton: reload: supervisor: reload: config: "},
+		}, "baton reload: config: "},
 		{"duration without unit", func(addr string) string {
 			return batonConfig(addr, 2, nil, "watchdog = 5")
 		}, `baton.toml:9: worker.watchdog: 5 has no unit: write "5s"`},

@@ -262,7 +262,7 @@ func TestSystemdReloadBrokenConfig(t *testing.T) {
 			t.Logf("StatusText: %q", status)
 			// ExecReload= (`baton reload`) printed the reason; journald
 			// stores it a moment after the job ended.
-			a.waitJournal(t, ctx, regexp.MustCompile(`baton: reload: .*cuont`))
+			a.waitJournal(t, ctx, regexp.MustCompile(`baton reload: .*cuont`))
 
 			// Fixed: the next reload replaces the workers.
 			if err := a.m.WriteFile(appConfig, []byte(a.config)); err != nil {

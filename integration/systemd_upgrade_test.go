@@ -253,7 +253,7 @@ func TestSystemdUpgradeBrokenBinary(t *testing.T) {
 		})
 	}
 	// `baton reload` printed the reason for ExecReload=.
-	a.waitJournal(t, ctx, regexp.MustCompile(`baton: reload: .*exit status 1`))
+	a.waitJournal(t, ctx, regexp.MustCompile(`baton reload: .*exit status 1`))
 	a.selfUpgrade(t, ctx, dir, batonNext(t), second)
 	if status := a.status(t, ctx); !strings.Contains(status, ", last reload ok ") {
 		t.Errorf("StatusText = %q after the good upgrade, want last reload ok", status)

@@ -688,8 +688,8 @@ func TestUpgradeBrokenBinary(t *testing.T) {
 				code, out := u.ctl(t, "upgrade")
 				took := time.Since(begin)
 				t.Logf("%s: baton upgrade exited %d after %v: %s", b.name, code, took.Round(time.Millisecond), out)
-				if reason, ok := strings.CutPrefix(out, "baton: upgrade: "); code != 1 || !ok || !strings.Contains(reason, b.why) || strings.Contains(out, "\n") {
-					t.Errorf("%s: baton upgrade: exit %d, %q; want exit 1 and one line \"baton: upgrade: REASON\" with %q in the reason", b.name, code, out, b.why)
+				if reason, ok := strings.CutPrefix(out, "baton upgrade: "); code != 1 || !ok || !strings.Contains(reason, b.why) || strings.Contains(out, "\n") {
+					t.Errorf("%s: baton upgrade: exit %d, %q; want exit 1 and one line \"baton upgrade: REASON\" with %q in the reason", b.name, code, out, b.why)
 				}
 				u.out.waitFrom(from, reFailed, 10*time.Second)
 				u.checkUnchanged(t, b.name, before)
@@ -764,8 +764,8 @@ func TestUpgradeNewWorkersNeverReady(t *testing.T) {
 			out := strings.TrimSuffix(client.out.String(), "\n")
 			t.Logf("baton upgrade exited %d after %v: %s; the attempt's processes: %v", code, took.Round(time.Millisecond), out, attempt)
 			why := "did not become ready within " + timeout.String()
-			if reason, ok := strings.CutPrefix(out, "baton: upgrade: "); code != 1 || !ok || !strings.Contains(reason, why) || strings.Contains(out, "\n") {
-				t.Errorf("baton upgrade: exit %d, %q; want exit 1 and one line \"baton: upgrade: REASON\" with %q in the reason", code, out, why)
+			if reason, ok := strings.CutPrefix(out, "baton upgrade: "); code != 1 || !ok || !strings.Contains(reason, why) || strings.Contains(out, "\n") {
+				t.Errorf("baton upgrade: exit %d, %q; want exit 1 and one line \"baton upgrade: REASON\" with %q in the reason", code, out, why)
 			}
 			if len(attempt) < 3 {
 				t.Errorf("the attempt's processes %v: want the new baton and its 2 workers", attempt)

@@ -47,14 +47,12 @@ func (t *target) flags(fs *flag.FlagSet) {
 // parse parses a control command's flags; ok is false when the command
 // is over (help, or a usage error: code says which).
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
-		}
-		return exitUsage, false
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code, false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "baton: %s: unexpected argument %s\n", strings.TrimPrefix(fs.Name(), "baton "), excerpt.Quote(fs.Arg(0)))
+		cmd := strings.TrimPrefix(fs.Name(), "baton ")
+		fail(stderr, cmd, fmt.Errorf("unexpected argument %s: baton %s takes none (baton %s -h lists its flags)", excerpt.Quote(fs.Arg(0)), cmd, cmd))
 		return exitUsage, false
 	}
 	return 0, true
@@ -119,7 +117,7 @@ func outcomeCmd(c *control.Command, args []string, stdout, stderr io.Writer) int
 	defer cancel()
 	resp, code, err := t.request(ctx, req)
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: %s: %s\n", c.Name, console.Printable(err.Error()))
+		fail(stderr, c.Name, err)
 		return code
 	}
 	fmt.Fprintln(stdout, c.Print(resp))
@@ -140,11 +138,8 @@ func parseArg(fs *flag.FlagSet, c *control.Command, req *control.Request, args [
 		}
 	}
 	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK, false
-			}
-			return exitUsage, false
+		if code, ok := parseFlags(fs, rest, stderr); !ok {
+			return code, false
 		}
 		if fs.NArg() == 0 {
 			break
@@ -156,11 +151,15 @@ func parseArg(fs *flag.FlagSet, c *control.Command, req *control.Request, args [
 		for i, n := range numbers {
 			got[i] = excerpt.Quote(n)
 		}
-		fmt.Fprintf(stderr, "baton %s: want 1 argument(s) (%s), got [%s]\n", c.Name, c.Usage, strings.Join(got, " "))
+		if len(got) == 0 {
+			fail(stderr, c.Name, fmt.Errorf("no argument: want %s (baton %s -h says more)", c.Usage, c.Name))
+		} else {
+			fail(stderr, c.Name, fmt.Errorf("want one argument, %s, got %d: %s", c.Usage, len(got), strings.Join(got, " ")))
+		}
 		return exitUsage, false
 	}
 	if err := c.Arg(req, numbers[0]); err != nil {
-		fmt.Fprintf(stderr, "baton %s: %v\n", c.Name, err)
+		fail(stderr, c.Name, err)
 		return exitUsage, false
 	}
 	return 0, true
@@ -183,9 +182,17 @@ func logsCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
 	}
+	if *n < 0 {
+		fail(stderr, c.Name, fmt.Errorf("-n %d: want a count of lines, 0 or more", *n))
+		return exitUsage
+	}
+	if *n > control.MaxLogLines {
+		fmt.Fprintf(stderr, "baton %s: -n %d: baton keeps at most the last %d lines: printing those\n", c.Name, *n, control.MaxLogLines)
+		*n = control.MaxLogLines
+	}
 	client, err := t.client()
 	if err != nil {
-		fmt.Fprintf(stderr, "baton logs: %s\n", console.Printable(err.Error()))
+		fail(stderr, c.Name, err)
 		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -210,7 +217,7 @@ func logsCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
 		err = fmt.Errorf("%w (name another with --control PATH, --config FILE or --pid PID)", err)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "baton logs: %s\n", console.Printable(err.Error()))
+		fail(stderr, c.Name, err)
 		return exitFailed
 	}
 	return exitOK
@@ -227,7 +234,7 @@ func statusCmd(c *control.Command, args []string, stdout, stderr io.Writer) int 
 		return code
 	}
 	if *asJSON && *watch {
-		fmt.Fprintln(stderr, "baton status: --json and --watch do not go together")
+		fail(stderr, c.Name, errors.New("--json and --watch do not go together: pick one"))
 		return exitUsage
 	}
 	get := func() (*control.Status, int, error) {
@@ -241,7 +248,7 @@ func statusCmd(c *control.Command, args []string, stdout, stderr io.Writer) int 
 	}
 	st, code, err := get()
 	if err != nil {
-		fmt.Fprintf(stderr, "baton status: %s\n", console.Printable(err.Error()))
+		fail(stderr, c.Name, err)
 		return code
 	}
 	switch {
@@ -280,7 +287,7 @@ func statusCmd(c *control.Command, args []string, stdout, stderr io.Writer) int 
 		}
 		next, code, err := get()
 		if err != nil {
-			fmt.Fprintf(stderr, "baton status: %s\n", console.Printable(err.Error()))
+			fail(stderr, c.Name, err)
 			return code
 		}
 		prev, st = st, next

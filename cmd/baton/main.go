@@ -85,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			rest = rest[1:]
 		}
 		err := spawn.ExecWorker(rest)
-		fmt.Fprintf(stderr, "baton: %v\n", err)
+		fail(stderr, spawn.ShimCommand, err)
 		return exitNoExec
 	case "version", "--version":
 		fmt.Fprintln(stdout, "baton "+version)
@@ -97,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if c := control.Lookup(cmd); c != nil && c.Summary != "" {
 			return controlCmd(c, rest, stdout, stderr)
 		}
-		fmt.Fprintf(stderr, "baton: unknown command %s\n%s", excerpt.Quote(cmd), usageText)
+		fmt.Fprintf(stderr, "baton: unknown command %s: baton -h lists the commands\n", excerpt.Quote(cmd))
 		return exitUsage
 	}
 }
@@ -113,9 +113,15 @@ func runCmd(args []string, stderr io.Writer) int {
 	// now, the start's peak is initialisation's alone, not that plus the
 	// start's own.
 	memtrim.Trim()
-	cfg, opts, err := config.FromArgs(args, stderr)
+	// The flags' usage is for -h alone: a wrong flag is one line.
+	var usage bytes.Buffer
+	cfg, opts, err := config.FromArgs(args, &usage)
 	if errors.Is(err, flag.ErrHelp) {
+		stderr.Write(usage.Bytes())
 		return exitOK
+	}
+	if err == nil {
+		err = cfg.CheckCommand() // before anything starts
 	}
 	// Signals are caught before the upgrader reports this process's pid
 	// to a parent, which may send SIGTERM from then on.
@@ -130,11 +136,11 @@ func runCmd(args []string, stderr io.Writer) int {
 		if upg != nil {
 			upg.Fail(err)
 		}
-		fmt.Fprintf(stderr, "baton: %v\n", err)
+		fail(stderr, "run", err)
 		return exitUsage
 	}
 	if uerr != nil {
-		fmt.Fprintf(stderr, "baton: %v\n", uerr)
+		fail(stderr, "run", uerr)
 		return exitFailed
 	}
 	handler := func(w io.Writer) slog.Handler {
@@ -166,7 +172,7 @@ func runCmd(args []string, stderr io.Writer) int {
 	})
 	if err != nil {
 		upg.Fail(err)
-		fmt.Fprintf(out, "baton: %v\n", err)
+		fail(out, "run", err)
 		if errors.Is(err, supervisor.ErrGiveUp) {
 			return exitGiveUp
 		}
@@ -178,23 +184,34 @@ func runCmd(args []string, stderr io.Writer) int {
 func checkCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("baton check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "TOML configuration `file` to validate")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	path := fs.String("config", "", "TOML configuration `file` to validate (or the one argument)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: baton check [--config] FILE\n\nValidates a configuration file as baton run would read it.\n\nflags:\n")
+		fs.PrintDefaults()
 	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "baton: check: --config FILE is required")
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
+	}
+	switch {
+	case fs.NArg() == 1 && *path == "":
+		*path = fs.Arg(0)
+	case fs.NArg() > 0:
+		extra := fs.Arg(fs.NArg() - 1)
+		fail(stderr, "check", fmt.Errorf("unexpected argument %s: want one file, baton check FILE or baton check --config FILE", excerpt.Quote(extra)))
+		return exitUsage
+	case *path == "":
+		fail(stderr, "check", errors.New("no file: baton check FILE or baton check --config FILE"))
 		return exitUsage
 	}
 	c, err := config.Load(*path)
 	if err == nil {
 		err = c.Validate()
 	}
+	if err == nil {
+		err = c.CheckCommand()
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: %v\n", err)
+		fail(stderr, "check", err)
 		return exitUsage
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d workers)\n", *path, len(c.Listen), c.Worker.Count)

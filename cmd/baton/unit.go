@@ -51,7 +51,7 @@ func unitCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	files, err := unit.Files(unit.Spec{Name: name, Listen: listen, User: *user, Baton: *batonPath, Command: fs.Args()}, *root)
 	if err != nil {
-		fmt.Fprintf(stderr, "baton: %v\n", err)
+		fail(stderr, "unit", err)
 		return exitUsage
 	}
 	if !*install {

@@ -443,3 +443,36 @@ func TestExecLimits(t *testing.T) {
 		t.Errorf("Validate of a %d-byte argument: %v", len(big), err)
 	}
 }
+
+// worker.command must name a program exec can run, looked up as
+// exec-worker looks it up; the error names the key and what to do.
+func TestCheckCommand(t *testing.T) {
+	dir := t.TempDir()
+	exe, plain := filepath.Join(dir, "server"), filepath.Join(dir, "notes")
+	os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(plain, []byte("text\n"), 0o644)
+	t.Setenv("PATH", "/nonexistent:relative:"+dir)
+	for _, tt := range []struct {
+		command []string
+		env     map[string]string
+		want    string // "" for none
+	}{
+		{[]string{exe}, nil, ""},
+		{[]string{"server", "--port", "1"}, nil, ""},
+		{[]string{"server"}, map[string]string{"PATH": "/usr/bin"}, `config: flag: worker.command: "server" is not in $PATH ("/usr/bin"): install it, or give its path`},
+		{[]string{"no-such-server"}, nil, `config: flag: worker.command: "no-such-server" is not in $PATH ("/nonexistent:relative:` + dir + `"): install it, or give its path`},
+		{[]string{dir + "/missing"}, nil, `config: flag: worker.command: "` + dir + `/missing" cannot be run: no such file or directory: give the path of an executable file`},
+		{[]string{plain}, nil, `config: flag: worker.command: "` + plain + `" cannot be run: permission denied: give the path of an executable file`},
+		{[]string{dir + "/"}, nil, `config: flag: worker.command: "` + dir + `/" cannot be run: is a directory: give the path of an executable file`},
+	} {
+		c := &Config{Worker: Worker{Command: tt.command, Env: tt.env}}
+		c.setOrigin("worker.command", "flag")
+		err := c.CheckCommand()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%q: %v", tt.command, err)
+		case tt.want != "" && (err == nil || err.Error() != tt.want || !errors.Is(err, ErrInvalid)):
+			t.Errorf("%q: %v, want %s", tt.command, err, tt.want)
+		}
+	}
+}

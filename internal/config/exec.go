@@ -1,10 +1,15 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/batonhq/baton/internal/excerpt"
@@ -65,4 +70,51 @@ func (c *Config) checkExec(base []string, one, all int) error {
 		return c.errorf("worker.command", "with worker.env and baton's own environment the worker's exec would take %d bytes, more than the %d it may (a quarter of the stack limit, ulimit -s, at most 6 MiB)", total, all)
 	}
 	return nil
+}
+
+// CheckCommand refuses a worker.command that exec would not run: its
+// program is looked up as exec-worker does (exec.LookPath, on the PATH the
+// workers get: worker.env's, else baton's), and must be an executable
+// file. `baton check` and `baton run` call it before anything starts; a
+// reload does not (its workers' failure rolls it back and says why).
+func (c *Config) CheckCommand() error {
+	if len(c.Worker.Command) == 0 {
+		return nil // Validate says so
+	}
+	name := c.Worker.Command[0]
+	if strings.Contains(name, "/") {
+		if _, err := exec.LookPath(name); err != nil {
+			return c.errorf("worker.command", "%s cannot be run: %w: give the path of an executable file", excerpt.Quote(name), unwrapPath(err))
+		}
+		return nil
+	}
+	path, ok := c.Worker.Env["PATH"]
+	if !ok {
+		path = os.Getenv("PATH")
+	}
+	for _, dir := range filepath.SplitList(path) {
+		// exec.LookPath refuses what it finds in a relative directory
+		// (exec.ErrDot), and so does exec-worker.
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		if _, err := exec.LookPath(filepath.Join(dir, name)); err == nil {
+			return nil
+		}
+	}
+	return c.errorf("worker.command", "%s is not in $PATH (%s): install it, or give its path", excerpt.Quote(name), excerpt.Quote(path))
+}
+
+// unwrapPath is the reason of a lookup's error without the name it
+// repeats ("no such file or directory", "permission denied").
+func unwrapPath(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		err = ee.Err
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return err
 }

@@ -85,6 +85,9 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 			return nil, opts, err
 		}
 	}
+	if err := f.flagAfterCommand(args); err != nil {
+		return nil, opts, err
+	}
 	if rest := f.fs.Args(); len(rest) > 0 {
 		c.Worker.Command = rest
 		c.setOrigin("worker.command", "command line")
@@ -159,3 +162,21 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// flagAfterCommand refuses one of baton's flags written after the worker
+// command with no "--" before the command: flag parsing stops at the
+// command, so the flag would silently go to the worker.
+func (f *runFlags) flagAfterCommand(args []string) error {
+	rest := f.fs.Args()
+	if len(rest) == 0 || len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+		return nil
+	}
+	for _, a := range rest[1:] {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && f.fs.Lookup(name) != nil {
+			return fmt.Errorf("config: %w", wrapInvalid(fmt.Errorf("flag %s comes after the worker command %s, which would get it: put baton's flags before the command (or -- before the command to pass it on)",
+				excerpt.Quote(a), excerpt.Quote(rest[0]))))
+		}
+	}
+	return nil
+}

@@ -111,8 +111,8 @@ var Commands = []*Command{{
 	Usage:   "[-f] [-n N] [--json]",
 	Help:    "Prints the workers' last output lines, each with its time, slot, pid and stream, from the ring baton keeps (1 MiB; lines cut at 4 KiB).",
 	Check: func(req Request) error {
-		if l := req.Lines; l != nil && (*l < 0 || *l > maxLogLines) {
-			return fmt.Errorf("lines %d: want 0 to %d", *l, maxLogLines)
+		if l := req.Lines; l != nil && (*l < 0 || *l > MaxLogLines) {
+			return fmt.Errorf("lines %d: want 0 to %d (baton keeps no more)", *l, MaxLogLines)
 		}
 		return nil
 	},
@@ -122,7 +122,11 @@ var Commands = []*Command{{
 	Summary: "set the number of workers: baton scale 4, +1, -1",
 	Usage:   "N|+N|-N",
 	Help:    "Sets the number of workers: new ones start and are waited for until ready; the extras drain, as on a reload. The count holds across reloads and self-upgrades until the configuration's worker.count changes or you scale again.",
-	Arg:     func(req *Request, arg string) error { req.Workers = arg; return nil },
+	Arg: func(req *Request, arg string) error {
+		req.Workers = arg
+		_, _, err := parseScale(arg)
+		return err
+	},
 	Check: func(req Request) error {
 		_, _, err := parseScale(req.Workers)
 		return err
@@ -142,7 +146,7 @@ var Commands = []*Command{{
 	Arg: func(req *Request, arg string) error {
 		slot, err := strconv.Atoi(arg)
 		if err != nil || slot < 0 {
-			return fmt.Errorf("slot %s: want a number, as baton status shows it", excerpt.Quote(arg))
+			return fmt.Errorf("slot %s: want a slot number, as baton status shows it (baton restart 0)", excerpt.Quote(arg))
 		}
 		req.Slot = &slot
 		return nil

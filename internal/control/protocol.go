@@ -34,7 +34,7 @@ const (
 // maxFollowers of the MaxConns do.
 const (
 	DefaultLogLines = 15
-	maxLogLines     = 10000
+	MaxLogLines     = 10000
 	maxFollowers    = 16
 )
 
@@ -157,7 +157,7 @@ func parseScale(s string) (n int, relative bool, err error) {
 	relative = strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-")
 	n, err = strconv.Atoi(s)
 	if err != nil || s == "" {
-		return 0, false, fmt.Errorf("workers %s: want N, +N or -N", excerpt.Quote(s))
+		return 0, false, fmt.Errorf("%s is not a count of workers: want N, +N or -N (baton scale 4, +1 or -1)", excerpt.Quote(s))
 	}
 	return n, relative, nil
 }

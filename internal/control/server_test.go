@@ -20,7 +20,7 @@ func TestLogsClientThatDoesNotReadIsCutOff(t *testing.T) {
 	server, client := net.Pipe()
 	defer client.Close()
 	done := make(chan struct{})
-	lines := maxLogLines
+	lines := MaxLogLines
 	go func() {
 		defer close(done)
 		(&Server{Ring: ring}).streamLogs(server, Request{Command: "logs", Lines: &lines}, make(chan struct{}))

@@ -1131,7 +1131,7 @@ func TestScale(t *testing.T) {
 		rep, got := reply()
 		tt.Reply = rep
 		h.step(tt)
-		if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "want 1 to 1024") {
+		if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "workers: baton keeps 1 to 1024 (it runs 1 now)") {
 			t.Errorf("%+v: %+v", tt, *got)
 		}
 	}

@@ -69,7 +69,7 @@ func (m *Machine) onScale(ev Scale) {
 		n += len(g.slots)
 	}
 	if n < 1 || n > config.MaxWorkers {
-		answer(ev.Reply, Result{Err: fmt.Errorf("supervisor: scale: %d workers: want 1 to %d", n, config.MaxWorkers)})
+		answer(ev.Reply, Result{Err: fmt.Errorf("supervisor: scale: cannot scale to %d workers: baton keeps 1 to %d (it runs %d now)", n, config.MaxWorkers, len(g.slots))})
 		return
 	}
 	was := len(g.slots)
