@@ -100,3 +100,27 @@ func TestStatusShowsLiveWorkers(t *testing.T) {
 		}
 	}
 }
+
+// `baton status --watch` into a pipe writes plain snapshots, a blank line
+// apart, with no terminal escape in them, until interrupted (exit 0).
+func TestStatusWatchIntoPipe(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "ctl.sock")
+	startBaton(t, "--workers", "1", "--control", socket, "--", bin.hello)
+	w := start(t, nil, bin.baton, "status", "--watch", "--control", socket)
+	reHead := regexp.MustCompile(`^baton pid \d+ · `)
+	w.out.waitCount(reHead, 2, 30*time.Second)
+	if err := w.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := w.waitExit(10 * time.Second); code != 0 {
+		t.Errorf("status --watch ended with exit %d on SIGINT, want 0", code)
+	}
+	<-w.out.done
+	out := w.out.String()
+	if strings.ContainsRune(out, '\x1b') {
+		t.Errorf("status --watch wrote terminal escapes into a pipe:\n%q", out)
+	}
+	if !strings.Contains(out, "\n\nbaton pid ") {
+		t.Errorf("status --watch did not separate its snapshots by a blank line:\n%s", out)
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/console"
 	"github.com/batonhq/baton/internal/control"
@@ -271,13 +273,24 @@ func statusCmd(c *control.Command, args []string, stdout, stderr io.Writer) int 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var prev *control.Status
+	redraw := isTerminal(stdout)
 	for clear := "\x1b[2J"; ; clear = "" {
-		// Home, draw, clear what the last frame left below.
 		var b strings.Builder
-		b.WriteString("\x1b[H" + clear)
-		console.Table(&b, st, prev, st.At)
-		b.WriteString("\x1b[J")
-		if _, err := io.WriteString(stdout, strings.ReplaceAll(b.String(), "\n", "\x1b[K\n")); err != nil {
+		if redraw {
+			// Home, draw, clear what the last frame left below.
+			b.WriteString("\x1b[H" + clear)
+			console.Table(&b, st, prev, st.At)
+			b.WriteString("\x1b[J")
+		} else {
+			// A pipe or a file gets plain snapshots, a blank line apart.
+			console.Table(&b, st, prev, st.At)
+			b.WriteString("\n")
+		}
+		frame := b.String()
+		if redraw {
+			frame = strings.ReplaceAll(frame, "\n", "\x1b[K\n")
+		}
+		if _, err := io.WriteString(stdout, frame); err != nil {
 			return exitFailed
 		}
 		select {
@@ -292,6 +305,17 @@ func statusCmd(c *control.Command, args []string, stdout, stderr io.Writer) int 
 		}
 		prev, st = st, next
 	}
+}
+
+// isTerminal reports whether w is a terminal, which --watch redraws in
+// place; anything else gets plain snapshots.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // client finds the control socket of the baton t names, the way sourceOf
