@@ -59,8 +59,8 @@ func TestScaledCountHolds(t *testing.T) {
 				}
 				h.take()
 				s := h.m.Snapshot()
-				if s.Target != st.want || h.m.current.readyCount() != st.want {
-					t.Errorf("after %q: %d workers (%d ready), want %d", st.do, s.Target, h.m.current.readyCount(), st.want)
+				if s.Desired != st.want || h.m.current.readyCount() != st.want {
+					t.Errorf("after %q: %d workers (%d ready), want %d", st.do, s.Desired, h.m.current.readyCount(), st.want)
 				}
 				line := h.m.statusLine()
 				switch {
@@ -94,8 +94,8 @@ func TestScaledCountAcrossUpgrade(t *testing.T) {
 			if got := len(h.start()); got != tt.want {
 				t.Errorf("the successor started %d workers, want %d", got, tt.want)
 			}
-			if s := h.m.Snapshot(); s.Target != tt.want {
-				t.Errorf("target %d, want %d", s.Target, tt.want)
+			if s := h.m.Snapshot(); s.Desired != tt.want {
+				t.Errorf("target %d, want %d", s.Desired, tt.want)
 			}
 		})
 	}

@@ -12,11 +12,7 @@ import (
 type Snapshot struct {
 	Phase      string // starting, running, reloading, upgrading, stopping...
 	Generation int    // the serving one, 0 if none
-	// Target is the count of workers the pool is kept at now: the
-	// serving generation's (the first one's while it starts), which is
-	// worker.count or the count `baton scale` set.
-	Target int
-	// Scaled is how Target departs from worker.count (zero if not).
+	// Scaled is how Desired departs from worker.count (zero if not).
 	Scaled    Scaled
 	Workers   int  // live worker processes, draining ones included
 	Draining  int  // generations draining
@@ -25,9 +21,9 @@ type Snapshot struct {
 	// NotifyDrops counts notify messages from processes that are no
 	// worker's.
 	NotifyDrops int
-	// Desired is how many workers the pool is kept at: the serving
-	// generation's count (worker.count, or what a scale set), the
-	// starting one's before any serves.
+	// Desired is the count of workers the pool is kept at now: the
+	// serving generation's (the first one's while it starts), which is
+	// worker.count or the count `baton scale` set.
 	Desired int
 	// SlotRestarts are the unplanned restarts of each slot of the pool
 	// (Desired of them) since start, whether or not a worker holds it.
@@ -109,12 +105,9 @@ func (m *Machine) Snapshot() Snapshot {
 	if m.current != nil {
 		s.Generation = m.current.n
 	}
-	if g := m.serving(); g != nil {
-		s.Target, s.Scaled = len(g.slots), scaledOf(g)
-	}
 	s.Ready = m.Ready()
 	if g := m.serving(); g != nil {
-		s.Desired = len(g.slots)
+		s.Desired, s.Scaled = len(g.slots), scaledOf(g)
 		for slot := range g.slots {
 			s.SlotRestarts = append(s.SlotRestarts, m.budget.restarts(slot))
 		}

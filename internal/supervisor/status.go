@@ -20,7 +20,7 @@ func (s *supervisor) Status() *control.Status {
 		At: time.Now(), PID: os.Getpid(), Version: s.version, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, StopIn: snap.StopIn.Seconds(), Generation: snap.Generation, Balance: s.balance, BalanceAuto: s.auto,
 		Budget:        control.StatusBudget{Used: snap.Budget.Used, Limit: snap.Budget.Limit, WindowSeconds: snap.Budget.Window.Seconds(), Spent: snap.Budget.Spent},
 		Workers:       []control.StatusWorker{},
-		TargetWorkers: snap.Target, ConfigWorkers: snap.Target,
+		TargetWorkers: snap.Desired, ConfigWorkers: snap.Desired,
 	}
 	if sc := snap.Scaled; sc.Workers > 0 {
 		st.ConfigWorkers = sc.Config
