@@ -36,33 +36,6 @@ import (
 // Like the control socket it is passed to a self-upgraded successor,
 // which answers on it once in charge.
 
-// loopCall runs do on the loop's goroutine, the one that owns the
-// Machine.
-type loopCall struct{ do func() }
-
-// inLoop runs f on the loop and waits for it, at most timeout in all;
-// false if the loop did not get to it (stopped, or hung).
-func (s *supervisor) inLoop(f func(), timeout time.Duration) bool {
-	done := make(chan struct{})
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case s.events <- loopCall{do: func() { f(); close(done) }}:
-	case <-s.quit:
-		return false
-	case <-timer.C:
-		return false
-	}
-	select {
-	case <-done:
-		return true
-	case <-s.quit:
-		return false
-	case <-timer.C:
-		return false
-	}
-}
-
 // Bounds on the metrics listener, which any client that can reach its
 // address may use (docs/metrics.md).
 const (

@@ -90,10 +90,6 @@ type Options struct {
 	Journal bool
 }
 
-// The loop reads lifecycle.Events, which go to the Machine, and
-// loopCalls (metrics.go), which run on the loop for whoever needs the
-// state the loop owns (stats, status, probes).
-
 // supervisor is the imperative shell around the lifecycle.Machine: it
 // holds the sockets, processes and goroutines, runs the loop that feeds
 // the Machine its events, and carries out the Machine's actions (env.go).
@@ -469,11 +465,42 @@ func (s *supervisor) goTask(f func()) {
 	}()
 }
 
+// The loop reads lifecycle.Events, which go to the Machine, and
+// loopCalls, which run on the loop for whoever needs the state the loop
+// owns (stats, status, probes).
+
 // post hands an event to the loop, or drops it once the loop has ended.
 func (s *supervisor) post(ev any) {
 	select {
 	case s.events <- ev:
 	case <-s.quit:
+	}
+}
+
+// loopCall runs do on the loop's goroutine, the one that owns the
+// Machine.
+type loopCall struct{ do func() }
+
+// inLoop runs f on the loop and waits for it, at most timeout in all;
+// false if the loop did not get to it (stopped, or hung).
+func (s *supervisor) inLoop(f func(), timeout time.Duration) bool {
+	done := make(chan struct{})
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case s.events <- loopCall{do: func() { f(); close(done) }}:
+	case <-s.quit:
+		return false
+	case <-timer.C:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-s.quit:
+		return false
+	case <-timer.C:
+		return false
 	}
 }
 
