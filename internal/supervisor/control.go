@@ -1,19 +1,14 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/batonhq/baton/internal/control"
-	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/unixsock"
 )
 
@@ -30,48 +25,26 @@ type controlServer struct {
 // passed when it is at the same path (a successor answers where its
 // predecessor did), else a new one. It is registered with the upgrader.
 func (s *supervisor) openControl(path string, note *upgradeNote) (*controlServer, error) {
-	if note != nil && note.Control == path && note.ControlKey != "" {
-		fd, err := s.upg.Take(note.ControlKey)
-		if err == nil && fd < 0 {
-			err = errors.New("the previous baton did not pass it")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("supervisor: control socket: %w", err)
-		}
-		f := os.NewFile(uintptr(fd), path)
-		ln, err := net.FileListener(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("supervisor: control socket from the previous baton: %w", err)
-		}
-		c := &controlServer{path: path, ln: ln.(*net.UnixListener), passKey: note.ControlKey}
-		c.ln.SetUnlinkOnClose(false)
-		return c, nil // the upgrader holds it already
+	p := passedSocket{what: "control socket", at: path, prefix: "control",
+		listen: func() (net.Listener, error) { return listenControl(path) },
+		unlisten: func(ln net.Listener) {
+			ln.Close()
+			os.Remove(path)
+		},
 	}
-	// One passed but not taken (it was elsewhere) is closed by the
-	// upgrader when this one is Ready.
-	c, err := listenControl(path)
+	if note != nil && note.Control == path {
+		p.passed = note.ControlKey
+	}
+	ln, key, err := s.openPassed(p)
 	if err != nil {
 		return nil, err
 	}
-	if s.upg != nil {
-		// A key of its own: the upgrader would leak a passed copy that a
-		// new registration under its key replaced.
-		c.passKey = "control-" + strconv.Itoa(os.Getpid())
-		fd, err := spawn.DupFd(c.ln)
-		if err == nil {
-			err = s.upg.Add(c.passKey, fd)
-			unix.Close(fd)
-		}
-		if err != nil {
-			c.close(false)
-			return nil, fmt.Errorf("supervisor: control socket: %w", err)
-		}
-	}
+	c := &controlServer{path: path, ln: ln.(*net.UnixListener), passKey: key}
+	c.ln.SetUnlinkOnClose(false)
 	return c, nil
 }
 
-func listenControl(path string) (*controlServer, error) {
+func listenControl(path string) (*net.UnixListener, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
 	}
@@ -82,7 +55,7 @@ func listenControl(path string) (*controlServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
 	}
-	return &controlServer{path: path, ln: ln}, nil
+	return ln, nil
 }
 
 // close stops accepting; the socket file is removed unless keepPath

@@ -1,11 +1,9 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -14,12 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/connbudget"
 	"github.com/batonhq/baton/internal/lifecycle"
-	"github.com/batonhq/baton/internal/spawn"
 )
 
 // The metrics listener (control.metrics) answers over HTTP:
@@ -157,42 +153,24 @@ func atMost(n int, h http.Handler) http.Handler {
 // passed when it is at the same address, else a new one, registered with
 // the upgrader.
 func (s *supervisor) openMetrics(addr string, note *upgradeNote) (*metricsServer, error) {
-	m := &metricsServer{addr: addr}
-	if note != nil && note.Metrics == addr && note.MetricsKey != "" {
-		fd, err := s.upg.Take(note.MetricsKey)
-		if err == nil && fd < 0 {
-			err = errors.New("the previous baton did not pass it")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("supervisor: metrics listener %s: %w", addr, err)
-		}
-		f := os.NewFile(uintptr(fd), addr)
-		ln, err := net.FileListener(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("supervisor: metrics listener %s from the previous baton: %w", addr, err)
-		}
-		m.ln, m.passKey = ln.(*net.TCPListener), note.MetricsKey
-		return m, nil
+	p := passedSocket{what: "metrics listener " + addr, at: addr, prefix: "metrics",
+		listen: func() (net.Listener, error) {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return nil, fmt.Errorf("supervisor: metrics listener: %w", err)
+			}
+			return ln, nil
+		},
+		unlisten: func(ln net.Listener) { ln.Close() },
 	}
-	ln, err := net.Listen("tcp", addr)
+	if note != nil && note.Metrics == addr {
+		p.passed = note.MetricsKey
+	}
+	ln, key, err := s.openPassed(p)
 	if err != nil {
-		return nil, fmt.Errorf("supervisor: metrics listener: %w", err)
+		return nil, err
 	}
-	m.ln = ln.(*net.TCPListener)
-	if s.upg != nil {
-		m.passKey = "metrics-" + strconv.Itoa(os.Getpid())
-		fd, err := spawn.DupFd(m.ln)
-		if err == nil {
-			err = s.upg.Add(m.passKey, fd)
-			unix.Close(fd)
-		}
-		if err != nil {
-			m.ln.Close()
-			return nil, fmt.Errorf("supervisor: metrics listener: %w", err)
-		}
-	}
-	return m, nil
+	return &metricsServer{addr: addr, ln: ln.(*net.TCPListener), passKey: key}, nil
 }
 
 // serveMetrics starts answering on the metrics listener, if any.

@@ -3,14 +3,19 @@ package supervisor
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/deal"
+	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/steer"
 	"github.com/batonhq/baton/internal/systemd"
 )
@@ -118,6 +123,62 @@ func (s *supervisor) upgradeNote(lastGen int, balance string) upgradeNote {
 		}
 	}
 	return n
+}
+
+// passedSocket is a listening socket of baton's own that a self-upgrade
+// passes to the successor (the control socket, the metrics listener).
+type passedSocket struct {
+	what   string // in errors: "control socket"
+	at     string // where it listens
+	passed string // the key of the parent's socket at the same place, "" if none
+	prefix string // of its own key with the upgrader
+	// listen opens a new one; unlisten closes that one again when it
+	// cannot be registered.
+	listen   func() (net.Listener, error)
+	unlisten func(net.Listener)
+}
+
+// openPassed returns the socket the parent baton passed at the same
+// place, else a new one, registered with the upgrader; and its key with
+// the upgrader, "" if there is none. One passed but not taken (it was
+// elsewhere) is closed by the upgrader when this baton is Ready.
+func (s *supervisor) openPassed(p passedSocket) (net.Listener, string, error) {
+	if p.passed != "" {
+		fd, err := s.upg.Take(p.passed)
+		if err == nil && fd < 0 {
+			err = errors.New("the previous baton did not pass it")
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("supervisor: %s: %w", p.what, err)
+		}
+		f := os.NewFile(uintptr(fd), p.at)
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, "", fmt.Errorf("supervisor: %s from the previous baton: %w", p.what, err)
+		}
+		return ln, p.passed, nil // the upgrader holds it already
+	}
+	ln, err := p.listen()
+	if err != nil {
+		return nil, "", err
+	}
+	if s.upg == nil {
+		return ln, "", nil
+	}
+	// A key of its own: the upgrader would leak a passed copy that a new
+	// registration under its key replaced.
+	key := p.prefix + "-" + strconv.Itoa(os.Getpid())
+	fd, err := spawn.DupFd(ln.(syscall.Conn))
+	if err == nil {
+		err = s.upg.Add(key, fd)
+		unix.Close(fd)
+	}
+	if err != nil {
+		p.unlisten(ln)
+		return nil, "", fmt.Errorf("supervisor: %s: %w", p.what, err)
+	}
+	return ln, key, nil
 }
 
 // takeFromParent takes, in a supervisor started by a self-upgrade, the
