@@ -44,6 +44,11 @@ func (s *supervisor) openControl(path string, note *upgradeNote) (*controlServer
 	return c, nil
 }
 
+// serveControl starts answering on the control socket.
+func (s *supervisor) serveControl() {
+	s.goTask(func() { s.control.Serve(s.control.ln, s.quit) })
+}
+
 func listenControl(path string) (*net.UnixListener, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)

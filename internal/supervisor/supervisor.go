@@ -2,11 +2,9 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -92,67 +90,34 @@ type Options struct {
 
 // supervisor is the imperative shell around the lifecycle.Machine: it
 // holds the sockets, processes and goroutines, runs the loop that feeds
-// the Machine its events, and carries out the Machine's actions (env.go).
+// the Machine its events, and carries out the Machine's actions. Its
+// parts match lifecycle.Env's, each in the file named for it.
 type supervisor struct {
-	m    *lifecycle.Machine
-	load func() (*config.Config, error)
-	log  *slog.Logger
-	// toSystemd sends a state to systemd; fromWorkers is the notify
-	// socket the workers send theirs to.
-	toSystemd func(string) error
-	shim      []string
-	out       *lineWriter
-	// ring keeps the workers' last lines for `baton logs`; journal, when
-	// not nil, takes their lines instead of out.
-	ring    *linering.Ring
-	journal *journalSink
-	// closeOut flushes the output buffer baton made itself, if any.
-	closeOut func()
-	// exePath is the executable a self-upgrade runs; exe is the running
-	// one, to notice a package upgrade replaced it.
-	exePath string
-	exe     os.FileInfo
+	m   *lifecycle.Machine
+	log *slog.Logger
 
-	listeners []*listener
-	// rr passes connections to the workers (worker.balance =
-	// "round-robin"); nil in the other modes.
-	rr *roundrobin.Balancer
-	// balance is the mode in force, which cannot change (worker.balance,
-	// or what auto chose); auto says why auto chose it, "" when the
-	// configuration named it.
-	balance, auto string
-	fromWorkers   *systemd.NotifyServer
-	control       *controlServer
-	metrics       *metricsServer // nil without control.metrics
-	spawner       *spawn.Spawner
-	reaper        *reaper
-	devNull       int
+	processes      // lifecycle.Processes: processes.go
+	sockets        // lifecycle.Sockets: sockets.go
+	serviceManager // lifecycle.Systemd: systemd.go
+	upgrades       // lifecycle.Upgrades: upgrade.go
 
-	events  chan any
-	quit    chan struct{} // closed when the loop ends: timers and readers stop sending
-	tasks   sync.WaitGroup
-	outputs sync.WaitGroup
-	// readers are the output pipes whose forwarders are still running.
-	readersMu sync.Mutex
-	readers   map[*os.File]bool
-
+	// The loop (below): its events, the tasks it waits for at the end.
+	events chan any
+	quit   chan struct{} // closed when the loop ends: timers and readers stop sending
+	tasks  sync.WaitGroup
 	// ready is the Machine's Ready as of the last event, for /readyz.
 	ready atomic.Bool
 	// trimmed is when trimMemory last ran (Unix nanoseconds), for stats.
 	trimmed atomic.Int64
 
-	upg     *upgrade.Upgrader
+	// What an operator reaches: the control socket (control.go), the
+	// metrics listener (metrics.go), and the runtime directory
+	// (rundir.go) that holds the notify and (by default) control sockets.
+	control *controlServer
+	metrics *metricsServer // nil without control.metrics
+	dir     runtimeDir
 	version string
-	started time.Time  // when this baton process started
-	dir     runtimeDir // notify and (by default) control socket
-	// parent is the baton this one takes over from (0 if none): until
-	// this one is in charge, it leaves shared sockets and paths alone.
-	parent int
-	// unstore are sockets in systemd's fd store the config no longer has,
-	// dropped once this supervisor is in charge.
-	unstore []string
-	// passSeq numbers the sockets registered with the upgrader.
-	passSeq int
+	started time.Time // when this baton process started
 
 	// groups are the SO_REUSEPORT groups (reuseport; internal/steer
 	// decides, balance.go carries out): pendingKill the signals waiting
@@ -178,21 +143,22 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) {
 	s := &supervisor{
-		load:        opts.Load,
 		log:         opts.Logger,
-		toSystemd:   opts.Notify,
-		shim:        opts.Shim,
-		out:         &lineWriter{w: opts.Output},
-		ring:        linering.New(linering.Options{}),
 		events:      make(chan any, 64),
 		quit:        make(chan struct{}),
-		readers:     map[*os.File]bool{},
 		pendingKill: map[int]*pendingSignal{},
-		devNull:     -1,
-		reaper:      newReaper(),
-		upg:         opts.Upgrader,
 		version:     opts.Version,
 		started:     time.Now(),
+		processes: processes{
+			shim:    opts.Shim,
+			out:     &lineWriter{w: opts.Output},
+			ring:    linering.New(linering.Options{}),
+			readers: map[*os.File]bool{},
+			devNull: -1,
+			reaper:  newReaper(),
+		},
+		serviceManager: serviceManager{load: opts.Load, toSystemd: opts.Notify},
+		upgrades:       upgrades{upg: opts.Upgrader},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -417,6 +383,21 @@ func (s *supervisor) run(ctx context.Context, cfg *config.Config, signals <-chan
 	return s.m.Finish()
 }
 
+// The supervisor is the Machine's lifecycle.Env: each of its methods is
+// an action the Machine decided on, carried out in the file of its part
+// (processes.go, sockets.go, systemd.go, upgrade.go; Route in
+// balance.go). They run on the loop's goroutine; what takes time runs in
+// a task that posts its outcome. The clock and the timers are the
+// loop's own.
+var _ lifecycle.Env = (*supervisor)(nil)
+
+func (s *supervisor) Now() time.Time { return time.Now() }
+
+func (s *supervisor) After(d time.Duration, t lifecycle.Timer) func() {
+	tm := time.AfterFunc(d, func() { s.post(t) })
+	return func() { tm.Stop() }
+}
+
 // trimAfter is how often baton may trim its memory; trimIdle, in ticks of
 // trimAfter, how often it trims without work all the same: the runtime's
 // own periodic work (a collection every two minutes) faults pages back in.
@@ -450,11 +431,6 @@ func (t *idleTrim) tick() bool {
 func (s *supervisor) trimMemory() {
 	memtrim.Release()
 	s.trimmed.Store(time.Now().UnixNano())
-}
-
-// serveControl starts answering on the control socket.
-func (s *supervisor) serveControl() {
-	s.goTask(func() { s.control.Serve(s.control.ln, s.quit) })
 }
 
 func (s *supervisor) goTask(f func()) {
@@ -504,27 +480,6 @@ func (s *supervisor) inLoop(f func(), timeout time.Duration) bool {
 	}
 }
 
-// syncNotify lets the notify reader pass on every datagram already
-// queued, so that a worker's last message (STOPPING=1 as it leaves) comes
-// before its exit. Bounded: ordering is not worth holding up reaping.
-func (s *supervisor) syncNotify() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := s.fromWorkers.Sync(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
-		s.log.Debug("notify socket not synced before reporting exits", "err", err)
-	}
-}
-
-func (s *supervisor) readNotify() {
-	for {
-		m, err := s.fromWorkers.Receive()
-		if err != nil {
-			return // closed
-		}
-		s.post(lifecycle.Notified{PID: m.PID, UID: m.UID, Fields: m.Fields})
-	}
-}
-
 // onSignal turns a signal into the Machine's event.
 func (s *supervisor) onSignal(sig os.Signal) {
 	switch sig {
@@ -537,29 +492,6 @@ func (s *supervisor) onSignal(sig os.Signal) {
 	default:
 		s.log.Debug("signal ignored", "signal", sig.String())
 	}
-}
-
-// waitOutputs lets the forwarders print what the workers wrote last, then
-// closes the pipes of any held open by a process that escaped its group.
-func (s *supervisor) waitOutputs() {
-	done := make(chan struct{})
-	go func() {
-		s.outputs.Wait()
-		close(done)
-	}()
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
-	select {
-	case <-done:
-		return
-	case <-t.C:
-	}
-	s.readersMu.Lock()
-	for r := range s.readers {
-		r.Close()
-	}
-	s.readersMu.Unlock()
-	<-done
 }
 
 func listenerNames(cfg *config.Config) string {

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,10 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/internal/deal"
+	"github.com/batonhq/baton/internal/lifecycle"
 	"github.com/batonhq/baton/internal/spawn"
 	"github.com/batonhq/baton/internal/steer"
 	"github.com/batonhq/baton/internal/systemd"
+	"github.com/batonhq/baton/internal/upgrade"
 )
 
 // A self-upgrade (docs/architecture.md, "Self-upgrade") replaces the running supervisor by a new
@@ -41,6 +45,160 @@ import (
 // saying why; the old one never stopped serving and reports the failure
 // like a failed reload. A successor still not done after the old one's
 // own upgrade deadline is sent SIGTERM, and SIGKILL a drain later.
+
+// upgrades is the supervisor's part that carries out lifecycle.Upgrades:
+// the upgrader, what a successor is started from, and in a successor
+// what it took over from its parent.
+type upgrades struct {
+	upg *upgrade.Upgrader
+	// exePath is the executable a self-upgrade runs; exe is the running
+	// one, to notice a package upgrade replaced it.
+	exePath string
+	exe     os.FileInfo
+	// parent is the baton this one takes over from (0 if none): until
+	// this one is in charge, it leaves shared sockets and paths alone.
+	parent int
+	// unstore are sockets in systemd's fd store the config no longer has,
+	// dropped once this supervisor is in charge.
+	unstore []string
+	// passSeq numbers the sockets registered with the upgrader.
+	passSeq int
+}
+
+func (s *supervisor) CanUpgrade() error {
+	switch {
+	case s.upg == nil:
+		return errors.New("supervisor: self-upgrade: not possible here (only `baton run` can replace itself)")
+	case os.Getpid() == 1:
+		// Its exit would end the container, successor and all.
+		return errors.New("supervisor: self-upgrade: baton is PID 1 here; restart the container to run a new version")
+	}
+	return nil
+}
+
+// ExeChanged reports whether the executable a self-upgrade would run is
+// no longer the running one (a package upgrade replaced the file, or
+// repointed a symlink to it).
+func (s *supervisor) ExeChanged() bool {
+	if s.exe == nil || s.exePath == "" {
+		return false
+	}
+	fi, err := os.Stat(s.exePath)
+	return err == nil && !os.SameFile(fi, s.exe)
+}
+
+func (s *supervisor) Upgrade(lastGen int, scaled lifecycle.Scaled) error {
+	err := s.passListeners(false)
+	var b []byte
+	if err == nil {
+		n := s.upgradeNote(lastGen, s.balance)
+		n.Scaled, n.ScaledFrom = scaled.Workers, scaled.Config
+		b, err = json.Marshal(n)
+	}
+	if err != nil {
+		return err
+	}
+	s.groups.LeaveFree()
+	s.log.Info("self-upgrade: starting a new baton", "executable", os.Args[0])
+	note := string(b)
+	// tableflip waits for the new baton itself: the reaper leaves it be.
+	s.reaper.spareOthers(true)
+	s.goTask(func() {
+		pid, err := s.upg.Upgrade(note)
+		s.reaper.spareOthers(false)
+		s.post(lifecycle.UpgradeDone{PID: pid, Err: err, ParentRunning: errors.Is(err, upgrade.ErrParentRunning)})
+	})
+	return nil
+}
+
+func (s *supervisor) SignalSuccessor(sig lifecycle.Signal) bool {
+	return s.upg != nil && s.upg.Signal(unixSignal(sig))
+}
+
+func (s *supervisor) NoMoreUpgrades() {
+	if s.upg != nil {
+		s.upg.Stop()
+	}
+}
+
+func (s *supervisor) Serving() {
+	if s.upg == nil {
+		return
+	}
+	// Until then tableflip refuses to upgrade.
+	if err := s.upg.Ready(); err != nil {
+		s.log.Warn("self-upgrades will not work", "err", err)
+	}
+}
+
+// HandOver tells systemd the successor is the main process (so that
+// NotifyAccess=main works as well as all), leaves the control socket to
+// it, and asks it how it is once systemd has switched.
+func (s *supervisor) HandOver(pid int) {
+	state := "READY=1"
+	if pid > 0 {
+		state = fmt.Sprintf("MAINPID=%d\nREADY=1", pid)
+	}
+	if err := s.toSystemd(state); err != nil {
+		s.log.Warn("cannot tell systemd the new main pid", "err", err)
+	}
+	s.groups.HandedOver = true // its workers are steered by the successor now
+	s.control.close(true)
+	s.metrics.close()
+	path := s.control.path // the successor answers where this one did
+	s.goTask(func() {
+		// This baton exits only once systemd has switched to the new one.
+		ctx, cancel := context.WithTimeout(context.Background(), lifecycle.BarrierTimeout)
+		err := systemd.Barrier(ctx)
+		cancel()
+		if err != nil {
+			s.post(lifecycle.SuccessorInfo{Err: err})
+			return
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), lifecycle.SuccessorTimeout)
+		defer cancel()
+		st, err := control.Client{Path: path}.Stats(ctx)
+		info := lifecycle.SuccessorInfo{Err: err}
+		if err == nil {
+			info.PID, info.Generation, info.Workers = st.PID, st.Generation, st.Workers
+		}
+		s.post(info)
+	})
+}
+
+// TakeOver makes this baton, started by a self-upgrade, the one in
+// charge: the parent learns it may hand over, systemd learns the new
+// main pid, and this one takes on the control socket and the fd store.
+func (s *supervisor) TakeOver(status string, cfg *config.Config) {
+	if err := s.upg.Ready(); err != nil {
+		// The parent is gone: this one is all there is.
+		s.log.Warn("cannot tell the previous baton to hand over", "err", err)
+	}
+	s.parent = 0
+	s.groups.Parent = false
+	state := fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", os.Getpid(), status)
+	s.goTask(func() {
+		err := s.toSystemd(state)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), lifecycle.BarrierTimeout)
+			err = systemd.Barrier(ctx)
+			cancel()
+		}
+		if err != nil {
+			s.log.Warn("systemd did not confirm the new main pid", "err", err)
+		}
+	})
+	s.serveControl()
+	s.serveMetrics()
+	// Drop before storing: FDSTOREREMOVE= drops every socket of a name.
+	for _, name := range s.unstore {
+		if err := systemd.RemoveStoredFD(name); err != nil {
+			s.log.Warn("cannot remove socket from systemd's fd store", "name", name, "err", err)
+		}
+	}
+	s.unstore = nil
+	s.storeListeners(cfg)
+}
 
 // upgradeNote is what a supervisor tells its successor besides the
 // descriptors themselves.
@@ -123,6 +281,59 @@ func (s *supervisor) upgradeNote(lastGen int, balance string) upgradeNote {
 		}
 	}
 	return n
+}
+
+// passListeners registers with the upgrader every listener not yet
+// registered (with fromSystemd, only the sockets of a .socket unit), so
+// that a self-upgrade passes it on. A registration cannot be taken back,
+// so self-bound listeners are registered only when an upgrade starts: one
+// added and removed by reloads in between never lingers in the upgrader.
+func (s *supervisor) passListeners(fromSystemd bool) error {
+	if s.upg == nil {
+		return nil
+	}
+	register := func(name string, fd int, passKey *string) error {
+		if *passKey != "" {
+			return nil
+		}
+		s.passSeq++
+		key := fmt.Sprintf("listener-%d-%d", os.Getpid(), s.passSeq)
+		if err := s.upg.Add(key, fd); err != nil {
+			return fmt.Errorf("supervisor: listener %q: %w", name, err)
+		}
+		*passKey = key
+		return nil
+	}
+	for _, l := range s.listeners {
+		if fromSystemd && !l.inherited {
+			continue
+		}
+		if err := register(l.name, l.fd, &l.passKey); err != nil {
+			return err
+		}
+		if fromSystemd {
+			continue // group sockets are registered when an upgrade starts
+		}
+		for _, gs := range l.extra() {
+			if err := register(l.name, gs.FD, &gs.PassKey); err != nil {
+				return err
+			}
+		}
+		if g := l.group; g == nil || g.DealPass != "" {
+			continue
+		}
+		if fds, ok := l.group.DealerFds(); ok {
+			s.passSeq++
+			prefix := fmt.Sprintf("deal-%d-%d", os.Getpid(), s.passSeq)
+			for name, fd := range dealFds(&fds) {
+				if err := s.upg.Add(prefix+"-"+name, *fd); err != nil {
+					return fmt.Errorf("supervisor: listener %q: %w", l.name, err)
+				}
+			}
+			l.group.DealPass = prefix
+		}
+	}
+	return nil
 }
 
 // passedSocket is a listening socket of baton's own that a self-upgrade

@@ -3,7 +3,6 @@ package supervisor
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"os"
 	"sort"
@@ -189,91 +188,6 @@ func (s *supervisor) channel(cfg *config.Config) (*roundrobin.Channel, error) {
 		}
 	}
 	return s.rr.Channel(listeners, cfg.Worker.ChannelTimeout.Std())
-}
-
-// Start starts a worker, its standard output and error forwarded line by
-// line.
-func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
-	// stdout, stderr and, with ready = "fd", the readiness pipe.
-	n := 2
-	if w.ReadyPipe {
-		n = 3
-	}
-	reads := make([]*os.File, 0, n)
-	writes := make([]int, 0, n)
-	closeWrites := func() {
-		for _, fd := range writes {
-			unix.Close(fd)
-		}
-	}
-	closeReads := func() {
-		for _, r := range reads {
-			r.Close()
-		}
-	}
-	for range n {
-		r, wfd, err := outputPipe()
-		if err != nil {
-			closeReads()
-			closeWrites()
-			return 0, err
-		}
-		reads, writes = append(reads, r), append(writes, wfd)
-	}
-	readyFd := -1
-	if n == 3 {
-		readyFd = writes[2]
-	}
-	picks, err := s.pick(w)
-	var ch *roundrobin.Channel
-	if err == nil {
-		ch, err = s.channel(w.Config)
-	}
-	pid := 0
-	if err == nil {
-		pid, err = s.spawner.Start(s.spec(w, picks, ch, readyFd, writes[0], writes[1]))
-	}
-	closeWrites()
-	if err != nil {
-		closeReads()
-		if ch != nil {
-			ch.Discard()
-		}
-		return 0, err
-	}
-	if ch != nil {
-		unix.Close(ch.WorkerFd)
-		s.rr.Attach(pid, ch)
-	}
-	s.reaper.add(pid)
-	s.hold(picks, pid, w.Slot)
-	prefix := fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid)
-	for i, r := range reads[:2] {
-		keep := linering.Line{Slot: w.Slot, Generation: w.Generation, PID: pid, Stream: [...]string{"stdout", "stderr"}[i]}
-		s.track(r, func() { forward(r, prefix, s.out, s.journal, s.ring, keep) })
-	}
-	if n == 3 {
-		r := reads[2]
-		s.track(r, func() { s.readReady(r, pid) })
-	}
-	return pid, nil
-}
-
-// track runs read on its own goroutine, for a pipe from a worker that
-// waitOutputs closes if a process that escaped the worker's group holds
-// its other end.
-func (s *supervisor) track(r *os.File, read func()) {
-	s.outputs.Add(1)
-	s.readersMu.Lock()
-	s.readers[r] = true
-	s.readersMu.Unlock()
-	go func() {
-		defer s.outputs.Done()
-		read()
-		s.readersMu.Lock()
-		delete(s.readers, r)
-		s.readersMu.Unlock()
-	}()
 }
 
 // readReady waits for the first line a worker writes to its readiness
