@@ -17,6 +17,9 @@ command -v h2load >/dev/null || need+=(nghttp2-client)
 # Debian's own interpreter (another python3 may come first in $PATH).
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import gunicorn' 2>/dev/null || need+=(python3-gunicorn)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import uvicorn' 2>/dev/null || need+=(python3-uvicorn)
+# Puma, and the gem a stock Puma reports readiness on NOTIFY_SOCKET with.
+command -v puma >/dev/null || need+=(puma)
+command -v ruby >/dev/null && ruby -e 'require "sd_notify"' 2>/dev/null || need+=(ruby-sd-notify)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
