@@ -2,8 +2,10 @@
 such as uvicorn: uvicorn --fd 3 --app-dir contrib/python asgi:app
 
 It answers every request with "hello from pid N" and an X-Pid header. It
-carries no drain of its own: the suite runs it to measure what a stock
-ASGI server does at a reload (docs/languages.md).
+carries no drain of its own: the suite runs it on a stock uvicorn, to
+measure what that loses at a reload, and with baton_uvicorn.py, the
+recipe (docs/languages.md):
+python3 contrib/python/baton_uvicorn.py --app-dir contrib/python asgi:app
 """
 
 import os
