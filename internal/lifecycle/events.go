@@ -9,6 +9,15 @@ import (
 // Event is what Step takes: one of the types below.
 type Event interface{ event() }
 
+// Command is an event an operator asks for (a control command, or the
+// signal standing for one): Reload, Stop, Restart, Scale. Each carries
+// its handler (apply, in operator.go), so that a new control command is
+// its row in control.Commands and its event here, with no case in Step.
+type Command interface {
+	Event
+	apply(m *Machine)
+}
+
 // Exited: a child was reaped (a worker, an orphan, or the successor of
 // an earlier self-upgrade; never the one of an upgrade under way, which
 // the upgrader waits for). How says how it ended ("exit status 1").

@@ -209,14 +209,8 @@ func (m *Machine) Step(ev Event) {
 		m.onReadyLine(ev)
 	case Timer:
 		m.onTimer(ev)
-	case Reload:
-		m.requestReload(ev.Reply, ev.Upgrade)
-	case Stop:
-		m.onStop(ev)
-	case Restart:
-		m.onRestart(ev)
-	case Scale:
-		m.onScale(ev)
+	case Command:
+		ev.apply(m)
 	case Loaded:
 		m.onLoaded(ev)
 	case UpgradeDone:

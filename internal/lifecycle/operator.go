@@ -11,6 +11,13 @@ import (
 // (`baton restart`, `baton scale`): each acts on the serving generation
 // only while nothing else changes it.
 
+// What each Command does (Step calls apply): a new command's handler
+// goes here.
+func (ev Reload) apply(m *Machine)  { m.requestReload(ev.Reply, ev.Upgrade) }
+func (ev Stop) apply(m *Machine)    { m.onStop(ev) }
+func (ev Restart) apply(m *Machine) { m.onRestart(ev) }
+func (ev Scale) apply(m *Machine)   { m.onScale(ev) }
+
 // busy says why the pool cannot be changed now, nil if it can.
 func (m *Machine) busy() error {
 	switch {
