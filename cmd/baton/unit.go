@@ -28,6 +28,8 @@ func unitCmd(args []string, stdout, stderr io.Writer) int {
 	user := fs.String("user", "", "run baton and the workers as `USER` (default root)")
 	self, _ := os.Executable()
 	batonPath := fs.String("baton", self, "the baton `executable` the service runs")
+	workDir := fs.String("workdir", "", "the workers' working `directory` (default /var/lib/NAME, the state directory systemd makes)")
+	jit := fs.Bool("jit", false, "leave out MemoryDenyWriteExecute=yes, which a JIT runtime (Node, Java, PyPy) cannot start under")
 	install := fs.Bool("install", false, "write the files (the config only if there is none yet) and run systemctl daemon-reload")
 	root := fs.String("root", "/", "install under this `directory` instead of / (no daemon-reload then)")
 	fs.Usage = func() {
@@ -49,10 +51,13 @@ func unitCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	files, err := unit.Files(unit.Spec{Name: name, Listen: listen, User: *user, Baton: *batonPath, Command: fs.Args()}, *root)
+	files, err := unit.Files(unit.Spec{Name: name, Listen: listen, User: *user, Baton: *batonPath, Command: fs.Args(), WorkDir: *workDir, JIT: *jit}, *root)
 	if err != nil {
 		fail(stderr, "unit", err)
 		return exitUsage
+	}
+	if dir := buildDir(*batonPath); dir != "" {
+		fmt.Fprintf(stderr, "baton unit: warning: %s is in the source tree %s: the service runs whatever is built there next; install baton in /usr/local/bin and give --baton /usr/local/bin/baton\n", *batonPath, dir)
 	}
 	if !*install {
 		for _, f := range files {
@@ -121,4 +126,19 @@ func writeNew(f unit.File, keep bool) (kept bool, err error) {
 		return false, nil
 	}
 	return false, os.Rename(tmp.Name(), f.Path)
+}
+
+// buildDir returns the source tree that path was built in, "" if none: the
+// nearest directory above it with a go.mod or a .git.
+func buildDir(path string) string {
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		for _, mark := range []string{"go.mod", ".git"} {
+			if _, err := os.Stat(filepath.Join(dir, mark)); err == nil {
+				return dir
+			}
+		}
+		if dir == "/" || dir == "." {
+			return ""
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/unit/unittest"
 )
 
 // The units pass systemd-analyze verify (which prints a warning, exit 0,
@@ -113,9 +114,89 @@ func TestFilesRefuse(t *testing.T) {
 		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, Listen: []string{"h%n=tcp://127.0.0.1:1"}}, "the name may hold"},
 		{Spec{Name: "app", Baton: "/usr/bin/baton\nExecStartPre=/bin/sh", Command: []string{"x"}}, "want an absolute path without"},
 		{Spec{Name: "app", Baton: "/opt/my baton", Command: []string{"x"}}, "want an absolute path without"},
+		// Nothing the sandbox hides from the service (it could not start).
+		{Spec{Name: "app", Baton: "/home/me/src/baton/bin/baton", Command: []string{"x"}}, "baton executable /home/me/src/baton/bin/baton: the service cannot see it (ProtectHome=yes)"},
+		{Spec{Name: "app", Baton: "/tmp/go-build1/exe/baton", Command: []string{"x"}}, "(PrivateTmp=yes)"},
+		{Spec{Name: "app", Baton: "/b", Command: []string{"/usr/bin/node", "/root/app/server.js"}}, "worker command: /root/app/server.js: the service cannot see it (ProtectHome=yes)"},
+		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, WorkDir: "/var/tmp/app"}, "working directory /var/tmp/app: the service cannot see it (PrivateTmp=yes)"},
+		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, WorkDir: "srv/app"}, "working directory \"srv/app\": want an absolute path"},
+		// systemd removes RuntimeDirectory= at stop, and a socket in it.
+		{Spec{Name: "app", Baton: "/b", Command: []string{"x"}, Listen: []string{"h=unix:///run/app/h.sock"}}, "systemd removes /run/app when app stops"},
+		{Spec{Name: strings.Repeat("a", 100), Baton: "/b", Command: []string{"x"}}, "too long for the control socket's path"},
 	} {
 		if _, err := Files(tt.s, "/"); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%+v: %v, want %q", tt.s, err, tt.want)
 		}
+	}
+}
+
+// The service is sandboxed: systemd-analyze security rates it at most
+// unittest.MaxExposure as root (which keeps CAP_BPF and
+// CAP_NET_BIND_SERVICE), as another user and with --jit; the workers get
+// a working directory, a raised descriptor limit, and the config names
+// the control socket in the runtime directory.
+func TestFilesSecurity(t *testing.T) {
+	root := t.TempDir()
+	for _, s := range []Spec{
+		{Name: "app", Baton: "/usr/local/bin/baton", Command: []string{"/usr/bin/node", "server.js"}, WorkDir: "/srv/app"},
+		{Name: "app", Baton: "/usr/local/bin/baton", Command: []string{"/srv/app/server"}, User: "www-data"},
+		{Name: "app", Baton: "/usr/local/bin/baton", Command: []string{"/usr/bin/node", "server.js"}, JIT: true},
+	} {
+		files, err := Files(s, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		service, cfg := files[len(files)-2], files[len(files)-1]
+		for _, f := range []File{service, cfg} {
+			if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(service.Path, []byte(service.Content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if score := unittest.Exposure(t, service.Path); score > unittest.MaxExposure {
+			t.Errorf("user %q, jit %v: systemd-analyze security: %.1f, want at most %.1f:\n%s", s.User, s.JIT, score, unittest.MaxExposure, service.Content)
+		}
+		workDir := s.WorkDir
+		if workDir == "" {
+			workDir = "/var/lib/app"
+		}
+		for _, want := range []string{"\nWorkingDirectory=" + workDir + "\n", "\nStateDirectory=app\n", "\nLimitNOFILE=524288\n", "\nRuntimeDirectory=app\n"} {
+			if !strings.Contains(service.Content, want) {
+				t.Errorf("user %q: no %q in the service:\n%s", s.User, strings.TrimSpace(want), service.Content)
+			}
+		}
+		if got := strings.Contains(service.Content, "\nMemoryDenyWriteExecute=yes\n"); got == s.JIT {
+			t.Errorf("jit %v: MemoryDenyWriteExecute=yes %v", s.JIT, got)
+		}
+		// Root keeps only what reuseport's dealer needs; another user nothing.
+		caps, filter := "CapabilityBoundingSet=CAP_BPF CAP_NET_BIND_SERVICE", "SystemCallFilter=@system-service bpf"
+		if s.User != "" {
+			caps, filter = "CapabilityBoundingSet=", "SystemCallFilter=@system-service"
+		}
+		for _, want := range []string{caps, filter} {
+			if !strings.Contains(service.Content, "\n"+want+"\n") {
+				t.Errorf("user %q: no %q in the service:\n%s", s.User, want, service.Content)
+			}
+		}
+		if err := os.WriteFile(cfg.Path, []byte(cfg.Content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := config.Load(cfg.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Control.Socket != "/run/app/baton.sock" {
+			t.Errorf("control.socket %q, want /run/app/baton.sock", c.Control.Socket)
+		}
+	}
+	// The score can fail the test: a unit without the sandbox is exposed.
+	bare := filepath.Join(root, "bare.service")
+	if err := os.WriteFile(bare, []byte("[Service]\nType=notify\nExecStart=/usr/local/bin/baton run\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if score := unittest.Exposure(t, bare); score <= unittest.MaxExposure {
+		t.Errorf("a bare unit scores %.1f, at most %.1f: the score cannot fail", score, unittest.MaxExposure)
 	}
 }
