@@ -13,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/batonhq/baton/internal/unit"
+	"github.com/batonhq/baton/internal/unit/unittest"
 )
 
 // contrib is where the example units and config live.
@@ -106,6 +109,49 @@ func TestUnitsVerify(t *testing.T) {
 	socket, unit = install(notifyReloadUnit, misspell)
 	if out := verify(socket, unit); unexpectedVerifyOutput(t, unit, version, out) == "" {
 		t.Errorf("a misspelt key in %s passes the lint; output: %q", notifyReloadUnit, out)
+	}
+}
+
+// TestUnitsSecurity: systemd-analyze security rates each of contrib's
+// services at most unittest.MaxExposure (as `baton unit` writes them,
+// internal/unit's TestFilesSecurity).
+func TestUnitsSecurity(t *testing.T) {
+	services, err := filepath.Glob(filepath.Join(contrib, "*.service"))
+	if err != nil || len(services) < 3 {
+		t.Fatalf("contrib/systemd services %v, %v: want app.service and its two variants", services, err)
+	}
+	for _, path := range services {
+		if score := unittest.Exposure(t, path); score > unittest.MaxExposure {
+			t.Errorf("%s: systemd-analyze security --offline=yes: %.1f, want at most %.1f", filepath.Base(path), score, unittest.MaxExposure)
+		}
+	}
+}
+
+// TestUnitsAsWritten: contrib's services have the settings `baton unit`
+// writes for a root service named app (the sandbox, the directories, the
+// limits), but for what ties them to one .socket unit or another.
+func TestUnitsAsWritten(t *testing.T) {
+	files, err := unit.Files(unit.Spec{Name: "app", Baton: "/usr/local/bin/baton", Command: []string{"/usr/local/bin/hello"}}, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := map[string][]string{}
+	for _, line := range strings.Split(files[len(files)-2].Content, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			written[k] = append(written[k], v)
+		}
+	}
+	for _, name := range []string{"app.service", notifyReloadUnit, "app-fdstore.service"} {
+		service := readUnit(t, name)
+		for key, want := range written {
+			switch key {
+			case "Description", "Requires", "After", "Sockets", "Type", "ExecReload", "WantedBy":
+				continue
+			}
+			if got := service[key]; !slices.Equal(got, want) {
+				t.Errorf("%s: %s=%q, baton unit writes %q", name, key, got, want)
+			}
+		}
 	}
 }
 
@@ -209,6 +255,13 @@ func TestUnitsSettings(t *testing.T) {
 		{service, "app.service", "ProtectSystem", "strict"},
 		{service, "app.service", "ProtectHome", "yes"},
 		{service, "app.service", "PrivateTmp", "yes"},
+		{service, "app.service", "StateDirectory", "app"},
+		{service, "app.service", "WorkingDirectory", "/var/lib/app"},
+		{service, "app.service", "LimitNOFILE", "524288"},
+		{service, "app.service", "MemoryDenyWriteExecute", "yes"},
+		// reuseport's socket per worker beside app.socket and its eBPF dealer.
+		{service, "app.service", "CapabilityBoundingSet", "CAP_BPF CAP_NET_BIND_SERVICE"},
+		{service, "app.service", "SystemCallFilter", "@system-service bpf"},
 		// baton pings from its event loop at half of it
 		// (TestSystemdWatchdog runs it at 2s under load).
 		{service, "app.service", "WatchdogSec", "10"},
@@ -256,6 +309,11 @@ func TestUnitsSettings(t *testing.T) {
 	}
 	if got, want := config["address"], socket["ListenStream"]; len(want) != 1 || got != "tcp://"+want[0] {
 		t.Errorf("baton.toml listen address %q, app.socket ListenStream=%q", got, want)
+	}
+	// baton status --config /etc/app/baton.toml finds the control socket
+	// that systemd makes room for.
+	if got, want := config["socket"], "/run/"+strings.Join(service["RuntimeDirectory"], "")+"/baton.sock"; got != want {
+		t.Errorf("baton.toml control socket %q, want %q (in app.service's RuntimeDirectory=)", got, want)
 	}
 	drain, err := time.ParseDuration(config["drain_timeout"])
 	if err != nil {
