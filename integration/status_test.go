@@ -124,3 +124,22 @@ func TestStatusWatchIntoPipe(t *testing.T) {
 		t.Errorf("status --watch did not separate its snapshots by a blank line:\n%s", out)
 	}
 }
+
+// The status header names the configuration's file (and, under systemd,
+// the unit, read from the cgroup: internal/systemd's TestUnitOf), so an
+// operator with several batons sees which one answered.
+func TestStatusNamesItsConfig(t *testing.T) {
+	b := startConfigBaton(t, hellos(1, ""))
+	code, out := ctl(t, "status", "--control", b.control, "--json")
+	if code != 0 {
+		t.Fatalf("status --json: exit %d: %s", code, out)
+	}
+	var st control.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Config != b.cfgPath || st.Unit != "" && !strings.HasSuffix(st.Unit, ".service") {
+		t.Errorf("status --json: %v: config %q, unit %q; want config %q", err, st.Config, st.Unit, b.cfgPath)
+	}
+	code, out = ctl(t, "status", "--control", b.control)
+	if code != 0 || !strings.Contains(strings.SplitN(out, "\n", 2)[0], " · config "+b.cfgPath+" · ") {
+		t.Errorf("status: exit %d, header does not name the config %s:\n%s", code, b.cfgPath, out)
+	}
+}

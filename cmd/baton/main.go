@@ -168,7 +168,7 @@ func runCmd(args []string, stderr io.Writer) int {
 	// say whose they are.
 	toJournal, _ := journal.StderrIsJournalStream()
 	err = supervisor.Run(context.Background(), cfg, supervisor.Options{
-		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version, Output: out.Bulk(), Journal: toJournal,
+		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version, ConfigFile: opts.File, Output: out.Bulk(), Journal: toJournal,
 	})
 	if err != nil {
 		upg.Fail(err)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -16,6 +17,8 @@ import (
 type Options struct {
 	// LogFormat is "text" or "json".
 	LogFormat string
+	// File is the --config file, absolute; "" without one.
+	File string
 }
 
 // runFlags are the flags of `baton run`, defined once for FromArgs and
@@ -83,6 +86,9 @@ func FromArgs(args []string, usage io.Writer) (*Config, Options, error) {
 		var err error
 		if c, err = Load(*f.path); err != nil {
 			return nil, opts, err
+		}
+		if opts.File, err = filepath.Abs(*f.path); err != nil {
+			opts.File = *f.path
 		}
 	}
 	if err := f.flagAfterCommand(args); err != nil {

@@ -23,6 +23,12 @@ func Table(w io.Writer, st *control.Status, prev *control.Status, now time.Time)
 	if st.Version != "" {
 		head = append(head, "version "+st.Version)
 	}
+	if st.Unit != "" {
+		head = append(head, "unit "+st.Unit)
+	}
+	if st.Config != "" {
+		head = append(head, "config "+st.Config)
+	}
 	phase := st.Phase
 	if st.StopIn > 0 {
 		phase = fmt.Sprintf("stopping in %.1fs: %s (stop.delay)", st.StopIn, st.Phase)

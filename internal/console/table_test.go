@@ -64,6 +64,12 @@ func TestTable(t *testing.T) {
 			st.Phase, st.Ready, st.StopIn = "lame duck", false, 2.4
 			return st, nil
 		},
+		// Under systemd, with a configuration file: which baton this is.
+		"unit": func() (*control.Status, *control.Status) {
+			st := serving()
+			st.Unit, st.Config = "app.service", "/etc/app/baton.toml"
+			return st, nil
+		},
 		// worker.balance = "auto": the mode it chose.
 		"auto": func() (*control.Status, *control.Status) {
 			st := serving()

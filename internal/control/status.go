@@ -5,9 +5,13 @@ import "time"
 // Status is what `baton status` shows: baton itself, then each worker.
 // Its JSON is documented in docs/control.md.
 type Status struct {
-	At         time.Time `json:"at"` // when it was read
-	PID        int       `json:"pid"`
-	Version    string    `json:"version"`
+	At      time.Time `json:"at"` // when it was read
+	PID     int       `json:"pid"`
+	Version string    `json:"version"`
+	// Config is the configuration's file ("" for flags alone), Unit the
+	// systemd service baton runs in ("" outside one).
+	Config     string    `json:"config"`
+	Unit       string    `json:"unit"`
 	Started    time.Time `json:"started"`
 	Phase      string    `json:"phase"`
 	Ready      bool      `json:"ready"`

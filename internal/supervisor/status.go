@@ -17,7 +17,7 @@ import (
 func (s *supervisor) Status() *control.Status {
 	snap := s.m.Snapshot()
 	st := &control.Status{
-		At: time.Now(), PID: os.Getpid(), Version: s.version, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, StopIn: snap.StopIn.Seconds(), Generation: snap.Generation, Balance: s.balance, BalanceAuto: s.auto,
+		At: time.Now(), PID: os.Getpid(), Version: s.version, Config: s.configFile, Unit: s.unit, Started: s.started, Phase: snap.Phase, Ready: snap.Ready, StopIn: snap.StopIn.Seconds(), Generation: snap.Generation, Balance: s.balance, BalanceAuto: s.auto,
 		Budget:        control.StatusBudget{Used: snap.Budget.Used, Limit: snap.Budget.Limit, WindowSeconds: snap.Budget.Window.Seconds(), Spent: snap.Budget.Spent},
 		Workers:       []control.StatusWorker{},
 		TargetWorkers: snap.Desired, ConfigWorkers: snap.Desired,

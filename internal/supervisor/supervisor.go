@@ -82,6 +82,9 @@ type Options struct {
 	Upgrader *upgrade.Upgrader
 	// Version is reported by stats and logged at start.
 	Version string
+	// ConfigFile is the configuration's file, as status names it; "" for
+	// flags alone.
+	ConfigFile string
 	// Journal sends the workers' lines to journald natively, with
 	// BATON_WORKER, BATON_GENERATION and WORKER_PID fields, instead of to
 	// Output (set it when baton's stderr is the journal).
@@ -118,6 +121,9 @@ type supervisor struct {
 	dir     runtimeDir
 	version string
 	started time.Time // when this baton process started
+	// configFile and unit say which baton this is, for status: its
+	// configuration's file, and the systemd service it runs in.
+	configFile, unit string
 
 	// groups are the SO_REUSEPORT groups (reuseport; internal/steer
 	// decides, balance.go carries out): pendingKill the signals waiting
@@ -148,6 +154,8 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		quit:        make(chan struct{}),
 		pendingKill: map[int]*pendingSignal{},
 		version:     opts.Version,
+		configFile:  opts.ConfigFile,
+		unit:        systemd.Unit(),
 		started:     time.Now(),
 		processes: processes{
 			shim:    opts.Shim,
