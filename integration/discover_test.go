@@ -98,7 +98,7 @@ func TestControlRefusesOtherUsers(t *testing.T) {
 	}
 	for range 3 {
 		code, out := ctlAs(t, "reload", "--control", control)
-		if code != 1 || !strings.Contains(out, "control: refused: uid 65534 may not control this baton (only root and uid 0 may)") {
+		if code != 1 || !strings.Contains(out, "baton reload: refused: uid 65534 may not control this baton (only root and uid 0 may)") {
 			t.Errorf("reload as nobody: exit %d: %s", code, out)
 		}
 	}
