@@ -123,6 +123,21 @@ func runCmd(args []string, stderr io.Writer) int {
 	if err == nil {
 		err = cfg.CheckCommand() // before anything starts
 	}
+	handler := func(w io.Writer) slog.Handler {
+		if opts.LogFormat == "json" {
+			return slog.NewJSONHandler(w, &slog.HandlerOptions{ReplaceAttr: seconds})
+		}
+		return slog.NewTextHandler(w, nil)
+	}
+	// With --log-format json, the line that says why baton stops is a
+	// JSON record too.
+	failRun := func(w io.Writer, err error) {
+		if opts.LogFormat == "json" {
+			slog.New(handler(w)).Error("baton run: " + message("run", err))
+			return
+		}
+		fail(w, "run", err)
+	}
 	// Signals are caught before the upgrader reports this process's pid
 	// to a parent, which may send SIGTERM from then on.
 	signals := make(chan os.Signal, 4)
@@ -136,18 +151,12 @@ func runCmd(args []string, stderr io.Writer) int {
 		if upg != nil {
 			upg.Fail(err)
 		}
-		fail(stderr, "run", err)
+		failRun(stderr, err)
 		return exitUsage
 	}
 	if uerr != nil {
-		fail(stderr, "run", uerr)
+		failRun(stderr, uerr)
 		return exitFailed
-	}
-	handler := func(w io.Writer) slog.Handler {
-		if opts.LogFormat == "json" {
-			return slog.NewJSONHandler(w, nil)
-		}
-		return slog.NewTextHandler(w, nil)
 	}
 	// baton's log and the workers' output share one buffer that never
 	// blocks the supervisor's loop, however slowly stderr is read.
@@ -168,11 +177,11 @@ func runCmd(args []string, stderr io.Writer) int {
 	// say whose they are.
 	toJournal, _ := journal.StderrIsJournalStream()
 	err = supervisor.Run(context.Background(), cfg, supervisor.Options{
-		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version, ConfigFile: opts.File, Output: out.Bulk(), Journal: toJournal,
+		Logger: log, Signals: signals, Load: load, Upgrader: upg, Version: version, ConfigFile: opts.File, Output: out.Bulk(), OutputJSON: opts.LogFormat == "json", Journal: toJournal,
 	})
 	if err != nil {
 		upg.Fail(err)
-		fail(out, "run", err)
+		failRun(out, err)
 		if errors.Is(err, supervisor.ErrGiveUp) {
 			return exitGiveUp
 		}
@@ -216,4 +225,13 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d workers)\n", *path, len(c.Listen), c.Worker.Count)
 	return exitOK
+}
+
+// seconds writes a duration in a JSON log line as seconds (a float), not
+// slog's nanoseconds: what log pipelines and people expect of "after".
+func seconds(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.Float64(a.Key, a.Value.Duration().Seconds())
+	}
+	return a
 }

@@ -50,6 +50,8 @@ func TestMain(m *testing.M) {
 //	silent  serve but never notify
 //	fd-ready   serve and write a line to $BATON_READY_FD (ready = "fd")
 //	fd-silent  serve, and write nothing there
+//	chatty  write plain, JSON and invalid UTF-8 lines to stdout and stderr, then
+//	        panic if it can create the file $PANIC_ONCE, else serve
 //	exit1   exit 1 at once
 //	exit1-slot1  exit 1 at once in slot 1, serve in the others
 //	stubborn  notify READY=1 and ignore SIGTERM
@@ -66,6 +68,9 @@ func testWorker(mode string) int {
 		daemon.SdNotify(false, "STOPPING=1")
 		time.Sleep(time.Hour)
 		return 0
+	}
+	if mode == "chatty" {
+		chatter()
 	}
 	if mode == "exit1" || mode == "exit1-slot1" && os.Getenv("BATON_WORKER") == "1" {
 		fmt.Println("exit1 worker: failing on purpose")
@@ -210,4 +215,25 @@ func tryGetPath(addr, path string) (string, error) {
 		return resp[i+4:], nil
 	}
 	return "", fmt.Errorf("bad response from %s: %q", addr, resp)
+}
+
+// chatter writes every kind of line a worker may: plain text, a JSON
+// object (one that tries to overwrite baton's keys, one with a tab
+// between tokens), invalid UTF-8, an sd-daemon level prefix, on both
+// streams; and then a panic, the first time, whose trace is many lines.
+func chatter() {
+	for _, w := range []*os.File{os.Stdout, os.Stderr} {
+		fmt.Fprintln(w, "plain line")
+		fmt.Fprintln(w, `{"level":"debug","msg":"from the worker","pid":1,"worker":"x","time":"never"}`)
+		fmt.Fprintln(w, "{\t\"a\":\t[1, 2]}")
+		fmt.Fprintln(w, `{"half":`)
+		w.Write([]byte("bad \xff\xfe utf-8\n"))
+		w.Write([]byte("{\"s\":\"\xff\"}\n"))
+		fmt.Fprintln(w, "<3>an error")
+		fmt.Fprintln(w, "")
+	}
+	if f, err := os.OpenFile(os.Getenv("PANIC_ONCE"), os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+		panic("chatty worker: crashing on purpose")
+	}
 }

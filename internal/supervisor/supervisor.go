@@ -67,6 +67,10 @@ type Options struct {
 	// baton command does (its own log lines go to the Writer itself). nil
 	// means os.Stderr through one, flushed when Run returns.
 	Output io.Writer
+	// OutputJSON writes each of the workers' lines to Output as one JSON
+	// object (with --log-format json) instead of prefixed with its slot
+	// and pid.
+	OutputJSON bool
 	// Notify sends a message to systemd; nil means systemd.Notify.
 	Notify func(state string) error
 	// RuntimeDir holds the notify socket; empty means $RUNTIME_DIRECTORY,
@@ -159,7 +163,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		started:     time.Now(),
 		processes: processes{
 			shim:    opts.Shim,
-			out:     &lineWriter{w: opts.Output},
+			out:     &lineWriter{w: opts.Output, json: opts.OutputJSON},
 			ring:    linering.New(linering.Options{}),
 			readers: map[*os.File]bool{},
 			devNull: -1,

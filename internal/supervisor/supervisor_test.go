@@ -94,6 +94,12 @@ func testConfig(mode string, count int, mutate func(*config.Config)) *config.Con
 // and runs the supervisor in the background.
 func startHarness(t *testing.T, cfg *config.Config) *harness {
 	t.Helper()
+	return startHarnessWith(t, cfg, nil)
+}
+
+// startHarnessWith is startHarness with Options changed by mutate.
+func startHarnessWith(t *testing.T, cfg *config.Config, mutate func(*harness, *Options)) *harness {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +129,9 @@ func startHarness(t *testing.T, cfg *config.Config) *harness {
 			defer h.cfgMu.Unlock()
 			return h.nextCfg, h.loadErr
 		},
+	}
+	if mutate != nil {
+		mutate(h, &opts)
 	}
 	go func() { h.done <- Run(ctx, cfg, opts) }()
 	t.Cleanup(func() {

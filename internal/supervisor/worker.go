@@ -82,6 +82,21 @@ var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxLin
 type lineWriter struct {
 	mu sync.Mutex
 	w  io.Writer
+	// json writes each line as a JSON object (jsonLine) instead of
+	// prefixed.
+	json bool
+}
+
+// write writes one of a worker's lines: l, whose raw bytes are line.
+func (lw *lineWriter) write(prefix string, l linering.Line, line []byte) {
+	if !lw.json {
+		lw.writeLine(prefix, line)
+		return
+	}
+	b := jsonLine(l)
+	lw.mu.Lock()
+	lw.w.Write(b)
+	lw.mu.Unlock()
 }
 
 func (lw *lineWriter) writeLine(prefix string, line []byte) {
@@ -96,8 +111,8 @@ func (lw *lineWriter) writeLine(prefix string, line []byte) {
 }
 
 // forward copies one of a worker's output streams line by line to out,
-// prefixed with its slot and pid (or, when not nil, to journal, with
-// fields), and keeps each line in ring for `baton
+// prefixed with its slot and pid or as JSON (or, when not nil, to
+// journal, with fields), and keeps each line in ring for `baton
 // logs` (a line longer than the reader's buffer only once, cut). It ends
 // at end of file, when every process holding the write end is gone, or
 // when r is closed.
@@ -118,7 +133,7 @@ func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, r
 			if journal != nil {
 				journal.line(keep)
 			} else {
-				out.writeLine(prefix, line)
+				out.write(prefix, keep, line)
 			}
 			if !continued {
 				ring.Add(keep)
