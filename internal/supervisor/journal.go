@@ -25,8 +25,15 @@ const (
 	journalCloseWait  = 2 * time.Second
 )
 
+// journalLine is a worker's line and the name journalctl shows it under.
+type journalLine struct {
+	linering.Line
+	// ident is the worker program's base name (SYSLOG_IDENTIFIER).
+	ident string
+}
+
 type journalSink struct {
-	lines   chan linering.Line
+	lines   chan journalLine
 	queued  atomic.Int64 // bytes of text in lines
 	dropped atomic.Int64
 	done    chan struct{}
@@ -37,18 +44,13 @@ type journalSink struct {
 func newJournalSink() *journalSink { return startJournalSink(journal.Send) }
 
 func startJournalSink(send func(string, journal.Priority, map[string]string) error) *journalSink {
-	j := &journalSink{lines: make(chan linering.Line, journalQueue), done: make(chan struct{}), send: send}
+	j := &journalSink{lines: make(chan journalLine, journalQueue), done: make(chan struct{}), send: send}
 	go func() {
 		defer close(j.done)
 		for l := range j.lines {
 			j.queued.Add(-int64(len(l.Text)))
 			prio, text := priority(l.Text)
-			if j.send(text, prio, map[string]string{
-				"BATON_WORKER":     strconv.Itoa(l.Slot),
-				"BATON_GENERATION": strconv.Itoa(l.Generation),
-				"WORKER_PID":       strconv.Itoa(l.PID),
-				"BATON_STREAM":     l.Stream,
-			}) != nil {
+			if j.send(text, prio, journalFields(l)) != nil {
 				j.dropped.Add(1)
 			}
 		}
@@ -56,16 +58,33 @@ func startJournalSink(send func(string, journal.Priority, map[string]string) err
 	return j
 }
 
-// line queues a line, or drops it when the queue is full (in lines or
-// bytes): a journald that does not read holds up no worker.
-func (j *journalSink) line(l linering.Line) {
+// journalFields are the fields a worker's line is sent with: whose it is
+// for a query (journalctl -u app BATON_WORKER=1), and SYSLOG_IDENTIFIER
+// and SYSLOG_PID so that journalctl shows it as the worker's, "app[4242]",
+// not as baton's.
+func journalFields(l journalLine) map[string]string {
+	pid := strconv.Itoa(l.PID)
+	return map[string]string{
+		"SYSLOG_IDENTIFIER": l.ident,
+		"SYSLOG_PID":        pid,
+		"BATON_WORKER":      strconv.Itoa(l.Slot),
+		"BATON_GENERATION":  strconv.Itoa(l.Generation),
+		"WORKER_PID":        pid,
+		"BATON_STREAM":      l.Stream,
+	}
+}
+
+// line queues a worker's line, ident the program's name, or drops it when
+// the queue is full (in lines or bytes): a journald that does not read
+// holds up no worker.
+func (j *journalSink) line(l linering.Line, ident string) {
 	if j.queued.Add(int64(len(l.Text))) > journalQueueBytes {
 		j.queued.Add(-int64(len(l.Text)))
 		j.dropped.Add(1)
 		return
 	}
 	select {
-	case j.lines <- l:
+	case j.lines <- journalLine{l, ident}:
 	default:
 		j.queued.Add(-int64(len(l.Text)))
 		j.dropped.Add(1)

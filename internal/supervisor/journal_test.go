@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestJournalSinkBounded(t *testing.T) {
 	})
 	line := strings.Repeat("x", 64<<10)
 	for range 1000 { // 64 MB offered
-		j.line(linering.Line{Text: line})
+		j.line(linering.Line{Text: line}, "app")
 	}
 	if q := j.queued.Load(); q > journalQueueBytes {
 		t.Errorf("%d bytes wait for journald, want at most %d", q, journalQueueBytes)
@@ -54,5 +55,26 @@ func TestJournalSinkBounded(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * journalCloseWait):
 		t.Fatal("close waits for a journald that takes nothing")
+	}
+}
+
+// A worker's line reaches journald as the worker's (journalctl shows
+// "app[4242]"), with the fields that say which worker it is.
+func TestJournalFields(t *testing.T) {
+	got := make(chan map[string]string, 1)
+	var prio journal.Priority
+	var text string
+	j := startJournalSink(func(m string, p journal.Priority, vars map[string]string) error {
+		text, prio = m, p
+		got <- vars
+		return nil
+	})
+	j.line(linering.Line{Slot: 1, Generation: 3, PID: 4242, Stream: "stderr", Text: "<4>slow disk"}, "app")
+	vars := <-got
+	j.close()
+	want := map[string]string{"SYSLOG_IDENTIFIER": "app", "SYSLOG_PID": "4242", "BATON_WORKER": "1",
+		"BATON_GENERATION": "3", "WORKER_PID": "4242", "BATON_STREAM": "stderr"}
+	if !maps.Equal(vars, want) || text != "slow disk" || prio != journal.PriWarning {
+		t.Errorf("sent %q at %d with %v, want %q at %d with %v", text, prio, vars, "slow disk", journal.PriWarning, want)
 	}
 }

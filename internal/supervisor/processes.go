@@ -104,10 +104,10 @@ func (s *supervisor) Start(w lifecycle.Spawn) (int, error) {
 	}
 	s.reaper.add(pid)
 	s.hold(picks, pid, w.Slot)
-	prefix := fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid)
+	from := origin{prefix: fmt.Sprintf("[worker %d pid %d] ", w.Slot, pid), program: filepath.Base(w.Config.Worker.Command[0])}
 	for i, r := range reads[:2] {
 		keep := linering.Line{Slot: w.Slot, Generation: w.Generation, PID: pid, Stream: [...]string{"stdout", "stderr"}[i]}
-		s.track(r, func() { forward(r, prefix, s.out, s.journal, s.ring, keep) })
+		s.track(r, func() { forward(r, from, s.out, s.journal, s.ring, keep) })
 	}
 	if n == 3 {
 		r := reads[2]

@@ -90,7 +90,7 @@ type Options struct {
 	// flags alone.
 	ConfigFile string
 	// Journal sends the workers' lines to journald natively, with
-	// BATON_WORKER, BATON_GENERATION and WORKER_PID fields, instead of to
+	// BATON_WORKER, BATON_GENERATION, WORKER_PID and SYSLOG_* fields, instead of to
 	// Output (set it when baton's stderr is the journal).
 	Journal bool
 }

@@ -110,13 +110,20 @@ func (lw *lineWriter) writeLine(prefix string, line []byte) {
 	lw.mu.Unlock()
 }
 
+// origin says whose lines a forwarder copies, as text and journald name
+// it.
+type origin struct {
+	prefix  string // "[worker SLOT pid PID] "
+	program string // the worker command's base name: SYSLOG_IDENTIFIER
+}
+
 // forward copies one of a worker's output streams line by line to out,
 // prefixed with its slot and pid or as JSON (or, when not nil, to
 // journal, with fields), and keeps each line in ring for `baton
 // logs` (a line longer than the reader's buffer only once, cut). It ends
 // at end of file, when every process holding the write end is gone, or
 // when r is closed.
-func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, ring *linering.Ring, keep linering.Line) {
+func forward(r *os.File, from origin, out *lineWriter, journal *journalSink, ring *linering.Ring, keep linering.Line) {
 	defer r.Close()
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(r)
@@ -131,9 +138,9 @@ func forward(r *os.File, prefix string, out *lineWriter, journal *journalSink, r
 			text := string(bytes.TrimSuffix(line, []byte("\n")))
 			keep.Time, keep.Text, keep.Cut = time.Now(), text, err == bufio.ErrBufferFull
 			if journal != nil {
-				journal.line(keep)
+				journal.line(keep, from.program)
 			} else {
-				out.write(prefix, keep, line)
+				out.write(from.prefix, keep, line)
 			}
 			if !continued {
 				ring.Add(keep)
