@@ -180,9 +180,15 @@ func logsCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
 	follow := fs.Bool("f", false, "follow: print every new line, of the workers started later too, until interrupted")
 	n := fs.Int("n", control.DefaultLogLines, "how many of the last lines to print")
 	asJSON := fs.Bool("json", false, "print each line as a JSON object (docs/control.md)")
+	req := control.Request{Command: c.Name}
+	c.Flags(fs, &req)
 	usage(fs, c, c.Usage, stderr)
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
+	}
+	if err := c.Check(req); err != nil {
+		fail(stderr, c.Name, err)
+		return exitUsage
 	}
 	if *n < 0 {
 		fail(stderr, c.Name, fmt.Errorf("-n %d: want a count of lines, 0 or more", *n))
@@ -205,7 +211,8 @@ func logsCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
 		defer cancel()
 	}
 	enc := json.NewEncoder(jsonOut{stdout})
-	err = client.Logs(ctx, control.Request{Command: c.Name, Lines: n, Follow: *follow}, func(l control.LogLine) {
+	req.Lines, req.Follow = n, *follow
+	err = client.Logs(ctx, req, func(l control.LogLine) {
 		if *asJSON {
 			enc.Encode(l)
 			return

@@ -67,3 +67,19 @@ func TestEveryControlCommandRuns(t *testing.T) {
 		}
 	}
 }
+
+// A wrong --slot or --stream of baton logs is a usage error, said before
+// any baton is looked for.
+func TestLogsFilterFlags(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"--stream err", `baton logs: stream "err": want stdout or stderr` + "\n"},
+		{"--slot -1", "baton logs: slot -1: want a slot number, 0 or more, as baton status shows it\n"},
+		{"--slot one", `baton logs: invalid value "one" for flag -slot: want a slot number, as baton status shows it (baton logs -h lists its flags)` + "\n"},
+	} {
+		var stdout, stderr strings.Builder
+		code := run(append([]string{"logs", "--control", "/nonexistent"}, strings.Fields(c.args)...), &stdout, &stderr)
+		if code != exitUsage || stderr.String() != c.want {
+			t.Errorf("baton logs %s: exit %d, %q; want exit %d, %q", c.args, code, stderr.String(), exitUsage, c.want)
+		}
+	}
+}

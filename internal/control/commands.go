@@ -107,12 +107,29 @@ var Commands = []*Command{{
 	View:    Table,
 }, {
 	Name:    "logs",
-	Summary: "the workers' last output lines (-f follows, -n N, --json)",
-	Usage:   "[-f] [-n N] [--json]",
-	Help:    "Prints the workers' last output lines, each with its time, slot, pid and stream, from the ring baton keeps (1 MiB; lines cut at 4 KiB).",
+	Summary: "the workers' last output lines (-f follows, -n N, --slot N, --stream S, --json)",
+	Usage:   "[-f] [-n N] [--slot N] [--stream stdout|stderr] [--json]",
+	Help:    "Prints the workers' last output lines, each with its time, slot, pid and stream, from the ring baton keeps (1 MiB; lines cut at 4 KiB); with --slot or --stream, only that slot's or stream's.",
+	Flags: func(fs *flag.FlagSet, req *Request) {
+		fs.Func("slot", "only the lines of the worker of slot `N` (see baton status), of every generation", func(s string) error {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return errors.New("want a slot number, as baton status shows it")
+			}
+			req.Slot = &n
+			return nil
+		})
+		fs.StringVar(&req.Stream, "stream", "", "only the lines of `stream` stdout or stderr")
+	},
 	Check: func(req Request) error {
 		if l := req.Lines; l != nil && (*l < 0 || *l > MaxLogLines) {
 			return fmt.Errorf("lines %d: want 0 to %d (baton keeps no more)", *l, MaxLogLines)
+		}
+		if req.Slot != nil && *req.Slot < 0 {
+			return fmt.Errorf("slot %d: want a slot number, 0 or more, as baton status shows it", *req.Slot)
+		}
+		if req.Stream != "" && req.Stream != "stdout" && req.Stream != "stderr" {
+			return fmt.Errorf("stream %s: want stdout or stderr", excerpt.Quote(req.Stream))
 		}
 		return nil
 	},

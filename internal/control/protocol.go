@@ -45,8 +45,12 @@ type Request struct {
 	Command string `json:"command"`
 	// Workers is scale's count: "N", "+N" or "-N".
 	Workers string `json:"workers,omitempty"`
-	// Slot is restart's slot.
+	// Slot is restart's slot; for logs, the one slot whose lines are
+	// sent (absent: every slot's).
 	Slot *int `json:"slot,omitempty"`
+	// Stream, for logs, is "stdout" or "stderr": only that stream's
+	// lines (absent: both).
+	Stream string `json:"stream,omitempty"`
 	// Lines is how many of the last lines logs sends (absent:
 	// DefaultLogLines); Follow: then every new line until the client
 	// closes.

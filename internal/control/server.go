@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,6 +160,13 @@ func (s *Server) streamLogs(conn net.Conn, req Request, quit <-chan struct{}) {
 	if req.Lines != nil {
 		n = *req.Lines
 	}
+	// The ring holds fewer than MaxLogLines lines: with a filter, the
+	// last n are those of the whole ring that match.
+	match, all := logFilter(req, n)
+	last := func(kept []linering.Line) []linering.Line {
+		kept = slices.DeleteFunc(kept, func(l linering.Line) bool { return !match(l) })
+		return kept[max(0, len(kept)-n):]
+	}
 	// Every write has the write timeout: one the buffer makes when full
 	// too, so a client that does not read loses its connection (and its
 	// slot) within it.
@@ -182,7 +190,7 @@ func (s *Server) streamLogs(conn net.Conn, req Request, quit <-chan struct{}) {
 		return bw.Flush() == nil
 	}
 	if !req.Follow {
-		for _, l := range s.Ring.Last(n) {
+		for _, l := range last(s.Ring.Last(all)) {
 			send(l, 0)
 		}
 		flush()
@@ -194,10 +202,20 @@ func (s *Server) streamLogs(conn net.Conn, req Request, quit <-chan struct{}) {
 		return
 	}
 	defer s.followers.Add(-1)
-	last, f := s.Ring.Follow(n)
+	kept, f := s.Ring.Follow(all)
 	defer f.Close()
-	for _, l := range last {
+	for _, l := range last(kept) {
 		send(l, 0)
+	}
+	// Lines lost while following are counted whatever their slot or
+	// stream, and told with the next line that matches.
+	dropped := 0
+	follow := func(l linering.Line) {
+		dropped += f.Dropped()
+		if match(l) {
+			send(l, dropped)
+			dropped = 0
+		}
 	}
 	if !flush() {
 		return
@@ -212,12 +230,12 @@ func (s *Server) streamLogs(conn net.Conn, req Request, quit <-chan struct{}) {
 	for {
 		select {
 		case l := <-f.Lines():
-			send(l, f.Dropped())
+			follow(l)
 			// Take what else is there before writing.
 			for more := true; more; {
 				select {
 				case l := <-f.Lines():
-					send(l, f.Dropped())
+					follow(l)
 				default:
 					more = false
 				}
@@ -258,4 +276,16 @@ func writeResponse(conn net.Conn, r Response) {
 	conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	b, _ := json.Marshal(r)
 	conn.Write(append(b, '\n'))
+}
+
+// logFilter returns which lines a logs request for the last n wants and
+// how many of the ring's last lines to look through: n without a filter,
+// all of them with one.
+func logFilter(req Request, n int) (match func(linering.Line) bool, look int) {
+	if req.Slot == nil && req.Stream == "" {
+		return func(linering.Line) bool { return true }, n
+	}
+	return func(l linering.Line) bool {
+		return (req.Slot == nil || l.Slot == *req.Slot) && (req.Stream == "" || l.Stream == req.Stream)
+	}, MaxLogLines
 }
