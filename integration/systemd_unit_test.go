@@ -13,7 +13,7 @@ import (
 // Under a real systemd: `baton unit app --install` writes units that serve
 // as soon as app.socket starts, and the workers' lines are in the journal
 // with fields that say whose they are: `journalctl -u app BATON_WORKER=1`
-// returns worker 1's lines and only those.
+// returns worker 1's lines and only those, each named as the worker's.
 func TestSystemdUnitInstallAndJournal(t *testing.T) {
 	if err := nspawn.Available(); err != nil {
 		t.Skip(err)
@@ -64,6 +64,10 @@ func TestSystemdUnitInstallAndJournal(t *testing.T) {
 	for _, e := range entries {
 		if e["BATON_WORKER"] != "1" || !strings.HasPrefix(e["MESSAGE"], "hello: serving on "+addr+" pid "+e["WORKER_PID"]) || e["BATON_STREAM"] != "stderr" {
 			t.Errorf("entry %v: want worker 1's own line, with its pid", e)
+		}
+		// journalctl shows it as "hello[PID]", the worker's, not baton's.
+		if e["SYSLOG_IDENTIFIER"] != "hello" || e["SYSLOG_PID"] != e["WORKER_PID"] {
+			t.Errorf("entry %v: want SYSLOG_IDENTIFIER hello and SYSLOG_PID its WORKER_PID", e)
 		}
 		gens[e["BATON_GENERATION"]] = true
 	}
