@@ -194,8 +194,9 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("baton check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "TOML configuration `file` to validate (or the one argument)")
+	noCommand := fs.Bool("no-command", false, "do not look for worker.command here: the file is for another machine or a container image")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: baton check [--config] FILE\n\nValidates a configuration file as baton run would read it.\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: baton check [--no-command] [--config] FILE\n\nValidates a configuration file as baton run would read it.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, stderr); !ok {
@@ -216,7 +217,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = c.Validate()
 	}
-	if err == nil {
+	if err == nil && !*noCommand {
 		err = c.CheckCommand()
 	}
 	if err != nil {
