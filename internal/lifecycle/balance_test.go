@@ -202,3 +202,26 @@ func TestStuckWorkerNotServing(t *testing.T) {
 		h.none("start ", "signal ", "route ")
 	})
 }
+
+// When baton says it is ready (READY=1, "all workers ready"), every ready
+// worker already gets connections: a client that connects at that moment
+// (systemd's After=, a load balancer watching the log) must not find the
+// last worker's socket left out, or its keep-alive connections all stay
+// on the others.
+func TestRoutedBeforeReady(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.start()
+	h.ready(pids...)
+	routed := ""
+	for _, a := range h.env.acts {
+		if strings.HasPrefix(a, "route ") {
+			routed = a
+		}
+		if strings.HasPrefix(a, "systemd READY=1") {
+			break
+		}
+	}
+	if want := fmt.Sprintf("route ready=%v", pids); !strings.HasPrefix(routed, want) {
+		t.Errorf("the last route before READY=1 is %q, want %q...; actions: %q", routed, want, h.env.acts)
+	}
+}

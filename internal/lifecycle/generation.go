@@ -166,6 +166,11 @@ func (m *Machine) promote(g *generation) {
 		m.finishReload(nil)
 		return
 	}
+	// Every ready worker gets connections before baton says it is ready:
+	// a client that connects on READY=1 (or on this line) must not find
+	// the last one's socket left out, its keep-alive connections all on
+	// the others (Step's route would come only after).
+	m.route()
 	m.log.Info("all workers ready", "count", len(g.slots), "generation", g.n)
 	if m.charge == parentInCharge {
 		m.takeOver()
