@@ -152,9 +152,15 @@ func waitIdle(t testing.TB, out *logLines) {
 	if m == nil {
 		t.Fatal("baton did not log its control socket")
 	}
+	waitIdleAt(t, m[1])
+}
+
+// waitIdleAt is waitIdle for the baton whose control socket is socket.
+func waitIdleAt(t testing.TB, socket string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		st := stats(t, m[1])
+		st := stats(t, socket)
 		if !st.Reloading && st.Draining == 0 {
 			return
 		}
