@@ -31,6 +31,7 @@ func TestCLIErrors(t *testing.T) {
 	cases := [][]string{
 		{"scale", "abc"},
 		{"scale", "-5"},
+		{"scale", "0"},
 		{"scale"},
 		{"scale", "1", "2"},
 		{"restart", "abc"},

@@ -89,3 +89,28 @@ func TestReferenceNamesEveryCommand(t *testing.T) {
 		t.Errorf("%s shows no request", reference)
 	}
 }
+
+// scale's count: an absolute one out of 1..1024 is wrong whatever runs
+// (the command line's error); a relative one is the Machine's to judge.
+func TestParseScale(t *testing.T) {
+	for _, tt := range []struct {
+		in       string
+		n        int
+		relative bool
+		err      string
+	}{
+		{"4", 4, false, ""},
+		{"+2", 2, true, ""},
+		{"-5", -5, true, ""},
+		{"-2000", -2000, true, ""},
+		{"0", 0, false, "0 workers: baton keeps 1 to 1024 (baton stop stops it)"},
+		{"1025", 0, false, "1025 workers: baton keeps 1 to 1024"},
+		{"abc", 0, false, `"abc" is not a count of workers: want N, +N or -N (baton scale 4, +1 or -1)`},
+		{"", 0, false, `"" is not a count of workers: want N, +N or -N (baton scale 4, +1 or -1)`},
+	} {
+		n, relative, err := parseScale(tt.in)
+		if n != tt.n || relative != tt.relative || (err == nil) != (tt.err == "") || err != nil && err.Error() != tt.err {
+			t.Errorf("parseScale(%q) = %d, %v, %v; want %d, %v, %q", tt.in, n, relative, err, tt.n, tt.relative, tt.err)
+		}
+	}
+}

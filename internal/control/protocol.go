@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/excerpt"
 	"github.com/batonhq/baton/internal/lifecycle"
 )
@@ -155,13 +156,20 @@ func resultResponse(r lifecycle.Result) Response {
 	return resp
 }
 
-// parseScale reads scale's count: "N" (that many), "+N" or "-N" (that
-// many more or fewer).
+// parseScale reads scale's count: "N" (that many, 1 to
+// config.MaxWorkers), "+N" or "-N" (that many more or fewer: whether
+// that is too many or too few depends on the workers running, which the
+// Machine knows).
 func parseScale(s string) (n int, relative bool, err error) {
 	relative = strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-")
 	n, err = strconv.Atoi(s)
-	if err != nil || s == "" {
+	switch {
+	case err != nil || s == "":
 		return 0, false, fmt.Errorf("%s is not a count of workers: want N, +N or -N (baton scale 4, +1 or -1)", excerpt.Quote(s))
+	case !relative && n < 1:
+		return 0, false, fmt.Errorf("%d workers: baton keeps 1 to %d (baton stop stops it)", n, config.MaxWorkers)
+	case !relative && n > config.MaxWorkers:
+		return 0, false, fmt.Errorf("%d workers: baton keeps 1 to %d", n, config.MaxWorkers)
 	}
 	return n, relative, nil
 }

@@ -1127,18 +1127,44 @@ func TestScale(t *testing.T) {
 	if s := h.m.Snapshot(); len(s.Procs) != 1 || s.Procs[0].PID != pids[0] {
 		t.Errorf("after the scale down: %+v", s.Procs)
 	}
-	for _, tt := range []Scale{{N: 0}, {N: -1, Relative: true}, {N: 1025}} {
+	for _, tt := range []struct {
+		ev   Scale
+		want string
+	}{
+		{Scale{N: 0}, "supervisor: scale: 0 workers: baton keeps 1 to 1024"},
+		{Scale{N: 1025}, "supervisor: scale: 1025 workers: baton keeps 1 to 1024"},
+		{Scale{N: -1, Relative: true}, "supervisor: scale: -1 from 1 worker leaves 0: baton keeps 1 to 1024 (baton stop stops it)"},
+		{Scale{N: 1024, Relative: true}, "supervisor: scale: +1024 from 1 worker makes 1025: baton keeps 1 to 1024 (baton scale +1023 makes 1024)"},
+	} {
 		rep, got := reply()
-		tt.Reply = rep
-		h.step(tt)
-		if len(*got) != 1 || !strings.Contains((*got)[0].Err.Error(), "workers: baton keeps 1 to 1024 (it runs 1 now)") {
-			t.Errorf("%+v: %+v", tt, *got)
+		tt.ev.Reply = rep
+		h.step(tt.ev)
+		if len(*got) != 1 || (*got)[0].Err == nil || (*got)[0].Err.Error() != tt.want {
+			t.Errorf("%+v: %+v, want the error %q", tt.ev, *got, tt.want)
 		}
 	}
 	// A reload keeps the scaled count (TestScaledCountHolds).
 	h.step(Reload{})
 	if s := h.started(); len(s) != 1 {
 		t.Errorf("the reload after scaling started %v, want the scaled 1 worker", s)
+	}
+}
+
+// A relative count that leaves too few or too many workers is refused
+// with what it would leave and the count that would do.
+func TestScaleOutOfRange(t *testing.T) {
+	for _, tt := range []struct {
+		n, was int
+		want   string
+	}{
+		{-5, 3, "-5 from 3 workers leaves -2: baton keeps 1 to 1024 (baton scale -2 leaves 1)"},
+		{-1, 1, "-1 from 1 worker leaves 0: baton keeps 1 to 1024 (baton stop stops it)"},
+		{+1100, 4, "+1100 from 4 workers makes 1104: baton keeps 1 to 1024 (baton scale +1020 makes 1024)"},
+		{+1, 1024, "+1 from 1024 workers makes 1025: baton keeps 1 to 1024"},
+	} {
+		if got := outOfRange(Scale{N: tt.n, Relative: true}, tt.was).Error(); got != "supervisor: scale: "+tt.want {
+			t.Errorf("%+d from %d: %q, want %q", tt.n, tt.was, got, tt.want)
+		}
 	}
 }
 

@@ -64,6 +64,34 @@ func (m *Machine) onRestart(ev Restart) {
 	m.publishStatus()
 }
 
+// outOfRange says why ev cannot scale was workers (it leaves fewer than
+// one or more than config.MaxWorkers), and what would do.
+func outOfRange(ev Scale, was int) error {
+	const most = config.MaxWorkers
+	if !ev.Relative {
+		// baton scale refuses these itself (a usage error).
+		return fmt.Errorf("supervisor: scale: %d workers: baton keeps 1 to %d", ev.N, most)
+	}
+	n, workers := was+ev.N, "workers"
+	if was == 1 {
+		workers = "worker"
+	}
+	what := fmt.Sprintf("%+d from %d %s leaves %d", ev.N, was, workers, n)
+	if n > most {
+		what = fmt.Sprintf("%+d from %d %s makes %d", ev.N, was, workers, n)
+	}
+	var do string
+	switch {
+	case n < 1 && was == 1:
+		do = " (baton stop stops it)"
+	case n < 1:
+		do = fmt.Sprintf(" (baton scale %+d leaves 1)", 1-was)
+	case was < most:
+		do = fmt.Sprintf(" (baton scale %+d makes %d)", most-was, most)
+	}
+	return fmt.Errorf("supervisor: scale: %s: baton keeps 1 to %d%s", what, most, do)
+}
+
 // onScale changes the serving generation's number of workers.
 func (m *Machine) onScale(ev Scale) {
 	if err := m.busy(); err != nil {
@@ -76,7 +104,7 @@ func (m *Machine) onScale(ev Scale) {
 		n += len(g.slots)
 	}
 	if n < 1 || n > config.MaxWorkers {
-		answer(ev.Reply, Result{Err: fmt.Errorf("supervisor: scale: cannot scale to %d workers: baton keeps 1 to %d (it runs %d now)", n, config.MaxWorkers, len(g.slots))})
+		answer(ev.Reply, Result{Err: outOfRange(ev, len(g.slots))})
 		return
 	}
 	was := len(g.slots)
