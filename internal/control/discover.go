@@ -126,6 +126,26 @@ func SystemdRuntimeDir() string {
 	return dir
 }
 
+// ServiceSocket returns where the baton of systemd service name listens
+// for commands: SocketName in the service's RuntimeDirectory=name under
+// runRoot, /run for a system service and $XDG_RUNTIME_DIR for a user's
+// (systemctl --user). baton puts it there by default
+// ($RUNTIME_DIRECTORY/baton.sock), and the config `baton unit` writes
+// names it.
+func ServiceSocket(runRoot, name string) string {
+	return filepath.Join(runRoot, name, SocketName)
+}
+
+// ServiceRunRoots returns where systemd makes a service's
+// RuntimeDirectory=: /run, then $XDG_RUNTIME_DIR when it is set.
+func ServiceRunRoots() []string {
+	roots := []string{"/run"}
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" && dir != "/run" {
+		roots = append(roots, dir)
+	}
+	return roots
+}
+
 // ControlSocketOf returns the control socket of the baton with that pid,
 // found through the process itself: the listening unix socket named
 // SocketName among those it holds (/proc/PID/fd, /proc/PID/net/unix).

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/control"
 )
 
 // Spec is what the units are made of.
@@ -110,7 +111,7 @@ func Files(s Spec, root string) ([]File, error) {
 		}
 	}
 	runtimeDir := filepath.Join("/run", s.Name)
-	controlSocket := filepath.Join(runtimeDir, "baton.sock")
+	controlSocket := control.ServiceSocket("/run", s.Name) // where baton status NAME looks
 	if len(controlSocket) > 107 {
 		return nil, fmt.Errorf("unit: name %q: too long for the control socket's path %s (at most 107 bytes)", s.Name, controlSocket)
 	}
@@ -252,7 +253,7 @@ WantedBy=multi-user.target
 	for i, c := range s.Command {
 		q[i] = strconv.Quote(c)
 	}
-	fmt.Fprintf(&b, "\n[control]\n# in RuntimeDirectory=: baton status --config %s finds it\nsocket = %s\n", cfgPath, strconv.Quote(controlSocket))
+	fmt.Fprintf(&b, "\n[control]\n# in RuntimeDirectory=: baton status %s (or --config %s) finds it\nsocket = %s\n", s.Name, cfgPath, strconv.Quote(controlSocket))
 	fmt.Fprintf(&b, "\n[worker]\ncommand = [%s]\n# count = 4          # default: one per CPU\ndrain_timeout = \"30s\"\n\n[reload]\n# below systemd's TimeoutStartSec (90s), which bounds ExecReload= too\ntimeout = \"30s\"\n", strings.Join(q, ", "))
 	files = append(files, File{Path: filepath.Join(etc, s.Name, "baton.toml"), Content: b.String()})
 	return files, nil
