@@ -33,9 +33,12 @@ func TestCLIErrors(t *testing.T) {
 		{"scale", "-5"},
 		{"scale", "0"},
 		{"scale"},
-		{"scale", "1", "2"},
+		{"scale", "app", "1", "2"},
 		{"restart", "abc"},
-		{"reload", "now"},
+		{"reload", "app", "now"},
+		{"status", "../app"},
+		{"status", "no-such-app"},
+		{"status", "app", "--control", "$CONTROL"},
 		{"logs", "--err"},
 		{"logs", "-n", "-1"},
 		{"logs", "-n", "20000"},
@@ -50,6 +53,9 @@ func TestCLIErrors(t *testing.T) {
 		{"frobnicate"},
 		{"reload", "--control", "$DIR/none.sock"},
 	}
+	// A SERVICE names the baton (these look in $DIR, the user services'
+	// runtime directories, and /run, where no-such-app has none).
+	byService := map[string]bool{"status ../app": true, "status no-such-app": true}
 	expand := strings.NewReplacer("$DIR", dir, "$HELLO", bin.hello)
 	hide := strings.NewReplacer(dir, "$DIR", bin.hello, "$HELLO", b.control, "$CONTROL")
 	var got bytes.Buffer
@@ -58,14 +64,14 @@ func TestCLIErrors(t *testing.T) {
 		for i, a := range c {
 			args[i] = expand.Replace(a)
 		}
-		if !strings.Contains(strings.Join(args, " "), "--control") && args[0] != "check" && args[0] != "run" && args[0] != "frobnicate" {
+		if !strings.Contains(strings.Join(args, " "), "--control") && !byService[strings.Join(args, " ")] && args[0] != "check" && args[0] != "run" && args[0] != "frobnicate" {
 			args = append(args, "--control", b.control)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		cmd := exec.CommandContext(ctx, bin.baton, args...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
-		cmd.Env = append(os.Environ(), "PATH=/usr/bin:/bin") // in the messages
+		cmd.Env = append(os.Environ(), "PATH=/usr/bin:/bin", "XDG_RUNTIME_DIR="+dir) // in the messages
 		err := cmd.Run()
 		cancel()
 		code := cmd.ProcessState.ExitCode()

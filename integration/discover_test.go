@@ -84,6 +84,65 @@ func TestControlFindsTheBaton(t *testing.T) {
 	}
 }
 
+// `baton CMD SERVICE` finds the baton of a systemd service in the
+// service's RuntimeDirectory=, where baton puts its control socket by
+// default: here a user service's, $XDG_RUNTIME_DIR/NAME (a system
+// service's is /run/NAME, where NAME has none), its baton started with
+// RUNTIME_DIRECTORY set as systemd sets it. A name that is no service's
+// is a usage error (exit 2), one whose baton is not there says where it
+// looked (exit 1), and a SERVICE with --control is refused.
+func TestControlFindsTheService(t *testing.T) {
+	xdg := t.TempDir()
+	name := "baton-it-" + strconv.Itoa(os.Getpid())
+	if _, err := os.Stat(filepath.Join("/run", name)); err == nil {
+		t.Fatalf("/run/%s exists: the test needs a service name no system service has", name)
+	}
+	if err := os.Mkdir(filepath.Join(xdg, name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	p := start(t, []string{"RUNTIME_DIRECTORY=" + filepath.Join(xdg, name)}, bin.baton, "run", "--listen", "http=tcp://"+addr, "--workers", "1", "--", bin.hello)
+	p.out.wait(reAllReady, 30*time.Second)
+	env := []string{"XDG_RUNTIME_DIR=" + xdg, "RUNTIME_DIRECTORY=", "BATON_SOCKET="}
+	baton := func(args ...string) (int, string) {
+		t.Helper()
+		return ctlEnv(t, env, args...)
+	}
+
+	code, out := baton("status", name, "--json")
+	var st control.Status
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.PID != p.cmd.Process.Pid {
+		t.Errorf("status %s --json: exit %d, pid %d (%v), want baton's %d: %s", name, code, st.PID, err, p.cmd.Process.Pid, out)
+	}
+	if code, out := baton("scale", name+".service", "2"); code != 0 || !strings.Contains(out, "scale ok: generation 1 serving with 2 workers") {
+		t.Errorf("scale %s.service 2: exit %d: %s", name, code, out)
+	}
+	if code, out := baton("logs", name, "--slot", "1", "-n", "1"); code != 0 || !strings.Contains(out, "[worker 1 pid ") {
+		t.Errorf("logs %s --slot 1: exit %d: %s", name, code, out)
+	}
+	if code, out := baton("restart", name, "0"); code != 0 || !strings.Contains(out, "restart ok: generation 1 serving with 2 workers") {
+		t.Errorf("restart %s 0: exit %d: %s", name, code, out)
+	}
+
+	code, out = baton("status", "../"+name)
+	if want := `baton status: service "../` + name + `": want a systemd service's name`; code != 2 || !strings.HasPrefix(out, want) || strings.Contains(out, "\n") {
+		t.Errorf("status ../%s: exit %d: %q; want exit 2 and one line %q...", name, code, out, want)
+	}
+	code, out = baton("reload", name+"-none")
+	if want := "baton reload: no baton of service " + name + "-none: no control socket at /run/" + name + "-none/baton.sock or " + xdg + "/" + name + "-none/baton.sock ("; code != 1 || !strings.HasPrefix(out, want) || strings.Contains(out, "\n") {
+		t.Errorf("reload %s-none: exit %d: %q; want exit 1 and one line %q...", name, code, out, want)
+	}
+	if code, out := baton("stop", name, "--control", filepath.Join(xdg, name, "baton.sock")); code != 2 || !strings.Contains(out, "name the baton twice") {
+		t.Errorf("stop %s --control: exit %d: %s", name, code, out)
+	}
+	if code, out := baton("stop", name); code != 0 || !strings.Contains(out, "stop ok") {
+		t.Errorf("stop %s: exit %d: %s", name, code, out)
+	}
+	if code := p.waitExit(30 * time.Second); code != 0 {
+		t.Errorf("baton exited %d after baton stop %s", code, name)
+	}
+}
+
 // A control socket another user can reach (a careless chmod) still gives
 // that user nothing: its request is refused, saying why, and counted;
 // baton's own user is served as before.

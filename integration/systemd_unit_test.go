@@ -14,6 +14,7 @@ import (
 // as soon as app.socket starts, and the workers' lines are in the journal
 // with fields that say whose they are: `journalctl -u app BATON_WORKER=1`
 // returns worker 1's lines and only those, each named as the worker's.
+// `baton reload app` and `baton status app.service` reach its baton.
 func TestSystemdUnitInstallAndJournal(t *testing.T) {
 	if err := nspawn.Available(); err != nil {
 		t.Skip(err)
@@ -35,8 +36,12 @@ func TestSystemdUnitInstallAndJournal(t *testing.T) {
 	if err := m.WaitActive(ctx, "app.service"); err != nil {
 		t.Fatal(err)
 	}
-	if code, err := m.Run(ctx, optDir+"/baton", "reload"); err != nil {
-		t.Errorf("baton reload inside (finds the socket as the one baton running): %v\n%s", err, code)
+	// baton reload app finds app.service's baton in its RuntimeDirectory=.
+	if out, err := m.Run(ctx, optDir+"/baton", "reload", "app"); err != nil || !strings.Contains(out, "reload ok: generation 2") {
+		t.Errorf("baton reload app inside: %v\n%s", err, out)
+	}
+	if out, err := m.Run(ctx, optDir+"/baton", "status", "app.service"); err != nil || !strings.Contains(out, "app.service") {
+		t.Errorf("baton status app.service inside: %v\n%s", err, out)
 	}
 
 	// Every worker says "hello: serving on ADDR pid N" on stderr.

@@ -20,13 +20,13 @@ import (
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/console"
 	"github.com/batonhq/baton/internal/control"
-	"github.com/batonhq/baton/internal/excerpt"
 )
 
 // target is how a command names the running baton it talks to.
 type target struct {
 	control, config string
 	pid             int
+	service         string // SERVICE, the systemd service's name
 }
 
 // commandFlags returns the flag set of a command that talks to a running
@@ -41,30 +41,74 @@ func commandFlags(name string, stderr io.Writer) (*flag.FlagSet, *target) {
 
 // flags adds --control, --config and --pid to fs.
 func (t *target) flags(fs *flag.FlagSet) {
-	fs.StringVar(&t.control, "control", "", "control socket `path` (without it: --config, else --pid, else $BATON_SOCKET, else $RUNTIME_DIRECTORY/baton.sock, else the one baton of this user running)")
+	fs.StringVar(&t.control, "control", "", "control socket `path` (without it: --config, else --pid, else SERVICE's, else $BATON_SOCKET, else $RUNTIME_DIRECTORY/baton.sock, else the one baton of this user running)")
 	fs.StringVar(&t.config, "config", "", "the running baton's configuration `file`: its control.socket, else the baton of this user started with that file")
 	fs.IntVar(&t.pid, "pid", 0, "`PID` of the baton, one of this user's: its control socket is found through the process")
 }
 
-// parse parses a control command's flags; ok is false when the command
-// is over (help, or a usage error: code says which).
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
-	if code, ok := parseFlags(fs, args, stderr); !ok {
+// parse parses the flags and operands of `baton NAME`: [SERVICE], then
+// the command's argument if it takes one (splitOperands), into t and req;
+// ok is false when the command is over (help, or a usage error: code
+// says which).
+func parse(fs *flag.FlagSet, c *control.Command, t *target, req *control.Request, args []string, stderr io.Writer) (code int, ok bool) {
+	ops, code, ok := operands(fs, args, c.Arg != nil, stderr)
+	if !ok {
 		return code, false
 	}
-	if fs.NArg() > 0 {
-		cmd := strings.TrimPrefix(fs.Name(), "baton ")
-		fail(stderr, cmd, fmt.Errorf("unexpected argument %s: baton %s takes none (baton %s -h lists its flags)", excerpt.Quote(fs.Arg(0)), cmd, cmd))
+	service, arg, err := splitOperands(c, ops)
+	if err == nil && service != "" {
+		t.service, err = serviceName(service)
+	}
+	if err == nil && c.Arg != nil {
+		err = c.Arg(req, arg)
+	}
+	if err != nil {
+		fail(stderr, c.Name, err)
 		return exitUsage, false
 	}
 	return 0, true
+}
+
+// operands parses a control command's flags, which may stand before,
+// between or after its operands, and returns the operands; ok is false
+// when the command is over, as for parseFlags. With counts, a negative
+// number ("-1") is an operand, not a flag, and comes after the others (a
+// service's name never starts with '-').
+func operands(fs *flag.FlagSet, args []string, counts bool, stderr io.Writer) (ops []string, code int, ok bool) {
+	var numbers, rest []string
+	for _, a := range args {
+		if counts && len(a) > 1 && a[0] == '-' && isCount(a) {
+			numbers = append(numbers, a)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	for {
+		if code, ok := parseFlags(fs, rest, stderr); !ok {
+			return nil, code, false
+		}
+		if fs.NArg() == 0 {
+			return append(ops, numbers...), 0, true
+		}
+		ops, rest = append(ops, fs.Arg(0)), fs.Args()[1:]
+	}
+}
+
+// lookupCode is the exit code of a command whose baton was not found:
+// 1 when nothing runs where a SERVICE's baton would listen, else 2 (the
+// command line names no baton, or names it wrongly).
+func lookupCode(err error) int {
+	if errors.Is(err, errNoService) {
+		return exitFailed
+	}
+	return exitUsage
 }
 
 // request sends req to the baton t names; the error is ready to print.
 func (t *target) request(ctx context.Context, req control.Request) (control.Response, int, error) {
 	c, err := t.client()
 	if err != nil {
-		return control.Response{}, exitUsage, err
+		return control.Response{}, lookupCode(err), err
 	}
 	resp, err := c.Request(ctx, req)
 	if errors.Is(err, control.ErrNoAnswer) {
@@ -92,7 +136,7 @@ func controlCmd(c *control.Command, args []string, stdout, stderr io.Writer) int
 // flags.
 func usage(fs *flag.FlagSet, c *control.Command, synopsis string, stderr io.Writer) {
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: baton %s [--control PATH | --config FILE | --pid PID] %s\n\n%s\n\nflags:\n", c.Name, synopsis, c.Help)
+		fmt.Fprintf(stderr, "usage: baton %s [SERVICE | --control PATH | --config FILE | --pid PID] %s\n\n%s\n\nSERVICE is a systemd service's name (app or app.service): its baton listens in its RuntimeDirectory=.\n\nflags:\n", c.Name, synopsis, c.Help)
 		fs.PrintDefaults()
 	}
 }
@@ -108,11 +152,7 @@ func outcomeCmd(c *control.Command, args []string, stdout, stderr io.Writer) int
 		c.Flags(fs, &req)
 	}
 	usage(fs, c, strings.TrimSpace("[--timeout D] "+c.Usage), stderr)
-	if c.Arg == nil {
-		if code, ok := parse(fs, args, stderr); !ok {
-			return code
-		}
-	} else if code, ok := parseArg(fs, c, &req, args, stderr); !ok {
+	if code, ok := parse(fs, c, t, &req, args, stderr); !ok {
 		return code
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -124,47 +164,6 @@ func outcomeCmd(c *control.Command, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintln(stdout, c.Print(resp))
 	return exitOK
-}
-
-// parseArg parses the flags of a command that takes one argument, which
-// may come before or after them, and takes the argument into req; ok is
-// false when the command is over, as for parse.
-func parseArg(fs *flag.FlagSet, c *control.Command, req *control.Request, args []string, stderr io.Writer) (code int, ok bool) {
-	// "-1" is no flag.
-	var numbers, rest []string
-	for _, a := range args {
-		if len(a) > 1 && a[0] == '-' && isCount(a) {
-			numbers = append(numbers, a)
-		} else {
-			rest = append(rest, a)
-		}
-	}
-	for {
-		if code, ok := parseFlags(fs, rest, stderr); !ok {
-			return code, false
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		numbers, rest = append(numbers, fs.Arg(0)), fs.Args()[1:]
-	}
-	if len(numbers) != 1 {
-		got := make([]string, len(numbers))
-		for i, n := range numbers {
-			got[i] = excerpt.Quote(n)
-		}
-		if len(got) == 0 {
-			fail(stderr, c.Name, fmt.Errorf("no argument: want %s (baton %s -h says more)", c.Usage, c.Name))
-		} else {
-			fail(stderr, c.Name, fmt.Errorf("want one argument, %s, got %d: %s", c.Usage, len(got), strings.Join(got, " ")))
-		}
-		return exitUsage, false
-	}
-	if err := c.Arg(req, numbers[0]); err != nil {
-		fail(stderr, c.Name, err)
-		return exitUsage, false
-	}
-	return 0, true
 }
 
 // isCount reports whether a is a number, signed or not ("4", "+1", "-1").
@@ -183,7 +182,7 @@ func logsCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
 	req := control.Request{Command: c.Name}
 	c.Flags(fs, &req)
 	usage(fs, c, c.Usage, stderr)
-	if code, ok := parse(fs, args, stderr); !ok {
+	if code, ok := parse(fs, c, t, &req, args, stderr); !ok {
 		return code
 	}
 	if err := c.Check(req); err != nil {
@@ -201,7 +200,7 @@ func logsCmd(c *control.Command, args []string, stdout, stderr io.Writer) int {
 	client, err := t.client()
 	if err != nil {
 		fail(stderr, c.Name, err)
-		return exitUsage
+		return lookupCode(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -239,7 +238,7 @@ func statusCmd(c *control.Command, args []string, stdout, stderr io.Writer) int 
 	asJSON := fs.Bool("json", false, "print the status as JSON (schema: docs/control.md)")
 	watch := fs.Bool("watch", false, "redraw the table every second until interrupted")
 	usage(fs, c, c.Usage, stderr)
-	if code, ok := parse(fs, args, stderr); !ok {
+	if code, ok := parse(fs, c, t, &control.Request{}, args, stderr); !ok {
 		return code
 	}
 	if *asJSON && *watch {
@@ -329,7 +328,10 @@ func isTerminal(w io.Writer) bool {
 // says, and says whether it was named or found by looking around (then
 // only a baton of this user is asked).
 func (t *target) client() (control.Client, error) {
-	n := naming{control: t.control, config: t.config, pid: t.pid, envSocket: os.Getenv("BATON_SOCKET"), runtimeDir: control.SystemdRuntimeDir()}
+	n := naming{control: t.control, config: t.config, pid: t.pid, service: t.service, envSocket: os.Getenv("BATON_SOCKET"), runtimeDir: control.SystemdRuntimeDir()}
+	if err := conflict(n); err != nil {
+		return control.Client{}, err
+	}
 	if n.control == "" && n.config != "" {
 		c, err := config.Load(n.config)
 		if err != nil {
@@ -350,6 +352,13 @@ func (t *target) client() (control.Client, error) {
 	case fromPID:
 		b, err := control.InstanceOf(n.pid, uid)
 		return control.Client{Path: b.Control, Own: true}, err
+	case fromService:
+		var candidates []string
+		for _, root := range control.ServiceRunRoots() {
+			candidates = append(candidates, control.ServiceSocket(root, n.service))
+		}
+		path, err := serviceSocket(n.service, candidates, isSocket)
+		return control.Client{Path: path}, err
 	}
 	found := control.Running(uid)
 	if n.config != "" {
@@ -357,6 +366,12 @@ func (t *target) client() (control.Client, error) {
 	}
 	b, err := choose(found, n.config, uid)
 	return control.Client{Path: b.Control, Own: true}, err
+}
+
+// isSocket reports whether path is a socket.
+func isSocket(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode()&os.ModeSocket != 0
 }
 
 // startedWith keeps the batons of found whose --config is the file at

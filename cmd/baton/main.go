@@ -60,7 +60,7 @@ var usageText = func() string {
 	line("check", "validate a configuration file:  baton check --config FILE")
 	line("unit", "systemd units for a service:  baton unit app --listen http=tcp://0.0.0.0:80 -- ./server")
 	line("version", "print the version")
-	b.WriteString("\nRun \"baton COMMAND -h\" for a command's flags.\n")
+	b.WriteString("\nA command for a running baton takes the systemd service's name first (baton status app,\nbaton scale app 4), or --control PATH, --config FILE or --pid PID; alone, the one baton of this user.\nRun \"baton COMMAND -h\" for a command's flags.\n")
 	return b.String()
 }()
 
