@@ -327,7 +327,10 @@ func (m *Machine) onTimer(t Timer) {
 		if m.charge == successorInCharge {
 			return // the successor pings now
 		}
-		m.sendSystemd("WATCHDOG=1")
+		// Not sendSystemd: while a successor starts (Sharing), this
+		// baton is still the one systemd's watchdog counts on, and a
+		// successor may take longer than WatchdogSec to take over.
+		m.env.Notify("WATCHDOG=1")
 		m.env.After(m.wdPing, t)
 	case handoverDeadline:
 		if m.charge == successorInCharge && m.reload != nil {

@@ -991,6 +991,26 @@ func TestOwnWatchdog(t *testing.T) {
 	}
 }
 
+// While a successor starts (a self-upgrade), this baton is still the one
+// systemd's watchdog counts on: its pings go on until it hands over. A
+// successor that took longer than WatchdogSec to take over got the whole
+// service killed (TestSystemdWatchdog, under load).
+func TestOwnWatchdogDuringUpgrade(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	h.env.watchdog = time.Second // a ping every second: WatchdogSec=2s
+	h.serve()
+	h.step(Reload{Upgrade: true})
+	h.want("systemd RELOADING=1", "upgrade after g1")
+	h.advance(3 * time.Second)
+	if n := strings.Count(strings.Join(h.take(), "\n"), "systemd WATCHDOG=1"); n != 3 {
+		t.Errorf("%d pings in 3 s of a self-upgrade, one a second, want 3", n)
+	}
+	h.step(UpgradeDone{PID: 900})
+	h.take()
+	h.advance(3 * time.Second)
+	h.none("systemd WATCHDOG=1")
+}
+
 func TestMaxDraining(t *testing.T) {
 	h := newHarness(t, testConfig(t, func(c *config.Config) { c.Reload.MaxDraining = 1; c.Worker.Count = 1 }), Options{})
 	h.serve()
