@@ -65,7 +65,7 @@ func realServers() []realServer {
 	gunicorn := []string{debianPython, "-m", "gunicorn", "--chdir", py, "--log-level", "warning", "--workers", "1"}
 	needGunicorn := []string{debianPython, "-c", "import gunicorn"}
 	nodeArgv, needNode := []string{"node", filepath.Join(repoRoot, "contrib/node/server.js")}, []string{"node", "--version"}
-	pyArgv, needPython := []string{"python3", filepath.Join(py, "server.py")}, []string{"python3", "--version"}
+	pyArgv, needPython := []string{debianPython, filepath.Join(py, "server.py")}, []string{debianPython, "--version"}
 	uvicorn := []string{debianPython, "-m", "uvicorn", "--fd", "3", "--app-dir", py, "--log-level", "warning", "--no-access-log", "asgi:app"}
 	needUvicorn := []string{debianPython, "-c", "import uvicorn"}
 	uvicornRecipe := []string{debianPython, filepath.Join(py, "baton_uvicorn.py"), "--app-dir", py, "--log-level", "warning", "--no-access-log", "asgi:app"}
