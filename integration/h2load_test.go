@@ -33,14 +33,15 @@ type h2loadRun struct {
 	done    chan struct{} // closed at the log's end
 }
 
-// startH2load runs `h2load -D h2loadDuration -c c -m m url`.
+// startH2load runs `h2load -D h2loadDuration -c c -m m url`, niced.
 func startH2load(t *testing.T, h2load, url string, c, m int) *h2loadRun {
 	t.Helper()
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, read := startFiles(t, []*os.File{pw}, nil, h2load, "-D", strconv.Itoa(h2loadDuration), "-c", strconv.Itoa(c), "-m", strconv.Itoa(m), "--log-file=/dev/fd/3", url)
+	// Niced, as startLoad's clients are (loadNice).
+	p, read := startFiles(t, []*os.File{pw}, nil, "nice", "-n", strconv.Itoa(loadNice), h2load, "-D", strconv.Itoa(h2loadDuration), "-c", strconv.Itoa(c), "-m", strconv.Itoa(m), "--log-file=/dev/fd/3", url)
 	read()
 	pw.Close()
 	r := &h2loadRun{p: p, started: time.Now(), more: make(chan struct{}), done: make(chan struct{})}
@@ -247,6 +248,9 @@ func TestH2loadUnderBaton(t *testing.T) {
 	} {
 		for _, load := range []struct{ c, m int }{{8, 4}, {4, 100}} {
 			t.Run(fmt.Sprintf("%s/c%d-m%d", tt.name, load.c, load.m), func(t *testing.T) {
+				// Two at once: a run spends half its time waiting for
+				// the h2load of its last reload to reach its -D.
+				t.Parallel()
 				b := startConfigBaton(t, func(addr string) string {
 					return batonConfig(addr, 2, append([]string{bin.hello}, tt.args...), "")
 				})

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrEnded is returned by WaitOK when the run ended before enough requests
@@ -225,6 +228,28 @@ func (g *Generator) watch(ctx context.Context) {
 // work is one client's loop: one request after another, with no pause, until
 // the run ends. The request in flight when it ends is finished and counted.
 func (g *Generator) work() {
+	if g.opts.Nice > 0 {
+		// The thread ends with the goroutine, which never unlocks it:
+		// no other goroutine runs at this priority. (A thread may always
+		// lower its own priority; were it refused, the client would run
+		// at the usual one.)
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// But the runtime parks the main thread when its goroutine
+			// ends, and the main thread could not take the usual
+			// priority back (raising one takes a privilege). While
+			// this goroutine holds it, the client runs on another.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				g.work()
+			}()
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
+		_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), g.opts.Nice)
+	}
 	c := newRequester(g.opts, g)
 	defer c.close()
 	conns, _ := c.(connCounter)

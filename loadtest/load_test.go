@@ -225,6 +225,67 @@ func TestAllOK(t *testing.T) {
 	}
 }
 
+// With Nice, every client runs on a thread of its own at that nice value
+// while the load runs, and no thread of the process keeps it afterwards
+// (the main thread, which the runtime keeps, never has it).
+func TestNiceClients(t *testing.T) {
+	const nice, c = 7, 4
+	release, arrived := make(chan struct{}), make(chan struct{}, c)
+	addr, _ := httpServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		<-release // every client's request in flight at once
+		io.WriteString(w, "hello")
+	})
+	g := start(t, Options{Addr: addr, Concurrency: c, Nice: nice})
+	for range c {
+		select {
+		case <-arrived:
+		case <-time.After(testWait):
+			t.Fatalf("the clients' requests never came: %s", g.Snapshot())
+		}
+	}
+	if got := threadsAtNice(t, nice); got != c {
+		t.Errorf("%d threads at nice %d while %d clients wait for their answers, want %d", got, nice, c, c)
+	}
+	close(release)
+	if r := g.Stop(); r.OK == 0 || r.Failed() != 0 {
+		t.Errorf("%s", r)
+	}
+	// A thread ends shortly after its goroutine: wait for it.
+	deadline := time.Now().Add(testWait)
+	for threadsAtNice(t, nice) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d threads still at nice %d after the run", threadsAtNice(t, nice), nice)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// threadsAtNice counts the process's threads at nice value n.
+func threadsAtNice(t *testing.T, n int) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, task := range tasks {
+		stat, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
+		if err != nil {
+			continue // ended meanwhile
+		}
+		// Fields after the command's closing parenthesis: state is 3, nice 19.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) > 16 && f[16] == fmt.Sprint(n) {
+			count++
+		}
+	}
+	return count
+}
+
 func TestFailures(t *testing.T) {
 	closedAddr := func(t *testing.T) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -518,6 +579,8 @@ func TestOptionsRejected(t *testing.T) {
 		{"negative requests", Options{Addr: "127.0.0.1:80", Requests: -1}, false},
 		{"negative timeout", Options{Addr: "127.0.0.1:80", Timeout: -1}, false},
 		{"unknown mode", Options{Addr: "127.0.0.1:80", Mode: 7}, false},
+		{"negative nice", Options{Addr: "127.0.0.1:80", Nice: -1}, false},
+		{"nice past 19", Options{Addr: "127.0.0.1:80", Nice: 20}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g, err := Start(context.Background(), tc.o)

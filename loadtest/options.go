@@ -76,6 +76,14 @@ type Options struct {
 	// buckets of this width from the start (Result.Timeline), by when
 	// each ended; at most MaxTimeline buckets.
 	Timeline time.Duration
+	// Nice, above 0, runs each client on an OS thread of its own at
+	// this nice value (0 to 19), so that the load takes only the CPU the
+	// processes it loads leave, as clients on other machines would. On
+	// one machine a closed-loop load otherwise takes its share of every
+	// core: the server's new processes start several times slower, and
+	// what waits on them (a reload) takes that much longer. For HTTP/2
+	// and gRPC it is the clients' goroutines, not their transports'.
+	Nice int
 }
 
 // MaxTimeline bounds Result.Timeline.
@@ -112,6 +120,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("load: negative timeout %v", o.Timeout)
 	case o.Timeline < 0:
 		return o, fmt.Errorf("load: negative timeline bucket %v", o.Timeline)
+	case o.Nice < 0 || o.Nice > 19:
+		return o, fmt.Errorf("load: nice %d: want 0 to 19", o.Nice)
 	case o.Mode != KeepAlive && o.Mode != PerRequest:
 		return o, fmt.Errorf("load: unknown mode %v", o.Mode)
 	case o.Protocol < 0 || o.Protocol >= numProtocols:
