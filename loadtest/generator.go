@@ -266,13 +266,29 @@ func (g *Generator) work() {
 		g.requests.Add(1)
 		began := time.Now()
 		pid, err := c.do()
-		g.record(pid, err, began, conns != nil && conns.newConn())
+		conn := connUnknown
+		if conns != nil {
+			conn = connKept
+			if conns.newConn() {
+				conn = connNew
+			}
+		}
+		g.record(pid, err, began, conn)
 	}
 }
 
-// record counts one finished request, begun at began; fresh if it was
-// the first on its connection.
-func (g *Generator) record(pid string, err error, began time.Time, fresh bool) {
+// connKind is what a request knew of its connection.
+type connKind int
+
+const (
+	connUnknown connKind = iota // the protocol's client pools its connections
+	connNew                     // the request dialed it
+	connKept                    // an earlier request's
+)
+
+// record counts one finished request, begun at began, on a connection of
+// kind conn.
+func (g *Generator) record(pid string, err error, began time.Time, conn connKind) {
 	now := time.Now()
 	out := classify(err)
 	if g.opts.Timeline > 0 {
@@ -283,7 +299,7 @@ func (g *Generator) record(pid string, err error, began time.Time, fresh bool) {
 		if pid != "" {
 			g.mu.Lock()
 			g.pids[pid]++
-			if fresh {
+			if conn == connNew {
 				g.connPIDs[pid]++
 			}
 			g.mu.Unlock()
@@ -294,9 +310,23 @@ func (g *Generator) record(pid string, err error, began time.Time, fresh bool) {
 	g.counts[out].Add(1)
 	g.mu.Lock()
 	if len(g.samples) < MaxSamples {
-		g.samples = append(g.samples, out.String()+": "+err.Error())
+		g.samples = append(g.samples, sample(out, err, began, now, conn))
 	}
 	g.mu.Unlock()
+}
+
+// sample describes one failed request for a test's log: its outcome, when
+// it began by the wall clock (to match against a server's log), how long it
+// took, on what connection, and its error.
+func sample(out outcome, err error, began, now time.Time, conn connKind) string {
+	on := ""
+	switch conn {
+	case connNew:
+		on = ", new connection"
+	case connKept:
+		on = ", kept connection"
+	}
+	return fmt.Sprintf("%s (began %s, after %v%s): %v", out, began.Format("15:04:05.000"), now.Sub(began).Round(time.Millisecond), on, err)
 }
 
 // mark counts a request that ended at now in its timeline bucket.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -286,6 +287,9 @@ func threadsAtNice(t *testing.T, n int) int {
 	return count
 }
 
+// sampleRE is a Result.Samples entry of an HTTP/1 client.
+var sampleRE = regexp.MustCompile(`^[a-z ]+ \(began \d\d:\d\d:\d\d\.\d{3}, after [0-9.]+[µnm]?s, (new|kept) connection\): .`)
+
 func TestFailures(t *testing.T) {
 	closedAddr := func(t *testing.T) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -322,6 +326,12 @@ func TestFailures(t *testing.T) {
 				}
 				if len(r.Samples) == 0 || len(r.Samples) > MaxSamples || !strings.Contains(r.Samples[0], tc.sample) {
 					t.Errorf("samples %q: want 1..%d, containing %q", r.Samples, MaxSamples, tc.sample)
+				}
+				for _, s := range r.Samples {
+					m := sampleRE.FindStringSubmatch(s)
+					if m == nil || mode == PerRequest && m[1] != "new" {
+						t.Errorf("sample %q: want the outcome, when it began, how long it took and a %s connection", s, map[Mode]string{PerRequest: "new"}[mode])
+					}
 				}
 				if len(r.PIDs) != 0 {
 					t.Errorf("PIDs = %v, want none", r.PIDs)
