@@ -35,6 +35,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 workers = 1
 
@@ -55,6 +56,9 @@ if re.fullmatch(f"(?:{_part})+", _drain):
 _notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
 _ready_fd = os.environ.pop("BATON_READY_FD", "")
 _draining = threading.Event()
+# The drain thread's wake-up: a stop signal's handler only writes a byte
+# here (see _on_stop_signal).
+_wake_r, _wake_w = -1, -1
 
 
 def _notify(worker, state):
@@ -64,12 +68,14 @@ def _notify(worker, state):
     path = "\0" + _notify_socket[1:] if _notify_socket.startswith("@") else _notify_socket
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(1)  # a receiver that reads nothing does not hold the drain
             s.sendto(state.encode(), path)
     except OSError as e:
         worker.log.warning("baton: notify %s: %s", state, e)
 
 
 def post_worker_init(worker):
+    global _wake_r, _wake_w
     if _ready_fd.isdigit():
         try:
             os.write(int(_ready_fd), b"READY=1\n")
@@ -78,31 +84,40 @@ def post_worker_init(worker):
             worker.log.warning("baton: readiness descriptor %s: %s", _ready_fd, e)
     _notify(worker, "READY=1")
     if type(worker).__name__ == "ThreadWorker":  # gthread
-        signal.signal(signal.SIGTERM, lambda signum, frame: _drain_gthread(worker))
+        _wake_r, _wake_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(_wake_w, False)
+        threading.Thread(target=_drain_gthread, args=(worker,), name="baton-drain", daemon=True).start()
+        signal.signal(signal.SIGTERM, _on_stop_signal)
         # As gunicorn has it: SIGTERM does not interrupt system calls.
         signal.siginterrupt(signal.SIGTERM, False)
 
 
+def _on_stop_signal(signum, frame):
+    # Python runs a signal's handler in the main thread between two of its
+    # steps, wherever it is, and runs the next signal's inside this one:
+    # a worker gets SIGTERM twice as it is told to stop (from its master,
+    # and from baton or systemd to the whole group). So the handler takes
+    # no lock, not even an Event's: the code it interrupted may hold it,
+    # and the main loop, which serves every connection, would wait on
+    # itself forever. One write; the drain thread does the rest, once.
+    try:
+        os.write(_wake_w, b"T")
+    except OSError:
+        pass  # the pipe is full: the drain began long ago
+
+
 def _drain_gthread(worker):
-    if _draining.is_set():
-        return
+    os.read(_wake_r, 1)  # until the first stop signal
     _draining.set()
     _notify(worker, "STOPPING=1")
     # The keep-alive timeout and a turn of the loop (1 s), within the
     # master's own deadline for its worker (graceful_timeout), which must
     # leave time to finish what is in flight.
     grace = min(worker.cfg.keepalive + 1.5, worker.cfg.graceful_timeout - 1.5)
-    if grace <= 0:
-        worker.alive = False  # no time for it: what gunicorn's SIGTERM does
-        return
-    worker.log.info("baton: draining for %.1fs, every response with Connection: close", grace)
-
-    def stop():
-        worker.alive = False  # what gunicorn's SIGTERM does
-
-    timer = threading.Timer(grace, stop)
-    timer.daemon = True  # a worker leaving another way does not wait for it
-    timer.start()
+    if grace > 0:
+        worker.log.info("baton: draining for %.1fs, every response with Connection: close", grace)
+        time.sleep(grace)
+    worker.alive = False  # what gunicorn's SIGTERM does
 
 
 def pre_request(worker, req):
