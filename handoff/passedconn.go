@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -41,19 +42,52 @@ type passedConn struct {
 	mu             sync.Mutex // guards the addresses, asked for once
 	local, remote  net.Addr
 	localOK, remOK bool
+	peer           netip.AddrPort // the client's, if baton said
 }
 
-// newPassedConn makes a connection of a descriptor baton passed; it owns
-// fd from then on, error or not.
-func newPassedConn(fd int) (*passedConn, error) {
-	// A socket's other status flags are none that F_SETFL keeps (no
-	// O_APPEND, O_ASYNC, O_DIRECT or O_NOATIME on an accepted socket):
-	// one call, not F_GETFL first.
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("fcntl", err)
+// newPassedConn makes a connection of a descriptor baton passed, from the
+// client at peer (if valid: baton read it off accept(2), else it is
+// asked for when wanted); it owns fd from then on, error or not. Baton
+// accepts the descriptor non-blocking, so os.NewFile gives it to the
+// poller as it is; one from a baton that did not (an older one, during a
+// self-upgrade) is made non-blocking and given to it anew.
+func newPassedConn(fd int, peer netip.AddrPort) (*passedConn, error) {
+	f := os.NewFile(uintptr(fd), "baton-conn")
+	if f.SetDeadline(time.Time{}) == os.ErrNoDeadline {
+		var err error
+		if f, err = pollable(f); err != nil {
+			return nil, err
+		}
 	}
-	return &passedConn{f: os.NewFile(uintptr(fd), "baton-conn")}, nil
+	return &passedConn{f: f, peer: peer}, nil
+}
+
+// pollable returns a file for f's descriptor, made non-blocking, that the
+// runtime polls; f is closed, error or not.
+func pollable(f *os.File) (*os.File, error) {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup := -1
+	if err := rc.Control(func(fd uintptr) {
+		// A socket's other status flags are none that F_SETFL keeps
+		// (no O_APPEND, O_ASYNC, O_DIRECT or O_NOATIME on an accepted
+		// socket): one call, not F_GETFL first. The mode is the open
+		// file's, which the duplicate shares.
+		if _, err = unix.FcntlInt(fd, unix.F_SETFL, unix.O_NONBLOCK); err != nil {
+			err = os.NewSyscallError("fcntl", err)
+		} else if dup, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3); err != nil {
+			err = os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(dup), "baton-conn"), nil
 }
 
 func (c *passedConn) Read(b []byte) (int, error) {
@@ -162,7 +196,14 @@ func (c *passedConn) RemoteAddr() net.Addr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.remOK {
-		c.remote, c.remOK = c.addr(unix.Getpeername), true
+		if c.peer.IsValid() {
+			// As net's: an IPv4 socket's address in 4 bytes, an IPv6
+			// socket's in 16 (an IPv4 client's too, mapped).
+			c.remote = &net.TCPAddr{IP: c.peer.Addr().AsSlice(), Port: int(c.peer.Port())}
+		} else {
+			c.remote = c.addr(unix.Getpeername)
+		}
+		c.remOK = true
 	}
 	return c.remote
 }
@@ -176,7 +217,7 @@ func (c *passedConn) addr(get func(int) (unix.Sockaddr, error)) net.Addr {
 	}
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}
+		return &net.TCPAddr{IP: append(net.IP(nil), sa.Addr[:]...), Port: sa.Port}
 	case *unix.SockaddrInet6:
 		a := &net.TCPAddr{IP: append(net.IP(nil), sa.Addr[:]...), Port: sa.Port}
 		if sa.ZoneId != 0 {

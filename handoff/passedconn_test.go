@@ -5,13 +5,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/roundrobin"
 )
 
 // tcpConn is what a server may ask of a *net.TCPConn beyond net.Conn.
@@ -139,6 +143,107 @@ func TestPassedConnIsLikeAccepted(t *testing.T) {
 	}
 }
 
+// TestPassedConnAddresses checks that a passed connection's addresses are
+// those net gives a connection it accepts, for IPv4, IPv6, and IPv4
+// clients of an IPv6 socket (whose addresses the kernel gives mapped):
+// baton reads the client's off accept(2) and sends it with the
+// descriptor.
+func TestPassedConnAddresses(t *testing.T) {
+	for _, at := range []struct{ network, addr, client string }{
+		{"tcp", "127.0.0.1:0", "127.0.0.1"},
+		{"tcp6", "[::1]:0", "::1"},
+		{"tcp6", "[::ffff:127.0.0.1]:0", "127.0.0.1"},
+	} {
+		var got, clients [2]net.Conn // accepted, passed
+		for i := range got {
+			ln := listenAt(t, at.network, at.addr)
+			l, addr := ln, ln.Addr().String()
+			if i == 1 {
+				b := roundrobin.New(nil, nil)
+				addr = rrListenOn(t, b, 1, "http", ln)
+				c, err := b.Channel(map[int]string{1: "http"}, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Setenv(connsEnv, strconv.Itoa(c.WorkerFd))
+				t.Setenv(connsListenersEnv, "http")
+				ls, err := openChannel(strconv.Itoa(os.Getpid()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ls["http"].Close() })
+				b.Attach(1000, c)
+				b.Route([]int{1000})
+				t.Cleanup(b.Close)
+				l = ls["http"]
+			}
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(at.client)}}
+			client, err := d.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { client.Close() })
+			clients[i] = client
+			if got[i], err = l.Accept(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { got[i].Close() })
+		}
+		accepted, passed := got[0], got[1]
+		if pc, ok := passed.(*passedConn); !ok || !pc.peer.IsValid() {
+			t.Errorf("%s %s: baton did not send the client's address with the connection", at.network, at.addr)
+		}
+		for _, a := range []struct {
+			name             string
+			accepted, passed net.Addr
+		}{{"remote", accepted.RemoteAddr(), passed.RemoteAddr()}, {"local", accepted.LocalAddr(), passed.LocalAddr()}} {
+			want, ok := a.accepted.(*net.TCPAddr)
+			got, ok2 := a.passed.(*net.TCPAddr)
+			if !ok || !ok2 || !want.IP.Equal(got.IP) || len(want.IP) != len(got.IP) || want.Zone != got.Zone {
+				t.Errorf("%s %s: %s address %#v, want %#v", at.network, at.addr, a.name, a.passed, a.accepted)
+			}
+		}
+		if r, ok := passed.RemoteAddr().(*net.TCPAddr); !ok || r.Port != clients[1].LocalAddr().(*net.TCPAddr).Port {
+			t.Errorf("%s %s: remote address %v, the client's is %v", at.network, at.addr, passed.RemoteAddr(), clients[1].LocalAddr())
+		}
+	}
+}
+
+// listenAt listens on addr, on a socket of the network's family: an
+// IPv4 address in IPv6 form (which net would listen on with an IPv4
+// socket) takes IPv4 clients on an IPv6 socket.
+func listenAt(t *testing.T, network, addr string) net.Listener {
+	t.Helper()
+	ap := netip.MustParseAddrPort(addr)
+	if network == "tcp" || !ap.Addr().Is4In6() {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close()
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 8); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
 // TestPassedConnIdleTimeoutIsSilent checks that net/http closes an idle
 // passed connection at its ReadTimeout without a word, as it does an
 // accepted one: a read error that is not a net error would get a
@@ -191,7 +296,7 @@ func TestPassedConnUnixAddr(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := newPassedConn(fd)
+	c, err := newPassedConn(fd, netip.AddrPort{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,12 +24,16 @@ import (
 // them with process.on("message") and no code of ours:
 //
 //	baton → worker, one sendmsg(2) per connection, its descriptor in SCM_RIGHTS:
-//	  {"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":17}}\n
+//	  {"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":17,"peer":"127.0.0.1:50112"}}\n
 //	worker → baton:
 //	  {"cmd":"BATON_ACK","seq":17}\n                 taken: baton closes its copy
 //	  {"cmd":"BATON_NACK","seq":17}\n                not taken (out of descriptors): baton passes it on
 //	  {"cmd":"BATON_NACK","seq":17,"closed":true}\n  not taken: the listener is closed
 //	  {"cmd":"NODE_HANDLE_ACK"}\n                    (Node, by itself) the oldest unanswered one is taken
+//
+// peer, the client's address as accept(2) gave it to baton, saves the
+// worker a getpeername(2); it is absent where baton has none to give (a
+// unix socket). The descriptor comes non-blocking.
 //
 // Until a connection is answered baton keeps its own copy, so one that a
 // worker never took (it stopped, or died) goes to another worker with
@@ -55,6 +60,11 @@ type channel struct {
 	c   *net.UnixConn
 	wmu sync.Mutex // serialises answers
 	msg []byte     // an answer's, under wmu
+	out []byte     // what of msg is left to write, under wmu
+	// rc is c's, and write writes out through it once, taking what it
+	// wrote off out: made once, as each costs an allocation.
+	rc    syscall.RawConn
+	write func(fd uintptr) bool
 
 	mu sync.Mutex
 	ls map[string]*rrListener
@@ -95,7 +105,11 @@ func openChannel(pidEnv string) (map[string]net.Listener, error) {
 		fc.Close()
 		return nil, fmt.Errorf("handoff: %s=%d: not a unix socket", connsEnv, fd)
 	}
-	ch := &channel{c: uc, ls: map[string]*rrListener{}, ended: make(chan struct{})}
+	ch, err := newChannel(uc)
+	if err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("handoff: %s=%d: %w", connsEnv, fd, err)
+	}
 	out := map[string]net.Listener{}
 	for name := range strings.SplitSeq(names, ":") {
 		if name == "" {
@@ -110,6 +124,22 @@ func openChannel(pidEnv string) (map[string]net.Listener, error) {
 	}
 	go ch.read()
 	return out, nil
+}
+
+// newChannel makes a channel of uc, with no listener yet.
+func newChannel(uc *net.UnixConn) (*channel, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	ch := &channel{c: uc, rc: rc, ls: map[string]*rrListener{}, ended: make(chan struct{})}
+	ch.write = func(fd uintptr) bool {
+		if n, err := unix.Write(int(fd), ch.out); err == nil {
+			ch.out = ch.out[n:]
+		}
+		return true // once: what is left waits, with a deadline
+	}
+	return ch, nil
 }
 
 // read receives the connections until baton shuts the channel down.
@@ -240,7 +270,8 @@ func parseRights(oob []byte, fds []int) []int {
 // handle acts on one line and the descriptor that came with it (fd, -1
 // if none; lost: it was lost on the way).
 func (ch *channel) handle(line []byte, fd int, lost bool) {
-	listener, seq, ok := wire.ParseConn(line)
+	conn, ok := wire.ParseConn(line)
+	seq := conn.Seq
 	if !ok {
 		if fd >= 0 {
 			unix.Close(fd)
@@ -252,13 +283,13 @@ func (ch *channel) handle(line []byte, fd int, lost bool) {
 		ch.answer("BATON_NACK", seq, false)
 		return
 	}
-	c, err := newPassedConn(fd)
+	c, err := newPassedConn(fd, conn.Peer)
 	if err != nil {
 		ch.answer("BATON_NACK", seq, false)
 		return
 	}
 	ch.mu.Lock()
-	l := ch.ls[string(listener)]
+	l := ch.ls[string(conn.Listener)]
 	taken, closed := false, l == nil || l.closed
 	if !closed {
 		select {
@@ -279,13 +310,22 @@ func (ch *channel) handle(line []byte, fd int, lost bool) {
 const answerTimeout = time.Second
 
 // answer tells baton what became of connection seq; closed, with a NACK:
-// the listener is closed, send no more of its connections.
+// the listener is closed, send no more of its connections. The channel's
+// buffer has room for thousands of answers, so the write is tried first
+// without a deadline, which costs a timer's update per connection; only
+// what does not fit waits, for answerTimeout at most.
 func (ch *channel) answer(cmd string, seq uint64, closed bool) {
 	ch.wmu.Lock()
 	defer ch.wmu.Unlock()
 	ch.msg = wire.AppendAnswer(ch.msg[:0], cmd, seq, closed)
-	ch.c.SetWriteDeadline(time.Now().Add(answerTimeout))
-	ch.c.Write(ch.msg) // baton gone: nothing to tell
+	ch.out = ch.msg
+	ch.rc.Write(ch.write)
+	if len(ch.out) > 0 {
+		ch.c.SetWriteDeadline(time.Now().Add(answerTimeout))
+		ch.c.Write(ch.out) // baton gone: nothing to tell
+		// None for the next: a deadline past would fail its first try.
+		ch.c.SetWriteDeadline(time.Time{})
+	}
 }
 
 type passed struct {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/internal/roundrobin"
+	"github.com/batonhq/baton/internal/wire"
 )
 
 // The benchmarks below pass connections the way round-robin does, one
@@ -146,7 +148,7 @@ func fakeWorker(fd int) {
 			if !ok {
 				break
 			}
-			end := bytes.IndexByte(rest, '}')
+			end := bytes.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
 			if end < 0 {
 				break
 			}
@@ -198,8 +200,12 @@ func fakeBaton(ln, ours int) {
 	go func() {
 		line := make([]byte, 0, 128)
 		oob := unix.UnixRights(0)
+		start := wire.ConnStart("http")
+		var sa unix.RawSockaddrInet4 // the listener is IPv4
 		for seq := uint64(1); ; seq++ {
-			r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(ln), 0, 0, unix.SOCK_CLOEXEC, 0, 0)
+			n := uint32(unix.SizeofSockaddrInet4)
+			r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(ln), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)),
+				unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, 0)
 			if e == unix.EINTR || e == unix.ECONNABORTED {
 				continue
 			}
@@ -210,7 +216,8 @@ func fakeBaton(ln, ours int) {
 			mu.Lock()
 			held[seq] = fd
 			mu.Unlock()
-			line = append(strconv.AppendUint(append(line[:0], `{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":`...), seq, 10), "}}\n"...)
+			port := (*[2]byte)(unsafe.Pointer(&sa.Port))
+			line = wire.AppendConn(line[:0], start, seq, netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(port[0])<<8|uint16(port[1])))
 			binary.NativeEndian.PutUint32(oob[unix.CmsgLen(0):], uint32(fd))
 			if err := unix.Sendmsg(ours, line, oob, nil, 0); err != nil {
 				return

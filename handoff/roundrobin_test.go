@@ -77,6 +77,12 @@ func rrListen(t *testing.T, b *roundrobin.Balancer, key int, name string) string
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rrListenOn(t, b, key, name, ln)
+}
+
+// rrListenOn is rrListen on the listener ln.
+func rrListenOn(t *testing.T, b *roundrobin.Balancer, key int, name string, ln net.Listener) string {
+	t.Helper()
 	t.Cleanup(func() { ln.Close() })
 	f, err := ln.(*net.TCPListener).File()
 	if err != nil {
@@ -364,22 +370,70 @@ func TestLineReader(t *testing.T) {
 	}
 }
 
-// A connection line whose descriptor was lost is answered BATON_NACK, one
-// for a closed listener BATON_NACK with closed.
-func TestHandleAnswersWhatItCannotTake(t *testing.T) {
+// testChannel returns a worker's channel, with no listener, and baton's
+// end of it (blocking).
+func testChannel(t *testing.T) (*channel, int) {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fds[1])
+	t.Cleanup(func() { unix.Close(fds[1]) })
 	f := os.NewFile(uintptr(fds[0]), "test")
 	fc, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fc.Close()
-	ch := &channel{c: fc.(*net.UnixConn), ls: map[string]*rrListener{}, ended: make(chan struct{})}
+	t.Cleanup(func() { fc.Close() })
+	ch, err := newChannel(fc.(*net.UnixConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch, fds[1]
+}
+
+// An answer to a baton that stopped reading gives up (answerTimeout),
+// and the next answers go whole once baton reads again.
+func TestAnswerToBatonNotReading(t *testing.T) {
+	ch, baton := testChannel(t)
+	unix.SetNonblock(baton, true)
+	// Baton's side fills up.
+	ch.rc.Control(func(fd uintptr) {
+		for {
+			if _, err := unix.Write(int(fd), []byte("x")); err != nil {
+				break
+			}
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		ch.answer("BATON_ACK", 6, false)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * answerTimeout):
+		t.Fatal("an answer to a baton that stopped reading still waits")
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := unix.Read(baton, buf); err != nil {
+			break
+		}
+	}
+	ch.answer("BATON_ACK", 7, false)
+	unix.SetNonblock(baton, false)
+	n, err := unix.Read(baton, buf)
+	if got, want := string(buf[:max(n, 0)]), `{"cmd":"BATON_ACK","seq":7}`+"\n"; err != nil || got != want {
+		t.Errorf("after baton read again: %q, %v, want %q", got, err, want)
+	}
+}
+
+// A connection line whose descriptor was lost is answered BATON_NACK, one
+// for a closed listener BATON_NACK with closed.
+func TestHandleAnswersWhatItCannotTake(t *testing.T) {
+	ch, baton := testChannel(t)
 	ch.ls["http"] = &rrListener{ch: ch, name: "http", queue: make(chan passed, 1), done: make(chan struct{}), closed: true}
 	ch.handle([]byte(`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5}}`), -1, true)
 	// Any socket will do as the passed descriptor.
@@ -401,7 +455,7 @@ func TestHandleAnswersWhatItCannotTake(t *testing.T) {
 	buf := make([]byte, 256)
 	var all string
 	for !strings.Contains(all, `"seq":6`) {
-		n, err := unix.Read(fds[1], buf)
+		n, err := unix.Read(baton, buf)
 		if err != nil || n == 0 {
 			t.Fatalf("read answers: %v (have %q)", err, all)
 		}

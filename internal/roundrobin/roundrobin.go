@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -71,6 +72,7 @@ func New(log *slog.Logger, onStuck func(Stuck)) *Balancer {
 // passed is a connection baton accepted, not yet taken by a worker.
 type passed struct {
 	fd      int
+	peer    netip.AddrPort // the client's address, for the worker
 	acc     *acceptor
 	seq     uint64
 	counted bool   // in Passed already (it was passed once)
@@ -90,7 +92,8 @@ type acceptor struct {
 	queue  []passed // accepted (or given back), waiting for a worker
 	wake   chan struct{}
 	done   chan struct{}
-	warned time.Time // when an accept error was last logged
+	warned time.Time           // when an accept error was last logged
+	sa     unix.RawSockaddrAny // accept4's
 }
 
 // worker is one worker's channel.
@@ -464,7 +467,7 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 // how much of the line went (the descriptor goes with the first byte).
 // Under mu: the buffers are the Balancer's.
 func (b *Balancer) send(w *worker, key int, p passed) (int, error) {
-	b.line = wire.AppendConn(b.line[:0], w.lines[key], p.seq)
+	b.line = wire.AppendConn(b.line[:0], w.lines[key], p.seq, p.peer)
 	n, err := b.sender.send(w.fd, b.line, p.fd)
 	if err == nil && n < len(b.line) {
 		// Less than a line of room: a worker reading that slowly gets
@@ -503,7 +506,7 @@ func (b *Balancer) accept(a *acceptor) {
 					full = true
 					return true
 				}
-				nfd, err := accept4(fd)
+				nfd, peer, err := accept4(fd, &a.sa)
 				switch {
 				case errors.Is(err, unix.EAGAIN):
 					return false // wait until a connection comes
@@ -513,8 +516,9 @@ func (b *Balancer) accept(a *acceptor) {
 					acceptErr = err
 					return true
 				}
-				if !b.pass(a, passed{fd: nfd, acc: a}) {
-					a.queue = append(a.queue, passed{fd: nfd, acc: a})
+				p := passed{fd: nfd, peer: peer, acc: a}
+				if !b.pass(a, p) {
+					a.queue = append(a.queue, p)
 				}
 			}
 		})

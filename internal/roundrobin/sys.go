@@ -3,6 +3,7 @@ package roundrobin
 import (
 	"encoding/binary"
 	"io"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -27,14 +28,42 @@ import (
 // for a linger of 5 s); the data still goes, as after any close.
 
 // accept4 accepts a connection on the non-blocking listening socket fd,
-// without its address (x/sys's Accept4 decodes it, at a getsockopt and
-// an allocation per connection).
-func accept4(fd uintptr) (int, error) {
-	nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_CLOEXEC, 0, 0)
+// non-blocking itself, and returns the client's address (zero for one
+// not TCP/IP, or with an IPv6 zone) from sa, which it fills; raw, and
+// without x/sys's Accept4, which decodes the address at an allocation per
+// connection. The address saves the worker asking the kernel for it, and
+// the mode saves it setting it: Go's and Node's both make a socket
+// non-blocking, and baton's copy is only ever closed.
+func accept4(fd uintptr, sa *unix.RawSockaddrAny) (int, netip.AddrPort, error) {
+	n := uint32(unix.SizeofSockaddrAny)
+	nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&n)),
+		unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, 0)
 	if e != 0 {
-		return -1, e
+		return -1, netip.AddrPort{}, e
 	}
-	return int(nfd), nil
+	return int(nfd), peerOf(sa, n), nil
+}
+
+// peerOf reads a TCP/IP address of n bytes in sa; zero if it is not one,
+// or has a zone (a worker finds the zone's name from its number).
+func peerOf(sa *unix.RawSockaddrAny, n uint32) netip.AddrPort {
+	switch {
+	case sa.Addr.Family == unix.AF_INET && n >= unix.SizeofSockaddrInet4:
+		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), port(in.Port))
+	case sa.Addr.Family == unix.AF_INET6 && n >= unix.SizeofSockaddrInet6:
+		in := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		if in.Scope_id == 0 {
+			return netip.AddrPortFrom(netip.AddrFrom16(in.Addr), port(in.Port))
+		}
+	}
+	return netip.AddrPort{}
+}
+
+// port reads a port in network order.
+func port(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
 }
 
 // closeFd closes a descriptor, raw.

@@ -72,6 +72,6 @@ func takenBack(data []byte) (seq uint64, ok bool) {
 	if !ended {
 		return 0, false
 	}
-	_, seq, ok = wire.ParseConn(body[bytes.LastIndexByte(body, '\n')+1:])
-	return seq, ok
+	c, ok := wire.ParseConn(body[bytes.LastIndexByte(body, '\n')+1:])
+	return c.Seq, ok
 }

@@ -1,6 +1,7 @@
 package roundrobin
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -104,7 +105,7 @@ func TestWatchObserve(t *testing.T) {
 
 func TestTakenBack(t *testing.T) {
 	line := func(seq uint64) string {
-		return string(wire.AppendConn(nil, wire.ConnStart("http"), seq))
+		return string(wire.AppendConn(nil, wire.ConnStart("http"), seq, netip.AddrPort{}))
 	}
 	whole := line(17)
 	tests := []struct {

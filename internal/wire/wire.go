@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -19,9 +20,14 @@ func ConnStart(name string) []byte {
 const connPrefix = `{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":`
 
 // AppendConn appends the line (with its end) of connection seq, whose
-// start is ConnStart's.
-func AppendConn(dst, start []byte, seq uint64) []byte {
-	return append(strconv.AppendUint(append(dst, start...), seq, 10), "}}\n"...)
+// start is ConnStart's; peer, if valid, is the client's address, which
+// the worker then need not ask the kernel for.
+func AppendConn(dst, start []byte, seq uint64, peer netip.AddrPort) []byte {
+	dst = strconv.AppendUint(append(dst, start...), seq, 10)
+	if peer.IsValid() {
+		dst = append(peer.AppendTo(append(dst, `,"peer":"`...)), '"')
+	}
+	return append(dst, "}}\n"...)
 }
 
 // Conn is a connection's line, as JSON.
@@ -36,16 +42,32 @@ type ConnMsg struct {
 	Cmd      string `json:"cmd"`
 	Listener string `json:"listener"`
 	Seq      uint64 `json:"seq"`
+	Peer     string `json:"peer,omitempty"`
+}
+
+// ConnLine is what ParseConn reads of a connection's line: its listener's
+// name, its sequence number, and the client's address if the line gives
+// one that parses (else the zero AddrPort).
+type ConnLine struct {
+	Listener []byte
+	Seq      uint64
+	Peer     netip.AddrPort
 }
 
 // ParseConn reads a line (without its end); ok if it carries a
-// connection, of the listener and with the sequence number it names.
-func ParseConn(line []byte) (listener []byte, seq uint64, ok bool) {
+// connection.
+func ParseConn(line []byte) (c ConnLine, ok bool) {
 	if rest, ok := bytes.CutPrefix(line, []byte(connPrefix+`"`)); ok {
 		if name, rest, ok := bytes.Cut(rest, []byte(`","seq":`)); ok && plain(name) {
-			if digits, ok := bytes.CutSuffix(rest, []byte("}}")); ok {
+			if rest, ok := bytes.CutSuffix(rest, []byte("}}")); ok {
+				digits, peer, hasPeer := bytes.Cut(rest, []byte(`,"peer":"`))
 				if seq, ok := parseSeq(digits); ok {
-					return name, seq, true
+					if !hasPeer {
+						return ConnLine{Listener: name, Seq: seq}, true
+					}
+					if peer, ok := bytes.CutSuffix(peer, []byte(`"`)); ok && plain(peer) {
+						return ConnLine{Listener: name, Seq: seq, Peer: parsePeer(string(peer))}, true
+					}
 				}
 			}
 		}
@@ -53,13 +75,20 @@ func ParseConn(line []byte) (listener []byte, seq uint64, ok bool) {
 	return jsonConn(line)
 }
 
+// parsePeer reads a line's client address; the zero AddrPort if it is
+// not one.
+func parsePeer(s string) netip.AddrPort {
+	peer, _ := netip.ParseAddrPort(s)
+	return peer
+}
+
 // jsonConn is ParseConn for any line, by reflection.
-func jsonConn(line []byte) (listener []byte, seq uint64, ok bool) {
+func jsonConn(line []byte) (ConnLine, bool) {
 	var c Conn
 	if json.Unmarshal(line, &c) != nil || c.Cmd != "NODE_HANDLE" || c.Msg.Cmd != "BATON_CONN" {
-		return nil, 0, false
+		return ConnLine{}, false
 	}
-	return []byte(c.Msg.Listener), c.Msg.Seq, true
+	return ConnLine{Listener: []byte(c.Msg.Listener), Seq: c.Msg.Seq, Peer: parsePeer(c.Msg.Peer)}, true
 }
 
 // plain reports whether a JSON string's contents are the string itself:

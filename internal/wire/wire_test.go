@@ -3,24 +3,33 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"testing"
 )
 
 // A connection's line is what JSON makes of it, whatever the listener's
-// name.
+// name and the client's address, and ParseConn reads it back.
 func TestConnLine(t *testing.T) {
+	peers := []netip.AddrPort{{}, netip.MustParseAddrPort("127.0.0.1:54321"), netip.MustParseAddrPort("[::1]:80"),
+		netip.MustParseAddrPort("[::ffff:10.0.0.1]:1"), netip.MustParseAddrPort("[2001:db8::1]:65535")}
 	for _, name := range []string{"http", "", `a"b`, `a\b`, "<tag>&", "ünï", "a\tb", "x:y"} {
-		got := AppendConn(nil, ConnStart(name), 17)
-		want, err := json.Marshal(Conn{Cmd: "NODE_HANDLE", Type: "net.Socket", Msg: ConnMsg{Cmd: "BATON_CONN", Listener: name, Seq: 17}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != string(want)+"\n" {
-			t.Errorf("line for %q: %s, want %s", name, got, want)
-		}
-		listener, seq, ok := ParseConn(bytes.TrimSuffix(got, []byte("\n")))
-		if !ok || string(listener) != name || seq != 17 {
-			t.Errorf("ParseConn(%s) = %q, %d, %v", got, listener, seq, ok)
+		for _, peer := range peers {
+			got := AppendConn(nil, ConnStart(name), 17, peer)
+			msg := ConnMsg{Cmd: "BATON_CONN", Listener: name, Seq: 17}
+			if peer.IsValid() {
+				msg.Peer = peer.String()
+			}
+			want, err := json.Marshal(Conn{Cmd: "NODE_HANDLE", Type: "net.Socket", Msg: msg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want)+"\n" {
+				t.Errorf("line for %q from %v: %s, want %s", name, peer, got, want)
+			}
+			c, ok := ParseConn(bytes.TrimSuffix(got, []byte("\n")))
+			if !ok || string(c.Listener) != name || c.Seq != 17 || c.Peer != peer {
+				t.Errorf("ParseConn(%s) = %q, %d, %v, %v", got, c.Listener, c.Seq, c.Peer, ok)
+			}
 		}
 	}
 }
@@ -39,6 +48,15 @@ var connLines = []string{
 	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5}}}`,
 	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5}`,
 	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"x":1}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"peer":"127.0.0.1:8"}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"peer":"[::1]:8"}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"peer":"[fe80::1%eth0]:8"}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"peer":"127.0.0.1"}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"peer":""}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"peer":"1.2.3.4:5","peer":"6.7.8.9:1"}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"peer":"\u0031.2.3.4:5"}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","seq":5,"peer":1}}`,
+	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"BATON_CONN","listener":"http","peer":"1.2.3.4:5","seq":5}}`,
 	`{"msg":{"seq":5,"listener":"http","cmd":"BATON_CONN"},"cmd":"NODE_HANDLE"}`,
 	`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"OTHER","listener":"http","seq":5}}`,
 	`{"cmd":"BATON_ACK","seq":5}`,
@@ -61,10 +79,10 @@ func FuzzParseConn(f *testing.F) {
 }
 
 func checkConn(t *testing.T, line []byte) {
-	listener, seq, ok := ParseConn(line)
-	wl, ws, wok := jsonConn(line)
-	if ok != wok || ok && (string(listener) != string(wl) || seq != ws) {
-		t.Errorf("ParseConn(%q) = %q, %d, %v; JSON reads %q, %d, %v", line, listener, seq, ok, wl, ws, wok)
+	c, ok := ParseConn(line)
+	w, wok := jsonConn(line)
+	if ok != wok || ok && (string(c.Listener) != string(w.Listener) || c.Seq != w.Seq || c.Peer != w.Peer) {
+		t.Errorf("ParseConn(%q) = %q, %d, %v, %v; JSON reads %q, %d, %v, %v", line, c.Listener, c.Seq, c.Peer, ok, w.Listener, w.Seq, w.Peer, wok)
 	}
 }
 
