@@ -95,8 +95,8 @@ func rawClients(b *testing.B, sa *unix.SockaddrInet4, n int) {
 // rawMsg receives one message with up to one descriptor, allocating
 // nothing.
 type rawMsg struct {
-	buf [4096]byte
-	oob [64]byte
+	buf [64 << 10]byte // whole messages (wire.BatchBytes)
+	oob [128]byte      // wire.MaxBatch descriptors
 	iov unix.Iovec
 	hdr unix.Msghdr
 }
@@ -126,11 +126,13 @@ func (m *rawMsg) recv(fd int, rights []int32) (data []byte, _ []int32, err error
 }
 
 // fakeWorker reads a worker's end of its channel as a worker would: it
-// closes each descriptor and answers its line BATON_ACK.
+// says it reads batches, closes each descriptor and answers its line
+// BATON_ACK.
 func fakeWorker(fd int) {
 	var m rawMsg
-	var rights [16]int32
+	var rights [wire.MaxBatch]int32
 	ack := make([]byte, 0, 64)
+	unix.Write(fd, wire.AppendBatch(nil, wire.MaxBatch)) // as handoff does
 	for {
 		data, got, err := m.recv(fd, rights[:0])
 		if err == unix.EINTR {
@@ -181,7 +183,11 @@ func fakeBaton(ln, ours int) {
 				if i < 0 {
 					break
 				}
-				_, rest, _ := bytes.Cut(pending[:i], []byte(`"seq":`))
+				_, rest, found := bytes.Cut(pending[:i], []byte(`"seq":`))
+				if !found { // BATON_BATCH: this baton sends one at a time
+					pending = pending[:copy(pending, pending[i+1:])]
+					continue
+				}
 				var seq uint64
 				for _, c := range rest {
 					if c < '0' || c > '9' {

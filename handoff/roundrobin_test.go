@@ -368,6 +368,25 @@ func TestLineReader(t *testing.T) {
 	if fmt.Sprint(lines) != fmt.Sprint(want) {
 		t.Errorf("lines %v, want %v", lines, want)
 	}
+
+	// Batches: a message's descriptors go to its lines in order; lost
+	// ones are the last (the kernel passes the first it can); one more
+	// than lines is closed.
+	lines = nil
+	c, d, e, f, g, extra := pipe(), pipe(), pipe(), pipe(), pipe(), pipe()
+	r.add([]byte("six\nseven\neight\n"), []int{c, d, e}, false, handle)
+	r.add([]byte("nine\nten\neleven\n"), []int{f}, true, handle)
+	r.add([]byte("twelve\n"), []int{g, extra}, false, handle)
+	want = []got{{"six", -1, false}, {"seven", -1, false}, {"eight", -1, false},
+		{"nine", -1, true}, {"ten", -1, true}, {"eleven", -1, true}, {"twelve", -1, false}}
+	want[0].fd, want[1].fd, want[2].fd, want[3].fd, want[6].fd = c, d, e, f, g
+	if fmt.Sprint(lines) != fmt.Sprint(want) {
+		t.Errorf("batches: lines %v, want %v", lines, want)
+	}
+	if _, err := unix.FcntlInt(uintptr(extra), unix.F_GETFD, 0); err == nil {
+		t.Errorf("a descriptor beyond the lines was left open")
+		unix.Close(extra)
+	}
 }
 
 // testChannel returns a worker's channel, with no listener, and baton's

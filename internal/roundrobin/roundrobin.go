@@ -6,6 +6,9 @@
 // worker answers that it took it, so one a worker never took (it stopped,
 // or died) goes to another; and one a worker leaves unread on its channel
 // past its bound goes to another while that worker is stuck (unread.go).
+// A worker that reads several connections per message (BATON_BATCH) gets
+// those dealt to it in one go (a wake-up of the accept loop) in one
+// sendmsg, which is sent before the Balancer's lock is let go.
 package roundrobin
 
 import (
@@ -50,8 +53,11 @@ type Balancer struct {
 	seq       uint64
 	line      []byte // send's, reused
 	sender    sender
-	closed    bool
-	wg        sync.WaitGroup
+	// batched are the workers with connections waiting in their batch;
+	// flush sends them before mu is let go.
+	batched []*worker
+	closed  bool
+	wg      sync.WaitGroup
 	// timer runs check while watching: some worker has connections
 	// unanswered.
 	timer    *time.Timer
@@ -76,7 +82,7 @@ type passed struct {
 	acc     *acceptor
 	seq     uint64
 	counted bool   // in Passed already (it was passed once)
-	start   uint64 // where its line begins in the worker's channel
+	start   uint64 // where the message with its line begins in the worker's channel
 }
 
 // pauseFor is how long a worker that gave a connection back for a reason
@@ -104,6 +110,9 @@ type worker struct {
 	peer      int      // a copy of the worker's end, to see how far it read
 	bound     time.Duration
 	sent      uint64            // bytes sent on the channel
+	batch     int               // the most connections it reads in one message (BATON_BATCH); 0: one
+	pending   []byte            // the lines of the batch not sent yet, which begins at sent
+	fds       []int             // their descriptors
 	watch     watch             // what the checks saw it leave unread (unread.go)
 	listeners map[int]string    // acceptor key -> the name the worker knows
 	lines     map[int][]byte    // acceptor key -> its connection lines' start (wire.ConnStart)
@@ -139,7 +148,7 @@ func (b *Balancer) Listen(key, fd int, name string) error {
 	a := &acceptor{key: key, name: name, f: os.NewFile(uintptr(dup), "baton-listener-"+name),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	if b.closed {
 		a.f.Close()
 		return errors.New("roundrobin: closed")
@@ -162,7 +171,7 @@ func (b *Balancer) Unlisten(key int) {
 	if a != nil {
 		b.retire(a)
 	}
-	b.mu.Unlock()
+	b.unlock()
 	if a != nil {
 		// Not under mu: Close waits for the accept callback, which takes
 		// it.
@@ -231,7 +240,7 @@ func (b *Balancer) Attach(pid int, c *Channel) {
 		w.lines[key] = wire.ConnStart(name)
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	if b.closed {
 		w.f.Close()
 		unix.Close(w.peer)
@@ -247,7 +256,7 @@ func (b *Balancer) Attach(pid int, c *Channel) {
 // detached.
 func (b *Balancer) Route(ready []int) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	was := b.order
 	b.order = nil
 	named := map[*worker]bool{}
@@ -271,7 +280,7 @@ func (b *Balancer) Route(ready []int) {
 // it was passed and then the end. Those it does not take come back.
 func (b *Balancer) Detach(pid int) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	if w := b.workers[pid]; w != nil {
 		b.shutWorker(w)
 	}
@@ -281,6 +290,10 @@ func (b *Balancer) Detach(pid int) {
 func (b *Balancer) shutWorker(w *worker) {
 	if w.shut {
 		return
+	}
+	b.sendBatch(w) // what it was dealt, it gets
+	if w.shut {
+		return // the send failed, and shut it
 	}
 	w.shut = true
 	unix.Shutdown(w.fd, unix.SHUT_WR)
@@ -298,7 +311,7 @@ func (b *Balancer) shutWorker(w *worker) {
 // a process it left behind still holds its end).
 func (b *Balancer) Exited(pid int) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	if w := b.workers[pid]; w != nil && !w.gone {
 		w.exited = true
 		b.shutWorker(w)
@@ -313,6 +326,7 @@ func (b *Balancer) dropWorker(w *worker) {
 	}
 	b.shutWorker(w)
 	w.gone = true
+	w.pending, w.fds = nil, nil // never sent: given back below with the rest
 	delete(b.workers, w.pid)
 	w.f.Close()
 	unix.Close(w.peer)
@@ -364,7 +378,7 @@ func (b *Balancer) wakeAll() {
 // each counted once however often it was passed on.
 func (b *Balancer) Passed() map[string]uint64 {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	return maps.Clone(b.passed)
 }
 
@@ -372,7 +386,7 @@ func (b *Balancer) Passed() map[string]uint64 {
 // taken back unread from stuck workers and passed on.
 func (b *Balancer) Reclaimed() map[string]uint64 {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	return maps.Clone(b.reclaimed)
 }
 
@@ -393,7 +407,7 @@ func (b *Balancer) Close() {
 	for _, w := range b.workers {
 		b.dropWorker(w) // gives back to acceptors that are gone: closed
 	}
-	b.mu.Unlock()
+	b.unlock()
 	for _, f := range files {
 		f.Close() // not under mu: see Unlisten
 	}
@@ -426,7 +440,8 @@ func (b *Balancer) paused(w *worker, key int) bool {
 }
 
 // pass sends p to the next worker with room, trying the others if a send
-// fails; false if none could take it. Under mu.
+// fails; false if none could take it. To a worker that reads batches, p
+// joins its batch, which flush sends. Under mu.
 func (b *Balancer) pass(a *acceptor, p passed) bool {
 	for {
 		w, j := b.next(a)
@@ -434,20 +449,20 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 			return false
 		}
 		b.seq++
-		p.seq, p.start = b.seq, w.sent
-		n, err := b.send(w, a.key, p)
+		p.seq = b.seq
+		if w.batch > 1 {
+			b.batch(w, a, p)
+			a.cursor = j + 1
+			return true
+		}
+		p.start = w.sent
+		b.line = wire.AppendConn(b.line[:0], w.lines[a.key], p.seq, p.peer)
+		n, err := b.send(w, b.line, []int{p.fd})
 		if n > 0 {
 			// The descriptor went along: it is the worker's to answer
 			// for, whole line or not (a worker that gets half a line
 			// never answers it, and it comes back when it ends).
-			if !p.counted {
-				p.counted = true
-				b.passed[a.name]++
-			}
-			w.sent += uint64(n)
-			w.unacked = append(w.unacked, p)
-			w.inflight[a.key]++
-			b.watchChannels()
+			b.dealt(w, a, p)
 		}
 		if err != nil {
 			// Gone, or so slow its buffer filled: it gets no more.
@@ -463,16 +478,96 @@ func (b *Balancer) pass(a *acceptor, p passed) bool {
 	}
 }
 
-// send writes p's line, for w's listener key, with its descriptor; n is
-// how much of the line went (the descriptor goes with the first byte).
-// Under mu: the buffers are the Balancer's.
-func (b *Balancer) send(w *worker, key int, p passed) (int, error) {
-	b.line = wire.AppendConn(b.line[:0], w.lines[key], p.seq, p.peer)
-	n, err := b.sender.send(w.fd, b.line, p.fd)
-	if err == nil && n < len(b.line) {
-		// Less than a line of room: a worker reading that slowly gets
-		// no more (an unfinished line cannot be followed by another).
-		err = fmt.Errorf("roundrobin: %d of %d bytes sent", n, len(b.line))
+// dealt makes p, sent or in its batch, w's to answer for. Under mu.
+func (b *Balancer) dealt(w *worker, a *acceptor, p passed) {
+	if !p.counted {
+		p.counted = true
+		b.passed[a.name]++
+	}
+	w.unacked = append(w.unacked, p)
+	w.inflight[a.key]++
+	b.watchChannels()
+}
+
+// batch adds p to w's batch, sending the batch first if p's line would
+// not fit in it, and after if it is full. Under mu.
+func (b *Balancer) batch(w *worker, a *acceptor, p passed) {
+	if len(w.fds) == 0 {
+		b.batched = append(b.batched, w)
+	}
+	b.line = wire.AppendConn(b.line[:0], w.lines[a.key], p.seq, p.peer)
+	if len(w.pending) > 0 && len(w.pending)+len(b.line) > wire.BatchBytes {
+		b.sendBatch(w)
+		if w.shut {
+			// It failed: p goes to another worker.
+			b.giveBack(p)
+			return
+		}
+	}
+	p.start = w.sent // the batch's: the worker that reads any of it has every descriptor
+	w.pending = append(w.pending, b.line...)
+	w.fds = append(w.fds, p.fd)
+	b.dealt(w, a, p)
+	if len(w.fds) >= w.batch {
+		b.sendBatch(w)
+	}
+}
+
+// unlock sends every batch and lets mu go: no connection waits in a
+// batch once the work that dealt it is done.
+func (b *Balancer) unlock() {
+	b.flushBatches()
+	b.mu.Unlock()
+}
+
+// flushBatches sends every batch. Under mu.
+func (b *Balancer) flushBatches() {
+	for len(b.batched) > 0 {
+		w := b.batched[0]
+		b.batched = b.batched[1:]
+		b.sendBatch(w) // a failed one's connections may join others' batches
+	}
+	b.batched = b.batched[:0]
+}
+
+// sendBatch sends w's batch. If none of it went, its connections go to
+// other workers; if some did, all its descriptors went, and w is shut as
+// after any failed send. Under mu.
+func (b *Balancer) sendBatch(w *worker) {
+	if len(w.fds) == 0 {
+		return
+	}
+	count := len(w.fds)
+	n, err := b.send(w, w.pending, w.fds)
+	w.pending, w.fds = w.pending[:0], w.fds[:0]
+	if err == nil {
+		return
+	}
+	b.log.Warn("round-robin: worker's channel failed: it gets no more connections", "pid", w.pid, "err", err)
+	b.shutWorker(w)
+	if n == 0 {
+		// The batch is the last of what w was dealt.
+		back := slices.Clone(w.unacked[len(w.unacked)-count:])
+		for range count {
+			w.take(len(w.unacked) - 1)
+		}
+		for _, p := range back {
+			b.giveBack(p)
+		}
+	}
+}
+
+// send writes data, with fds, to w; n is how much of it went (the
+// descriptors go with the first byte), and less than all of it is an
+// error. Under mu: the buffers are the Balancer's.
+func (b *Balancer) send(w *worker, data []byte, fds []int) (int, error) {
+	n, err := b.sender.send(w.fd, data, fds)
+	w.sent += uint64(n)
+	if err == nil && n < len(data) {
+		// Less than a message of room: a worker reading that slowly
+		// gets no more (an unfinished line cannot be followed by
+		// another).
+		err = fmt.Errorf("roundrobin: %d of %d bytes sent", n, len(data))
 	}
 	return n, err
 }
@@ -492,7 +587,7 @@ func (b *Balancer) accept(a *acceptor) {
 		stopped := false
 		err := rc.Read(func(fd uintptr) bool {
 			b.mu.Lock()
-			defer b.mu.Unlock()
+			defer b.unlock()
 			if b.acceptors[a.key] != a {
 				stopped = true // retired: its descriptor is being closed
 				return true
@@ -560,7 +655,7 @@ func (b *Balancer) readAnswers(w *worker) {
 		b.log.Error("round-robin: cannot read a worker's answers", "pid", w.pid, "err", err)
 		b.mu.Lock()
 		b.dropWorker(w)
-		b.mu.Unlock()
+		b.unlock()
 		return
 	}
 	r := bufio.NewReaderSize(reader{rc}, maxLine)
@@ -590,7 +685,7 @@ func (b *Balancer) readAnswers(w *worker) {
 	}
 	b.mu.Lock()
 	b.dropWorker(w)
-	b.mu.Unlock()
+	b.unlock()
 }
 
 // lineBuffered reports whether r holds a whole line already.
@@ -612,7 +707,7 @@ func (b *Balancer) answered(w *worker, got []wire.Answer, taken []int) []int {
 	if room {
 		b.wakeAll() // it has room again
 	}
-	b.mu.Unlock()
+	b.unlock()
 	// Not under mu: the accept loop goes on meanwhile.
 	for _, fd := range taken {
 		closeFd(fd)
@@ -635,11 +730,17 @@ func (b *Balancer) answer(w *worker, a wire.Answer, taken []int) (bool, []int) {
 			return false, taken
 		}
 		i = w.find(a.Seq)
+	case "BATON_BATCH":
+		b.sendBatch(w) // what it was dealt goes as it was dealt
+		w.batch = min(max(a.Max, 0), wire.MaxBatch)
+		return false, taken
 	default:
 		return false, taken
 	}
-	if i < 0 {
-		return false, taken // not one of ours: ignored
+	if i < 0 || w.unacked[i].start >= w.sent {
+		// Not one of ours, or one not sent yet (in a batch that goes
+		// when mu is let go): ignored.
+		return false, taken
 	}
 	p := w.take(i)
 	switch {

@@ -2,6 +2,7 @@ package roundrobin
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -46,7 +47,7 @@ func (b *Balancer) check() {
 	b.mu.Lock()
 	b.watching = false
 	if b.closed {
-		b.mu.Unlock()
+		b.unlock()
 		return
 	}
 	now := time.Now()
@@ -76,7 +77,7 @@ func (b *Balancer) check() {
 	if len(stuck) > 0 {
 		b.wakeAll()
 	}
-	b.mu.Unlock()
+	b.unlock()
 	for _, s := range stuck {
 		b.log.Warn("round-robin: worker left connections unread: they go to other workers, it gets no more", "pid", s.PID,
 			"unread", s.Unread.Round(time.Millisecond), "taken_back", s.TakenBack)
@@ -111,11 +112,20 @@ func (b *Balancer) reclaim(w *worker) int {
 		if !ok {
 			continue
 		}
-		if i := w.find(seq); i >= 0 {
-			p := w.take(i)
-			b.reclaimed[p.acc.name]++
-			b.giveBack(p)
-			n++
+		// The read took the descriptors of the message that ends it:
+		// that connection's batch, all of it.
+		i := w.find(seq)
+		if i < 0 {
+			continue
+		}
+		start := w.unacked[i].start
+		for _, p := range slices.Clone(w.unacked) {
+			if p.start == start {
+				w.take(w.find(p.seq))
+				b.reclaimed[p.acc.name]++
+				b.giveBack(p)
+				n++
+			}
 		}
 	}
 }

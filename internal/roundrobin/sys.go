@@ -71,26 +71,32 @@ func closeFd(fd int) {
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 }
 
-// sender sends a line with a descriptor on a unix stream socket, from
-// buffers it keeps.
+// sender sends lines with their descriptors on a unix stream socket,
+// from buffers it keeps.
 type sender struct {
 	oob []byte
 	iov unix.Iovec
 	hdr unix.Msghdr
 }
 
-// send sends line with fd on the socket to, without waiting; n is how
-// much of line went (the descriptor goes with the first byte).
-func (s *sender) send(to int, line []byte, fd int) (int, error) {
+// send sends data with fds (at most wire.MaxBatch) on the socket to,
+// without waiting; n is how much of data went (the descriptors go with
+// the first byte).
+func (s *sender) send(to int, data []byte, fds []int) (int, error) {
 	if s.oob == nil {
-		s.oob = unix.UnixRights(0)
+		s.oob = make([]byte, unix.CmsgSpace(wire.MaxBatch*4))
 	}
-	binary.NativeEndian.PutUint32(s.oob[unix.CmsgLen(0):], uint32(fd))
-	s.iov.Base = &line[0]
-	s.iov.SetLen(len(line))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&s.oob[0]))
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_RIGHTS
+	h.SetLen(unix.CmsgLen(len(fds) * 4))
+	for i, fd := range fds {
+		binary.NativeEndian.PutUint32(s.oob[unix.CmsgLen(i*4):], uint32(fd))
+	}
+	s.iov.Base = &data[0]
+	s.iov.SetLen(len(data))
 	s.hdr = unix.Msghdr{Iov: &s.iov, Control: &s.oob[0]}
 	s.hdr.SetIovlen(1)
-	s.hdr.SetControllen(len(s.oob))
+	s.hdr.SetControllen(unix.CmsgSpace(len(fds) * 4))
 	n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(to), uintptr(unsafe.Pointer(&s.hdr)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 	s.iov.Base, s.hdr.Iov, s.hdr.Control = nil, nil, nil // keeps nothing alive
 	if e != 0 {

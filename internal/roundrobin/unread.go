@@ -15,15 +15,18 @@ import (
 // descriptor, and a connection the worker has read cannot be passed to
 // another without two workers serving it. So baton keeps a copy of the
 // worker's end of the channel, whose count of unread bytes (SIOCINQ)
-// says how far the worker has read. Every line baton sent begins at an
-// offset it knows, so the first unanswered connection whose line begins
-// at or past that point is the oldest the worker has not begun to read.
+// says how far the worker has read. Every message baton sent (one
+// connection's line, or a batch of them, with their descriptors) begins
+// at an offset it knows, and a worker that begins to read a message has
+// all its descriptors: so the first unanswered connection whose message
+// begins at or past that point is the oldest the worker has not begun to
+// read.
 // The decisions below are pure; stuck.go looks at the channels (every
 // checkEvery, while connections are unanswered: one ioctl per worker,
 // nothing per connection) and takes the connections back.
 
 // firstUnread returns the oldest connection of unacked (in the order
-// sent) whose line the worker has not begun to read, once it has read
+// sent) whose message the worker has not begun to read, once it has read
 // consumed bytes of its channel.
 func firstUnread(unacked []passed, consumed uint64) (passed, bool) {
 	i := slices.IndexFunc(unacked, func(p passed) bool { return p.start >= consumed })
@@ -61,12 +64,14 @@ func (wt *watch) observe(now time.Time, bound time.Duration, unacked []passed, c
 	return d, bound > 0 && d >= bound
 }
 
-// takenBack returns the connection whose descriptor a read from the
+// takenBack returns a connection whose descriptor a read from the
 // worker's end of its channel took, given the data of a read that came
-// with a descriptor. A read ends with the line that carries the
-// descriptor (baton sends one line per sendmsg), and may begin with the
-// rest of a line the worker began to read, whose descriptor the worker
-// has: so it is the last line.
+// with descriptors: the last. A read ends with the message that carries
+// the descriptors (one sendmsg: a line, or a batch of lines no longer
+// than wire.BatchBytes, well within the read's buffer), and may begin
+// with the rest of a message the worker began to read, whose descriptors
+// the worker has: so the last line is the message's, and the others of
+// its batch are those that began with it.
 func takenBack(data []byte) (seq uint64, ok bool) {
 	body, ended := bytes.CutSuffix(data, []byte{'\n'})
 	if !ended {

@@ -120,12 +120,32 @@ func parseSeq(digits []byte) (uint64, bool) {
 }
 
 // Answer is a worker's answer for a connection. HasSeq says whether it
-// named one; Closed, on a BATON_NACK, that its listener is closed.
+// named one; Closed, on a BATON_NACK, that its listener is closed. Max is
+// a BATON_BATCH's: the most connections the worker reads in one message.
 type Answer struct {
 	Cmd    string
 	Seq    uint64
 	HasSeq bool
 	Closed bool
+	Max    int
+}
+
+// A worker that reads several connections in one message (their lines
+// and their descriptors, in the same order) says so once, first thing:
+// AppendBatch's line. MaxBatch is the most baton then sends in one
+// message, and BatchBytes the most bytes: far less than a worker reads
+// at once (64 KiB for handoff), so that every read of the channel holds
+// whole messages. A worker that does not say it (Node.js) gets one
+// connection per message.
+const (
+	MaxBatch   = 16
+	BatchBytes = 8 << 10
+)
+
+// AppendBatch appends the line (with its end) by which a worker says it
+// reads up to max connections in one message.
+func AppendBatch(dst []byte, max int) []byte {
+	return append(strconv.AppendInt(append(dst, `{"cmd":"BATON_BATCH","max":`...), int64(max), 10), "}\n"...)
 }
 
 // The answers for a connection taken, as handoff and Node.js write them.
@@ -168,11 +188,12 @@ func jsonAnswer(line []byte) (Answer, bool) {
 		Cmd    string  `json:"cmd"`
 		Seq    *uint64 `json:"seq"`
 		Closed bool    `json:"closed"`
+		Max    int     `json:"max"`
 	}
 	if json.Unmarshal(line, &a) != nil {
 		return Answer{}, false
 	}
-	out := Answer{Cmd: a.Cmd, HasSeq: a.Seq != nil, Closed: a.Closed}
+	out := Answer{Cmd: a.Cmd, HasSeq: a.Seq != nil, Closed: a.Closed, Max: a.Max}
 	if a.Seq != nil {
 		out.Seq = *a.Seq
 	}

@@ -90,6 +90,9 @@ var answerLines = []string{
 	string(AppendAnswer(nil, "BATON_ACK", 17, false)),
 	string(AppendAnswer(nil, "BATON_NACK", 17, false)),
 	string(AppendAnswer(nil, "BATON_NACK", 17, true)),
+	string(AppendBatch(nil, MaxBatch)),
+	`{"cmd":"BATON_BATCH","max":-1}` + "\n",
+	`{"cmd":"BATON_BATCH","max":1e9}` + "\n",
 	`{"cmd":"NODE_HANDLE_ACK"}` + "\n",
 	`{"cmd":"NODE_HANDLE_NACK"}` + "\n",
 	`{"cmd":"BATON_ACK","seq":0}` + "\n",
@@ -116,6 +119,9 @@ func TestParseAnswer(t *testing.T) {
 	}
 	if a, ok := ParseAnswer(AppendAnswer(nil, "BATON_NACK", 9, true)); !ok || a != (Answer{Cmd: "BATON_NACK", Seq: 9, HasSeq: true, Closed: true}) {
 		t.Errorf("a NACK with closed reads %+v, %v", a, ok)
+	}
+	if a, ok := ParseAnswer(AppendBatch(nil, 16)); !ok || a != (Answer{Cmd: "BATON_BATCH", Max: 16}) {
+		t.Errorf("a BATON_BATCH reads %+v, %v", a, ok)
 	}
 }
 
