@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,12 @@ import (
 // from 1000), each having said it reads batches; and the workers' ends
 // of their channels. onStuck gets the stuck ones.
 func batchSetup(t *testing.T, workers int, bound time.Duration, onStuck func(Stuck)) (*Balancer, *acceptor, []int) {
+	return batchSetupName(t, "http", 0, workers, bound, onStuck)
+}
+
+// batchSetupName is batchSetup with the listener's name, and the send
+// buffer of baton's ends of the channels (0: the system's).
+func batchSetupName(t *testing.T, name string, sndbuf, workers int, bound time.Duration, onStuck func(Stuck)) (*Balancer, *acceptor, []int) {
 	t.Helper()
 	b := New(nil, onStuck)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -29,14 +36,19 @@ func batchSetup(t *testing.T, workers int, bound time.Duration, onStuck func(Stu
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := b.Listen(1, int(f.Fd()), "http"); err != nil {
+	if err := b.Listen(1, int(f.Fd()), name); err != nil {
 		t.Fatal(err)
 	}
 	var ends, pids []int
 	for i := range workers {
-		c, err := b.Channel(map[int]string{1: "http"}, bound)
+		c, err := b.Channel(map[int]string{1: name}, bound)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if sndbuf > 0 {
+			if err := unix.SetsockoptInt(c.ours, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf); err != nil {
+				t.Fatal(err)
+			}
 		}
 		end := c.WorkerFd
 		t.Cleanup(func() { unix.Close(end) })
@@ -153,6 +165,26 @@ func TestBatchOneMessage(t *testing.T) {
 	got, fds = recvAll(t, ends[0], 64<<10)
 	if !slices.Equal(got, seqs[wire.MaxBatch:]) || fds != 1 {
 		t.Errorf("second read: lines %v with %d descriptors, want %v with 1", got, fds, seqs[wire.MaxBatch:])
+	}
+}
+
+// With a send buffer so small that Linux would cut a batch into pieces,
+// batches are shorter: every read of the channel still holds whole
+// messages, each line with its descriptor.
+func TestBatchSmallSendBuffer(t *testing.T) {
+	name := strings.Repeat("l", 200) // lines of about 300 bytes
+	b, a, ends := batchSetupName(t, name, 4096, 1, 0, nil)
+	seqs := deal(t, b, a, wire.MaxBatch)
+	var got []uint64
+	for len(got) < len(seqs) {
+		lines, fds := recvAll(t, ends[0], 64<<10)
+		if len(lines) != fds {
+			t.Fatalf("a read held %d lines and %d descriptors", len(lines), fds)
+		}
+		got = append(got, lines...)
+	}
+	if !slices.Equal(got, seqs) {
+		t.Errorf("lines %v, want %v", got, seqs)
 	}
 }
 

@@ -54,7 +54,7 @@ type Balancer struct {
 	line      []byte // send's, reused
 	sender    sender
 	// batched are the workers with connections waiting in their batch;
-	// flush sends them before mu is let go.
+	// unlock sends them before mu is let go.
 	batched []*worker
 	closed  bool
 	wg      sync.WaitGroup
@@ -104,26 +104,27 @@ type acceptor struct {
 
 // worker is one worker's channel.
 type worker struct {
-	pid       int
-	f         *os.File // baton's end
-	fd        int      // its number, for sendmsg under mu
-	peer      int      // a copy of the worker's end, to see how far it read
-	bound     time.Duration
-	sent      uint64            // bytes sent on the channel
-	batch     int               // the most connections it reads in one message (BATON_BATCH); 0: one
-	pending   []byte            // the lines of the batch not sent yet, which begins at sent
-	fds       []int             // their descriptors
-	watch     watch             // what the checks saw it leave unread (unread.go)
-	listeners map[int]string    // acceptor key -> the name the worker knows
-	lines     map[int][]byte    // acceptor key -> its connection lines' start (wire.ConnStart)
-	refused   map[int]bool      // keys whose listener it closed
-	paused    map[int]time.Time // keys it gave a connection back for, until when
-	unacked   []passed          // in the order sent
-	inflight  map[int]int       // len(unacked) by key
-	shut      bool              // sends no more
-	exited    bool              // the process is gone
-	stuck     bool              // found stuck: shut, and what it left unread taken back
-	gone      bool
+	pid        int
+	f          *os.File // baton's end
+	fd         int      // its number, for sendmsg under mu
+	peer       int      // a copy of the worker's end, to see how far it read
+	bound      time.Duration
+	sent       uint64            // bytes sent on the channel
+	batch      int               // the most connections it reads in one message (BATON_BATCH); 0: one
+	batchBytes int               // the most bytes of one
+	pending    []byte            // the lines of the batch not sent yet, which begins at sent
+	fds        []int             // their descriptors
+	watch      watch             // what the checks saw it leave unread (unread.go)
+	listeners  map[int]string    // acceptor key -> the name the worker knows
+	lines      map[int][]byte    // acceptor key -> its connection lines' start (wire.ConnStart)
+	refused    map[int]bool      // keys whose listener it closed
+	paused     map[int]time.Time // keys it gave a connection back for, until when
+	unacked    []passed          // in the order sent
+	inflight   map[int]int       // len(unacked) by key
+	shut       bool              // sends no more
+	exited     bool              // the process is gone
+	stuck      bool              // found stuck: shut, and what it left unread taken back
+	gone       bool
 }
 
 // Listen starts accepting on the stream socket fd (the Balancer uses a
@@ -239,6 +240,7 @@ func (b *Balancer) Attach(pid int, c *Channel) {
 	for key, name := range c.listeners {
 		w.lines[key] = wire.ConnStart(name)
 	}
+	w.batchBytes = batchBytes(c.ours)
 	b.mu.Lock()
 	defer b.unlock()
 	if b.closed {
@@ -496,7 +498,7 @@ func (b *Balancer) batch(w *worker, a *acceptor, p passed) {
 		b.batched = append(b.batched, w)
 	}
 	b.line = wire.AppendConn(b.line[:0], w.lines[a.key], p.seq, p.peer)
-	if len(w.pending) > 0 && len(w.pending)+len(b.line) > wire.BatchBytes {
+	if len(w.pending) > 0 && len(w.pending)+len(b.line) > w.batchBytes {
 		b.sendBatch(w)
 		if w.shut {
 			// It failed: p goes to another worker.
@@ -527,7 +529,6 @@ func (b *Balancer) flushBatches() {
 		b.batched = b.batched[1:]
 		b.sendBatch(w) // a failed one's connections may join others' batches
 	}
-	b.batched = b.batched[:0]
 }
 
 // sendBatch sends w's batch. If none of it went, its connections go to
@@ -555,6 +556,20 @@ func (b *Balancer) sendBatch(w *worker) {
 			b.giveBack(p)
 		}
 	}
+}
+
+// batchBytes is the most bytes of a batch sent on the channel whose
+// baton's end is fd: wire.BatchBytes, or less if the socket's send buffer
+// is so small (net.core.wmem_default) that Linux would cut a message that
+// long into pieces, the descriptors riding on the first, so that a
+// worker's read would not hold the whole message.
+func batchBytes(fd int) int {
+	sndbuf, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	if err != nil {
+		return 0 // a line at a time
+	}
+	// unix_stream_sendmsg's piece: half the send buffer, less 64.
+	return min(wire.BatchBytes, sndbuf/2-64)
 }
 
 // send writes data, with fds, to w; n is how much of it went (the
