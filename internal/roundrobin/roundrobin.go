@@ -441,43 +441,21 @@ func (b *Balancer) paused(w *worker, key int) bool {
 	return ok
 }
 
-// pass sends p to the next worker with room, trying the others if a send
-// fails; false if none could take it. To a worker that reads batches, p
-// joins its batch, which flush sends. Under mu.
+// pass deals p to the next worker with room, into its batch: a worker
+// that reads one connection per message gets it at once, one that reads
+// batches when its batch is full or mu is let go. If the send fails, p
+// goes to another worker (giveBack). False if no worker has room. Under
+// mu.
 func (b *Balancer) pass(a *acceptor, p passed) bool {
-	for {
-		w, j := b.next(a)
-		if w == nil {
-			return false
-		}
-		b.seq++
-		p.seq = b.seq
-		if w.batch > 1 {
-			b.batch(w, a, p)
-			a.cursor = j + 1
-			return true
-		}
-		p.start = w.sent
-		b.line = wire.AppendConn(b.line[:0], w.lines[a.key], p.seq, p.peer)
-		n, err := b.send(w, b.line, []int{p.fd})
-		if n > 0 {
-			// The descriptor went along: it is the worker's to answer
-			// for, whole line or not (a worker that gets half a line
-			// never answers it, and it comes back when it ends).
-			b.dealt(w, a, p)
-		}
-		if err != nil {
-			// Gone, or so slow its buffer filled: it gets no more.
-			b.log.Warn("round-robin: worker's channel failed: it gets no more connections", "pid", w.pid, "err", err)
-			b.shutWorker(w)
-			if n > 0 {
-				return true
-			}
-			continue
-		}
-		a.cursor = j + 1
-		return true
+	w, j := b.next(a)
+	if w == nil {
+		return false
 	}
+	a.cursor = j + 1
+	b.seq++
+	p.seq = b.seq
+	b.batch(w, a, p)
+	return true
 }
 
 // dealt makes p, sent or in its batch, w's to answer for. Under mu.
@@ -494,8 +472,8 @@ func (b *Balancer) dealt(w *worker, a *acceptor, p passed) {
 // batch adds p to w's batch, sending the batch first if p's line would
 // not fit in it, and after if it is full. Under mu.
 func (b *Balancer) batch(w *worker, a *acceptor, p passed) {
-	if len(w.fds) == 0 {
-		b.batched = append(b.batched, w)
+	if len(w.fds) == 0 && w.batch > 1 {
+		b.batched = append(b.batched, w) // sent by unlock if not before
 	}
 	b.line = wire.AppendConn(b.line[:0], w.lines[a.key], p.seq, p.peer)
 	if len(w.pending) > 0 && len(w.pending)+len(b.line) > w.batchBytes {
@@ -510,7 +488,7 @@ func (b *Balancer) batch(w *worker, a *acceptor, p passed) {
 	w.pending = append(w.pending, b.line...)
 	w.fds = append(w.fds, p.fd)
 	b.dealt(w, a, p)
-	if len(w.fds) >= w.batch {
+	if len(w.fds) >= max(w.batch, 1) {
 		b.sendBatch(w)
 	}
 }
@@ -532,14 +510,22 @@ func (b *Balancer) flushBatches() {
 }
 
 // sendBatch sends w's batch. If none of it went, its connections go to
-// other workers; if some did, all its descriptors went, and w is shut as
-// after any failed send. Under mu.
+// other workers; if some did, all its descriptors went: they are w's to
+// answer for, whole line or not (a worker that gets half a line never
+// answers it, and it comes back when it ends). Either way w, gone or so
+// slow its buffer filled, gets no more. Under mu.
 func (b *Balancer) sendBatch(w *worker) {
 	if len(w.fds) == 0 {
 		return
 	}
 	count := len(w.fds)
-	n, err := b.send(w, w.pending, w.fds)
+	n, err := b.sender.send(w.fd, w.pending, w.fds)
+	w.sent += uint64(n)
+	if err == nil && n < len(w.pending) {
+		// Less than a message of room: an unfinished line cannot be
+		// followed by another.
+		err = fmt.Errorf("roundrobin: %d of %d bytes sent", n, len(w.pending))
+	}
 	w.pending, w.fds = w.pending[:0], w.fds[:0]
 	if err == nil {
 		return
@@ -570,21 +556,6 @@ func batchBytes(fd int) int {
 	}
 	// unix_stream_sendmsg's piece: half the send buffer, less 64.
 	return min(wire.BatchBytes, sndbuf/2-64)
-}
-
-// send writes data, with fds, to w; n is how much of it went (the
-// descriptors go with the first byte), and less than all of it is an
-// error. Under mu: the buffers are the Balancer's.
-func (b *Balancer) send(w *worker, data []byte, fds []int) (int, error) {
-	n, err := b.sender.send(w.fd, data, fds)
-	w.sent += uint64(n)
-	if err == nil && n < len(data) {
-		// Less than a message of room: a worker reading that slowly
-		// gets no more (an unfinished line cannot be followed by
-		// another).
-		err = fmt.Errorf("roundrobin: %d of %d bytes sent", n, len(data))
-	}
-	return n, err
 }
 
 // accept runs a's loop: it accepts only while some worker has room, so
