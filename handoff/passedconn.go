@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"io/fs"
@@ -70,21 +71,19 @@ func pollable(f *os.File) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	dup := -1
-	if err := rc.Control(func(fd uintptr) {
+	dup, callErr := -1, error(nil)
+	err = rc.Control(func(fd uintptr) {
 		// A socket's other status flags are none that F_SETFL keeps
 		// (no O_APPEND, O_ASYNC, O_DIRECT or O_NOATIME on an accepted
 		// socket): one call, not F_GETFL first. The mode is the open
 		// file's, which the duplicate shares.
-		if _, err = unix.FcntlInt(fd, unix.F_SETFL, unix.O_NONBLOCK); err != nil {
-			err = os.NewSyscallError("fcntl", err)
-		} else if dup, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3); err != nil {
-			err = os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+		if _, callErr = unix.FcntlInt(fd, unix.F_SETFL, unix.O_NONBLOCK); callErr != nil {
+			callErr = os.NewSyscallError("fcntl", callErr)
+		} else if dup, callErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3); callErr != nil {
+			callErr = os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", callErr)
 		}
-	}); err != nil {
-		return nil, err
-	}
-	if err != nil {
+	})
+	if err = cmp.Or(err, callErr); err != nil {
 		return nil, err
 	}
 	return os.NewFile(uintptr(dup), "baton-conn"), nil

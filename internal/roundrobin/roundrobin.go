@@ -51,7 +51,7 @@ type Balancer struct {
 	passed    map[string]uint64 // by listener name, for as long as the Balancer lives
 	reclaimed map[string]uint64 // taken back from stuck workers, likewise
 	seq       uint64
-	line      []byte // send's, reused
+	line      []byte // batch's, reused
 	sender    sender
 	// batched are the workers with connections waiting in their batch;
 	// unlock sends them before mu is let go.
