@@ -2,7 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -322,4 +324,78 @@ func reloadsUnderLoad(t *testing.T, b *configBaton, n, c int) map[loadtest.Mode]
 		}
 	}
 	return gs
+}
+
+// Stock uvicorn closes at SIGTERM a connection it accepted and has read
+// nothing of (docs/languages.md). Steered (reuseport), baton signals an
+// old worker only once it has read from every connection it accepted,
+// for up to a second (steer.SignalWait): a client that connected before
+// a reload and sends its request 400 ms after the old worker was told to
+// drain (a slow client, or one starved of CPU) still gets its answer.
+// Signalled once its queue was empty, the worker closed the connection
+// before the request came.
+func TestSteeredStopWaitsForTheRequest(t *testing.T) {
+	if out, err := exec.Command(debianPython, "-c", "import uvicorn").CombinedOutput(); err != nil {
+		t.Skipf("uvicorn is not installed: %v %s; make test installs it", err, out)
+	}
+	py := filepath.Join(repoRoot, "contrib/python")
+	argv := []string{debianPython, "-m", "uvicorn", "--fd", "3", "--app-dir", py, "--log-level", "warning", "--no-access-log", "asgi:app"}
+	b := startConfigBaton(t, func(addr string) string {
+		return batonConfig(addr, 1, argv, fmt.Sprintf("ready = \"delay:1s\"\nbalance = %q", steered))
+	})
+	old := b.workerPIDs()[0]
+	// uvicorn serves once it has started, which "delay:1s" guesses; it
+	// has closed this connection when the answer ends.
+	if resp, err := rawGet(b.addr, nil); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("GET /: %q, %v", resp, err)
+	}
+
+	sockets := func() int {
+		n := 0
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", old))
+		for _, e := range ents {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", old, e.Name())); strings.HasPrefix(l, "socket:") {
+				n++
+			}
+		}
+		return n
+	}
+	before := sockets()
+	c, err := net.Dial("tcp", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); sockets() == before; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("uvicorn never accepted the connection")
+		}
+	}
+
+	if code, out := b.reloadCmd(t); code != 0 {
+		t.Fatalf("reload: exit %d: %s", code, out)
+	}
+	time.Sleep(400 * time.Millisecond) // the client's own delay: what the test is about
+	if resp, err := rawGet(b.addr, c); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Errorf("the request sent 400 ms after the reload: %q, %v; want 200", resp, err)
+	}
+	b.out.wait(regexp.MustCompile(fmt.Sprintf(`msg="worker exited" slot=0 pid=%d .*how="exit status 0"`, old)), 10*time.Second)
+}
+
+// rawGet sends GET / with Connection: close on c (nil: a new connection
+// to addr) and returns all the server sent until it closed.
+func rawGet(addr string, c net.Conn) (string, error) {
+	if c == nil {
+		var err error
+		if c, err = net.Dial("tcp", addr); err != nil {
+			return "", err
+		}
+		defer c.Close()
+	}
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: baton\r\nConnection: close\r\n\r\n"); err != nil {
+		return "", err
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := io.ReadAll(c)
+	return string(resp), err
 }

@@ -14,12 +14,14 @@ import (
 
 // The service `baton unit` writes, sandboxed as it is (as root: CAP_BPF,
 // CAP_NET_BIND_SERVICE and bpf() only), serves under load through a
-// `systemctl reload` with no failed request, and its workers start at the
-// unit's soft RLIMIT_NOFILE. The worker is a shell that records its own
-// limits and then becomes hello: a Go worker would raise its soft limit
-// to the hard one itself and hide what it was given. (Whether the eBPF
-// dealer loads is not asserted: nspawn's own seccomp filter refuses bpf()
-// to everything in the container, sandboxed or not.)
+// `systemctl reload` with no failed request, its workers start at the
+// unit's soft RLIMIT_NOFILE, and baton sees which connections an old
+// worker has not read yet before it signals it. The worker is a shell
+// that records its own limits and then becomes hello: a Go worker would
+// raise its soft limit to the hard one itself and hide what it was
+// given. (Whether the eBPF dealer loads is not asserted: nspawn's own
+// seccomp filter refuses bpf() to everything in the container,
+// sandboxed or not.)
 func TestSystemdUnitSandboxedReload(t *testing.T) {
 	if err := nspawn.Available(); err != nil {
 		t.Skip(err)
@@ -54,6 +56,11 @@ func TestSystemdUnitSandboxedReload(t *testing.T) {
 	}
 	if status, _ := m.Show(ctx, "app.service", "StatusText"); !strings.Contains(status, "generation 2") {
 		t.Errorf("StatusText = %q after the reload, want generation 2", status)
+	}
+	// Before it signals an old worker, baton asks sock_diag (a netlink
+	// socket) whether it has accepted connections it has not read yet.
+	if j := m.Journal(ctx, "app.service"); strings.Contains(j, unservedBlind) {
+		t.Errorf("the sandbox keeps baton from seeing a worker's unread connections:\n%s", j)
 	}
 
 	// systemd caps the unit's limit at the hard limit it has itself (the
@@ -92,6 +99,9 @@ func TestSystemdUnitSandboxedReload(t *testing.T) {
 		}
 	}
 }
+
+// unservedBlind is what baton logs when sock_diag is refused to it.
+const unservedBlind = "cannot see a worker's unread connections"
 
 // nofile matches the soft and hard limit of open files in /proc/PID/limits.
 var nofile = regexp.MustCompile(`(?m)^Max open files\s+(\d+)\s+(\d+)\s`)

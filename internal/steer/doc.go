@@ -12,9 +12,10 @@
 // refuses to load it (baton without CAP_BPF), a classic BPF program
 // (SO_ATTACH_REUSEPORT_CBPF) picks one at random. A worker about to be
 // told to stop is first left out of the program, and is signalled once
-// its socket's accept queue is empty: a server that drops at shutdown
-// what it accepted but had not served yet drops nothing, and a socket no
-// worker holds receives nothing.
+// its socket's accept queue is empty and it has read from every
+// connection it accepted (diag.go asks sock_diag): a server that drops at
+// shutdown what it accepted but had not served yet drops nothing, and a
+// socket no worker holds receives nothing.
 //
 // The classic program names sockets by their index in the kernel's
 // group: a socket joins at the end when it listens, and one that leaves
@@ -42,5 +43,7 @@
 // connections and intruders against a fake kernel, without a socket or a
 // process. kernel.go is the Env's syscalls (Kernel), and the making of a
 // group with its dealer (NewGroup); kernel_test.go tests it on real
-// sockets.
+// sockets. diag.go is the kernel's answer to which connections a worker
+// has not read from (Kernel.Unserved, sock_diag and /proc), which the
+// shell asks off its loop; diag_test.go tests it the same way.
 package steer

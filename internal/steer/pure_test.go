@@ -13,5 +13,5 @@ func TestNoIO(t *testing.T) {
 	purecheck.NoIO(t, ".", "the model", []string{
 		"fmt", "log/slog", "slices", "time",
 		"github.com/batonhq/baton/internal/lifecycle",
-	}, "kernel.go")
+	}, "kernel.go", "diag.go")
 }

@@ -383,7 +383,12 @@ func (m *Groups) Leave(pid int, sig lifecycle.Signal) bool {
 	return true
 }
 
-// Wait is a signal waiting for its worker's sockets' queues to empty.
+// Wait is a signal waiting for its worker's sockets' queues to empty,
+// and then for the worker to begin serving what it accepted: a server
+// may close at SIGTERM a connection it has read nothing of
+// (docs/languages.md), whose client then fails. The signal goes once
+// the queues have Settled and the worker holds no such connection
+// (Kernel.Unserved), or once the wait is Over, whatever waits.
 type Wait struct {
 	deadline   time.Time
 	emptySince time.Time
@@ -392,14 +397,17 @@ type Wait struct {
 // NewWait starts the wait of a signal Leave said should wait, at now.
 func NewWait(now time.Time) *Wait { return &Wait{deadline: now.Add(SignalWait)} }
 
-// Due reports whether the signal goes now: the queues have been empty
-// (queued is false) for SignalSettle, or SignalWait has passed.
-func (w *Wait) Due(now time.Time, queued bool) bool {
+// Settled reports whether the queues have been empty (queued is false)
+// for SignalSettle at now.
+func (w *Wait) Settled(now time.Time, queued bool) bool {
 	switch {
 	case queued:
 		w.emptySince = time.Time{}
 	case w.emptySince.IsZero():
 		w.emptySince = now
 	}
-	return !queued && now.Sub(w.emptySince) >= SignalSettle || now.After(w.deadline)
+	return !queued && now.Sub(w.emptySince) >= SignalSettle
 }
+
+// Over reports whether the wait has lasted SignalWait at now.
+func (w *Wait) Over(now time.Time) bool { return now.After(w.deadline) }

@@ -47,7 +47,7 @@ func (r *rig) signal(pid int, sig lifecycle.Signal, accepted func()) (time.Durat
 		for _, gs := range r.m.Sockets(pid) {
 			queued = queued || r.queued(gs) > 0
 		}
-		if w.Due(now, queued) {
+		if w.Over(now) || w.Settled(now, queued) {
 			return now.Sub(start), true
 		}
 		accepted()
@@ -134,19 +134,23 @@ func TestSignalWaitIsBounded(t *testing.T) {
 
 // Wait: a signal goes once the queues have stayed empty for SignalSettle
 // (a handshake begun before the program left the socket out completes
-// into its queue meanwhile), or at SignalWait whatever waits.
+// into its queue meanwhile) and the worker holds no connection it has
+// read nothing of, or at SignalWait whatever waits.
 func TestWait(t *testing.T) {
 	ms := time.Millisecond
 	tests := []struct {
 		name string
-		// queued[i]: connections wait at i*10ms.
-		queued []bool
-		want   time.Duration // when it is due; 0: not within queued
+		// queued[i]: connections wait at i*10ms; unserved[i]: the worker
+		// holds one it has read nothing of (false past its end).
+		queued, unserved []bool
+		want             time.Duration // when it is due; 0: not within queued
 	}{
-		{"empty from the start", []bool{false, false, false, false, false, false, false, false, false, false, false, false}, 100 * ms},
-		{"emptied at 30ms", []bool{true, true, true, false, false, false, false, false, false, false, false, false, false, false, false}, 130 * ms},
-		{"a handshake completes at 50ms", []bool{false, false, false, false, false, true, false, false, false, false, false, false, false, false, false, false, false}, 160 * ms},
-		{"never empties", slices.Repeat([]bool{true}, 110), 1010 * ms},
+		{"empty from the start", slices.Repeat([]bool{false}, 12), nil, 100 * ms},
+		{"emptied at 30ms", append(slices.Repeat([]bool{true}, 3), slices.Repeat([]bool{false}, 12)...), nil, 130 * ms},
+		{"a handshake completes at 50ms", append(append(slices.Repeat([]bool{false}, 5), true), slices.Repeat([]bool{false}, 11)...), nil, 160 * ms},
+		{"never empties", slices.Repeat([]bool{true}, 110), nil, 1010 * ms},
+		{"a request read at 250ms", slices.Repeat([]bool{false}, 30), slices.Repeat([]bool{true}, 25), 250 * ms},
+		{"a client that never sends", slices.Repeat([]bool{false}, 110), slices.Repeat([]bool{true}, 110), 1010 * ms},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,7 +158,8 @@ func TestWait(t *testing.T) {
 			w := NewWait(start)
 			got := time.Duration(0)
 			for i, q := range tt.queued {
-				if now := start.Add(time.Duration(i) * 10 * ms); w.Due(now, q) {
+				now := start.Add(time.Duration(i) * 10 * ms)
+				if w.Over(now) || w.Settled(now, q) && !(i < len(tt.unserved) && tt.unserved[i]) {
 					got = now.Sub(start)
 					break
 				}

@@ -213,25 +213,40 @@ func (s *supervisor) hold(picks map[*listener]*steer.Socket, pid, slot int) {
 }
 
 // pendingSignal is a signal waiting for its worker's sockets' queues to
-// empty: copies of those sockets (baton may close its own meanwhile, as
-// at a stop) and the timer of the next look.
+// empty, and then for the worker to begin serving what it accepted
+// (steer.Wait): copies of those sockets (baton may close its own
+// meanwhile, as at a stop), where they are bound, and the timer of the
+// next look.
 type pendingSignal struct {
 	fds   []int
+	ports []steer.Port
 	timer *time.Timer
 }
 
 // signalDrained calls kill once pid's sockets' queues have been empty
-// long enough, or waited long enough (steer.Wait).
+// long enough and pid holds no connection it has read nothing of, or
+// waited long enough (steer.Wait). The look at pid's connections runs
+// off the loop: it reads the worker's descriptors, however many.
 func (s *supervisor) signalDrained(pid int, kill func()) {
 	p := &pendingSignal{}
 	for _, gs := range s.groups.Sockets(pid) {
 		if fd, err := unix.FcntlInt(uintptr(gs.FD), unix.F_DUPFD_CLOEXEC, 0); err == nil {
 			p.fds = append(p.fds, fd)
 		}
+		if port, err := steer.PortOf(gs.FD); err == nil && !slices.Contains(p.ports, port) {
+			p.ports = append(p.ports, port)
+		}
 	}
 	s.pendingKill[pid] = p
 	wait := steer.NewWait(time.Now())
+	signal := func() {
+		s.forget(pid)
+		kill()
+	}
 	var poll func()
+	again := func() {
+		p.timer = time.AfterFunc(steer.SignalPoll, func() { s.post(loopCall{do: poll}) })
+	}
 	poll = func() {
 		if s.pendingKill[pid] != p {
 			return // exited, killed, or signalled again
@@ -240,14 +255,42 @@ func (s *supervisor) signalDrained(pid int, kill func()) {
 		for _, fd := range p.fds {
 			queued = queued || steer.Kernel{}.Queued(fd) > 0
 		}
-		if wait.Due(time.Now(), queued) {
-			s.forget(pid)
-			kill()
-			return
+		now := time.Now()
+		switch {
+		case wait.Over(now):
+			signal()
+		case !wait.Settled(now, queued):
+			again()
+		default:
+			go func() {
+				unserved, err := steer.Kernel{}.Unserved(pid, p.ports)
+				s.post(loopCall{do: func() {
+					switch {
+					case s.pendingKill[pid] != p:
+					case err != nil:
+						s.warnUnserved(err)
+						signal()
+					case unserved:
+						again()
+					default:
+						signal()
+					}
+				}})
+			}()
 		}
-		p.timer = time.AfterFunc(steer.SignalPoll, func() { s.post(loopCall{do: poll}) })
 	}
 	poll()
+}
+
+// warnUnserved says, once, that baton cannot see whether a worker it is
+// about to stop has accepted connections it has not read yet (sock_diag
+// refused: a sandbox without AF_NETLINK), and signals without looking.
+func (s *supervisor) warnUnserved(err error) {
+	if s.unservedBlind {
+		return
+	}
+	s.unservedBlind = true
+	s.log.Warn("cannot see a worker's unread connections before stopping it; it is signalled once its socket's queue is empty", "balance", "reuseport", "err", err)
 }
 
 // forget cancels what waits for pid (it exited, or is being killed).

@@ -132,10 +132,12 @@ type supervisor struct {
 	// groups are the SO_REUSEPORT groups (reuseport; internal/steer
 	// decides, balance.go carries out): pendingKill the signals waiting
 	// for their workers' sockets' queues, by pid; recheck, while another
-	// process's sockets are in a group, checks the groups again.
-	groups      *steer.Groups
-	pendingKill map[int]*pendingSignal
-	recheck     *time.Timer
+	// process's sockets are in a group, checks the groups again;
+	// unservedBlind: sock_diag was refused, and that was said.
+	groups        *steer.Groups
+	pendingKill   map[int]*pendingSignal
+	recheck       *time.Timer
+	unservedBlind bool
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until

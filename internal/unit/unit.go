@@ -234,7 +234,9 @@ RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
 %[7]sRemoveIPC=yes
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+# AF_NETLINK: baton asks sock_diag whether a worker it is about to stop has
+# accepted connections it has not read yet (docs/balancing.md).
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 SystemCallArchitectures=native
 # A call outside the filter fails with EPERM rather than killing the worker.
 SystemCallErrorNumber=EPERM
