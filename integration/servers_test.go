@@ -329,11 +329,13 @@ func reloadsUnderLoad(t *testing.T, b *configBaton, n, c int) map[loadtest.Mode]
 // Stock uvicorn closes at SIGTERM a connection it accepted and has read
 // nothing of (docs/languages.md). Steered (reuseport), baton signals an
 // old worker only once it has read from every connection it accepted,
-// for up to a second (steer.SignalWait): a client that connected before
-// a reload and sends its request 400 ms after the old worker was told to
-// drain (a slow client, or one starved of CPU) still gets its answer.
-// Signalled once its queue was empty, the worker closed the connection
-// before the request came.
+// for up to a second (steer.SignalWait): a client that connected just
+// before a reload and sends its request 400 ms after it (a slow client,
+// or one starved of CPU) still gets its answer. Signalled once its queue
+// was empty, the worker closed the connection before the request came.
+// The new generation is taken for ready 100 ms after it starts (uvicorn
+// takes longer; what is dealt to it waits in its socket's queue), so
+// that the connection is still young at the look.
 func TestSteeredStopWaitsForTheRequest(t *testing.T) {
 	if out, err := exec.Command(debianPython, "-c", "import uvicorn").CombinedOutput(); err != nil {
 		t.Skipf("uvicorn is not installed: %v %s; make test installs it", err, out)
@@ -341,11 +343,11 @@ func TestSteeredStopWaitsForTheRequest(t *testing.T) {
 	py := filepath.Join(repoRoot, "contrib/python")
 	argv := []string{debianPython, "-m", "uvicorn", "--fd", "3", "--app-dir", py, "--log-level", "warning", "--no-access-log", "asgi:app"}
 	b := startConfigBaton(t, func(addr string) string {
-		return batonConfig(addr, 1, argv, fmt.Sprintf("ready = \"delay:1s\"\nbalance = %q", steered))
+		return batonConfig(addr, 1, argv, fmt.Sprintf("ready = \"delay:100ms\"\nbalance = %q", steered))
 	})
 	old := b.workerPIDs()[0]
-	// uvicorn serves once it has started, which "delay:1s" guesses; it
-	// has closed this connection when the answer ends.
+	// uvicorn serves once it has started; it has closed this connection
+	// when the answer ends.
 	if resp, err := rawGet(b.addr, nil); !strings.HasPrefix(resp, "HTTP/1.1 200") {
 		t.Fatalf("GET /: %q, %v", resp, err)
 	}

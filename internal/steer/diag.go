@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -45,20 +46,24 @@ func PortOf(fd int) (Port, error) {
 
 // Unserved reports whether a process of the tree at pid (a server may
 // serve from a child, as gunicorn does) holds a TCP connection accepted
-// at one of ports of which it has read nothing yet: its first bytes have
-// not arrived, or wait unread. A connection it has read from (a
-// keep-alive one between requests) is being served, whatever its state.
-func (Kernel) Unserved(pid int, ports []Port) (bool, error) {
+// at one of ports of which it has read nothing yet: its first bytes wait
+// unread, or none has arrived and it was established less than young
+// ago (a client sends its request right after its handshake; one idle
+// longer is a preconnect or a pool's, which waiting would not serve). A
+// connection it has read from (a keep-alive one between requests) is
+// being served, whatever its state. Only pid's own descriptors being
+// unreadable is an error; a child's are skipped.
+func (Kernel) Unserved(pid int, ports []Port, young time.Duration) (bool, error) {
 	fresh := map[uint32]bool{} // the inodes of such connections, whoever holds them
 	for _, p := range ports {
-		conns, err := established(p)
-		if err != nil {
-			return false, err
-		}
-		for _, c := range conns {
-			if c.readNothing() {
+		err := established(p, func(c diagConn) {
+			// Inode 0: still in a queue, accepted by no one.
+			if c.inode != 0 && c.readNothing(young) {
 				fresh[c.inode] = true
 			}
+		})
+		if err != nil {
+			return false, err
 		}
 	}
 	if len(fresh) == 0 {
@@ -67,10 +72,11 @@ func (Kernel) Unserved(pid int, ports []Port) (bool, error) {
 	for _, p := range tree(pid) {
 		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			continue // exited meanwhile
-		case err != nil:
-			return false, err // another user's, without CAP_SYS_PTRACE
+		case err == nil:
+		case p == pid && !errors.Is(err, fs.ErrNotExist):
+			return false, err
+		default:
+			continue // exited meanwhile, or a child of another user's
 		}
 		for _, e := range ents {
 			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, e.Name()))
@@ -103,21 +109,28 @@ func tree(pid int) []int {
 	return pids
 }
 
-// diagConn is what sock_diag says of a connection: its socket's inode,
-// the bytes waiting unread (idiag_rqueue; a FIN counts one), and the
-// bytes received in all (tcpi_bytes_received; info is false if the
-// kernel's tcp_info is too short to say).
+// diagConn is what sock_diag says of a connection: its socket's inode
+// (0 while no process has accepted it), the bytes waiting unread
+// (idiag_rqueue), and from its tcp_info (info is false if the kernel's
+// is too short to say) the bytes received in all (tcpi_bytes_received;
+// both count a FIN as one) and the time since data last arrived, or
+// since it was established if none has (tcpi_last_data_recv).
 type diagConn struct {
 	inode    uint32
 	rqueue   uint32
 	received uint64
+	lastRecv time.Duration
 	info     bool
 }
 
-// readNothing reports whether the server has read none of c's bytes.
-func (c diagConn) readNothing() bool {
-	if !c.info {
+// readNothing reports whether the server has read none of c's bytes,
+// and either some wait or c is younger than young.
+func (c diagConn) readNothing(young time.Duration) bool {
+	switch {
+	case !c.info:
 		return c.rqueue > 0
+	case c.received == 0:
+		return c.lastRecv < young
 	}
 	return uint64(c.rqueue) >= c.received
 }
@@ -134,31 +147,39 @@ const (
 	tcpCloseWait        = 8
 )
 
-// received is tcpi_bytes_received's place in struct tcp_info.
-var received = int(unsafe.Offsetof(unix.TCPInfo{}.Bytes_received))
+// The places in struct tcp_info of tcpi_bytes_received and
+// tcpi_last_data_recv.
+var (
+	received = int(unsafe.Offsetof(unix.TCPInfo{}.Bytes_received))
+	lastRecv = int(unsafe.Offsetof(unix.TCPInfo{}.Last_data_recv))
+)
 
-// established is every TCP connection of family p.Family whose local
-// port is p.Port, established or closed by the client only, from a
-// sock_diag dump the kernel filters by port.
-func established(p Port) ([]diagConn, error) {
+// established calls each for every TCP connection of family p.Family
+// whose local port is p.Port, established or closed by the client only,
+// from a sock_diag dump the kernel filters by port.
+func established(p Port, each func(diagConn)) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		return nil, os.NewSyscallError("socket AF_NETLINK", err)
+		return os.NewSyscallError("socket AF_NETLINK", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Sendto(fd, dumpRequest(p), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, os.NewSyscallError("sendto sock_diag", err)
+	// The kernel answers at once; a reply that never comes would hold
+	// the worker's signal past its bound.
+	tv := unix.NsecToTimeval(int64(time.Second))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
 	}
-	var conns []diagConn
+	if err := unix.Sendto(fd, dumpRequest(p), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return os.NewSyscallError("sendto sock_diag", err)
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
-			return nil, os.NewSyscallError("recvfrom sock_diag", err)
+			return os.NewSyscallError("recvfrom sock_diag", err)
 		}
-		done, err := parseDump(buf[:n], func(c diagConn) { conns = append(conns, c) })
-		if err != nil || done {
-			return conns, err
+		if done, err := parseDump(buf[:n], each); err != nil || done {
+			return err
 		}
 	}
 }
@@ -204,11 +225,10 @@ func parseDump(b []byte, each func(diagConn)) (done bool, err error) {
 		}
 		body := b[unix.NLMSG_HDRLEN:l]
 		switch ne.Uint16(b[4:]) {
-		case unix.NLMSG_DONE:
-			return true, nil
-		case unix.NLMSG_ERROR:
+		case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+			// Both carry an errno, negative, or 0.
 			if len(body) >= 4 {
-				if errno := int32(ne.Uint32(body)); errno != 0 {
+				if errno := int32(ne.Uint32(body)); errno < 0 {
 					return true, os.NewSyscallError("sock_diag", unix.Errno(-errno))
 				}
 			}
@@ -234,6 +254,7 @@ func diagMsg(body []byte) diagConn {
 		}
 		if data := attrs[unix.SizeofRtAttr:l]; ne.Uint16(attrs[2:]) == inetDiagInfo && len(data) >= received+8 {
 			c.received, c.info = ne.Uint64(data[received:]), true
+			c.lastRecv = time.Duration(ne.Uint32(data[lastRecv:])) * time.Millisecond
 		}
 		attrs = attrs[min(nlmAlign(l), len(attrs)):]
 	}

@@ -5,15 +5,17 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // Unserved, against the kernel: a connection a process has accepted is
 // unserved until it reads from it, whether its bytes have arrived or
-// not; reading once serves it for good; a connection held by a child
-// counts for the parent's tree and not for another process's; a
-// half-closed one counts too.
+// not (while it is young, if not); reading once serves it for good; a
+// connection held by a child counts for the parent's tree and not for
+// another process's; a half-closed one counts too; one at another port
+// does not.
 func TestUnserved(t *testing.T) {
 	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) {
@@ -34,7 +36,7 @@ func TestUnserved(t *testing.T) {
 			self := os.Getpid()
 			unserved := func(pid int) bool {
 				t.Helper()
-				u, err := Kernel{}.Unserved(pid, []Port{port})
+				u, err := Kernel{}.Unserved(pid, []Port{port}, time.Minute)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -84,6 +86,32 @@ func TestUnserved(t *testing.T) {
 		})
 	}
 
+	t.Run("idle or elsewhere", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		port := Port{unix.AF_INET, uint16(ln.Addr().(*net.TCPAddr).Port)}
+		connect(t, ln)
+		const young = 50 * time.Millisecond
+		time.Sleep(2 * young) // the connection's age is the case
+		if u, err := (Kernel{}).Unserved(os.Getpid(), []Port{port}, young); err != nil || u {
+			t.Errorf("a connection that has received nothing for %v: Unserved = %v, %v; want false", 2*young, u, err)
+		}
+
+		other, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		client, _ := connect(t, other)
+		write(t, client, "GET / HTTP/1.1\r\n")
+		if u, err := (Kernel{}).Unserved(os.Getpid(), []Port{port}, young); err != nil || u {
+			t.Errorf("a request unread at another port: Unserved = %v, %v; want false", u, err)
+		}
+	})
+
 	t.Run("half-closed", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -94,7 +122,7 @@ func TestUnserved(t *testing.T) {
 		write(t, client, "GET / HTTP/1.0\r\n\r\n")
 		client.(*net.TCPConn).CloseWrite()
 		port := Port{unix.AF_INET, uint16(ln.Addr().(*net.TCPAddr).Port)}
-		if u, err := (Kernel{}).Unserved(os.Getpid(), []Port{port}); err != nil || !u {
+		if u, err := (Kernel{}).Unserved(os.Getpid(), []Port{port}, time.Minute); err != nil || !u {
 			t.Errorf("a request and a FIN unread: Unserved = %v, %v; want true", u, err)
 		}
 	})

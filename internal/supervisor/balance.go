@@ -247,10 +247,10 @@ func (s *supervisor) signalDrained(pid int, kill func()) {
 	again := func() {
 		p.timer = time.AfterFunc(steer.SignalPoll, func() { s.post(loopCall{do: poll}) })
 	}
-	poll = func() {
-		if s.pendingKill[pid] != p {
-			return // exited, killed, or signalled again
-		}
+	// settled looks at the queues: false, and the next look is due, if
+	// they have not stayed empty long enough; the wait being over
+	// signals.
+	settled := func() bool {
 		queued := false
 		for _, fd := range p.fds {
 			queued = queued || steer.Kernel{}.Queued(fd) > 0
@@ -262,29 +262,39 @@ func (s *supervisor) signalDrained(pid int, kill func()) {
 		case !wait.Settled(now, queued):
 			again()
 		default:
-			go func() {
-				unserved, err := steer.Kernel{}.Unserved(pid, p.ports)
-				s.post(loopCall{do: func() {
-					switch {
-					case s.pendingKill[pid] != p:
-					case err != nil:
-						s.warnUnserved(err)
-						signal()
-					case unserved:
-						again()
-					default:
-						signal()
-					}
-				}})
-			}()
+			return true
 		}
+		return false
+	}
+	poll = func() {
+		if s.pendingKill[pid] != p || !settled() {
+			return // exited, killed, or signalled again; or not yet
+		}
+		go func() {
+			// A connection that has received nothing counts while it is
+			// younger than the whole wait.
+			unserved, err := steer.Kernel{}.Unserved(pid, p.ports, steer.SignalWait)
+			s.post(loopCall{do: func() {
+				switch {
+				case s.pendingKill[pid] != p || !settled():
+				case err != nil:
+					s.warnUnserved(err)
+					signal()
+				case unserved:
+					again()
+				default:
+					signal()
+				}
+			}})
+		}()
 	}
 	poll()
 }
 
 // warnUnserved says, once, that baton cannot see whether a worker it is
 // about to stop has accepted connections it has not read yet (sock_diag
-// refused: a sandbox without AF_NETLINK), and signals without looking.
+// refused, as by a sandbox without AF_NETLINK, or the worker's
+// descriptors unreadable); the signal then goes without that look.
 func (s *supervisor) warnUnserved(err error) {
 	if s.unservedBlind {
 		return
