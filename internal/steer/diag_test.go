@@ -87,12 +87,7 @@ func TestUnserved(t *testing.T) {
 	}
 
 	t.Run("idle or elsewhere", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		port := Port{unix.AF_INET, uint16(ln.Addr().(*net.TCPAddr).Port)}
+		ln, port := listen4(t)
 		connect(t, ln)
 		const young = 50 * time.Millisecond
 		time.Sleep(2 * young) // the connection's age is the case
@@ -100,11 +95,7 @@ func TestUnserved(t *testing.T) {
 			t.Errorf("a connection that has received nothing for %v: Unserved = %v, %v; want false", 2*young, u, err)
 		}
 
-		other, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer other.Close()
+		other, _ := listen4(t)
 		client, _ := connect(t, other)
 		write(t, client, "GET / HTTP/1.1\r\n")
 		if u, err := (Kernel{}).Unserved(os.Getpid(), []Port{port}, young); err != nil || u {
@@ -113,19 +104,26 @@ func TestUnserved(t *testing.T) {
 	})
 
 	t.Run("half-closed", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		ln, port := listen4(t)
 		client, _ := connect(t, ln)
 		write(t, client, "GET / HTTP/1.0\r\n\r\n")
 		client.(*net.TCPConn).CloseWrite()
-		port := Port{unix.AF_INET, uint16(ln.Addr().(*net.TCPAddr).Port)}
 		if u, err := (Kernel{}).Unserved(os.Getpid(), []Port{port}, time.Minute); err != nil || !u {
 			t.Errorf("a request and a FIN unread: Unserved = %v, %v; want true", u, err)
 		}
 	})
+}
+
+// listen4 is a listener on 127.0.0.1, closed at the test's end, and its
+// Port.
+func listen4(t *testing.T) (net.Listener, Port) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, Port{unix.AF_INET, uint16(ln.Addr().(*net.TCPAddr).Port)}
 }
 
 // connect dials ln and accepts, both ends closed at the test's end.
