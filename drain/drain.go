@@ -95,8 +95,22 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// sdNotify sends state to $NOTIFY_SOCKET, if set.
+// DrainsAcceptedField is what a worker says beside READY=1 to tell baton
+// that told to stop it serves every connection it has accepted, read
+// from or not: baton then sends SIGTERM without first waiting for it to
+// read them (docs/protocols.md). The default Notify says it; a custom
+// one may.
+const DrainsAcceptedField = "X_BATON_DRAINS_ACCEPTED=1"
+
+// sdNotify sends state to $NOTIFY_SOCKET, if set, with
+// DrainsAcceptedField beside READY=1: Serve and its siblings serve what
+// they accepted (a connection whose request has not come yet is kept for
+// Options.IdleGrace from its accept, a second by default: as long as
+// baton would have waited before signalling).
 func sdNotify(state string) error {
+	if state == "READY=1" {
+		state += "\n" + DrainsAcceptedField
+	}
 	_, err := daemon.SdNotify(false, state)
 	return err
 }

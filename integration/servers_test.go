@@ -382,6 +382,46 @@ func TestSteeredStopWaitsForTheRequest(t *testing.T) {
 		t.Errorf("the request sent 400 ms after the reload: %q, %v; want 200", resp, err)
 	}
 	b.out.wait(regexp.MustCompile(fmt.Sprintf(`msg="worker exited" slot=0 pid=%d .*how="exit status 0"`, old)), 10*time.Second)
+	if b.out.count(heldFor(old)) != 1 {
+		t.Errorf("baton did not say once that the old worker's SIGTERM waited:\n%s", b.out)
+	}
+}
+
+// heldFor matches baton's line saying that pid's SIGTERM waits for it to
+// read the connections it accepted.
+func heldFor(pid int) *regexp.Regexp {
+	return regexp.MustCompile(fmt.Sprintf(`its SIGTERM waits for it to read them" pid=%d `, pid))
+}
+
+// A Go worker on the drain package says with READY=1 that it serves what
+// it accepted (drain.DrainsAcceptedField): its SIGTERM never waits for
+// it to read a connection, and the slow client of the test above is
+// served all the same (drain keeps a connection with no request yet for
+// its idle grace, a second).
+// Waiting for every such connection held each drain of a reload under
+// keep-alive load by up to a second, and the generations drained past
+// max_draining were killed (TestReloadUnderLoad).
+func TestSteeredStopGoWorkerNotHeld(t *testing.T) {
+	b := startConfigBaton(t, func(addr string) string {
+		return batonConfig(addr, 1, nil, fmt.Sprintf("balance = %q", steered))
+	})
+	old := b.workerPIDs()[0]
+	c, err := net.Dial("tcp", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if code, out := b.reloadCmd(t); code != 0 {
+		t.Fatalf("reload: exit %d: %s", code, out)
+	}
+	time.Sleep(400 * time.Millisecond) // the client's own delay, as above
+	if resp, err := rawGet(b.addr, c); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Errorf("the request sent 400 ms after the reload: %q, %v; want 200", resp, err)
+	}
+	b.out.wait(regexp.MustCompile(fmt.Sprintf(`msg="worker exited" slot=0 pid=%d .*how="exit status 0"`, old)), 10*time.Second)
+	if b.out.count(heldFor(old)) != 0 {
+		t.Errorf("the Go worker's SIGTERM waited for it to read:\n%s", b.out)
+	}
 }
 
 // rawGet sends GET / with Connection: close on c (nil: a new connection

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/drain"
 	"github.com/batonhq/baton/drain/draintest"
 	"github.com/batonhq/baton/loadtest"
 )
@@ -194,6 +195,10 @@ func TestDrainUnderLoad(t *testing.T) {
 	}
 }
 
+// ready is hello's READY=1 datagram: the drain package says beside it
+// that hello serves what it accepted.
+const ready = "READY=1\n" + drain.DrainsAcceptedField
+
 // TestNotify: under a supervisor, hello reports READY=1 and STOPPING=1.
 func TestNotify(t *testing.T) {
 	for _, abstract := range []bool{false, true} {
@@ -202,20 +207,20 @@ func TestNotify(t *testing.T) {
 			_, s := draintest.Listen(t, "http")
 			w := draintest.Start(t, []string{os.Args[0]}, []draintest.Socket{s}, roleEnv+"=1", noRaceExitSleep, "NOTIFY_SOCKET="+name)
 			var got []string
-			for _, want := range []string{"READY=1", "STOPPING=1"} {
+			for _, want := range []string{ready, "STOPPING=1"} {
 				m, ok := <-msgs
 				got = append(got, m)
 				if !ok || m != want {
-					t.Fatalf("notified %q, want READY=1 then STOPPING=1", got)
+					t.Fatalf("notified %q, want %q then STOPPING=1", got, ready)
 				}
-				if want == "READY=1" {
+				if want == ready {
 					w.Signal(t, syscall.SIGTERM)
 				}
 			}
 			if st := w.Wait(t); st != 0 {
 				t.Errorf("exit status %d, want 0", st)
 			}
-			if !slices.Equal(got, []string{"READY=1", "STOPPING=1"}) {
+			if !slices.Equal(got, []string{ready, "STOPPING=1"}) {
 				t.Errorf("notified %q", got)
 			}
 		})
@@ -251,7 +256,7 @@ func testPanic(t *testing.T, mode loadtest.Mode) {
 	}
 	a := draintest.Start(t, []string{os.Args[0]}, []draintest.Socket{sock}, roleEnv+"=1", noRaceExitSleep, "NOTIFY_SOCKET="+notifyName)
 	a.Serving(t, "hello: serving on ")
-	notified("READY=1")
+	notified(ready)
 	apid := strconv.Itoa(a.Pid)
 
 	// While a is alone on the socket, it takes two keep-alive connections:

@@ -10,6 +10,9 @@ import (
 var knownFields = map[string]bool{
 	"READY": true, "STOPPING": true, "WATCHDOG": true, "STATUS": true,
 	"RELOADING": true, "MONOTONIC_USEC": true, "ERRNO": true, "MAINPID": true,
+	// The shell's (internal/supervisor, balance.go): the worker serves what
+	// it accepted when told to stop.
+	"X_BATON_DRAINS_ACCEPTED": true,
 }
 
 func (m *Machine) onNotify(ev Notified) {

@@ -163,6 +163,23 @@ func (s *supervisor) workerExited(pid int) {
 	}
 	s.forget(pid)
 	s.groups.Release(pid)
+	delete(s.drains, pid)
+}
+
+// drainsAcceptedKey is the notify field (also a line on the readiness
+// pipe) with which a worker says that, told to stop, it serves every
+// connection it has accepted, read from or not (the drain package's
+// DrainsAcceptedField; docs/protocols.md): its signal then does not wait
+// for it to read them.
+const drainsAcceptedKey = "X_BATON_DRAINS_ACCEPTED"
+
+// declaredDrains records that pid said drainsAcceptedKey, if it is a
+// worker that holds sockets of the groups (reuseport): the only ones
+// whose signal may wait, and forgotten when they exit.
+func (s *supervisor) declaredDrains(pid int) {
+	if len(s.groups.Sockets(pid)) > 0 {
+		s.drains[pid] = true
+	}
 }
 
 // steerEnv is what the groups act on: the kernel, and the loop's timer.
@@ -224,9 +241,11 @@ type pendingSignal struct {
 }
 
 // signalDrained calls kill once pid's sockets' queues have been empty
-// long enough and pid holds no connection it has read nothing of, or
-// waited long enough (steer.Wait). The look at pid's connections runs
-// off the loop: it reads the worker's descriptors, however many.
+// long enough and pid holds no connection it has read nothing of (unless
+// it said it serves those), or waited long enough (steer.Wait). The look
+// at pid's connections runs off the loop: it reads the worker's
+// descriptors, however many. The first time it holds the signal, baton
+// says so.
 func (s *supervisor) signalDrained(pid int, kill func()) {
 	p := &pendingSignal{}
 	for _, gs := range s.groups.Sockets(pid) {
@@ -238,7 +257,8 @@ func (s *supervisor) signalDrained(pid int, kill func()) {
 		}
 	}
 	s.pendingKill[pid] = p
-	wait := steer.NewWait(time.Now())
+	started := time.Now()
+	wait := steer.NewWait(started)
 	signal := func() {
 		s.forget(pid)
 		kill()
@@ -266,9 +286,14 @@ func (s *supervisor) signalDrained(pid int, kill func()) {
 		}
 		return false
 	}
+	held := false
 	poll = func() {
 		if s.pendingKill[pid] != p || !settled() {
 			return // exited, killed, or signalled again; or not yet
+		}
+		if s.drains[pid] {
+			signal()
+			return
 		}
 		go func() {
 			// A connection that has received nothing counts while it is
@@ -281,6 +306,10 @@ func (s *supervisor) signalDrained(pid int, kill func()) {
 					s.warnUnserved(err)
 					signal()
 				case unserved:
+					if !held {
+						held = true
+						s.log.Info("the worker has accepted connections it has not read: its SIGTERM waits for it to read them", "pid", pid, "at_most", steer.SignalWait-time.Since(started))
+					}
 					again()
 				default:
 					signal()

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonhq/baton/drain"
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/control"
 	"github.com/batonhq/baton/internal/spawn"
@@ -406,4 +407,11 @@ func TestReadyFD(t *testing.T) {
 			t.Fatalf("Run = %v, want the start to fail saying what baton waited for", err)
 		}
 	})
+}
+
+// What the drain package says with READY=1 is what baton looks for.
+func TestDrainsAcceptedKeyIsDrains(t *testing.T) {
+	if want := drainsAcceptedKey + "=1"; drain.DrainsAcceptedField != want {
+		t.Errorf("drain says %q, baton looks for %q", drain.DrainsAcceptedField, want)
+	}
 }

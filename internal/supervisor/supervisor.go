@@ -133,11 +133,13 @@ type supervisor struct {
 	// decides, balance.go carries out): pendingKill the signals waiting
 	// for their workers' sockets' queues, by pid; recheck, while another
 	// process's sockets are in a group, checks the groups again;
-	// unservedBlind: sock_diag was refused, and that was said.
+	// unservedBlind: sock_diag was refused, and that was said; drains
+	// are the workers that said they serve what they accepted.
 	groups        *steer.Groups
 	pendingKill   map[int]*pendingSignal
 	recheck       *time.Timer
 	unservedBlind bool
+	drains        map[int]bool
 }
 
 // Run starts the worker pool described by cfg and keeps it serving until
@@ -159,6 +161,7 @@ func newSupervisor(cfg *config.Config, opts Options) (_ *supervisor, err error) 
 		events:      make(chan any, 64),
 		quit:        make(chan struct{}),
 		pendingKill: map[int]*pendingSignal{},
+		drains:      map[int]bool{},
 		version:     opts.Version,
 		configFile:  opts.ConfigFile,
 		unit:        systemd.Unit(),

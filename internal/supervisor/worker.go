@@ -215,14 +215,20 @@ func (s *supervisor) channel(cfg *config.Config) (*roundrobin.Channel, error) {
 // readReady waits for the first line a worker writes to its readiness
 // pipe (a bare newline, as s6's notification-fd has it, or READY=1: any
 // line) and posts it as a ReadyLine: whether that makes the worker ready
-// is the Machine's decision. It ends at the end of the pipe, or once r
-// is closed.
+// is the Machine's decision. X_BATON_DRAINS_ACCEPTED=1 among the lines
+// of that read is taken too (balance.go). It ends at the end of the
+// pipe, or once r is closed.
 func (s *supervisor) readReady(r *os.File, pid int) {
 	defer r.Close()
 	buf := make([]byte, 256)
 	for {
 		n, err := r.Read(buf)
 		if bytes.IndexByte(buf[:n], '\n') >= 0 {
+			for line := range bytes.Lines(buf[:n]) {
+				if string(bytes.TrimSuffix(line, []byte("\n"))) == drainsAcceptedKey+"=1" {
+					s.post(loopCall{do: func() { s.declaredDrains(pid) }})
+				}
+			}
 			s.post(lifecycle.ReadyLine{PID: pid})
 			return
 		}
