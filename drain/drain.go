@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,6 +48,13 @@ type Options struct {
 	// Notify sends an sd_notify state ("READY=1", "STOPPING=1"). Default:
 	// daemon.SdNotify to $NOTIFY_SOCKET, a no-op when it is unset.
 	Notify func(state string) error
+	// DrainsAccepted has READY=1 say DrainsAcceptedField: told to stop,
+	// this server serves every connection it has accepted, even one whose
+	// request has not come yet, for at least a second. Serve and
+	// grpcdrain.Serve set it when their idle grace is a second or more
+	// (they keep such a connection that long); a ServeConns or ServeFunc
+	// server sets it if it is true of it.
+	DrainsAccepted bool
 	// Guard runs every handler; when it trips (a panic in a handler, or
 	// in a goroutine started with its Go method) Serve drains as on
 	// SIGTERM and returns an error wrapping ErrPanicked. nil means a
@@ -97,20 +105,14 @@ func (o Options) withDefaults() (Options, error) {
 
 // DrainsAcceptedField is what a worker says beside READY=1 to tell baton
 // that told to stop it serves every connection it has accepted, read
-// from or not: baton then sends SIGTERM without first waiting for it to
-// read them (docs/protocols.md). The default Notify says it; a custom
-// one may.
+// from or not, for at least a second (Options.DrainsAccepted): under
+// balance = "reuseport" baton then sends SIGTERM without first waiting
+// for it to read them, as it does for a stock server that closes such a
+// connection (docs/protocols.md).
 const DrainsAcceptedField = "X_BATON_DRAINS_ACCEPTED=1"
 
-// sdNotify sends state to $NOTIFY_SOCKET, if set, with
-// DrainsAcceptedField beside READY=1: Serve and its siblings serve what
-// they accepted (a connection whose request has not come yet is kept for
-// Options.IdleGrace from its accept, a second by default: as long as
-// baton would have waited before signalling).
+// sdNotify sends state to $NOTIFY_SOCKET, if set.
 func sdNotify(state string) error {
-	if state == "READY=1" {
-		state += "\n" + DrainsAcceptedField
-	}
 	_, err := daemon.SdNotify(false, state)
 	return err
 }
@@ -140,6 +142,8 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts Options)
 	if err != nil {
 		return err
 	}
+	// A connection with no request yet is kept for the idle grace.
+	opts.DrainsAccepted = opts.DrainsAccepted || opts.IdleGrace >= DefaultIdleGrace
 	t := newTracker(opts.IdleGrace)
 	h := srv.Handler
 	if h == nil {
@@ -229,7 +233,8 @@ func (r *run) end() { signal.Stop(r.sigs) }
 
 func (r *run) notify(state string) {
 	if err := r.opts.Notify(state); err != nil {
-		r.errs = append(r.errs, fmt.Errorf("drain: notify %s: %w", state, err))
+		first, _, _ := strings.Cut(state, "\n")
+		r.errs = append(r.errs, fmt.Errorf("drain: notify %s: %w", first, err))
 	}
 }
 
@@ -237,7 +242,12 @@ func (r *run) notify(state string) {
 // goroutine panicked before Serve was called): the worker is not fit to
 // serve, and gets only STOPPING=1.
 func (r *run) ready() {
-	if r.opts.Guard.Err() == nil {
+	if r.opts.Guard.Err() != nil {
+		return
+	}
+	if r.opts.DrainsAccepted {
+		r.notify("READY=1\n" + DrainsAcceptedField)
+	} else {
 		r.notify("READY=1")
 	}
 }

@@ -140,7 +140,7 @@ func startServer(t *testing.T, ln net.Listener, id string, opts drain.Options, h
 		s.states = append(s.states, state)
 		s.mu.Unlock()
 		switch state {
-		case "READY=1":
+		case "READY=1", readyDeclared: // the latter with an idle grace of 1s or more
 			close(s.ready)
 		case "STOPPING=1":
 			s.atStop = s.open.Load()
@@ -377,6 +377,10 @@ func TestDrainDeadline(t *testing.T) {
 	}
 }
 
+// readyDeclared is Serve's READY=1 with an idle grace of a second or
+// more: it says that it serves what it accepted.
+const readyDeclared = "READY=1\n" + drain.DrainsAcceptedField
+
 // TestNotify: READY=1 once serving, STOPPING=1 when the drain starts,
 // nothing else; a failing Notify is reported but does not stop serving.
 func TestNotify(t *testing.T) {
@@ -388,7 +392,7 @@ func TestNotify(t *testing.T) {
 	s.mu.Lock()
 	states := slices.Clone(s.states)
 	s.mu.Unlock()
-	if want := []string{"READY=1", "STOPPING=1"}; !slices.Equal(states, want) {
+	if want := []string{readyDeclared, "STOPPING=1"}; !slices.Equal(states, want) {
 		t.Errorf("notified %q, want %q", states, want)
 	}
 	if !errors.Is(err, fail) || !strings.Contains(err.Error(), "drain: notify READY=1: no supervisor") {
@@ -492,7 +496,7 @@ func TestDefaultServeMux(t *testing.T) {
 		done <- drain.Serve(ctx, srv, base, drain.Options{
 			Signals: []os.Signal{syscall.SIGUSR2},
 			Notify: func(s string) error {
-				if s == "READY=1" {
+				if s == readyDeclared {
 					close(ready)
 				}
 				return nil

@@ -63,6 +63,9 @@ func Serve(ctx context.Context, srv *grpc.Server, ln net.Listener, opts drain.Op
 	if grace <= 0 {
 		grace = drain.DefaultIdleGrace
 	}
+	// A silent connection is kept for the grace; a client that has not
+	// sent its call yet gets GOAWAY and sends it on a new connection.
+	opts.DrainsAccepted = opts.DrainsAccepted || grace >= drain.DefaultIdleGrace
 	served := make(chan struct{})
 	serve := func() error {
 		defer close(served)

@@ -103,7 +103,7 @@ func start(t *testing.T, ln net.Listener, id string, serve serveFunc, opts drain
 	ready := make(chan struct{})
 	opts.Notify = func(state string) error {
 		switch state {
-		case "READY=1":
+		case "READY=1", "READY=1\n" + drain.DrainsAcceptedField: // the latter from Serve with a grace of 1s or more
 			close(ready)
 		case "STOPPING=1":
 			close(s.stopping)
@@ -387,4 +387,30 @@ func TestSilentClientDeadline(t *testing.T) {
 		t.Errorf("Serve returned %v after the drain began, want at its %v deadline", took, timeout)
 	}
 	closedByServer(t, c)
+}
+
+// Serve says with READY=1 that it serves what it accepted when its grace
+// is a second or more (the default), and not below.
+func TestReadyDeclaresDrainsAccepted(t *testing.T) {
+	for grace, want := range map[time.Duration]string{
+		0:                      "READY=1\n" + drain.DrainsAcceptedField,
+		200 * time.Millisecond: "READY=1",
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		states := make(chan string, 4)
+		opts := drain.Options{IdleGrace: grace, Notify: func(s string) error { states <- s; return nil }}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- grpcdrain.Serve(ctx, grpc.NewServer(), ln, opts) }()
+		if got := <-states; got != want {
+			t.Errorf("grace %v: READY datagram %q, want %q", grace, got, want)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

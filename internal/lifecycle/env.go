@@ -53,6 +53,11 @@ type Sockets interface {
 	// Route says where new connections go from now on (worker.balance);
 	// it is called whenever that changed.
 	Route(r Routes)
+	// DrainsAccepted says that the worker pid (or a process that speaks
+	// for it) said X_BATON_DRAINS_ACCEPTED=1: told to stop, it serves what
+	// it accepted and has not read, so its signal need not wait for it to
+	// read them (reuseport).
+	DrainsAccepted(pid int)
 }
 
 // Routes is where new connections go.

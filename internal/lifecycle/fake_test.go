@@ -105,7 +105,8 @@ func (e *fakeEnv) Open(cfg *config.Config, store bool) error {
 func (e *fakeEnv) Release(inUse []*config.Config, inForce *config.Config) {
 	e.act("release %d", len(inUse))
 }
-func (e *fakeEnv) CloseAll(shared bool) { e.act("close sockets shared=%v", shared) }
+func (e *fakeEnv) CloseAll(shared bool)   { e.act("close sockets shared=%v", shared) }
+func (e *fakeEnv) DrainsAccepted(pid int) { e.act("drains accepted %d", pid) }
 func (e *fakeEnv) Route(r Routes) {
 	e.act("route ready=%v slots=%v shared=%v", r.Ready, r.Slots, r.Shared)
 }

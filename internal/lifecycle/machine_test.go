@@ -405,6 +405,21 @@ func TestGiveUpDegradeThenReloadResumes(t *testing.T) {
 	}
 }
 
+// X_BATON_DRAINS_ACCEPTED=1 from a worker, or from a process that
+// speaks for it, is said of the worker, before its READY=1 is acted on;
+// a stranger's is not.
+func TestNotifyDrainsAccepted(t *testing.T) {
+	h := newHarness(t, testConfig(t, nil), Options{})
+	pids := h.start()
+	h.env.parents[500] = pids[0]
+	h.notify(500, "READY=1", "X_BATON_DRAINS_ACCEPTED=1")
+	h.notify(999, "X_BATON_DRAINS_ACCEPTED=1")
+	h.notify(pids[1], "X_BATON_DRAINS_ACCEPTED=1", "READY=1")
+	h.want(fmt.Sprintf("drains accepted %d", pids[0]), fmt.Sprintf("drains accepted %d", pids[1]), "systemd READY=1")
+	h.notify(999, "X_BATON_DRAINS_ACCEPTED=1")
+	h.none("drains accepted")
+}
+
 func TestNotifySenders(t *testing.T) {
 	h := newHarness(t, testConfig(t, nil), Options{})
 	pids := h.start()

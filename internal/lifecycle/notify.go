@@ -10,8 +10,8 @@ import (
 var knownFields = map[string]bool{
 	"READY": true, "STOPPING": true, "WATCHDOG": true, "STATUS": true,
 	"RELOADING": true, "MONOTONIC_USEC": true, "ERRNO": true, "MAINPID": true,
-	// The shell's (internal/supervisor, balance.go): the worker serves what
-	// it accepted when told to stop.
+	// The worker serves what it accepted when told to stop (Env's
+	// DrainsAccepted).
 	"X_BATON_DRAINS_ACCEPTED": true,
 }
 
@@ -39,6 +39,9 @@ func (m *Machine) onNotify(ev Notified) {
 	}
 	if st, ok := ev.Fields["STATUS"]; ok {
 		w.status = st
+	}
+	if ev.Fields["X_BATON_DRAINS_ACCEPTED"] == "1" {
+		m.env.DrainsAccepted(w.pid) // before it may be ready and replace another
 	}
 	if ev.Fields["READY"] == "1" {
 		m.onReadySign(w, notifiedReady)

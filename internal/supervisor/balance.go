@@ -173,10 +173,11 @@ func (s *supervisor) workerExited(pid int) {
 // for it to read them.
 const drainsAcceptedKey = "X_BATON_DRAINS_ACCEPTED"
 
-// declaredDrains records that pid said drainsAcceptedKey, if it is a
-// worker that holds sockets of the groups (reuseport): the only ones
-// whose signal may wait, and forgotten when they exit.
-func (s *supervisor) declaredDrains(pid int) {
+// DrainsAccepted records that the worker pid said drainsAcceptedKey (the
+// Machine, or its readiness pipe), if it holds sockets of the groups
+// (reuseport): the only workers whose signal may wait, and forgotten
+// when they exit.
+func (s *supervisor) DrainsAccepted(pid int) {
 	if len(s.groups.Sockets(pid)) > 0 {
 		s.drains[pid] = true
 	}

@@ -186,9 +186,6 @@ func (s *supervisor) readNotify() {
 		if err != nil {
 			return // closed
 		}
-		if m.Fields[drainsAcceptedKey] == "1" {
-			s.post(loopCall{do: func() { s.declaredDrains(m.PID) }})
-		}
 		s.post(lifecycle.Notified{PID: m.PID, UID: m.UID, Fields: m.Fields})
 	}
 }

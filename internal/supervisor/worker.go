@@ -226,7 +226,7 @@ func (s *supervisor) readReady(r *os.File, pid int) {
 		if bytes.IndexByte(buf[:n], '\n') >= 0 {
 			for line := range bytes.Lines(buf[:n]) {
 				if string(bytes.TrimSuffix(line, []byte("\n"))) == drainsAcceptedKey+"=1" {
-					s.post(loopCall{do: func() { s.declaredDrains(pid) }})
+					s.post(loopCall{do: func() { s.DrainsAccepted(pid) }})
 				}
 			}
 			s.post(lifecycle.ReadyLine{PID: pid})
