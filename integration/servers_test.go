@@ -374,14 +374,7 @@ func TestSteeredStopWaitsForTheRequest(t *testing.T) {
 		}
 	}
 
-	if code, out := b.reloadCmd(t); code != 0 {
-		t.Fatalf("reload: exit %d: %s", code, out)
-	}
-	time.Sleep(400 * time.Millisecond) // the client's own delay: what the test is about
-	if resp, err := rawGet(b.addr, c); !strings.HasPrefix(resp, "HTTP/1.1 200") {
-		t.Errorf("the request sent 400 ms after the reload: %q, %v; want 200", resp, err)
-	}
-	b.out.wait(regexp.MustCompile(fmt.Sprintf(`msg="worker exited" slot=0 pid=%d .*how="exit status 0"`, old)), 10*time.Second)
+	slowRequestAcrossReload(t, b, c, old)
 	if b.out.count(heldFor(old)) != 1 {
 		t.Errorf("baton did not say once that the old worker's SIGTERM waited:\n%s", b.out)
 	}
@@ -411,17 +404,25 @@ func TestSteeredStopGoWorkerNotHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	slowRequestAcrossReload(t, b, c, old)
+	if b.out.count(heldFor(old)) != 0 {
+		t.Errorf("the Go worker's SIGTERM waited for it to read:\n%s", b.out)
+	}
+}
+
+// slowRequestAcrossReload reloads b, sends a request on c (a connection
+// the old worker old accepted) 400 ms later, which must be answered 200,
+// and waits for old to exit.
+func slowRequestAcrossReload(t *testing.T, b *configBaton, c net.Conn, old int) {
+	t.Helper()
 	if code, out := b.reloadCmd(t); code != 0 {
 		t.Fatalf("reload: exit %d: %s", code, out)
 	}
-	time.Sleep(400 * time.Millisecond) // the client's own delay, as above
+	time.Sleep(400 * time.Millisecond) // the client's own delay: what the tests are about
 	if resp, err := rawGet(b.addr, c); !strings.HasPrefix(resp, "HTTP/1.1 200") {
 		t.Errorf("the request sent 400 ms after the reload: %q, %v; want 200", resp, err)
 	}
 	b.out.wait(regexp.MustCompile(fmt.Sprintf(`msg="worker exited" slot=0 pid=%d .*how="exit status 0"`, old)), 10*time.Second)
-	if b.out.count(heldFor(old)) != 0 {
-		t.Errorf("the Go worker's SIGTERM waited for it to read:\n%s", b.out)
-	}
 }
 
 // rawGet sends GET / with Connection: close on c (nil: a new connection
