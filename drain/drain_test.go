@@ -85,6 +85,7 @@ type server struct {
 	hits   atomic.Int64  // requests answered
 	hit    chan struct{} // poked on every request
 	open   atomic.Int64  // connections open, from the test's own ConnState hook
+	opened chan struct{} // poked on every connection accepted
 	atStop int64         // connections open when the drain started
 }
 
@@ -100,6 +101,7 @@ func startServer(t *testing.T, ln net.Listener, id string, opts drain.Options, h
 		ready:    make(chan struct{}),
 		stopping: make(chan struct{}),
 		hit:      make(chan struct{}, 1),
+		opened:   make(chan struct{}, 1),
 	}
 	if h == nil {
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -121,6 +123,10 @@ func startServer(t *testing.T, ln net.Listener, id string, opts drain.Options, h
 			switch st {
 			case http.StateNew:
 				s.open.Add(1)
+				select {
+				case s.opened <- struct{}{}:
+				default:
+				}
 			case http.StateClosed, http.StateHijacked:
 				s.open.Add(-1)
 			}
@@ -177,6 +183,20 @@ func (s *server) drain(t *testing.T) error {
 	case <-time.After(eventTimeout):
 		t.Fatalf("server %s: Serve did not return within %v of the drain", s.id, eventTimeout)
 		return nil
+	}
+}
+
+// waitOpen waits until s has n connections open: a connection the
+// client has dialled may still wait in the listener's queue.
+func (s *server) waitOpen(t *testing.T, n int64) {
+	t.Helper()
+	timeout := time.After(eventTimeout)
+	for s.open.Load() < n {
+		select {
+		case <-s.opened:
+		case <-timeout:
+			t.Fatalf("server %s has %d connections open, want %d", s.id, s.open.Load(), n)
+		}
 	}
 }
 
@@ -449,6 +469,9 @@ func TestIdleGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mute.Close()
+	// Dial returns once the kernel has queued the connection; a mute one
+	// the server has not yet accepted is not the server's to close.
+	s.waitOpen(t, 3)
 
 	s.cancel()
 	waitFor(t, s.stopping, "STOPPING=1")
