@@ -125,7 +125,8 @@ function serve(server, { name = 'http' } = {}) {
   // on its way from a client that was silent for the whole grace (or one
   // that reached the kernel during this turn of the event loop, not read
   // yet). HTTP/1.1 gives a server no way to close a connection atomically
-  // with a client's write.
+  // with a client's write. What arrived while the event loop stood still
+  // is read first: libuv runs signal handlers last in each turn.
   function sweep() {
     sweepTimer = undefined;
     const now = Date.now();
