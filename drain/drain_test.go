@@ -190,25 +190,25 @@ func (s *server) drain(t *testing.T) error {
 // client has dialled may still wait in the listener's queue.
 func (s *server) waitOpen(t *testing.T, n int64) {
 	t.Helper()
-	timeout := time.After(eventTimeout)
-	for s.open.Load() < n {
-		select {
-		case <-s.opened:
-		case <-timeout:
-			t.Fatalf("server %s has %d connections open, want %d", s.id, s.open.Load(), n)
-		}
-	}
+	waitCount(t, &s.open, s.opened, n, "server "+s.id+": connections open")
 }
 
 // waitHits waits until s has answered n requests in all.
 func (s *server) waitHits(t *testing.T, n int64) {
 	t.Helper()
+	waitCount(t, &s.hits, s.hit, n, "server "+s.id+": requests answered")
+}
+
+// waitCount waits until c is at least n, looking again each time poke
+// fires.
+func waitCount(t *testing.T, c *atomic.Int64, poke <-chan struct{}, n int64, what string) {
+	t.Helper()
 	timeout := time.After(eventTimeout)
-	for s.hits.Load() < n {
+	for c.Load() < n {
 		select {
-		case <-s.hit:
+		case <-poke:
 		case <-timeout:
-			t.Fatalf("server %s answered %d requests, want %d", s.id, s.hits.Load(), n)
+			t.Fatalf("%s: %d, want %d", what, c.Load(), n)
 		}
 	}
 }
