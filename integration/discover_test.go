@@ -314,6 +314,11 @@ func TestControlRefusesFakeBatons(t *testing.T) {
 			case tt.socket == "" || err == nil || !strings.Contains(err.Error(), "control socket "+path+" "+tt.socket):
 				t.Errorf("stats to the fake's socket, found by looking around: %v, want %q", err, tt.socket)
 			}
+			if asked > 0 {
+				// The fake says so before it answers, but its output
+				// may still be on its way to this test.
+				fake.out.waitCount(reAsked, asked, 10*time.Second)
+			}
 			if n := fake.out.count(reAsked); n != asked {
 				t.Errorf("the fake was asked %d requests, want %d:\n%s", n, asked, fake.out)
 			}
